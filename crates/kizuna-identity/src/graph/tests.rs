@@ -1,0 +1,200 @@
+use super::*;
+use proptest::prelude::*;
+
+fn id(kind: IdKind, value: &str) -> Identifier {
+    Identifier::new(kind, value)
+}
+
+fn link(ids: &[Identifier], at_ms: i64, trusted: bool) -> Link {
+    let mut identifiers = ids.to_vec();
+    identifiers.sort_by(|a, b| a.kind.cmp(&b.kind));
+    Link { identifiers, order: OrderKey { at_ms, message_id: format!("m{at_ms}") }, trusted }
+}
+
+fn user(v: &str) -> Identifier {
+    id(IdKind::UserId, v)
+}
+fn anon(v: &str) -> Identifier {
+    id(IdKind::AnonymousId, v)
+}
+fn email(v: &str) -> Identifier {
+    id(IdKind::Email, v)
+}
+
+#[test]
+fn anonymous_then_identified_is_one_profile() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let first = g.apply(&link(&[anon("a1")], 1, false));
+    assert_eq!(first.created, vec![first.profile]);
+    let second = g.apply(&link(&[user("u1"), anon("a1")], 2, false));
+    assert_eq!(second.profile, first.profile, "the anonymous profile becomes the identified one");
+    assert_eq!(g.identifiers_of(first.profile), vec![user("u1"), anon("a1")]);
+}
+
+#[test]
+fn two_devices_become_one_person() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let phone = g.apply(&link(&[anon("phone")], 1, false)).profile;
+    let laptop = g.apply(&link(&[anon("laptop")], 2, false)).profile;
+    assert_ne!(phone, laptop);
+    g.apply(&link(&[user("u1"), anon("phone")], 3, false));
+    let out = g.apply(&link(&[user("u1"), anon("laptop")], 4, false));
+    assert_eq!(out.profile, phone);
+    assert_eq!(out.removed, vec![laptop]);
+    assert_eq!(out.merges.len(), 1);
+    assert_eq!((out.merges[0].from, out.merges[0].into), (laptop, phone));
+    assert_eq!(out.merges[0].identifier, anon("laptop"));
+    assert!(out.regrouped.contains(&laptop));
+    assert_eq!(g.profile_count(), 1);
+}
+
+#[test]
+fn an_email_shared_by_two_user_ids_does_not_merge_them() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let p1 = g.apply(&link(&[user("u1"), email("family@x.com")], 1, true)).profile;
+    let out = g.apply(&link(&[user("u2"), email("family@x.com")], 2, true));
+    assert_ne!(out.profile, p1);
+    assert_eq!(out.conflicts.len(), 1);
+    assert!(matches!(out.conflicts[0].reason, ConflictReason::UserIdConflict { .. }));
+    assert_eq!(g.profile_of(&email("family@x.com")), Some(p1));
+    assert_eq!(g.identifiers_of(out.profile), vec![user("u2")]);
+}
+
+#[test]
+fn only_trusted_sources_merge_two_identified_profiles() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let by_email = g.apply(&link(&[email("a@x.com")], 1, true)).profile;
+    let by_user = g.apply(&link(&[user("u1")], 2, true)).profile;
+    let out = g.apply(&link(&[user("u1"), email("a@x.com")], 3, false));
+    assert_eq!(out.profile, by_user);
+    assert!(matches!(out.conflicts[0].reason, ConflictReason::UntrustedMerge { other_profile } if other_profile == by_email));
+    assert_eq!(g.profile_count(), 2);
+    let out = g.apply(&link(&[user("u1"), email("a@x.com")], 4, true));
+    assert!(out.conflicts.is_empty());
+    assert_eq!(g.profile_count(), 1);
+}
+
+#[test]
+fn per_kind_limits_stop_junk_from_welding_people() {
+    let rules = IdentityRules { max_per_kind: [("anonymous_id".to_owned(), 2)].into(), default_max: 5 };
+    let mut g = IdentityGraph::new(rules);
+    g.apply(&link(&[user("u1"), anon("a1")], 1, false));
+    g.apply(&link(&[user("u1"), anon("a2")], 2, false));
+    let out = g.apply(&link(&[user("u1"), anon("a3")], 3, false));
+    assert!(matches!(out.conflicts[0].reason, ConflictReason::LimitReached { limit: 2, .. }));
+    assert_eq!(g.profile_of(&anon("a3")), None);
+    let alone = g.apply(&link(&[anon("a3")], 4, false));
+    assert_ne!(alone.profile, out.profile);
+}
+
+#[test]
+fn a_late_message_is_replayed_in_time_order() {
+    // Arrival order: the anonymous device is seen with u2 (t=2) before the earlier message with u1 (t=1).
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let p2 = g.apply(&link(&[user("u2"), anon("a")], 2, true)).profile;
+    let out = g.apply(&link(&[user("u1"), anon("a")], 1, true));
+    assert_eq!(g.profile_of(&anon("a")), Some(out.profile), "the earlier link wins");
+    assert_eq!(g.identifiers_of(p2), vec![user("u2")]);
+    assert!(out.regrouped.contains(&p2));
+    let mut in_order = IdentityGraph::new(IdentityRules::default());
+    in_order.apply(&link(&[user("u1"), anon("a")], 1, true));
+    in_order.apply(&link(&[user("u2"), anon("a")], 2, true));
+    assert_eq!(g.grouping(), in_order.grouping());
+}
+
+#[test]
+fn repeating_a_link_changes_nothing() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let first = g.apply(&link(&[user("u1"), anon("a1")], 1, false));
+    let again = g.apply(&link(&[user("u1"), anon("a1")], 5, false));
+    assert_eq!(again.profile, first.profile);
+    assert_eq!(again, Outcome { profile: first.profile, ..Outcome::default() });
+}
+
+#[test]
+fn restore_rebuilds_the_same_graph() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let links = [
+        link(&[user("u1"), anon("a1")], 1, false),
+        link(&[user("u2"), email("e@x.com")], 2, true),
+        link(&[anon("a2")], 3, false),
+    ];
+    let mut owners = HashMap::new();
+    for l in &links {
+        for (ident, owner) in g.apply(l).owner_changes {
+            owners.insert(ident, owner);
+        }
+    }
+    let restored = IdentityGraph::restore(IdentityRules::default(), owners, links.iter().cloned(), g.next_profile_id());
+    assert_eq!(restored.grouping(), g.grouping());
+    assert_eq!(restored.profile_of(&anon("a1")), g.profile_of(&anon("a1")));
+    assert_eq!(restored.next_profile_id(), g.next_profile_id());
+}
+
+#[test]
+fn erase_forgets_identifiers() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let p = g.apply(&link(&[user("u1"), anon("a1")], 1, false)).profile;
+    let removed = g.erase(p);
+    assert_eq!(removed.len(), 2);
+    assert_eq!(g.profile_of(&user("u1")), None);
+    let again = g.apply(&link(&[user("u1")], 2, false));
+    assert_ne!(again.profile, p, "an erased person comes back as a new profile");
+}
+
+fn arb_identifier() -> impl Strategy<Value = Identifier> {
+    prop_oneof![
+        (0..3u8).prop_map(|i| email(&format!("e{i}@x.com"))),
+        (0..6u8).prop_map(|i| anon(&format!("a{i}"))),
+        (0..2u8).prop_map(|i| id(IdKind::Phone, &format!("+8190000000{i}"))),
+    ]
+}
+
+fn arb_links() -> impl Strategy<Value = Vec<Link>> {
+    let message = (proptest::option::of(0..4u8), proptest::collection::vec(arb_identifier(), 0..3), any::<bool>());
+    proptest::collection::vec(message, 1..24).prop_map(|messages| {
+        messages
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (user_id, mut ids, trusted))| {
+                if let Some(u) = user_id {
+                    ids.push(user(&format!("u{u}")));
+                }
+                ids.sort();
+                ids.dedup();
+                (!ids.is_empty()).then(|| link(&ids, i as i64, trusted))
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any arrival order of the same messages ends in the same grouping of identifiers into profiles.
+    #[test]
+    fn grouping_does_not_depend_on_arrival_order(links in arb_links(), seed in any::<u64>()) {
+        let rules = IdentityRules { max_per_kind: [("anonymous_id".to_owned(), 3), ("email".to_owned(), 2)].into(), default_max: 1 };
+        let mut reference = IdentityGraph::new(rules.clone());
+        for l in &links {
+            reference.apply(l);
+        }
+        let mut shuffled = links.clone();
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let mut arrived = IdentityGraph::new(rules);
+        for l in &shuffled {
+            let out = arrived.apply(l);
+            // Every message lands on a live profile that holds its first identifier.
+            prop_assert_eq!(arrived.profile_of(&l.identifiers[0]), Some(out.profile));
+        }
+        prop_assert_eq!(arrived.grouping(), reference.grouping());
+        for profile in arrived.profiles.keys() {
+            let users = arrived.identifiers_of(*profile).iter().filter(|i| i.kind == IdKind::UserId).count();
+            prop_assert!(users <= 1, "a profile never holds two userIds");
+        }
+    }
+}

@@ -1,0 +1,525 @@
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use kizuna_types::{Code, KizunaError};
+use serde_json::{Map, Value};
+
+/// Identifier values that broken clients send and that must never link two people.
+pub const JUNK_IDS: &[&str] = &["null", "undefined", "0", "[object Object]", "nil", "none", "-1", "NaN", "anonymous"];
+
+const MAX_ID_CHARS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    Identify,
+    Track,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Identify => "identify",
+            MessageType::Track => "track",
+            MessageType::Page => "page",
+            MessageType::Screen => "screen",
+            MessageType::Group => "group",
+            MessageType::Alias => "alias",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "identify" => MessageType::Identify,
+            "track" => MessageType::Track,
+            "page" => MessageType::Page,
+            "screen" => MessageType::Screen,
+            "group" => MessageType::Group,
+            "alias" => MessageType::Alias,
+            _ => return None,
+        })
+    }
+}
+
+/// Which endpoint a request arrived on; a single-message endpoint implies the message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Single(MessageType),
+    Batch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_event_bytes: 32 * 1024, max_batch_bytes: 500 * 1024 }
+    }
+}
+
+/// A validated, normalised message. `body` is what is stored: the client's message with corrected
+/// `timestamp`, `receivedAt`, string ids, and without the write key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub message_id: String,
+    pub message_type: MessageType,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub body: Map<String, Value>,
+}
+
+impl Event {
+    /// The `event` of a track call, or the `name` of a page/screen call.
+    pub fn name(&self) -> Option<&str> {
+        let key = if self.message_type == MessageType::Track { "event" } else { "name" };
+        self.body.get(key).and_then(Value::as_str)
+    }
+
+    /// Traits the message carries about the person: `traits` of identify/group, `context.traits` otherwise.
+    pub fn traits(&self) -> Option<&Map<String, Value>> {
+        match self.message_type {
+            MessageType::Identify => self.body.get("traits").and_then(Value::as_object),
+            _ => self.context().and_then(|c| c.get("traits")).and_then(Value::as_object),
+        }
+    }
+
+    pub fn properties(&self) -> Option<&Map<String, Value>> {
+        self.body.get("properties").and_then(Value::as_object)
+    }
+
+    pub fn context(&self) -> Option<&Map<String, Value>> {
+        self.body.get("context").and_then(Value::as_object)
+    }
+
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.body.get(key).and_then(Value::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedRequest {
+    /// `writeKey` from the body, when the client sent it there instead of HTTP Basic auth.
+    pub write_key: Option<String>,
+    pub events: Vec<Event>,
+}
+
+/// Parses and validates one request body. All-or-nothing: the first invalid message fails the whole request,
+/// with `field` naming it (`batch[3].timestamp`).
+pub fn parse_request(
+    endpoint: Endpoint,
+    body: &[u8],
+    received_at: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<ParsedRequest, KizunaError> {
+    let cap = match endpoint {
+        Endpoint::Batch => limits.max_batch_bytes,
+        Endpoint::Single(_) => limits.max_event_bytes,
+    };
+    if body.len() > cap {
+        let code = if endpoint == Endpoint::Batch { Code::BatchTooLarge } else { Code::EventTooLarge };
+        return Err(KizunaError::new(code, format!("the body is {} bytes; the limit is {cap} bytes", body.len())));
+    }
+    match endpoint {
+        Endpoint::Single(kind) => {
+            let mut object: Map<String, Value> = parse_object(body)?;
+            let write_key = take_write_key(&mut object)?;
+            let event = normalise(object, Some(kind), None, None, received_at)?;
+            Ok(ParsedRequest { write_key, events: vec![event] })
+        }
+        Endpoint::Batch => parse_batch(body, received_at, limits),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BatchEnvelope<'a> {
+    #[serde(borrow)]
+    batch: Option<Vec<&'a serde_json::value::RawValue>>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<Value>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<Value>,
+    context: Option<Value>,
+}
+
+fn parse_batch(body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Result<ParsedRequest, KizunaError> {
+    let envelope: BatchEnvelope = serde_json::from_slice(body).map_err(json_error)?;
+    let write_key = match envelope.write_key {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(invalid("writeKey", "must be a string")),
+    };
+    let sent_at = match &envelope.sent_at {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_time(v).map_err(|m| invalid("sentAt", &m))?),
+    };
+    let shared_context = match envelope.context {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(_) => return Err(invalid("context", "must be an object")),
+    };
+    let raw_messages =
+        envelope.batch.ok_or_else(|| KizunaError::new(Code::MissingField, "a batch needs a `batch` array").with_field("batch"))?;
+    let mut events = Vec::with_capacity(raw_messages.len());
+    for (index, raw) in raw_messages.into_iter().enumerate() {
+        let at = format!("batch[{index}]");
+        let text = raw.get();
+        if text.len() > limits.max_event_bytes {
+            return Err(KizunaError::new(
+                Code::EventTooLarge,
+                format!("the message is {} bytes; the limit is {} bytes", text.len(), limits.max_event_bytes),
+            )
+            .with_field(at));
+        }
+        let object: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(invalid(&at, "each batch item must be an object")),
+            Err(e) => return Err(json_error(e).within(&at)),
+        };
+        let event =
+            normalise(object, None, sent_at, shared_context.as_ref(), received_at).map_err(|e| e.within(&at))?;
+        events.push(event);
+    }
+    Ok(ParsedRequest { write_key, events })
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, KizunaError> {
+    match serde_json::from_slice(body).map_err(json_error)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(KizunaError::new(Code::MalformedJson, "the body must be a JSON object")),
+    }
+}
+
+fn json_error(e: serde_json::Error) -> KizunaError {
+    KizunaError::new(Code::MalformedJson, format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()))
+}
+
+fn invalid(field: &str, message: &str) -> KizunaError {
+    KizunaError::new(Code::InvalidField, message).with_field(field)
+}
+
+fn take_write_key(object: &mut Map<String, Value>) -> Result<Option<String>, KizunaError> {
+    match object.remove("writeKey") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid("writeKey", "must be a string")),
+    }
+}
+
+/// Accepts RFC 3339, and ISO 8601 without an offset (read as UTC), as Segment libraries send both.
+fn parse_time(value: &Value) -> Result<DateTime<Utc>, String> {
+    let text = value.as_str().ok_or_else(|| "must be an ISO 8601 date-time string".to_owned())?;
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(format!("'{text}' is not an ISO 8601 date-time"))
+}
+
+fn format_time(t: DateTime<Utc>) -> Value {
+    Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// An identifier as a trimmed string; numbers are accepted because Segment libraries allow numeric ids.
+/// Junk values are treated as absent.
+fn take_id(object: &Map<String, Value>, key: &str) -> Result<Option<String>, KizunaError> {
+    let text = match object.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(invalid(key, "must be a string or a number")),
+    };
+    if text.chars().count() > MAX_ID_CHARS {
+        return Err(invalid(key, "must be at most 256 characters"));
+    }
+    if text.is_empty() || JUNK_IDS.iter().any(|junk| junk.eq_ignore_ascii_case(&text)) {
+        return Ok(None);
+    }
+    Ok(Some(text))
+}
+
+fn check_object(object: &Map<String, Value>, key: &str) -> Result<(), KizunaError> {
+    match object.get(key) {
+        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+        Some(_) => Err(invalid(key, "must be an object")),
+    }
+}
+
+fn required_string(object: &Map<String, Value>, key: &str) -> Result<(), KizunaError> {
+    match object.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_ID_CHARS => Ok(()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Err(invalid(key, "must be at most 256 characters")),
+        None | Some(Value::Null) => {
+            Err(KizunaError::new(Code::MissingField, format!("`{key}` is required")).with_field(key))
+        }
+        Some(_) => Err(invalid(key, "must be a non-empty string")),
+    }
+}
+
+fn optional_string(object: &Map<String, Value>, key: &str) -> Result<(), KizunaError> {
+    match object.get(key) {
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(invalid(key, "must be a string")),
+    }
+}
+
+fn normalise(
+    mut object: Map<String, Value>,
+    implied_type: Option<MessageType>,
+    batch_sent_at: Option<DateTime<Utc>>,
+    shared_context: Option<&Map<String, Value>>,
+    received_at: DateTime<Utc>,
+) -> Result<Event, KizunaError> {
+    object.remove("writeKey");
+    let message_type = match implied_type {
+        Some(kind) => kind,
+        None => match object.get("type") {
+            Some(Value::String(s)) => MessageType::parse(s).ok_or_else(|| {
+                invalid("type", &format!("unknown type '{s}'; expected identify, track, page, screen, group or alias"))
+            })?,
+            None | Some(Value::Null) => {
+                return Err(KizunaError::new(Code::MissingField, "`type` is required").with_field("type"));
+            }
+            Some(_) => return Err(invalid("type", "must be a string")),
+        },
+    };
+    object.insert("type".into(), Value::String(message_type.as_str().into()));
+
+    let message_id = match object.get("messageId") {
+        None | Some(Value::Null) => format!("kz-{}", uuid::Uuid::new_v4()),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ID_CHARS => s.trim().to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(invalid("messageId", "must be a non-empty string of at most 256 characters")),
+    };
+    object.insert("messageId".into(), Value::String(message_id.clone()));
+
+    let user_id = take_id(&object, "userId")?;
+    let anonymous_id = take_id(&object, "anonymousId")?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(KizunaError::new(
+            Code::MissingIdentity,
+            "a message needs a usable userId or anonymousId (empty and placeholder values such as 'null' do not count)",
+        )
+        .with_field("userId"));
+    }
+    match &user_id {
+        Some(id) => object.insert("userId".into(), Value::String(id.clone())),
+        None => object.remove("userId"),
+    };
+    match &anonymous_id {
+        Some(id) => object.insert("anonymousId".into(), Value::String(id.clone())),
+        None => object.remove("anonymousId"),
+    };
+
+    for key in ["traits", "properties", "context", "integrations"] {
+        check_object(&object, key)?;
+    }
+    if let Some(shared) = shared_context {
+        let context = object.entry("context").or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(context) = context {
+            for (k, v) in shared {
+                context.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        } else {
+            *context = Value::Object(shared.clone());
+        }
+    }
+    if let Some(Value::Object(context)) = object.get("context") {
+        check_object(context, "traits").map_err(|e| e.within("context"))?;
+        optional_string(context, "timezone").map_err(|e| e.within("context"))?;
+        optional_string(context, "locale").map_err(|e| e.within("context"))?;
+        optional_string(context, "ip").map_err(|e| e.within("context"))?;
+    }
+    match message_type {
+        MessageType::Track => required_string(&object, "event")?,
+        MessageType::Page | MessageType::Screen => {
+            optional_string(&object, "name")?;
+            optional_string(&object, "category")?;
+        }
+        MessageType::Group => {
+            if take_id(&object, "groupId")?.is_none() {
+                return Err(KizunaError::new(Code::MissingField, "`groupId` is required").with_field("groupId"));
+            }
+        }
+        MessageType::Alias => {
+            if take_id(&object, "previousId")?.is_none() {
+                return Err(KizunaError::new(Code::MissingField, "`previousId` is required").with_field("previousId"));
+            }
+            if user_id.is_none() {
+                return Err(KizunaError::new(Code::MissingField, "an alias needs a `userId`").with_field("userId"));
+            }
+        }
+        MessageType::Identify => {}
+    }
+
+    let time_field = |object: &Map<String, Value>, key: &str| -> Result<Option<DateTime<Utc>>, KizunaError> {
+        match object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => parse_time(v).map(Some).map_err(|m| invalid(key, &m)),
+        }
+    };
+    let original = match time_field(&object, "originalTimestamp")? {
+        Some(t) => Some(t),
+        None => time_field(&object, "timestamp")?,
+    };
+    let sent_at = time_field(&object, "sentAt")?.or(batch_sent_at);
+    // Segment's clock-skew correction: the client's clock may be wrong, but the delay it measured between
+    // creating and sending the message is right, so anchor that delay on our own receive time.
+    let timestamp = match (original, sent_at) {
+        (Some(original), Some(sent)) => received_at - (sent - original),
+        (Some(original), None) => original,
+        (None, _) => received_at,
+    };
+    if let Some(original) = original {
+        object.insert("originalTimestamp".into(), format_time(original));
+    }
+    if let Some(sent) = sent_at {
+        object.insert("sentAt".into(), format_time(sent));
+    }
+    object.insert("timestamp".into(), format_time(timestamp));
+    object.insert("receivedAt".into(), format_time(received_at));
+
+    Ok(Event { message_id, message_type, timestamp, received_at, user_id, anonymous_id, body: object })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).single().expect("valid time")
+    }
+
+    fn single(kind: MessageType, body: Value) -> Result<ParsedRequest, KizunaError> {
+        parse_request(Endpoint::Single(kind), body.to_string().as_bytes(), now(), &Limits::default())
+    }
+
+    fn batch(body: Value) -> Result<ParsedRequest, KizunaError> {
+        parse_request(Endpoint::Batch, body.to_string().as_bytes(), now(), &Limits::default())
+    }
+
+    #[test]
+    fn track_is_normalised_and_write_key_removed() {
+        let parsed = single(
+            MessageType::Track,
+            json!({"writeKey": "wk", "userId": 42, "event": "Order Completed", "messageId": "m1",
+                   "properties": {"total": 10}}),
+        )
+        .expect("valid");
+        assert_eq!(parsed.write_key.as_deref(), Some("wk"));
+        let event = &parsed.events[0];
+        assert_eq!(event.user_id.as_deref(), Some("42"));
+        assert_eq!(event.name(), Some("Order Completed"));
+        assert!(!event.body.contains_key("writeKey"));
+        assert_eq!(event.timestamp, now());
+        assert_eq!(event.body["receivedAt"], json!("2026-01-01T12:00:00.000Z"));
+    }
+
+    #[test]
+    fn clock_skew_is_corrected_from_sent_at() {
+        // The client's clock is 1 hour fast; it created the event 5 s before sending it.
+        let parsed = single(
+            MessageType::Track,
+            json!({"anonymousId": "a", "event": "X", "timestamp": "2026-01-01T12:59:55Z",
+                   "sentAt": "2026-01-01T13:00:00Z"}),
+        )
+        .expect("valid");
+        assert_eq!(parsed.events[0].timestamp, now() - chrono::Duration::seconds(5));
+    }
+
+    #[test]
+    fn historical_timestamp_without_sent_at_is_kept() {
+        let parsed =
+            single(MessageType::Track, json!({"userId": "u", "event": "X", "timestamp": "2020-05-01T00:00:00+09:00"}))
+                .expect("valid");
+        assert_eq!(parsed.events[0].timestamp, Utc.with_ymd_and_hms(2020, 4, 30, 15, 0, 0).single().expect("t"));
+    }
+
+    #[test]
+    fn missing_or_junk_identity_is_rejected() {
+        let err = single(MessageType::Track, json!({"event": "X"})).expect_err("no id");
+        assert_eq!(err.code, Code::MissingIdentity);
+        let err = single(MessageType::Track, json!({"event": "X", "userId": "undefined", "anonymousId": ""}))
+            .expect_err("junk id");
+        assert_eq!(err.code, Code::MissingIdentity);
+    }
+
+    #[test]
+    fn batch_errors_name_the_index_and_field() {
+        let err = batch(json!({"batch": [
+            {"type": "track", "userId": "u", "event": "A"},
+            {"type": "track", "userId": "u", "event": "B", "timestamp": "yesterday"}
+        ]}))
+        .expect_err("bad timestamp");
+        assert_eq!(err.code, Code::InvalidField);
+        assert_eq!(err.field.as_deref(), Some("batch[1].timestamp"));
+
+        let err = batch(json!({"batch": [{"type": "track", "userId": "u"}]})).expect_err("no event");
+        assert_eq!((err.code, err.field.as_deref()), (Code::MissingField, Some("batch[0].event")));
+
+        let err = batch(json!({"batch": [{"type": "bogus", "userId": "u"}]})).expect_err("bad type");
+        assert_eq!(err.field.as_deref(), Some("batch[0].type"));
+
+        let err = batch(json!({"batch": [{"type": "identify", "userId": "u", "traits": [1]}]})).expect_err("traits");
+        assert_eq!(err.field.as_deref(), Some("batch[0].traits"));
+    }
+
+    #[test]
+    fn batch_applies_shared_sent_at_and_context() {
+        let parsed = batch(json!({
+            "sentAt": "2026-01-01T12:00:10Z",
+            "context": {"library": {"name": "analytics-node"}},
+            "batch": [{"type": "page", "anonymousId": "a", "timestamp": "2026-01-01T12:00:00Z", "name": "Home"}]
+        }))
+        .expect("valid");
+        let event = &parsed.events[0];
+        assert_eq!(event.timestamp, now() - chrono::Duration::seconds(10));
+        assert_eq!(event.context().and_then(|c| c.get("library")), Some(&json!({"name": "analytics-node"})));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = Limits { max_event_bytes: 100, max_batch_bytes: 300 };
+        let big = "x".repeat(200);
+        let body = json!({"batch": [{"type": "track", "userId": "u", "event": big}]}).to_string();
+        let err = parse_request(Endpoint::Batch, body.as_bytes(), now(), &limits).expect_err("event too big");
+        assert_eq!((err.code, err.field.as_deref()), (Code::EventTooLarge, Some("batch[0]")));
+        let body = json!({"batch": vec![json!({"type": "track", "userId": "u", "event": "e"}); 10]}).to_string();
+        let err = parse_request(Endpoint::Batch, body.as_bytes(), now(), &limits).expect_err("batch too big");
+        assert_eq!(err.code, Code::BatchTooLarge);
+    }
+
+    #[test]
+    fn malformed_json_is_reported() {
+        let err = parse_request(Endpoint::Batch, b"{\"batch\": [", now(), &Limits::default()).expect_err("bad");
+        assert_eq!(err.code, Code::MalformedJson);
+    }
+
+    #[test]
+    fn alias_and_group_need_their_ids() {
+        let err = single(MessageType::Alias, json!({"userId": "u"})).expect_err("no previousId");
+        assert_eq!(err.field.as_deref(), Some("previousId"));
+        let err = single(MessageType::Group, json!({"userId": "u"})).expect_err("no groupId");
+        assert_eq!(err.field.as_deref(), Some("groupId"));
+        assert!(single(MessageType::Alias, json!({"userId": "u", "previousId": "a"})).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_request(Endpoint::Batch, &bytes, now(), &Limits::default());
+            let _ = parse_request(Endpoint::Single(MessageType::Track), &bytes, now(), &Limits::default());
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! One table of error codes and one error shape, `{code, message, field}`, used by every API response.
+//!
+//! Library crates return their own `thiserror` enums and convert into [`KizunaError`] at the edge; the server
+//! turns a `KizunaError` into an HTTP response with the status from [`Code::http_status`].
+
+use serde::Serialize;
+use std::fmt;
+
+macro_rules! codes {
+    ($($variant:ident => ($status:expr, $name:literal, $doc:literal)),+ $(,)?) => {
+        /// Every error code Kizuna can answer with. The string form is stable API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code { $(#[doc = $doc] $variant),+ }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $name),+ }
+            }
+
+            pub fn http_status(self) -> u16 {
+                match self { $(Code::$variant => $status),+ }
+            }
+
+            pub fn description(self) -> &'static str {
+                match self { $(Code::$variant => $doc),+ }
+            }
+        }
+    };
+}
+
+codes! {
+    MalformedJson => (400, "malformed_json", "The body is not valid JSON."),
+    MalformedBody => (400, "malformed_body", "The body could not be decoded (bad gzip or encoding)."),
+    InvalidField => (400, "invalid_field", "A field has the wrong type or an invalid value."),
+    MissingField => (400, "missing_field", "A required field is missing."),
+    MissingIdentity => (400, "missing_identity", "A message needs a userId or an anonymousId."),
+    EventTooLarge => (400, "event_too_large", "One event is larger than the per-event limit."),
+    BatchTooLarge => (400, "batch_too_large", "The request body is larger than the batch limit."),
+    InvalidParameter => (400, "invalid_parameter", "A query or path parameter is invalid."),
+    MissingWriteKey => (401, "missing_write_key", "No write key was given (HTTP Basic username or writeKey)."),
+    InvalidWriteKey => (401, "invalid_write_key", "The write key is unknown or revoked."),
+    MissingApiKey => (401, "missing_api_key", "An admin API key is required as a Bearer token."),
+    InvalidApiKey => (401, "invalid_api_key", "The admin API key is unknown or revoked."),
+    ProfileNotFound => (404, "profile_not_found", "No profile has this id or identifier."),
+    ProductNotFound => (404, "product_not_found", "No product has this id."),
+    RouteNotFound => (404, "route_not_found", "No such endpoint."),
+    UnsupportedMediaType => (415, "unsupported_media_type", "Send application/json, optionally gzip-encoded."),
+    Unavailable => (503, "unavailable", "The server is shutting down or overloaded; retry later."),
+    Internal => (500, "internal", "An internal error; the request was not applied."),
+}
+
+/// The one error shape of every API response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KizunaError {
+    #[serde(serialize_with = "serialize_code")]
+    pub code: Code,
+    pub message: String,
+    /// The offending field as a path, e.g. `batch[3].timestamp`; `null` when no single field is to blame.
+    pub field: Option<String>,
+}
+
+fn serialize_code<S: serde::Serializer>(code: &Code, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(code.as_str())
+}
+
+impl KizunaError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), field: None }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Prefixes the field path, e.g. `timestamp` inside `batch[3]` becomes `batch[3].timestamp`.
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = Some(match self.field.take() {
+            Some(f) if f.starts_with('[') => format!("{prefix}{f}"),
+            Some(f) => format!("{prefix}.{f}"),
+            None => prefix.to_owned(),
+        });
+        self
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Code::Internal, message)
+    }
+}
+
+impl fmt::Display for KizunaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{} ({}): {}", self.code.as_str(), field, self.message),
+            None => write!(f, "{}: {}", self.code.as_str(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for KizunaError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let names: HashSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Code::ALL.len());
+        for c in Code::ALL {
+            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{}", c.as_str());
+            assert!((400..600).contains(&c.http_status()));
+        }
+    }
+
+    #[test]
+    fn serialises_to_the_error_shape() {
+        let e = KizunaError::new(Code::MissingField, "required").with_field("event").within("batch[2]");
+        let v = serde_json::to_value(&e).expect("serialise");
+        assert_eq!(v, serde_json::json!({"code": "missing_field", "message": "required", "field": "batch[2].event"}));
+    }
+}
