@@ -58,7 +58,13 @@ fn consent(email: Option<bool>, sms: Option<bool>) -> Option<Value> {
 }
 
 /// Segment-style address object; None when every part is empty.
-fn address(street: Option<String>, city: Option<&str>, state: Option<&str>, zip: Option<&str>, country: Option<&str>) -> Option<Value> {
+fn address(
+    street: Option<String>,
+    city: Option<&str>,
+    state: Option<&str>,
+    zip: Option<&str>,
+    country: Option<&str>,
+) -> Option<Value> {
     let mut a = Map::new();
     put_str(&mut a, "street", street.as_deref());
     put_str(&mut a, "city", city);
@@ -105,9 +111,10 @@ pub(crate) fn shopify(f: Fields<'_>) -> Result<Value, String> {
 /// One line of the generic customers format.
 pub(crate) fn generic(f: Fields<'_>) -> Result<Value, String> {
     let email = f.email("email")?;
-    let identity = Identity::new(f.opt("user_id").map(str::to_owned), email, f.opt("phone").map(str::to_owned), || {
-        "missing identifier: user_id, email and phone are all empty".to_owned()
-    })?;
+    let identity =
+        Identity::new(f.opt("user_id").map(str::to_owned), email, f.opt("phone").map(str::to_owned), || {
+            "missing identifier: user_id, email and phone are all empty".to_owned()
+        })?;
 
     let mut traits = Map::new();
     put_str(&mut traits, "email", identity.email());

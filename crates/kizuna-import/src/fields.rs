@@ -72,6 +72,8 @@ impl Header {
 pub(crate) struct Row {
     pub line: u64,
     pub rec: StringRecord,
+    /// Why the row cannot be trusted (e.g. invalid UTF-8); such a row still groups by its key column.
+    pub problem: Option<String>,
 }
 
 impl Row {
@@ -191,7 +193,8 @@ pub(crate) fn parse_timestamp(label: &str, v: &str) -> FieldResult<DateTime<Utc>
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Ok(t.with_timezone(&Utc));
     }
-    const WITH_OFFSET: [&str; 4] = ["%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M %z"];
+    const WITH_OFFSET: [&str; 4] =
+        ["%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M %z"];
     for fmt in WITH_OFFSET {
         if let Ok(t) = DateTime::parse_from_str(v, fmt) {
             return Ok(t.with_timezone(&Utc));

@@ -18,6 +18,7 @@
 
 mod customers;
 mod fields;
+mod lines;
 mod message;
 mod orders;
 mod products;
@@ -30,6 +31,7 @@ use std::str::FromStr;
 use csv::ByteRecord;
 
 use crate::fields::{Fields, Header, Row};
+use crate::lines::LineTracker;
 pub use crate::message::LIBRARY_NAME;
 
 /// What a file contains.
@@ -92,6 +94,7 @@ impl fmt::Display for Format {
 
 /// One thing to store.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // items are short-lived and mostly products or mostly messages; no boxing
 pub enum ImportItem {
     /// A Segment message (`identify` or `track`), to be ingested as if it came through `POST /v1/batch`.
     Message(serde_json::Value),
@@ -147,7 +150,7 @@ pub fn parse_with_options<R: Read>(
     options: ImportOptions,
 ) -> Result<Importer<R>, LineError> {
     let header_error = |reason: String| LineError { line: 1, reason };
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(LineTracker::new(reader));
     let raw = csv.byte_headers().map_err(|e| header_error(format!("cannot read the header row: {e}")))?.clone();
     let (record, problem) = decode(&raw, None);
     if let Some(problem) = problem {
@@ -174,7 +177,7 @@ pub fn parse_with_options<R: Read>(
 pub struct Importer<R> {
     kind: ImportKind,
     format: Format,
-    csv: csv::Reader<R>,
+    csv: csv::Reader<LineTracker<R>>,
     header: Header,
     currency: String,
     peeked: Option<Result<Row, LineError>>,
@@ -218,18 +221,17 @@ impl<R: Read> Importer<R> {
                     return None;
                 }
                 Ok(true) => {
-                    let line = raw.position().map_or_else(|| self.csv.position().line(), csv::Position::line);
+                    let byte = raw.position().map_or_else(|| self.csv.position().byte(), csv::Position::byte);
+                    let line = self.csv.get_mut().line_at(byte);
                     let (rec, problem) = decode(&raw, Some(&self.header));
-                    let row = Row { line, rec };
-                    if let Some(reason) = problem {
-                        return Some(Err(LineError { line, reason }));
-                    }
-                    if !row.is_blank() {
+                    let row = Row { line, rec, problem };
+                    if row.problem.is_some() || !row.is_blank() {
                         return Some(Ok(row));
                     }
                 }
                 Err(e) => {
-                    let line = e.position().map_or_else(|| self.csv.position().line(), csv::Position::line);
+                    let byte = e.position().map_or_else(|| self.csv.position().byte(), csv::Position::byte);
+                    let line = self.csv.get_mut().line_at(byte);
                     if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                         self.done = true;
                     }
@@ -241,6 +243,9 @@ impl<R: Read> Importer<R> {
 
     /// A one-line record (customers, generic products).
     fn single(&self, row: &Row) -> Result<ImportRecord, LineError> {
+        if let Some(reason) = &row.problem {
+            return Err(LineError { line: row.line, reason: reason.clone() });
+        }
         let f = Fields::new(&self.header, row);
         let item = match (self.kind, self.format) {
             (ImportKind::Customers, Format::Shopify) => customers::shopify(f).map(ImportItem::Message),
@@ -254,12 +259,17 @@ impl<R: Read> Importer<R> {
     /// A multi-line record (orders, Shopify products); any failure fails the whole group at its first line.
     fn group(&self, rows: &[Row], key: &str, noun: &str) -> Result<ImportRecord, LineError> {
         let line = rows.first().map_or(0, |r| r.line);
-        let items = match (self.kind, self.format) {
-            (ImportKind::Orders, Format::Shopify) => orders::shopify(&self.header, rows, &self.currency)
-                .map(|msgs| msgs.into_iter().map(ImportItem::Message).collect()),
-            (ImportKind::Orders, Format::Generic) => orders::generic(&self.header, rows, &self.currency)
-                .map(|msgs| msgs.into_iter().map(ImportItem::Message).collect()),
-            _ => products::shopify(&self.header, rows, &self.currency).map(|p| vec![ImportItem::Product(p)]),
+        let problem = rows.iter().find_map(|r| r.problem.as_ref().map(|p| (r.line, p.clone())));
+        let items = if let Some(problem) = problem {
+            Err(problem)
+        } else {
+            match (self.kind, self.format) {
+                (ImportKind::Orders, Format::Shopify) => orders::shopify(&self.header, rows, &self.currency)
+                    .map(|msgs| msgs.into_iter().map(ImportItem::Message).collect()),
+                (ImportKind::Orders, Format::Generic) => orders::generic(&self.header, rows, &self.currency)
+                    .map(|msgs| msgs.into_iter().map(ImportItem::Message).collect()),
+                _ => products::shopify(&self.header, rows, &self.currency).map(|p| vec![ImportItem::Product(p)]),
+            }
         };
         items.map(|items| ImportRecord { line, items }).map_err(|(at, reason)| {
             let reason = if at == line { reason } else { format!("{reason} (on line {at}, part of {noun} {key})") };
@@ -297,9 +307,8 @@ impl<R: Read> Iterator for Importer<R> {
         let line = rows[0].line;
         if let Some(prev) = self.seen.get(&key) {
             let label = self.header.label(key_col);
-            let reason = format!(
-                "{label} '{key}' already appeared on line {prev}: all lines of one {noun} must be consecutive"
-            );
+            let reason =
+                format!("{label} '{key}' already appeared on line {prev}: all lines of one {noun} must be consecutive");
             return Some(Err(LineError { line, reason }));
         }
         self.seen.insert(key.clone(), line);
@@ -317,7 +326,8 @@ fn decode(raw: &ByteRecord, header: Option<&Header>) -> (csv::StringRecord, Opti
             Err(_) => {
                 rec.push_field(&String::from_utf8_lossy(field));
                 if problem.is_none() {
-                    let column = header.and_then(|h| h.name_at(i)).map_or_else(|| format!("column {}", i + 1), str::to_owned);
+                    let column =
+                        header.and_then(|h| h.name_at(i)).map_or_else(|| format!("column {}", i + 1), str::to_owned);
                     problem = Some(format!("{column}: text is not valid UTF-8 (save the file as UTF-8 CSV)"));
                 }
             }
@@ -381,7 +391,10 @@ fn detect(kind: ImportKind, header: &Header) -> Result<Format, String> {
             Ok(format)
         } else {
             let all = keys.iter().map(|k| label(k)).collect::<Vec<_>>().join(", ");
-            Err(format!("this looks like a {what} but is missing column(s) {}; it needs at least {all}", absent.join(", ")))
+            Err(format!(
+                "this looks like a {what} but is missing column(s) {}; it needs at least {all}",
+                absent.join(", ")
+            ))
         }
     };
     let plain = |k: &str| k.to_owned();
@@ -404,7 +417,8 @@ fn detect(kind: ImportKind, header: &Header) -> Result<Format, String> {
                 if any(&["user_id", "email"]) {
                     Ok(format)
                 } else {
-                    Err("this looks like a generic orders file but has neither a user_id nor an email column".to_owned())
+                    Err("this looks like a generic orders file but has neither a user_id nor an email column"
+                        .to_owned())
                 }
             } else {
                 unrecognised()

@@ -4,14 +4,18 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::fields::{Fields, Header, Row, parse_email, parse_money, parse_quantity, parse_timestamp, put_str, round_money, strip_apostrophe};
+use crate::fields::{
+    Fields, Header, Row, parse_email, parse_money, parse_quantity, parse_timestamp, put_str, round_money,
+    strip_apostrophe,
+};
 use crate::message::{Identity, track};
 
 /// A failure inside an order: the physical line it is on, and why.
 pub(crate) type OrderError = (u64, String);
 
 /// Header names that mark a Shopify orders export.
-pub(crate) const SHOPIFY_MARKERS: [&str; 4] = ["lineitem name", "lineitem quantity", "lineitem price", "financial status"];
+pub(crate) const SHOPIFY_MARKERS: [&str; 4] =
+    ["lineitem name", "lineitem quantity", "lineitem price", "financial status"];
 /// Columns a Shopify orders export must have for us to read it.
 pub(crate) const SHOPIFY_REQUIRED: [&str; 4] = ["name", "created at", "lineitem quantity", "lineitem price"];
 /// Columns of the generic orders format.
@@ -258,11 +262,10 @@ pub(crate) fn generic(header: &Header, rows: &[Row], default_currency: &str) -> 
     let level = OrderLevel { header, rows };
     let line0 = first_line(rows);
     let order_id = level.str("order_id")?.unwrap_or_default().to_owned();
-    let identity =
-        Identity::new(level.str("user_id")?.map(str::to_owned), level.email("email")?, None, || {
-            "missing identifier: user_id and email are both empty".to_owned()
-        })
-        .map_err(|e| (line0, e))?;
+    let identity = Identity::new(level.str("user_id")?.map(str::to_owned), level.email("email")?, None, || {
+        "missing identifier: user_id and email are both empty".to_owned()
+    })
+    .map_err(|e| (line0, e))?;
     let created = level.required_timestamp("created_at")?;
     let currency = level.currency("currency", default_currency)?;
 
@@ -292,7 +295,11 @@ pub(crate) fn generic(header: &Header, rows: &[Row], default_currency: &str) -> 
     let subtotal = round_money(items_total - discount.unwrap_or(0.0));
     if subtotal < 0.0 {
         let d = discount.unwrap_or(0.0);
-        let msg = format!("{}: {d} is more than the order's line items total {}", header.label("discount"), round_money(items_total));
+        let msg = format!(
+            "{}: {d} is more than the order's line items total {}",
+            header.label("discount"),
+            round_money(items_total)
+        );
         return Err((line0, msg));
     }
     let shipping = level.money("shipping")?;

@@ -27,7 +27,11 @@ pub(crate) const GENERIC_COLUMNS: [&str; 13] = [
 pub(crate) const GENERIC_REQUIRED: [&str; 3] = ["id", "title", "price"];
 
 /// Turns a catalog validation failure into a reason that names the file's column.
-fn checked(product: Product, header: &Header, column_of: impl Fn(&'static str) -> &'static str) -> Result<Product, String> {
+fn checked(
+    product: Product,
+    header: &Header,
+    column_of: impl Fn(&'static str) -> &'static str,
+) -> Result<Product, String> {
     match product.validate() {
         Ok(()) => Ok(product),
         Err(ProductError { field, message }) => {

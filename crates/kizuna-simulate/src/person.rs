@@ -9,7 +9,7 @@ use crate::data::{
     CATEGORIES, CITIES, City, DeviceKind, EMAIL_DOMAINS, JP_FIRST, JP_LAST, JP_STREETS, KR_FIRST, KR_LAST,
     LIBRARY_VERSIONS, UA_DESKTOP, UA_MOBILE, UA_TABLET, WEST_FIRST, WEST_LAST, WEST_STREETS, calling_code, locales,
 };
-use crate::dist::{beta, chance, gamma, index, index as index_in, lognormal, mix, pick, pick_weighted, uniform, unit};
+use crate::dist::{beta, chance, gamma, index as index_in, lognormal, mix, pick, pick_weighted, uniform, unit};
 
 const STREAM_HOUSEHOLD: u64 = 0x4853_4844;
 
@@ -373,6 +373,6 @@ impl Person {
 
     /// Favourite category most of the time, any category sometimes.
     pub(crate) fn category(&self, rng: &mut ChaCha8Rng) -> usize {
-        if chance(rng, 0.85) { *pick_weighted(rng, &self.fav_cats) } else { index(rng, CATEGORIES.len()) }
+        if chance(rng, 0.85) { *pick_weighted(rng, &self.fav_cats) } else { index_in(rng, CATEGORIES.len()) }
     }
 }

@@ -1,0 +1,583 @@
+use crate::consent::{CHANNELS, ConsentEntry, ConsentStatus, PURPOSES};
+use chrono::{DateTime, Utc};
+use kizuna_ingest::{EcommerceEvent, Event, MessageType, classify};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+const LAST_VIEWED_KEPT: usize = 20;
+const EVENT_NAMES_KEPT: usize = 200;
+const AFFINITY_HALF_LIFE_DAYS: f64 = 30.0;
+const AFFINITY_KEPT: usize = 30;
+/// Traits that are identifiers or consent, handled by their own logic instead of stored as plain traits.
+const RESERVED_TRAITS: &[&str] = &["consent"];
+
+/// Where a piece of data came from, in the sense privacy law and marketers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// What the customer told us deliberately: quizzes, preference centre, surveys.
+    ZeroParty,
+    /// What we observed: behaviour on our own storefront and apps.
+    #[default]
+    FirstParty,
+    /// Another company's first-party data shared with us.
+    SecondParty,
+    /// Bought or aggregated data.
+    ThirdParty,
+    /// Loaded from a file (CSV import, migration).
+    Imported,
+}
+
+impl DataKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "zero_party" => Self::ZeroParty,
+            "first_party" => Self::FirstParty,
+            "second_party" => Self::SecondParty,
+            "third_party" => Self::ThirdParty,
+            "imported" => Self::Imported,
+            _ => return None,
+        })
+    }
+}
+
+/// The source a message came through and the data kind it defaults to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub source: String,
+    pub data_kind: DataKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitEntry {
+    pub value: Value,
+    pub set_at: DateTime<Utc>,
+    pub source: String,
+    pub data_kind: DataKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewedProduct {
+    pub product_id: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OrderFacts {
+    at: DateTime<Utc>,
+    value: f64,
+    #[serde(default)]
+    refunded: f64,
+    #[serde(default)]
+    cancelled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    currency: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Stamped<T> {
+    value: T,
+    at: DateTime<Utc>,
+}
+
+/// Attributes computed from events; see [`Computed::summary`] for the public form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Computed {
+    first_seen: Option<DateTime<Utc>>,
+    last_seen: Option<DateTime<Utc>>,
+    event_count: u64,
+    event_counts: BTreeMap<String, u64>,
+    orders: BTreeMap<String, OrderFacts>,
+    items_bought: u64,
+    item_price_sum: f64,
+    last_viewed: Vec<ViewedProduct>,
+    affinity_at: Option<DateTime<Utc>>,
+    category_affinity: BTreeMap<String, f64>,
+    brand_affinity: BTreeMap<String, f64>,
+    location: Option<Stamped<BTreeMap<String, String>>>,
+    timezone: Option<Stamped<String>>,
+    locale: Option<Stamped<String>>,
+}
+
+/// A profile's whole state, stored as JSON beside the profile row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileState {
+    pub traits: BTreeMap<String, TraitEntry>,
+    pub consent: BTreeMap<String, BTreeMap<String, ConsentEntry>>,
+    pub computed: Computed,
+}
+
+fn number(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|x: &f64| x.is_finite())
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn decay(age_days: f64) -> f64 {
+    (-(age_days.max(0.0)) * std::f64::consts::LN_2 / AFFINITY_HALF_LIFE_DAYS).exp()
+}
+
+fn days_between(earlier: DateTime<Utc>, later: DateTime<Utc>) -> f64 {
+    (later - earlier).num_milliseconds() as f64 / 86_400_000.0
+}
+
+impl ProfileState {
+    /// Folds one event into the state.
+    pub fn apply(&mut self, event: &Event, origin: &Origin) {
+        let at = event.timestamp;
+        let data_kind = event
+            .context()
+            .and_then(|c| c.get("dataKind"))
+            .and_then(Value::as_str)
+            .and_then(DataKind::parse)
+            .unwrap_or(origin.data_kind);
+        if let Some(traits) = event.traits() {
+            self.apply_traits(traits, at, &origin.source, data_kind);
+        }
+        if let Some(consent) = event.context().and_then(|c| c.get("consent")).and_then(Value::as_object) {
+            self.apply_consent_object(consent, at, &origin.source);
+        }
+        self.computed.apply(event);
+    }
+
+    /// Records one consent decision; the later decision (by time) wins.
+    pub fn set_consent(&mut self, channel: &str, purpose: &str, entry: ConsentEntry) {
+        let slot = self.consent.entry(channel.to_owned()).or_default();
+        match slot.get(purpose) {
+            Some(existing) if (existing.at, existing.status) > (entry.at, entry.status) => {}
+            _ => {
+                slot.insert(purpose.to_owned(), entry);
+            }
+        }
+    }
+
+    fn apply_traits(&mut self, traits: &Map<String, Value>, at: DateTime<Utc>, source: &str, data_kind: DataKind) {
+        for (name, value) in traits {
+            if RESERVED_TRAITS.contains(&name.as_str()) {
+                continue;
+            }
+            let entry = TraitEntry { value: value.clone(), set_at: at, source: source.to_owned(), data_kind };
+            match self.traits.get(name) {
+                // Last write wins by event time; equal times are settled by value so the order never matters.
+                Some(existing)
+                    if (existing.set_at, existing.value.to_string()) >= (entry.set_at, entry.value.to_string()) => {}
+                _ => {
+                    self.traits.insert(name.clone(), entry);
+                }
+            }
+        }
+        if let Some(consent) = traits.get("consent").and_then(Value::as_object) {
+            self.apply_consent_object(consent, at, source);
+        }
+    }
+
+    /// `{"email": {"marketing": "granted"}, "sms": "denied"}` — a bare status applies to every purpose.
+    fn apply_consent_object(&mut self, consent: &Map<String, Value>, at: DateTime<Utc>, source: &str) {
+        for (channel, value) in consent {
+            if !CHANNELS.contains(&channel.as_str()) {
+                continue;
+            }
+            let decisions: Vec<(&str, ConsentStatus)> = match value {
+                Value::Object(purposes) => purposes
+                    .iter()
+                    .filter(|(p, _)| PURPOSES.contains(&p.as_str()))
+                    .filter_map(|(p, s)| ConsentStatus::parse(s).map(|s| (p.as_str(), s)))
+                    .collect(),
+                other => ConsentStatus::parse(other).map(|s| PURPOSES.iter().map(|p| (*p, s)).collect()).unwrap_or_default(),
+            };
+            for (purpose, status) in decisions {
+                self.set_consent(channel, purpose, ConsentEntry { status, source: source.to_owned(), at });
+            }
+        }
+    }
+
+    /// The public JSON form of traits: name → value.
+    pub fn trait_values(&self) -> Map<String, Value> {
+        self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect()
+    }
+}
+
+impl Computed {
+    fn apply(&mut self, event: &Event) {
+        let at = event.timestamp;
+        self.first_seen = Some(self.first_seen.map_or(at, |t| t.min(at)));
+        self.last_seen = Some(self.last_seen.map_or(at, |t| t.max(at)));
+        self.event_count += 1;
+        let name = match event.message_type {
+            MessageType::Track => event.name().unwrap_or("track").to_owned(),
+            other => other.as_str().to_owned(),
+        };
+        if self.event_counts.len() < EVENT_NAMES_KEPT || self.event_counts.contains_key(&name) {
+            *self.event_counts.entry(name).or_default() += 1;
+        }
+        if let Some(context) = event.context() {
+            self.apply_context(context, at);
+        }
+        if let Some(address) = event.traits().and_then(|t| t.get("address")).and_then(Value::as_object) {
+            let mut place = BTreeMap::new();
+            for (key, from) in [("country", "country"), ("region", "state"), ("city", "city")] {
+                if let Some(v) = text(address.get(from)) {
+                    place.insert(key.to_owned(), v);
+                }
+            }
+            self.set_location(place, at);
+        }
+        if event.message_type != MessageType::Track {
+            return;
+        }
+        let props = event.properties().cloned().unwrap_or_default();
+        match event.name().and_then(classify) {
+            Some(EcommerceEvent::ProductViewed | EcommerceEvent::ProductClicked) => {
+                if let Some(product_id) = text(props.get("product_id")).or_else(|| text(props.get("sku"))) {
+                    self.remember_view(product_id, at);
+                }
+                self.add_affinity(&props, 1.0, at);
+            }
+            Some(EcommerceEvent::ProductAdded) => self.add_affinity(&props, 3.0, at),
+            Some(EcommerceEvent::OrderCompleted) => {
+                let Some(order_id) = text(props.get("order_id")).or_else(|| Some(event.message_id.clone())) else {
+                    return;
+                };
+                let value = number(props.get("total"))
+                    .or_else(|| number(props.get("revenue")))
+                    .or_else(|| number(props.get("value")))
+                    .unwrap_or(0.0);
+                let currency = text(props.get("currency"));
+                let facts = self.orders.entry(order_id).or_insert(OrderFacts {
+                    at,
+                    value,
+                    refunded: 0.0,
+                    cancelled: false,
+                    currency: currency.clone(),
+                });
+                // A repeated Order Completed for the same order keeps the earliest report (order-insensitive).
+                if at < facts.at {
+                    facts.at = at;
+                    facts.value = value;
+                    facts.currency = currency;
+                } else if facts.value == 0.0 && facts.at == at {
+                    facts.value = value;
+                }
+                for product in props.get("products").and_then(Value::as_array).into_iter().flatten() {
+                    let Some(product) = product.as_object() else { continue };
+                    let quantity = number(product.get("quantity")).unwrap_or(1.0).max(0.0);
+                    if let Some(price) = number(product.get("price")) {
+                        self.items_bought += quantity as u64;
+                        self.item_price_sum += price * quantity;
+                    }
+                    self.add_affinity(product, 5.0, at);
+                }
+            }
+            Some(EcommerceEvent::OrderRefunded) => {
+                if let Some(order_id) = text(props.get("order_id")) {
+                    let amount = number(props.get("total")).or_else(|| number(props.get("value")));
+                    let facts = self.orders.entry(order_id).or_insert(OrderFacts {
+                        at,
+                        value: 0.0,
+                        refunded: 0.0,
+                        cancelled: false,
+                        currency: text(props.get("currency")),
+                    });
+                    facts.refunded += amount.unwrap_or(facts.value);
+                }
+            }
+            Some(EcommerceEvent::OrderCancelled) => {
+                if let Some(order_id) = text(props.get("order_id")) {
+                    let facts = self.orders.entry(order_id).or_insert(OrderFacts {
+                        at,
+                        value: 0.0,
+                        refunded: 0.0,
+                        cancelled: true,
+                        currency: None,
+                    });
+                    facts.cancelled = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_context(&mut self, context: &Map<String, Value>, at: DateTime<Utc>) {
+        if let Some(location) = context.get("location").and_then(Value::as_object) {
+            let mut place = BTreeMap::new();
+            for key in ["country", "region", "city"] {
+                if let Some(v) = text(location.get(key)) {
+                    place.insert(key.to_owned(), v);
+                }
+            }
+            self.set_location(place, at);
+        }
+        if let Some(tz) = text(context.get("timezone")) {
+            set_stamped(&mut self.timezone, tz, at);
+        }
+        if let Some(locale) = text(context.get("locale")) {
+            set_stamped(&mut self.locale, locale, at);
+        }
+    }
+
+    fn set_location(&mut self, place: BTreeMap<String, String>, at: DateTime<Utc>) {
+        if !place.is_empty() {
+            set_stamped(&mut self.location, place, at);
+        }
+    }
+
+    fn remember_view(&mut self, product_id: String, at: DateTime<Utc>) {
+        if let Some(existing) = self.last_viewed.iter_mut().find(|v| v.product_id == product_id) {
+            existing.at = existing.at.max(at);
+        } else {
+            self.last_viewed.push(ViewedProduct { product_id, at });
+        }
+        self.last_viewed.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| a.product_id.cmp(&b.product_id)));
+        self.last_viewed.truncate(LAST_VIEWED_KEPT);
+    }
+
+    /// Time-decayed interest (half-life 30 days): scores are kept as of `affinity_at`, the newest event seen.
+    fn add_affinity(&mut self, item: &Map<String, Value>, weight: f64, at: DateTime<Utc>) {
+        let reference = match self.affinity_at {
+            Some(reference) if reference >= at => reference,
+            Some(reference) => {
+                let factor = decay(days_between(reference, at));
+                self.category_affinity.values_mut().for_each(|s| *s *= factor);
+                self.brand_affinity.values_mut().for_each(|s| *s *= factor);
+                self.affinity_at = Some(at);
+                at
+            }
+            None => {
+                self.affinity_at = Some(at);
+                at
+            }
+        };
+        let contribution = weight * decay(days_between(at, reference));
+        if let Some(category) = text(item.get("category")) {
+            bump(&mut self.category_affinity, category, contribution);
+        }
+        if let Some(brand) = text(item.get("brand")) {
+            bump(&mut self.brand_affinity, brand, contribution);
+        }
+    }
+
+    /// The public JSON form: counts, money, dates, affinities normalised to shares that sum to 1.
+    pub fn summary(&self) -> Value {
+        let completed: Vec<&OrderFacts> = self.orders.values().filter(|o| !o.cancelled && o.value > 0.0).collect();
+        let orders_count = completed.len();
+        let revenue: f64 = completed.iter().map(|o| o.value).sum();
+        let refunded: f64 = self.orders.values().map(|o| o.refunded).sum();
+        let first = completed.iter().min_by_key(|o| o.at);
+        let last = completed.iter().max_by_key(|o| o.at);
+        let avg_item_price = (self.items_bought > 0).then(|| self.item_price_sum / self.items_bought as f64);
+        let price_band = avg_item_price.map(|p| match p {
+            p if p < 25.0 => "low",
+            p if p < 75.0 => "mid",
+            p if p < 200.0 => "high",
+            _ => "premium",
+        });
+        serde_json::json!({
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "event_count": self.event_count,
+            "event_counts": self.event_counts,
+            "orders_count": orders_count,
+            "revenue": round2(revenue),
+            "net_revenue": round2(revenue - refunded),
+            "refunds_count": self.orders.values().filter(|o| o.refunded > 0.0).count(),
+            "refunded_amount": round2(refunded),
+            "cancelled_count": self.orders.values().filter(|o| o.cancelled).count(),
+            "aov": (orders_count > 0).then(|| round2(revenue / orders_count as f64)),
+            "first_order_at": first.map(|o| o.at),
+            "first_order_value": first.map(|o| round2(o.value)),
+            "last_order_at": last.map(|o| o.at),
+            "last_order_value": last.map(|o| round2(o.value)),
+            "currency": last.and_then(|o| o.currency.clone()),
+            "avg_item_price": avg_item_price.map(round2),
+            "price_band": price_band,
+            "last_viewed_products": self.last_viewed,
+            "category_affinity": shares(&self.category_affinity),
+            "brand_affinity": shares(&self.brand_affinity),
+            "country": self.location.as_ref().and_then(|l| l.value.get("country")),
+            "region": self.location.as_ref().and_then(|l| l.value.get("region")),
+            "city": self.location.as_ref().and_then(|l| l.value.get("city")),
+            "timezone": self.timezone.as_ref().map(|t| &t.value),
+            "locale": self.locale.as_ref().map(|t| &t.value),
+        })
+    }
+
+    pub fn orders_count(&self) -> usize {
+        self.orders.values().filter(|o| !o.cancelled && o.value > 0.0).count()
+    }
+}
+
+fn set_stamped<T: PartialEq + Serialize>(slot: &mut Option<Stamped<T>>, value: T, at: DateTime<Utc>) {
+    let replace = match slot {
+        None => true,
+        Some(existing) => {
+            at > existing.at
+                || (at == existing.at
+                    && serde_json::to_string(&value).ok() > serde_json::to_string(&existing.value).ok())
+        }
+    };
+    if replace {
+        *slot = Some(Stamped { value, at });
+    }
+}
+
+fn bump(scores: &mut BTreeMap<String, f64>, key: String, by: f64) {
+    *scores.entry(key).or_default() += by;
+    if scores.len() > AFFINITY_KEPT {
+        let weakest = scores
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(k, _)| k.clone());
+        if let Some(weakest) = weakest {
+            scores.remove(&weakest);
+        }
+    }
+}
+
+fn shares(scores: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let total: f64 = scores.values().sum();
+    if total <= 0.0 {
+        return BTreeMap::new();
+    }
+    scores.iter().map(|(k, v)| (k.clone(), (v / total * 1000.0).round() / 1000.0)).collect()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use kizuna_ingest::{Endpoint, Limits, parse_request};
+    use serde_json::json;
+
+    fn t(day: u32) -> String {
+        Utc.with_ymd_and_hms(2026, 1, day, 10, 0, 0).single().expect("valid").to_rfc3339()
+    }
+
+    fn event(kind: MessageType, body: Value) -> Event {
+        let mut parsed =
+            parse_request(Endpoint::Single(kind), body.to_string().as_bytes(), Utc::now(), &Limits::default())
+                .expect("valid message");
+        parsed.events.remove(0)
+    }
+
+    fn origin() -> Origin {
+        Origin { source: "web".into(), data_kind: DataKind::FirstParty }
+    }
+
+    fn order(id: &str, day: u32, total: f64) -> Event {
+        event(
+            MessageType::Track,
+            json!({"userId": "u", "event": "Order Completed", "timestamp": t(day), "properties": {
+                "order_id": id, "total": total, "currency": "JPY",
+                "products": [{"product_id": "p1", "price": total, "quantity": 1, "category": "Coffee", "brand": "Kizuna Roasters"}]}}),
+        )
+    }
+
+    fn fold(events: &[Event]) -> ProfileState {
+        let mut state = ProfileState::default();
+        for e in events {
+            state.apply(e, &origin());
+        }
+        state
+    }
+
+    #[test]
+    fn orders_revenue_aov_and_refunds() {
+        let refund = event(
+            MessageType::Track,
+            json!({"userId": "u", "event": "Order Refunded", "timestamp": t(9), "properties": {"order_id": "o2", "total": 10.0}}),
+        );
+        let state = fold(&[order("o1", 2, 30.0), order("o2", 5, 50.0), order("o2", 5, 50.0), refund]);
+        let s = state.computed.summary();
+        assert_eq!(s["orders_count"], json!(2), "a repeated order report counts once");
+        assert_eq!(s["revenue"], json!(80.0));
+        assert_eq!(s["net_revenue"], json!(70.0));
+        assert_eq!(s["aov"], json!(40.0));
+        assert_eq!(s["first_order_value"], json!(30.0));
+        assert_eq!(s["last_order_value"], json!(50.0));
+        assert_eq!(s["refunds_count"], json!(1));
+        assert_eq!(s["currency"], json!("JPY"));
+        assert_eq!(s["category_affinity"], json!({"Coffee": 1.0}));
+    }
+
+    #[test]
+    fn traits_last_write_wins_by_event_time_not_arrival() {
+        let newer = event(MessageType::Identify, json!({"userId": "u", "timestamp": t(5), "traits": {"city": "Osaka"}}));
+        let older = event(MessageType::Identify, json!({"userId": "u", "timestamp": t(3), "traits": {"city": "Tokyo", "name": "Aiko"}}));
+        let state = fold(&[newer.clone(), older.clone()]);
+        assert_eq!(state.traits["city"].value, json!("Osaka"));
+        assert_eq!(state.traits["name"].value, json!("Aiko"));
+        assert_eq!(state, fold(&[older, newer]));
+    }
+
+    #[test]
+    fn consent_from_traits_with_source_and_time() {
+        let e = event(
+            MessageType::Identify,
+            json!({"userId": "u", "timestamp": t(4), "traits": {"consent": {"email": {"marketing": "granted"}, "sms": false, "fax": true}}}),
+        );
+        let state = fold(&[e]);
+        assert_eq!(state.consent["email"]["marketing"].status, ConsentStatus::Granted);
+        assert_eq!(state.consent["email"]["marketing"].source, "web");
+        assert_eq!(state.consent["sms"]["transactional"].status, ConsentStatus::Denied);
+        assert!(!state.consent.contains_key("fax"));
+        assert!(!state.traits.contains_key("consent"));
+    }
+
+    #[test]
+    fn views_locations_and_data_kind() {
+        let view = |day, id: &str| {
+            event(
+                MessageType::Track,
+                json!({"anonymousId": "a", "event": "Product Viewed", "timestamp": t(day),
+                       "properties": {"product_id": id, "category": "Shoes", "brand": "B"},
+                       "context": {"timezone": "Asia/Tokyo", "location": {"country": "JP", "city": "Tokyo"}}}),
+            )
+        };
+        let quiz = event(
+            MessageType::Identify,
+            json!({"userId": "u", "timestamp": t(1), "traits": {"skin_type": "dry"}, "context": {"dataKind": "zero_party"}}),
+        );
+        let state = fold(&[view(1, "p1"), view(3, "p2"), view(2, "p1"), quiz]);
+        let s = state.computed.summary();
+        assert_eq!(s["last_viewed_products"][0]["product_id"], json!("p2"));
+        assert_eq!(s["last_viewed_products"][1]["product_id"], json!("p1"));
+        assert_eq!(s["city"], json!("Tokyo"));
+        assert_eq!(s["timezone"], json!("Asia/Tokyo"));
+        assert_eq!(s["event_counts"]["Product Viewed"], json!(3));
+        assert_eq!(state.traits["skin_type"].data_kind, DataKind::ZeroParty);
+    }
+
+    #[test]
+    fn affinity_decays_with_time() {
+        let view = |day, category: &str| {
+            event(
+                MessageType::Track,
+                json!({"anonymousId": "a", "event": "Product Viewed", "timestamp": t(day),
+                       "properties": {"product_id": "x", "category": category}}),
+            )
+        };
+        // One old view of Bags against one recent view of Shoes: the recent interest weighs more.
+        let state = fold(&[view(1, "Bags"), view(31, "Shoes")]);
+        let s = state.computed.summary();
+        let (bags, shoes) = (s["category_affinity"]["Bags"].as_f64(), s["category_affinity"]["Shoes"].as_f64());
+        assert!(bags < shoes, "{bags:?} < {shoes:?}");
+        let reversed = fold(&[view(31, "Shoes"), view(1, "Bags")]);
+        assert_eq!(reversed.computed.summary()["category_affinity"], s["category_affinity"]);
+    }
+}
