@@ -19,6 +19,16 @@ pub struct Link {
     pub trusted: bool,
 }
 
+impl Link {
+    /// A stable key for the set of identifiers and the trust flag: the same link stored twice is one row.
+    pub fn signature(&self) -> String {
+        let mut keys: Vec<String> = self.identifiers.iter().map(Identifier::key).collect();
+        keys.sort();
+        keys.dedup();
+        format!("{}|{}", if self.trusted { "t" } else { "u" }, keys.join("\u{1f}"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRules {
     /// Most identifiers of one kind a profile may hold, by kind name; `user_id` is always 1.
@@ -232,6 +242,26 @@ impl IdentityGraph {
                 self.replay(cluster_id, &nodes, link)
             }
         }
+    }
+
+    /// The stored links that touch any identifier of this profile.
+    pub fn links_of(&self, profile: ProfileId) -> Vec<Link> {
+        let Some(nodes) = self.profiles.get(&profile) else { return Vec::new() };
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for &n in nodes {
+            let Some(cluster) = self.clusters.get(&self.node(n).cluster) else { continue };
+            for (i, link) in cluster.links.iter().enumerate() {
+                if link.nodes.contains(&n) && seen.insert((self.node(n).cluster, i)) {
+                    out.push(Link {
+                        identifiers: link.nodes.iter().map(|&m| self.node(m).identifier.clone()).collect(),
+                        order: link.order.clone(),
+                        trusted: link.trusted,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Removes a profile and its identifiers for good (erasure); returns the identifiers removed.

@@ -13,6 +13,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! How Shopify exports are mapped:
+//! - customers: one `identify` per line; `userId` = `shopify:<Customer ID>` (or, without one, the email / phone
+//!   identifies through `anonymousId` = `import:email:<email>` and `context.traits.email`); Total Spent / Total
+//!   Orders are ignored (orders are imported on their own); marketing consent goes to `traits.consent`.
+//! - orders: consecutive lines with the same `Name` are one order → `Order Completed` (or `Order Cancelled`, at
+//!   `Cancelled at`, for cancelled orders), plus `Order Refunded` one second later when `Refunded Amount` > 0.
+//!   Shopify's `Subtotal` is already net of discounts, so it is both `subtotal` and `revenue`.
+//! - products: consecutive lines with the same `Handle` are one product (first variant's price/SKU); draft and
+//!   archived products are imported with `in_stock = false`.
+//!
 //! Every message carries a deterministic `messageId` (`import:order:<id>:completed`,
 //! `import:customer:<identity>:<content hash>`, …), so importing the same file twice adds nothing.
 
@@ -398,6 +408,16 @@ fn detect(kind: ImportKind, header: &Header) -> Result<Format, String> {
         }
     };
     let plain = |k: &str| k.to_owned();
+    // A Shopify export of another kind (columns that only that export has): say so, rather than reading it as
+    // `kind` (a Shopify orders export has Email and Accepts Marketing too) or listing "missing columns".
+    let looks_like = |other: ImportKind| match other {
+        ImportKind::Orders => any(&["lineitem name", "lineitem quantity"]),
+        ImportKind::Products => header.has("handle") && any(&["variant price", "variant sku", "body (html)"]),
+        ImportKind::Customers => any(&["total orders", "default address address1"]),
+    };
+    if let Some(other) = ImportKind::ALL.into_iter().find(|o| *o != kind && looks_like(*o)) {
+        return Err(format!("this looks like a Shopify {other} export, not {kind}: import it as {other}"));
+    }
     let unrecognised = || Err(format!("unrecognised {kind} header ({}). {}", found(), expected(kind)));
     match kind {
         ImportKind::Customers => {

@@ -95,6 +95,19 @@ fn finish(mut msg: Map<String, Value>) -> Value {
     Value::Object(msg)
 }
 
+/// Longest messageId the ingest pipeline accepts.
+const MAX_MESSAGE_ID_CHARS: usize = 256;
+
+/// `import:<what>:<key>:<suffix>`; a key so long that the id would be rejected is replaced by its hash.
+pub(crate) fn message_id(what: &str, key: &str, suffix: &str) -> String {
+    let id = format!("import:{what}:{key}:{suffix}");
+    if id.chars().count() <= MAX_MESSAGE_ID_CHARS {
+        id
+    } else {
+        format!("import:{what}:sha256-{}:{suffix}", short_hash(&json!(key)))
+    }
+}
+
 /// An `identify` whose messageId is `import:customer:<identity>:<hash of the message content>`: re-importing the
 /// same line adds nothing, an edited line becomes a new message.
 pub(crate) fn identify(identity: &Identity, traits: Map<String, Value>) -> Value {
@@ -103,11 +116,11 @@ pub(crate) fn identify(identity: &Identity, traits: Map<String, Value>) -> Value
     identity.apply(&mut msg);
     msg.insert("traits".into(), Value::Object(traits));
     let hash = short_hash(&Value::Object(msg.clone()));
-    msg.insert("messageId".into(), json!(format!("import:customer:{}:{hash}", identity.key())));
+    msg.insert("messageId".into(), json!(message_id("customer", &identity.key(), &hash)));
     finish(msg)
 }
 
-/// A `track` message with a caller-chosen deterministic messageId.
+/// A `track` message with a caller-chosen deterministic messageId (see [`message_id`]).
 pub(crate) fn track(
     identity: &Identity,
     event: &str,

@@ -8,7 +8,7 @@ use crate::fields::{
     Fields, Header, Row, parse_email, parse_money, parse_quantity, parse_timestamp, put_str, round_money,
     strip_apostrophe,
 };
-use crate::message::{Identity, track};
+use crate::message::{Identity, message_id, track};
 
 /// A failure inside an order: the physical line it is on, and why.
 pub(crate) type OrderError = (u64, String);
@@ -83,17 +83,17 @@ impl Order {
 
         let id = &self.order_id;
         if let Some(at) = self.cancelled {
-            return vec![track(&self.identity, "Order Cancelled", format!("import:order:{id}:cancelled"), at, props)];
+            return vec![track(&self.identity, "Order Cancelled", message_id("order", id, "cancelled"), at, props)];
         }
         let mut out =
-            vec![track(&self.identity, "Order Completed", format!("import:order:{id}:completed"), self.created, props)];
+            vec![track(&self.identity, "Order Completed", message_id("order", id, "completed"), self.created, props)];
         if let Some(amount) = self.refunded.filter(|a| *a > 0.0) {
             let mut refund = Map::new();
             refund.insert("order_id".into(), json!(id));
             refund.insert("total".into(), json!(round_money(amount)));
             refund.insert("currency".into(), json!(self.currency));
             let at = self.created + TimeDelta::seconds(1);
-            out.push(track(&self.identity, "Order Refunded", format!("import:order:{id}:refunded"), at, refund));
+            out.push(track(&self.identity, "Order Refunded", message_id("order", id, "refunded"), at, refund));
         }
         out
     }

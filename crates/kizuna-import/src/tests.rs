@@ -604,6 +604,14 @@ fn unknown_headers_are_rejected_at_line_1() {
     );
     let err = parse(ImportKind::Orders, "Name,Email,Lineitem name,Lineitem price\n".as_bytes()).err().unwrap();
     assert!(err.reason.contains("missing column(s) Created at, Lineitem quantity"), "{}", err.reason);
+    let err = parse(ImportKind::Products, SHOPIFY_ORDERS.as_bytes()).err().unwrap();
+    assert_eq!(err.reason, "this looks like a Shopify orders export, not products: import it as orders");
+    let err = parse(ImportKind::Customers, SHOPIFY_PRODUCTS.as_bytes()).err().unwrap();
+    assert_eq!(err.reason, "this looks like a Shopify products export, not customers: import it as products");
+    let err = parse(ImportKind::Customers, SHOPIFY_ORDERS.as_bytes()).err().unwrap();
+    assert_eq!(err.reason, "this looks like a Shopify orders export, not customers: import it as orders");
+    let err = parse(ImportKind::Orders, SHOPIFY_CUSTOMERS.as_bytes()).err().unwrap();
+    assert_eq!(err.reason, "this looks like a Shopify customers export, not orders: import it as customers");
     let err = parse(ImportKind::Customers, "".as_bytes()).err().unwrap();
     assert!(err.to_string().starts_with("line 1: the file is empty"), "{err}");
     let err = parse(ImportKind::Customers, "email,Email\n".as_bytes()).err().unwrap();
@@ -657,4 +665,15 @@ fn kinds_and_doc() {
     for col in customers::GENERIC_COLUMNS.iter().chain(&orders::GENERIC_COLUMNS).chain(&products::GENERIC_COLUMNS) {
         assert!(doc.contains(&format!("`{col}`")), "doc describes {col}");
     }
+}
+
+#[test]
+fn overlong_message_ids_are_shortened() {
+    let long_id = "X".repeat(300);
+    let csv = format!("order_id,email,created_at,price\n{long_id},a@example.com,2024-01-01,1\n");
+    let msgs = all_messages(&run(ImportKind::Orders, &csv));
+    let id = msgs[0]["messageId"].as_str().unwrap();
+    assert!(id.starts_with("import:order:sha256-") && id.ends_with(":completed"), "{id}");
+    assert!(id.len() <= 256);
+    assert_eq!(msgs[0]["properties"]["order_id"], long_id.as_str());
 }

@@ -5,4 +5,4 @@ mod ecommerce;
 mod message;
 
 pub use ecommerce::{EcommerceEvent, classify};
-pub use message::{Endpoint, Event, JUNK_IDS, Limits, MessageType, ParsedRequest, parse_request};
+pub use message::{Endpoint, Event, JUNK_IDS, Limits, MessageType, ParsedRequest, parse_message, parse_request};

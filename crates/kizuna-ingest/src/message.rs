@@ -100,6 +100,31 @@ impl Event {
     pub fn str_field(&self, key: &str) -> Option<&str> {
         self.body.get(key).and_then(Value::as_str)
     }
+
+    /// Rebuilds an event from its stored body (already validated when it was ingested).
+    pub fn from_stored(body: Map<String, Value>) -> Option<Event> {
+        let time = |key: &str| body.get(key).and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        Some(Event {
+            message_id: body.get("messageId")?.as_str()?.to_owned(),
+            message_type: MessageType::parse(body.get("type")?.as_str()?)?,
+            timestamp: time("timestamp")?.with_timezone(&Utc),
+            received_at: time("receivedAt")?.with_timezone(&Utc),
+            user_id: body.get("userId").and_then(Value::as_str).map(str::to_owned),
+            anonymous_id: body.get("anonymousId").and_then(Value::as_str).map(str::to_owned),
+            body,
+        })
+    }
+
+    /// Builds an event that Kizuna itself records about a known profile (consent changes made through the
+    /// admin API), so that it lives in the event history like any other fact.
+    pub fn internal(message_type: MessageType, mut body: Map<String, Value>, at: DateTime<Utc>) -> Event {
+        let message_id = format!("kz-{}", uuid::Uuid::new_v4());
+        body.insert("type".into(), Value::String(message_type.as_str().into()));
+        body.insert("messageId".into(), Value::String(message_id.clone()));
+        body.insert("timestamp".into(), format_time(at));
+        body.insert("receivedAt".into(), format_time(at));
+        Event { message_id, message_type, timestamp: at, received_at: at, user_id: None, anonymous_id: None, body }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +158,15 @@ pub fn parse_request(
             Ok(ParsedRequest { write_key, events: vec![event] })
         }
         Endpoint::Batch => parse_batch(body, received_at, limits),
+    }
+}
+
+/// Validates one message that did not arrive over HTTP (CSV import, the simulator): the same rules as a
+/// batch item, except the size limit, which protects the network edge.
+pub fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<Event, KizunaError> {
+    match value {
+        Value::Object(object) => normalise(object, None, None, None, received_at),
+        _ => Err(invalid("message", "must be a JSON object")),
     }
 }
 

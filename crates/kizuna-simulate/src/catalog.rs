@@ -42,10 +42,17 @@ impl Currency {
         Currency { factor, usd_rate }
     }
 
-    /// Converts minor units to the JSON number analytics.js would send (major units).
+    /// Converts minor units to major units.
     #[inline]
     pub(crate) fn major(&self, minor: i64) -> f64 {
         minor as f64 / self.factor as f64
+    }
+
+    /// The JSON number a browser would send for `minor` units: whole amounts as integers (`25`, not
+    /// `25.0`), others as decimals (`24.99`).
+    #[inline]
+    pub(crate) fn json(&self, minor: i64) -> Value {
+        if minor % self.factor == 0 { Value::from(minor / self.factor) } else { Value::from(self.major(minor)) }
     }
 
     /// Converts a USD amount to minor units of this currency, rounded to a "shelf price".
@@ -196,7 +203,7 @@ impl Catalog {
             item.insert("name".into(), Value::from(title.as_str()));
             item.insert("category".into(), Value::from(cat.name));
             item.insert("brand".into(), Value::from(BRANDS[brand]));
-            item.insert("price".into(), Value::from(price));
+            item.insert("price".into(), currency.json(price_minor));
 
             products.push(Product {
                 id,
@@ -213,7 +220,18 @@ impl Catalog {
                 in_stock,
                 created_at: to_datetime(created_ms),
             });
-            info.push(ProductInfo { cat: cat_i, brand, price_minor, created_ms, in_stock, path, url, image, title, item });
+            info.push(ProductInfo {
+                cat: cat_i,
+                brand,
+                price_minor,
+                created_ms,
+                in_stock,
+                path,
+                url,
+                image,
+                title,
+                item,
+            });
         }
 
         let cats = (0..CATEGORIES.len())

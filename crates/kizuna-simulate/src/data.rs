@@ -32,26 +32,26 @@ pub(crate) struct CategoryDef {
 }
 
 pub(crate) const BRANDS: [&str; 20] = [
-    "Kinari",           // 0 apparel
-    "Northfold",        // 1 apparel, outdoor
-    "Haruka Studio",    // 2 apparel, accessories
-    "Tidewell",         // 3 shoes
-    "Ashgrove",         // 4 shoes, bags
-    "Sumi & Co.",       // 5 accessories, home
-    "Lumen Goods",      // 6 home
-    "Cedar Lane",       // 7 home, bags
+    "Kinari",            // 0 apparel
+    "Northfold",         // 1 apparel, outdoor
+    "Haruka Studio",     // 2 apparel, accessories
+    "Tidewell",          // 3 shoes
+    "Ashgrove",          // 4 shoes, bags
+    "Sumi & Co.",        // 5 accessories, home
+    "Lumen Goods",       // 6 home
+    "Cedar Lane",        // 7 home, bags
     "Fog City Roasters", // 8 coffee
-    "Kumo Coffee",      // 9 coffee
-    "Hinoki Skin",      // 10 skincare
-    "Yuzu Lab",         // 11 skincare
-    "Aozora",           // 12 skincare, accessories
-    "Pale Harbor",      // 13 bags
-    "Wildroot",         // 14 outdoor
-    "Ironbark",         // 15 outdoor, shoes
-    "Stonepath",        // 16 shoes, outdoor
-    "Hollow Pine",      // 17 home, coffee
-    "Brightwater",      // 18 apparel, skincare
-    "Mori Works",       // 19 bags, accessories
+    "Kumo Coffee",       // 9 coffee
+    "Hinoki Skin",       // 10 skincare
+    "Yuzu Lab",          // 11 skincare
+    "Aozora",            // 12 skincare, accessories
+    "Pale Harbor",       // 13 bags
+    "Wildroot",          // 14 outdoor
+    "Ironbark",          // 15 outdoor, shoes
+    "Stonepath",         // 16 shoes, outdoor
+    "Hollow Pine",       // 17 home, coffee
+    "Brightwater",       // 18 apparel, skincare
+    "Mori Works",        // 19 bags, accessories
 ];
 
 pub(crate) const CATEGORIES: [CategoryDef; 8] = [
@@ -61,16 +61,40 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
         code: "APP",
         subs: &[
             SubCategory { name: "T-Shirts", code: "TEE", nouns: &["Tee", "Crew Tee", "Pocket Tee"], price_mult: 0.6 },
-            SubCategory { name: "Sweaters", code: "SWT", nouns: &["Sweater", "Cardigan", "Knit Pullover"], price_mult: 1.6 },
+            SubCategory {
+                name: "Sweaters",
+                code: "SWT",
+                nouns: &["Sweater", "Cardigan", "Knit Pullover"],
+                price_mult: 1.6,
+            },
             SubCategory { name: "Pants", code: "PNT", nouns: &["Chinos", "Wide Pants", "Joggers"], price_mult: 1.3 },
-            SubCategory { name: "Dresses", code: "DRS", nouns: &["Dress", "Shirt Dress", "Slip Dress"], price_mult: 1.5 },
-            SubCategory { name: "Jackets", code: "JKT", nouns: &["Jacket", "Chore Coat", "Overshirt"], price_mult: 2.4 },
+            SubCategory {
+                name: "Dresses",
+                code: "DRS",
+                nouns: &["Dress", "Shirt Dress", "Slip Dress"],
+                price_mult: 1.5,
+            },
+            SubCategory {
+                name: "Jackets",
+                code: "JKT",
+                nouns: &["Jacket", "Chore Coat", "Overshirt"],
+                price_mult: 2.4,
+            },
         ],
         median_usd: 45.0,
         sigma: 0.35,
         cycle_days: None,
         brands: &[0, 1, 2, 18],
-        descriptors: &["Organic Cotton", "Merino", "Linen", "Heavyweight", "Relaxed", "Indigo", "Heather Grey", "Oatmeal"],
+        descriptors: &[
+            "Organic Cotton",
+            "Merino",
+            "Linen",
+            "Heavyweight",
+            "Relaxed",
+            "Indigo",
+            "Heather Grey",
+            "Oatmeal",
+        ],
         tags: &["organic", "unisex", "relaxed-fit", "made-in-japan"],
     },
     CategoryDef {
@@ -78,8 +102,18 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
         handle: "shoes",
         code: "SHO",
         subs: &[
-            SubCategory { name: "Sneakers", code: "SNK", nouns: &["Sneaker", "Court Sneaker", "Runner"], price_mult: 1.0 },
-            SubCategory { name: "Boots", code: "BOT", nouns: &["Chelsea Boot", "Work Boot", "Hiker Boot"], price_mult: 1.7 },
+            SubCategory {
+                name: "Sneakers",
+                code: "SNK",
+                nouns: &["Sneaker", "Court Sneaker", "Runner"],
+                price_mult: 1.0,
+            },
+            SubCategory {
+                name: "Boots",
+                code: "BOT",
+                nouns: &["Chelsea Boot", "Work Boot", "Hiker Boot"],
+                price_mult: 1.7,
+            },
             SubCategory { name: "Sandals", code: "SDL", nouns: &["Sandal", "Slide", "Strap Sandal"], price_mult: 0.6 },
             SubCategory { name: "Loafers", code: "LOF", nouns: &["Loafer", "Penny Loafer"], price_mult: 1.4 },
         ],
@@ -98,7 +132,12 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
             SubCategory { name: "Hats", code: "HAT", nouns: &["Cap", "Bucket Hat", "Beanie"], price_mult: 1.0 },
             SubCategory { name: "Scarves", code: "SCF", nouns: &["Scarf", "Stole", "Bandana"], price_mult: 1.4 },
             SubCategory { name: "Socks", code: "SCK", nouns: &["Socks", "Crew Socks", "Wool Socks"], price_mult: 0.5 },
-            SubCategory { name: "Sunglasses", code: "SUN", nouns: &["Sunglasses", "Round Sunglasses"], price_mult: 3.0 },
+            SubCategory {
+                name: "Sunglasses",
+                code: "SUN",
+                nouns: &["Sunglasses", "Round Sunglasses"],
+                price_mult: 3.0,
+            },
             SubCategory { name: "Jewelry", code: "JWL", nouns: &["Ring", "Pendant", "Hoop Earrings"], price_mult: 2.2 },
         ],
         median_usd: 25.0,
@@ -113,17 +152,46 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
         handle: "skincare",
         code: "SKN",
         subs: &[
-            SubCategory { name: "Cleansers", code: "CLN", nouns: &["Cleansing Oil", "Foam Cleanser", "Cleansing Balm"], price_mult: 0.8 },
+            SubCategory {
+                name: "Cleansers",
+                code: "CLN",
+                nouns: &["Cleansing Oil", "Foam Cleanser", "Cleansing Balm"],
+                price_mult: 0.8,
+            },
             SubCategory { name: "Serums", code: "SRM", nouns: &["Serum", "Essence", "Ampoule"], price_mult: 1.5 },
-            SubCategory { name: "Moisturizers", code: "MST", nouns: &["Moisturizer", "Gel Cream", "Night Cream"], price_mult: 1.2 },
-            SubCategory { name: "Sunscreen", code: "SPF", nouns: &["Sunscreen SPF50", "UV Milk", "Tinted SPF"], price_mult: 0.8 },
-            SubCategory { name: "Masks", code: "MSK", nouns: &["Sheet Mask Set", "Clay Mask", "Sleeping Mask"], price_mult: 0.7 },
+            SubCategory {
+                name: "Moisturizers",
+                code: "MST",
+                nouns: &["Moisturizer", "Gel Cream", "Night Cream"],
+                price_mult: 1.2,
+            },
+            SubCategory {
+                name: "Sunscreen",
+                code: "SPF",
+                nouns: &["Sunscreen SPF50", "UV Milk", "Tinted SPF"],
+                price_mult: 0.8,
+            },
+            SubCategory {
+                name: "Masks",
+                code: "MSK",
+                nouns: &["Sheet Mask Set", "Clay Mask", "Sleeping Mask"],
+                price_mult: 0.7,
+            },
         ],
         median_usd: 32.0,
         sigma: 0.3,
         cycle_days: Some(60.0),
         brands: &[10, 11, 12, 18],
-        descriptors: &["Rice Bran", "Yuzu", "Hinoki", "Green Tea", "Ceramide", "Vitamin C", "Fragrance-Free", "Camellia"],
+        descriptors: &[
+            "Rice Bran",
+            "Yuzu",
+            "Hinoki",
+            "Green Tea",
+            "Ceramide",
+            "Vitamin C",
+            "Fragrance-Free",
+            "Camellia",
+        ],
         tags: &["vegan", "fragrance-free", "sensitive-skin", "refill"],
     },
     CategoryDef {
@@ -131,10 +199,30 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
         handle: "home",
         code: "HOM",
         subs: &[
-            SubCategory { name: "Candles", code: "CND", nouns: &["Candle", "Incense Set", "Room Spray"], price_mult: 0.8 },
-            SubCategory { name: "Ceramics", code: "CER", nouns: &["Mug", "Bowl Set", "Vase", "Plate"], price_mult: 1.0 },
-            SubCategory { name: "Textiles", code: "TEX", nouns: &["Throw", "Linen Napkins", "Cushion Cover"], price_mult: 1.4 },
-            SubCategory { name: "Kitchen", code: "KIT", nouns: &["Knife", "Cutting Board", "Donabe Pot"], price_mult: 1.8 },
+            SubCategory {
+                name: "Candles",
+                code: "CND",
+                nouns: &["Candle", "Incense Set", "Room Spray"],
+                price_mult: 0.8,
+            },
+            SubCategory {
+                name: "Ceramics",
+                code: "CER",
+                nouns: &["Mug", "Bowl Set", "Vase", "Plate"],
+                price_mult: 1.0,
+            },
+            SubCategory {
+                name: "Textiles",
+                code: "TEX",
+                nouns: &["Throw", "Linen Napkins", "Cushion Cover"],
+                price_mult: 1.4,
+            },
+            SubCategory {
+                name: "Kitchen",
+                code: "KIT",
+                nouns: &["Knife", "Cutting Board", "Donabe Pot"],
+                price_mult: 1.8,
+            },
         ],
         median_usd: 38.0,
         sigma: 0.45,
@@ -148,16 +236,40 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
         handle: "coffee",
         code: "COF",
         subs: &[
-            SubCategory { name: "Whole Bean", code: "WBN", nouns: &["Whole Bean 250g", "Whole Bean 1kg"], price_mult: 1.0 },
-            SubCategory { name: "Ground", code: "GRD", nouns: &["Ground Coffee 250g", "Espresso Grind"], price_mult: 0.95 },
+            SubCategory {
+                name: "Whole Bean",
+                code: "WBN",
+                nouns: &["Whole Bean 250g", "Whole Bean 1kg"],
+                price_mult: 1.0,
+            },
+            SubCategory {
+                name: "Ground",
+                code: "GRD",
+                nouns: &["Ground Coffee 250g", "Espresso Grind"],
+                price_mult: 0.95,
+            },
             SubCategory { name: "Drip Bags", code: "DRP", nouns: &["Drip Bags x10", "Drip Bags x30"], price_mult: 0.9 },
-            SubCategory { name: "Equipment", code: "EQP", nouns: &["Pour-Over Dripper", "Hand Grinder", "Gooseneck Kettle"], price_mult: 3.0 },
+            SubCategory {
+                name: "Equipment",
+                code: "EQP",
+                nouns: &["Pour-Over Dripper", "Hand Grinder", "Gooseneck Kettle"],
+                price_mult: 3.0,
+            },
         ],
         median_usd: 18.0,
         sigma: 0.3,
         cycle_days: Some(30.0),
         brands: &[8, 9, 17],
-        descriptors: &["Ethiopia Guji", "Colombia Huila", "House Blend", "Decaf", "Dark Roast", "Kenya AA", "Seasonal", "Light Roast"],
+        descriptors: &[
+            "Ethiopia Guji",
+            "Colombia Huila",
+            "House Blend",
+            "Decaf",
+            "Dark Roast",
+            "Kenya AA",
+            "Seasonal",
+            "Light Roast",
+        ],
         tags: &["single-origin", "organic", "fair-trade", "subscription-eligible"],
     },
     CategoryDef {
@@ -166,9 +278,24 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
         code: "BAG",
         subs: &[
             SubCategory { name: "Totes", code: "TOT", nouns: &["Tote", "Market Tote", "Canvas Tote"], price_mult: 0.6 },
-            SubCategory { name: "Backpacks", code: "BPK", nouns: &["Backpack", "Daypack", "Rolltop Pack"], price_mult: 1.4 },
-            SubCategory { name: "Crossbody", code: "CRB", nouns: &["Crossbody", "Sling Bag", "Mini Shoulder Bag"], price_mult: 1.0 },
-            SubCategory { name: "Wallets", code: "WLT", nouns: &["Wallet", "Card Case", "Coin Purse"], price_mult: 0.7 },
+            SubCategory {
+                name: "Backpacks",
+                code: "BPK",
+                nouns: &["Backpack", "Daypack", "Rolltop Pack"],
+                price_mult: 1.4,
+            },
+            SubCategory {
+                name: "Crossbody",
+                code: "CRB",
+                nouns: &["Crossbody", "Sling Bag", "Mini Shoulder Bag"],
+                price_mult: 1.0,
+            },
+            SubCategory {
+                name: "Wallets",
+                code: "WLT",
+                nouns: &["Wallet", "Card Case", "Coin Purse"],
+                price_mult: 0.7,
+            },
         ],
         median_usd: 85.0,
         sigma: 0.35,
@@ -182,10 +309,30 @@ pub(crate) const CATEGORIES: [CategoryDef; 8] = [
         handle: "outdoor",
         code: "OUT",
         subs: &[
-            SubCategory { name: "Camping", code: "CMP", nouns: &["Folding Chair", "Lantern", "Camp Mug"], price_mult: 1.2 },
-            SubCategory { name: "Hiking", code: "HIK", nouns: &["Trekking Poles", "Hiking Shorts", "Fleece"], price_mult: 1.3 },
-            SubCategory { name: "Bottles", code: "BTL", nouns: &["Insulated Bottle", "Tumbler", "Flask"], price_mult: 0.5 },
-            SubCategory { name: "Rain Gear", code: "RNG", nouns: &["Rain Shell", "Packable Poncho", "Rain Hat"], price_mult: 1.8 },
+            SubCategory {
+                name: "Camping",
+                code: "CMP",
+                nouns: &["Folding Chair", "Lantern", "Camp Mug"],
+                price_mult: 1.2,
+            },
+            SubCategory {
+                name: "Hiking",
+                code: "HIK",
+                nouns: &["Trekking Poles", "Hiking Shorts", "Fleece"],
+                price_mult: 1.3,
+            },
+            SubCategory {
+                name: "Bottles",
+                code: "BTL",
+                nouns: &["Insulated Bottle", "Tumbler", "Flask"],
+                price_mult: 0.5,
+            },
+            SubCategory {
+                name: "Rain Gear",
+                code: "RNG",
+                nouns: &["Rain Shell", "Packable Poncho", "Rain Hat"],
+                price_mult: 1.8,
+            },
         ],
         median_usd: 60.0,
         sigma: 0.45,
@@ -248,7 +395,18 @@ pub(crate) const CITIES: [City; 29] = [
     city!("Austin", "Texas", "US", "United States", "America/Chicago", -360, "787##", "512", 0.0825, 2.5),
     city!("Denver", "Colorado", "US", "United States", "America/Denver", -420, "802##", "303", 0.0881, 2.0),
     city!("Seattle", "Washington", "US", "United States", "America/Los_Angeles", -480, "981##", "206", 0.1035, 3.0),
-    city!("San Francisco", "California", "US", "United States", "America/Los_Angeles", -480, "941##", "415", 0.08625, 3.0),
+    city!(
+        "San Francisco",
+        "California",
+        "US",
+        "United States",
+        "America/Los_Angeles",
+        -480,
+        "941##",
+        "415",
+        0.08625,
+        3.0
+    ),
     city!("Los Angeles", "California", "US", "United States", "America/Los_Angeles", -480, "900##", "213", 0.095, 5.0),
     city!("Portland", "Oregon", "US", "United States", "America/Los_Angeles", -480, "972##", "503", 0.0, 2.0),
     city!("Honolulu", "Hawaii", "US", "United States", "Pacific/Honolulu", -600, "968##", "808", 0.045, 1.0),
@@ -301,19 +459,65 @@ pub(crate) const JP_FIRST: [&str; 24] = [
     "Hiroshi", "Emi", "Daichi", "Mei", "Sakura", "Kaito", "Rina", "Shota", "Misaki", "Kazuki", "Ayaka",
 ];
 pub(crate) const JP_LAST: [&str; 24] = [
-    "Sato", "Suzuki", "Takahashi", "Tanaka", "Watanabe", "Ito", "Yamamoto", "Nakamura", "Kobayashi", "Kato",
-    "Yoshida", "Yamada", "Sasaki", "Yamaguchi", "Matsumoto", "Inoue", "Kimura", "Hayashi", "Shimizu", "Mori",
-    "Ikeda", "Hashimoto", "Ishikawa", "Ogawa",
+    "Sato",
+    "Suzuki",
+    "Takahashi",
+    "Tanaka",
+    "Watanabe",
+    "Ito",
+    "Yamamoto",
+    "Nakamura",
+    "Kobayashi",
+    "Kato",
+    "Yoshida",
+    "Yamada",
+    "Sasaki",
+    "Yamaguchi",
+    "Matsumoto",
+    "Inoue",
+    "Kimura",
+    "Hayashi",
+    "Shimizu",
+    "Mori",
+    "Ikeda",
+    "Hashimoto",
+    "Ishikawa",
+    "Ogawa",
 ];
 pub(crate) const WEST_FIRST: [&str; 28] = [
     "Emma", "Liam", "Olivia", "Noah", "Ava", "James", "Sophia", "Lucas", "Mia", "Ethan", "Isabella", "Mason", "Amelia",
-    "Logan", "Harper", "Elijah", "Evelyn", "Daniel", "Grace", "Henry", "Chloe", "Jack", "Maria", "Jose", "Wei", "Priya",
-    "Camille", "Lukas",
+    "Logan", "Harper", "Elijah", "Evelyn", "Daniel", "Grace", "Henry", "Chloe", "Jack", "Maria", "Jose", "Wei",
+    "Priya", "Camille", "Lukas",
 ];
 pub(crate) const WEST_LAST: [&str; 28] = [
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-    "Hernandez", "Lopez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Lee", "Nguyen", "Patel", "Kim", "Chen",
-    "Walker", "Young", "Martin", "Dubois", "Schmidt", "Tremblay",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Lee",
+    "Nguyen",
+    "Patel",
+    "Kim",
+    "Chen",
+    "Walker",
+    "Young",
+    "Martin",
+    "Dubois",
+    "Schmidt",
+    "Tremblay",
 ];
 pub(crate) const KR_FIRST: [&str; 8] = ["Minjun", "Seoyeon", "Jiwoo", "Hayoon", "Doyoon", "Jiho", "Soyeon", "Hyunwoo"];
 pub(crate) const KR_LAST: [&str; 6] = ["Kim", "Lee", "Park", "Choi", "Jung", "Kang"];
@@ -328,11 +532,30 @@ pub(crate) const EMAIL_DOMAINS: [(&str, f64); 6] = [
 ];
 
 pub(crate) const JP_STREETS: [&str; 10] = [
-    "Jingumae", "Ebisu", "Nakameguro", "Kichijoji", "Motomachi", "Sakae", "Tenjin", "Umeda", "Sannomiya", "Ichibancho",
+    "Jingumae",
+    "Ebisu",
+    "Nakameguro",
+    "Kichijoji",
+    "Motomachi",
+    "Sakae",
+    "Tenjin",
+    "Umeda",
+    "Sannomiya",
+    "Ichibancho",
 ];
 pub(crate) const WEST_STREETS: [&str; 12] = [
-    "Maple St", "Oak Ave", "Pine St", "Cedar Ln", "Elm St", "Harbor Rd", "Lakeview Dr", "Willow Way", "Park Ave",
-    "Sunset Blvd", "Hillside Ter", "Mill Rd",
+    "Maple St",
+    "Oak Ave",
+    "Pine St",
+    "Cedar Ln",
+    "Elm St",
+    "Harbor Rd",
+    "Lakeview Dr",
+    "Willow Way",
+    "Park Ave",
+    "Sunset Blvd",
+    "Hillside Ter",
+    "Mill Rd",
 ];
 
 /// Device kinds with their browser user agents.

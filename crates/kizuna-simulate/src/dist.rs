@@ -13,7 +13,9 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
 
 /// Derives an independent RNG seed for `(seed, stream, index)`.
 pub(crate) fn mix(seed: u64, stream: u64, index: u64) -> u64 {
-    splitmix64(splitmix64(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93)) ^ index.wrapping_mul(0xA076_1D64_78BD_642F))
+    splitmix64(
+        splitmix64(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93)) ^ index.wrapping_mul(0xA076_1D64_78BD_642F),
+    )
 }
 
 /// Uniform in [0, 1).

@@ -5,13 +5,15 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 
 use crate::catalog::{Catalog, DAY_MS};
+use crate::customer::civil_from_days;
 use crate::data::{
     CATEGORIES, CITIES, City, DeviceKind, EMAIL_DOMAINS, JP_FIRST, JP_LAST, JP_STREETS, KR_FIRST, KR_LAST,
     LIBRARY_VERSIONS, UA_DESKTOP, UA_MOBILE, UA_TABLET, WEST_FIRST, WEST_LAST, WEST_STREETS, calling_code, locales,
 };
-use crate::dist::{beta, chance, gamma, index as index_in, lognormal, mix, pick, pick_weighted, uniform, unit};
+use crate::dist::{beta, chance, gamma, index as index_in, lognormal, mix, pick, pick_weighted, unit};
 
 const STREAM_HOUSEHOLD: u64 = 0x4853_4844;
+const STREAM_PHONE: u64 = 0x5048_4f4e;
 
 /// Relative popularity of the top-level categories when choosing someone's favourites.
 const CATEGORY_APPEAL: [f64; 8] = [1.3, 0.9, 0.9, 1.2, 0.8, 1.1, 0.8, 0.7];
@@ -83,10 +85,6 @@ fn uuid_like(rng: &mut ChaCha8Rng) -> String {
     )
 }
 
-fn digits(rng: &mut ChaCha8Rng, n: usize) -> String {
-    (0..n).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
-}
-
 fn fill_pattern(rng: &mut ChaCha8Rng, pattern: &str) -> String {
     pattern
         .chars()
@@ -98,45 +96,59 @@ fn fill_pattern(rng: &mut ChaCha8Rng, pattern: &str) -> String {
         .collect()
 }
 
-fn mobile_phone(rng: &mut ChaCha8Rng, city: &City) -> Phone {
-    let prefers_national = chance(rng, 0.55);
-    match city.country_code {
-        "JP" => {
-            let p = *pick(rng, &["90", "80", "70"]);
-            let (a, b) = (digits(rng, 4), digits(rng, 4));
-            Phone { national: format!("0{p}-{a}-{b}"), e164: format!("+81{p}{a}{b}"), prefers_national }
-        }
-        "US" | "CA" => {
-            let last = digits(rng, 2);
-            let area = city.area;
-            Phone {
-                national: format!("({area}) 555-01{last}"),
-                e164: format!("+1{area}55501{last}"),
-                prefers_national,
-            }
-        }
-        cc => {
-            let code = calling_code(cc);
-            let rest = digits(rng, 8);
-            Phone { national: format!("0{} {rest}", &rest[..1]), e164: format!("+{code}{rest}"), prefers_national: false }
-        }
-    }
+/// A number unique to `id` below `space` (an affine bijection modulo `space`; `space`'s prime factors are
+/// only 2 and 5, so any multiplier coprime to 10 works). Keeps phone numbers from colliding by accident.
+fn unique_number(id: u64, space: u64, salt: u64) -> u64 {
+    ((u128::from(id) * 7_654_321 + u128::from(salt)) % u128::from(space)) as u64
 }
 
-fn landline(rng: &mut ChaCha8Rng, city: &City) -> Phone {
-    match city.country_code {
-        "JP" => {
+/// A personal mobile number, unique per `id` (customer index). Household landlines (`household = true`,
+/// `id` = pair index) come from a disjoint range, so only household members ever share a number.
+fn phone_number(rng: &mut ChaCha8Rng, city: &City, id: u64, salt: u64, household: bool) -> Phone {
+    let prefers_national = chance(rng, 0.55);
+    match (city.country_code, household) {
+        ("JP", false) => {
+            let p = *pick(rng, &["90", "80", "70"]);
+            let n = unique_number(id, 100_000_000, salt);
+            let (a, b) = (n / 10_000, n % 10_000);
+            Phone { national: format!("0{p}-{a:04}-{b:04}"), e164: format!("+81{p}{a:04}{b:04}"), prefers_national }
+        }
+        ("JP", true) => {
+            // Landline: "03-1234-5678" / "045-123-4567" (area code + 9 digits in total).
             let area = city.area;
-            let local = 9 - area.len();
-            let d = digits(rng, local);
-            let split = local - 4;
+            let local = 9 - area.len() as u32;
+            let n = unique_number(id, 10u64.pow(local), salt);
+            let d = format!("{n:0width$}", width = local as usize);
+            let split = d.len() - 4;
             Phone {
                 national: format!("0{area}-{}-{}", &d[..split], &d[split..]),
                 e164: format!("+81{area}{d}"),
                 prefers_national: true,
             }
         }
-        _ => mobile_phone(rng, city),
+        ("US" | "CA", _) => {
+            // Exchange 200–599 for people, 600–999 for household landlines.
+            let base = if household { 6_000_000 } else { 2_000_000 };
+            let n = base + unique_number(id, 4_000_000, salt);
+            let (exchange, line) = (n / 10_000, n % 10_000);
+            let area = city.area;
+            Phone {
+                national: format!("({area}) {exchange}-{line:04}"),
+                e164: format!("+1{area}{exchange}{line:04}"),
+                prefers_national,
+            }
+        }
+        (cc, _) => {
+            let code = calling_code(cc);
+            let base = if household { 50_000_000 } else { 0 };
+            let n = base + unique_number(id, 50_000_000, salt);
+            let d = format!("{n:08}");
+            Phone {
+                national: format!("0{} {}", &d[..2], &d[2..]),
+                e164: format!("+{code}{d}"),
+                prefers_national: false,
+            }
+        }
     }
 }
 
@@ -192,7 +204,7 @@ fn household(seed: u64, index: usize) -> Option<Household> {
     let last_seed = rng.random();
     let street = street(&mut rng, city);
     let postal = fill_pattern(&mut rng, city.postal);
-    let phone = landline(&mut rng, city);
+    let phone = phone_number(&mut rng, city, (index / 2) as u64, mix(seed, STREAM_HOUSEHOLD, u64::MAX), true);
     Some(Household { city, last_seed, street, postal, phone })
 }
 
@@ -219,6 +231,24 @@ fn device(rng: &mut ChaCha8Rng, kind: DeviceKind, city: &City, locale: &'static 
     context.insert("location".into(), Value::Object(location));
     context.insert("library".into(), Value::Object(library));
     Device { anonymous_id: uuid_like(rng), kind, context, ip_prefix }
+}
+
+/// Relative acquisition intensity by calendar month (holiday season brings more new visitors).
+const MONTH_WEIGHTS: [f64; 12] = [0.9, 0.8, 0.9, 0.9, 1.0, 0.9, 1.0, 0.9, 1.0, 1.0, 1.4, 1.5];
+
+/// When the person first visits: uniform over the period, thinned by month seasonality.
+fn acquisition_time(rng: &mut ChaCha8Rng, start_ms: i64, end_ms: i64) -> i64 {
+    let span = (end_ms - start_ms).max(0) as f64;
+    let max_w = MONTH_WEIGHTS.iter().copied().fold(0.0, f64::max);
+    let mut t = start_ms;
+    for _ in 0..16 {
+        t = start_ms + (unit(rng) * span) as i64;
+        let (_, month, _) = civil_from_days(t.div_euclid(DAY_MS));
+        if chance(rng, MONTH_WEIGHTS[(month as usize - 1) % 12] / max_w) {
+            break;
+        }
+    }
+    t
 }
 
 impl Person {
@@ -253,7 +283,8 @@ impl Person {
         let domain = *pick_weighted(rng, &EMAIL_DOMAINS);
         let email = format!("{local}@{domain}");
 
-        let own_phone = if chance(rng, 0.1) { None } else { Some(mobile_phone(rng, city)) };
+        let salt = mix(seed, STREAM_PHONE, 0);
+        let own_phone = if chance(rng, 0.1) { None } else { Some(phone_number(rng, city, index as u64, salt, false)) };
         let (street, postal, phone) = match hh {
             // Households list the shared landline (identity resolution must not merge on it).
             Some(h) => (h.street, h.postal, Some(h.phone)),
@@ -312,8 +343,7 @@ impl Person {
             .find(|&c| CATEGORIES[c].cycle_days.is_some())
             .filter(|_| buyer && chance(rng, 0.75));
 
-        let period_days = (end_ms - start_ms) as f64 / DAY_MS as f64;
-        let acquired_ms = start_ms + (uniform(rng, 0.0, period_days.max(0.0)) * DAY_MS as f64) as i64;
+        let acquired_ms = acquisition_time(rng, start_ms, end_ms);
 
         Person {
             user_id: format!("cust_{index}"),

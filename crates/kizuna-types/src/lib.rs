@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod telemetry;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use error::{Code, KizunaError};

@@ -1,1 +1,160 @@
-fn main() {}
+//! `kizuna`: one binary for the whole platform. See `kizuna --help`.
+
+mod bench;
+mod config;
+mod demo;
+mod import;
+mod node;
+mod simulate;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use config::{Config, GlobalArgs};
+use kizuna_profiles::DataKind;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kizuna", version, about = "Kizuna: a self-hosted customer data platform for D2C brands")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (ingest API, admin API, metrics)
+    Serve {
+        /// Address to listen on (default 127.0.0.1:7420)
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Start a server on a fresh data directory with a simulated store loaded, and print where to look
+    Demo {
+        #[arg(long)]
+        listen: Option<String>,
+        /// Number of simulated customers
+        #[arg(long, default_value_t = 3000)]
+        customers: usize,
+        /// Load the data, print the summary and exit instead of serving
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Import a CSV file (Shopify export or the generic format) into the data directory
+    Import {
+        #[arg(value_enum)]
+        kind: import::Kind,
+        file: PathBuf,
+        /// Abort with nothing written if any line is bad
+        #[arg(long)]
+        strict: bool,
+        /// Currency for products without one
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+    /// Generate a deterministic simulated store as Segment NDJSON, or send it to a running server
+    Simulate(simulate::SimulateArgs),
+    /// Manage sources (write keys)
+    Source {
+        #[command(subcommand)]
+        action: SourceAction,
+    },
+    /// Manage admin API keys
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Benchmarks
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourceAction {
+    /// Create a source; prints its write key alone on the last line
+    Create {
+        name: String,
+        /// Trusted sources (servers, imports) may merge two identified profiles
+        #[arg(long)]
+        trusted: bool,
+        /// zero_party, first_party, second_party, third_party or imported
+        #[arg(long, default_value = "first_party")]
+        data_kind: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Create an admin API key; prints it alone on the last line
+    Create { name: String },
+    List,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve { listen } | Command::Demo { listen, .. } => listen.clone(),
+        _ => None,
+    };
+    let config = Config::load(&cli.global, listen.as_deref())?;
+    init_logging(&config.log_format);
+    match cli.command {
+        Command::Serve { .. } => node::run_server(&config),
+        Command::Demo { customers, no_serve, .. } => demo::run(config, customers, no_serve),
+        Command::Import { kind, file, strict, currency } => import::run(&config, kind, &file, strict, &currency),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Source { action } => source(&config, action),
+        Command::Key { action } => key(&config, action),
+        Command::Bench { which } => bench::run(&config, which),
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KIZUNA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn source(config: &Config, action: SourceAction) -> Result<()> {
+    let store = node::open_store(config)?;
+    match action {
+        SourceAction::Create { name, trusted, data_kind } => {
+            let kind = DataKind::parse(&data_kind).ok_or_else(|| anyhow::anyhow!("unknown data kind '{data_kind}'"))?;
+            let source = store.create_source(&name, trusted, kind, chrono::Utc::now())?;
+            eprintln!("created source '{}' (trusted: {}, data kind: {data_kind})", source.name, source.trusted);
+            println!("{}", source.write_key);
+        }
+        SourceAction::List => {
+            for s in store.list_sources()? {
+                println!("{}\t{}\ttrusted={}\t{}", s.name, s.write_key, s.trusted, if s.revoked { "revoked" } else { "active" });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn key(config: &Config, action: KeyAction) -> Result<()> {
+    let store = node::open_store(config)?;
+    match action {
+        KeyAction::Create { name } => {
+            let (key, secret) = store.create_api_key(&name, chrono::Utc::now())?;
+            eprintln!("created admin API key '{}'; it is shown once, store it now", key.name);
+            println!("{secret}");
+        }
+        KeyAction::List => {
+            for k in store.list_api_keys()? {
+                println!("{}\t{}\t{}", k.name, k.created_at, if k.revoked { "revoked" } else { "active" });
+            }
+        }
+    }
+    Ok(())
+}

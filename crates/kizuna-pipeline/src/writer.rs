@@ -1,0 +1,439 @@
+use chrono::{DateTime, Duration, Utc};
+use kizuna_identity::{IdentifierConfig, IdentityGraph, IdentityRules, Link, OrderKey, Outcome, ProfileId, extract_identifiers};
+use kizuna_ingest::Event;
+use kizuna_profiles::{Origin, ProfileState};
+use kizuna_store::{NewEvent, Source, Store, StoreError, WriteTx};
+use kizuna_types::{Clock, telemetry::Telemetry};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// How long a (source, messageId) pair is remembered for replay protection.
+    pub dedup_window: Duration,
+    pub identifiers: IdentifierConfig,
+    pub rules: IdentityRules,
+    /// Most events one commit may hold; bounds commit latency under load.
+    pub max_group_events: usize,
+    /// Queue length before callers wait (back-pressure).
+    pub queue: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            dedup_window: Duration::days(7),
+            identifiers: IdentifierConfig::default(),
+            rules: IdentityRules::default(),
+            max_group_events: 20_000,
+            queue: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("storage failed; nothing from this request was stored: {0}")]
+    Store(#[from] StoreError),
+    #[error("the pipeline is shut down")]
+    Closed,
+    #[error("profile {0} does not exist")]
+    UnknownProfile(ProfileId),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestReceipt {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureReceipt {
+    pub profile: ProfileId,
+    pub identities: usize,
+    pub events: usize,
+}
+
+enum Command {
+    Ingest { source: Source, events: Vec<Event>, reply: oneshot::Sender<Result<IngestReceipt, PipelineError>> },
+    Append { profile: ProfileId, source: Source, event: Box<Event>, reply: oneshot::Sender<Result<(), PipelineError>> },
+    Erase { profile: ProfileId, reply: oneshot::Sender<Result<ErasureReceipt, PipelineError>> },
+}
+
+impl Command {
+    fn event_count(&self) -> usize {
+        match self {
+            Command::Ingest { events, .. } => events.len(),
+            _ => 1,
+        }
+    }
+}
+
+enum Answer {
+    Ingest(IngestReceipt),
+    Append,
+    Erase(ErasureReceipt),
+}
+
+/// The handle callers use; cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    sender: mpsc::Sender<Command>,
+    done: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Pipeline {
+    /// Loads the identity graph from the store and starts the writer thread.
+    pub fn start(store: Arc<dyn Store>, config: PipelineConfig, clock: Arc<dyn Clock>) -> Result<Self, PipelineError> {
+        let snapshot = store.load_identity()?;
+        let graph =
+            IdentityGraph::restore(config.rules.clone(), snapshot.owners, snapshot.links, snapshot.next_profile);
+        let origins = store.list_sources()?.into_iter().map(|s| (s.id, origin_of(&s))).collect();
+        let writer = store.writer()?;
+        let (sender, receiver) = mpsc::channel(config.queue.max(1));
+        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None };
+        let handle = std::thread::Builder::new()
+            .name("kizuna-writer".into())
+            .spawn(move || state.run(writer, receiver))
+            .map_err(|e| PipelineError::Store(StoreError::Io(e)))?;
+        Ok(Self { sender, done: Arc::new(std::sync::Mutex::new(Some(handle))) })
+    }
+
+    /// Stores a validated request's events; returns after they are durably committed.
+    pub async fn ingest(&self, source: &Source, events: Vec<Event>) -> Result<IngestReceipt, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Command::Ingest { source: source.clone(), events, reply })
+            .await
+            .map_err(|_| PipelineError::Closed)?;
+        answer.await.map_err(|_| PipelineError::Closed)?
+    }
+
+    /// Records an event Kizuna makes itself about a known profile (e.g. a consent change).
+    pub async fn append(&self, profile: ProfileId, source: &Source, event: Event) -> Result<(), PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Command::Append { profile, source: source.clone(), event: Box::new(event), reply })
+            .await
+            .map_err(|_| PipelineError::Closed)?;
+        answer.await.map_err(|_| PipelineError::Closed)?
+    }
+
+    /// Erases a person: profile, identities, events. Replays of their old messages stay deduplicated.
+    pub async fn erase(&self, profile: ProfileId) -> Result<ErasureReceipt, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Command::Erase { profile, reply }).await.map_err(|_| PipelineError::Closed)?;
+        answer.await.map_err(|_| PipelineError::Closed)?
+    }
+
+    /// Stops accepting work, finishes everything queued, and waits for the writer to exit.
+    pub fn shutdown(self) {
+        let Self { sender, done } = self;
+        drop(sender);
+        let handle = done.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the writer thread panicked during shutdown");
+        }
+    }
+}
+
+fn origin_of(source: &Source) -> Origin {
+    Origin { source: source.name.clone(), data_kind: source.data_kind }
+}
+
+struct WriterState {
+    store: Arc<dyn Store>,
+    graph: IdentityGraph,
+    config: PipelineConfig,
+    clock: Arc<dyn Clock>,
+    origins: HashMap<i64, Origin>,
+    last_prune: Option<DateTime<Utc>>,
+}
+
+/// Profile states touched by the current transaction, written once at its end.
+#[derive(Default)]
+struct Dirty {
+    states: HashMap<ProfileId, ProfileState>,
+    deleted: HashSet<ProfileId>,
+}
+
+impl WriterState {
+    fn run(&mut self, mut writer: Box<dyn kizuna_store::StoreWriter>, mut receiver: mpsc::Receiver<Command>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut group = vec![first];
+            let mut events = group[0].event_count();
+            while events < self.config.max_group_events {
+                match receiver.try_recv() {
+                    Ok(command) => {
+                        events += command.event_count();
+                        group.push(command);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            match self.apply_group(writer.as_mut(), &group) {
+                Ok(answers) => {
+                    Telemetry::Committed { events: events as u64, elapsed: started.elapsed() }.emit();
+                    for (command, answer) in group.into_iter().zip(answers) {
+                        reply(command, Ok(answer));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, commands = group.len(), "write transaction failed; rolled back");
+                    // The in-memory graph may hold changes the rollback undid: rebuild it from the store.
+                    self.reload_graph();
+                    for command in group {
+                        reply(command, Err(PipelineError::Store(StoreError::Invalid(error.to_string()))));
+                    }
+                }
+            }
+        }
+        tracing::info!("writer drained its queue and stopped");
+    }
+
+    fn reload_graph(&mut self) {
+        match self.store.load_identity() {
+            Ok(s) => self.graph = IdentityGraph::restore(self.config.rules.clone(), s.owners, s.links, s.next_profile),
+            Err(error) => tracing::error!(%error, "could not reload the identity graph"),
+        }
+    }
+
+    fn apply_group(
+        &mut self,
+        writer: &mut dyn kizuna_store::StoreWriter,
+        group: &[Command],
+    ) -> Result<Vec<Answer>, StoreError> {
+        let now = self.clock.now();
+        let now_ms = now.timestamp_millis();
+        let mut tx = writer.begin()?;
+        let mut dirty = Dirty::default();
+        let mut answers = Vec::with_capacity(group.len());
+        for command in group {
+            let answer = match command {
+                Command::Ingest { source, events, .. } => {
+                    Answer::Ingest(self.ingest(tx.as_mut(), &mut dirty, source, events, now)?)
+                }
+                Command::Append { profile, source, event, .. } => {
+                    self.append(tx.as_mut(), &mut dirty, *profile, source, event, now_ms)?;
+                    Answer::Append
+                }
+                Command::Erase { profile, .. } => {
+                    dirty.states.remove(profile);
+                    dirty.deleted.remove(profile);
+                    Answer::Erase(self.erase(tx.as_mut(), *profile, now_ms)?)
+                }
+            };
+            answers.push(answer);
+        }
+        for (profile, state) in &dirty.states {
+            tx.save_state(*profile, state, now_ms)?;
+        }
+        for profile in &dirty.deleted {
+            tx.delete_profile(*profile)?;
+        }
+        if self.last_prune.is_none_or(|t| now - t > Duration::minutes(10)) {
+            let pruned = tx.prune_dedup(now_ms)?;
+            tracing::debug!(pruned, "pruned expired dedup entries");
+            self.last_prune = Some(now);
+        }
+        tx.commit()?;
+        Ok(answers)
+    }
+
+    fn origin(&mut self, source: &Source) -> Origin {
+        self.origins.entry(source.id).or_insert_with(|| origin_of(source)).clone()
+    }
+
+    fn ingest(
+        &mut self,
+        tx: &mut dyn WriteTx,
+        dirty: &mut Dirty,
+        source: &Source,
+        events: &[Event],
+        now: DateTime<Utc>,
+    ) -> Result<IngestReceipt, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let expires = if source.data_kind == kizuna_profiles::DataKind::Imported {
+            None
+        } else {
+            Some((now + self.config.dedup_window).timestamp_millis())
+        };
+        let origin = self.origin(source);
+        let mut receipt = IngestReceipt::default();
+        for event in events {
+            if !tx.claim_message(source.id, &event.message_id, expires, now_ms)? {
+                receipt.duplicates += 1;
+                continue;
+            }
+            let identifiers = extract_identifiers(event, &self.config.identifiers);
+            let Some(primary) = identifiers.first().map(|i| i.key()) else {
+                // Validation guarantees an id; an id that normalises to nothing is not a person.
+                receipt.duplicates += 1;
+                continue;
+            };
+            let link = Link {
+                identifiers,
+                order: OrderKey { at_ms: event.timestamp.timestamp_millis(), message_id: event.message_id.clone() },
+                trusted: source.trusted,
+            };
+            let outcome = self.graph.apply(&link);
+            self.persist_identity(tx, &outcome, now_ms)?;
+            let body = serde_json::to_string(&event.body)?;
+            tx.insert_event(&NewEvent {
+                profile_id: outcome.profile,
+                source_id: source.id,
+                message_id: &event.message_id,
+                kind: event.message_type.as_str(),
+                name: event.name(),
+                ts_ms: event.timestamp.timestamp_millis(),
+                received_ms: event.received_at.timestamp_millis(),
+                primary_identifier: &primary,
+                body: &body,
+            })?;
+            if outcome.regrouped.is_empty() {
+                self.state_mut(tx, dirty, outcome.profile)?.apply(event, &origin);
+            } else {
+                // Merges and replays move events between profiles: refold the profiles involved from their
+                // events (this one included, it is already stored).
+                self.regroup(tx, dirty, &outcome)?;
+            }
+            receipt.accepted += 1;
+        }
+        Telemetry::EventsAccepted { source: &source.name, count: receipt.accepted as u64 }.emit();
+        if receipt.duplicates > 0 {
+            Telemetry::EventsDuplicate { source: &source.name, count: receipt.duplicates as u64 }.emit();
+        }
+        Ok(receipt)
+    }
+
+    fn persist_identity(&mut self, tx: &mut dyn WriteTx, outcome: &Outcome, now_ms: i64) -> Result<(), StoreError> {
+        for (identifier, owner) in &outcome.owner_changes {
+            tx.set_owner(identifier, *owner)?;
+        }
+        if let Some(link) = &outcome.store_link {
+            tx.store_link(link)?;
+        }
+        for merge in &outcome.merges {
+            tx.record_merge(merge, now_ms)?;
+            Telemetry::IdentityMerged.emit();
+        }
+        for conflict in &outcome.conflicts {
+            tx.record_conflict(conflict, now_ms)?;
+            Telemetry::IdentityConflict.emit();
+        }
+        Ok(())
+    }
+
+    fn state_mut<'d>(
+        &self,
+        tx: &mut dyn WriteTx,
+        dirty: &'d mut Dirty,
+        profile: ProfileId,
+    ) -> Result<&'d mut ProfileState, StoreError> {
+        if !dirty.states.contains_key(&profile) {
+            let state = tx.load_state(profile)?.unwrap_or_default();
+            dirty.states.insert(profile, state);
+            dirty.deleted.remove(&profile);
+        }
+        Ok(dirty.states.entry(profile).or_default())
+    }
+
+    fn regroup(&mut self, tx: &mut dyn WriteTx, dirty: &mut Dirty, outcome: &Outcome) -> Result<(), StoreError> {
+        tx.reattribute(&outcome.regrouped)?;
+        let mut involved: Vec<ProfileId> = outcome.regrouped.clone();
+        involved.push(outcome.profile);
+        involved.sort_unstable();
+        involved.dedup();
+        for profile in involved {
+            dirty.states.remove(&profile);
+            if self.graph.identifiers_of(profile).is_empty() {
+                dirty.deleted.insert(profile);
+                continue;
+            }
+            let mut state = ProfileState::default();
+            for stored in tx.profile_events(profile)? {
+                let origin = match self.origins.get(&stored.source_id) {
+                    Some(origin) => origin.clone(),
+                    None => self.lookup_origin(stored.source_id)?,
+                };
+                let serde_json::Value::Object(body) = stored.body else { continue };
+                if let Some(event) = Event::from_stored(body) {
+                    state.apply(&event, &origin);
+                }
+            }
+            dirty.deleted.remove(&profile);
+            dirty.states.insert(profile, state);
+        }
+        Ok(())
+    }
+
+    fn lookup_origin(&mut self, source_id: i64) -> Result<Origin, StoreError> {
+        for source in self.store.list_sources()? {
+            self.origins.insert(source.id, origin_of(&source));
+        }
+        Ok(self.origins.get(&source_id).cloned().unwrap_or(Origin {
+            source: format!("source-{source_id}"),
+            data_kind: kizuna_profiles::DataKind::FirstParty,
+        }))
+    }
+
+    fn append(
+        &mut self,
+        tx: &mut dyn WriteTx,
+        dirty: &mut Dirty,
+        profile: ProfileId,
+        source: &Source,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let identifiers = self.graph.identifiers_of(profile);
+        let Some(primary) = identifiers.iter().min_by(|a, b| a.kind.cmp(&b.kind)).map(|i| i.key()) else {
+            return Err(StoreError::Invalid(format!("profile {profile} does not exist")));
+        };
+        tx.claim_message(source.id, &event.message_id, None, now_ms)?;
+        let body = serde_json::to_string(&event.body)?;
+        tx.insert_event(&NewEvent {
+            profile_id: profile,
+            source_id: source.id,
+            message_id: &event.message_id,
+            kind: event.message_type.as_str(),
+            name: event.name(),
+            ts_ms: event.timestamp.timestamp_millis(),
+            received_ms: event.received_at.timestamp_millis(),
+            primary_identifier: &primary,
+            body: &body,
+        })?;
+        let origin = self.origin(source);
+        self.state_mut(tx, dirty, profile)?.apply(event, &origin);
+        Ok(())
+    }
+
+    fn erase(&mut self, tx: &mut dyn WriteTx, profile: ProfileId, now_ms: i64) -> Result<ErasureReceipt, StoreError> {
+        let signatures: Vec<String> = self.graph.links_of(profile).iter().map(Link::signature).collect();
+        self.graph.erase(profile);
+        tx.delete_links(&signatures)?;
+        let (identities, events) = tx.erase_profile(profile, now_ms)?;
+        Ok(ErasureReceipt { profile, identities, events })
+    }
+}
+
+fn reply(command: Command, result: Result<Answer, PipelineError>) {
+    // A caller that went away (client disconnected) no longer needs its answer; the write stands.
+    match (command, result) {
+        (Command::Ingest { reply, .. }, Ok(Answer::Ingest(r))) => drop(reply.send(Ok(r))),
+        (Command::Append { reply, .. }, Ok(Answer::Append)) => drop(reply.send(Ok(()))),
+        (Command::Erase { reply, .. }, Ok(Answer::Erase(r))) => drop(reply.send(Ok(r))),
+        (Command::Ingest { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (Command::Append { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (Command::Erase { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (command, Ok(_)) => {
+            tracing::error!("answer does not match its command");
+            reply(command, Err(PipelineError::Closed));
+        }
+    }
+}

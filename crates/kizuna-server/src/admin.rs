@@ -1,0 +1,313 @@
+//! The admin API (Bearer admin key): profiles, timelines, identities and merges, search, export, erasure,
+//! consent.
+
+use crate::error::invalid_param;
+use crate::{ApiError, ApiResult, AppState};
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{HeaderMap, header, request::Parts};
+use axum::routing::{get, put};
+use chrono::{DateTime, Utc};
+use kizuna_identity::{IdKind, Identifier, ProfileId};
+use kizuna_ingest::{Event, MessageType};
+use kizuna_profiles::{CHANNELS, ConsentStatus, PURPOSES};
+use kizuna_store::{EventFilter, StoredProfile};
+use kizuna_types::{Code, KizunaError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/profiles", get(search_profiles))
+        .route("/api/profiles/by/{kind}/{value}", get(profile_by_identifier))
+        .route("/api/profiles/{id}", get(get_profile).delete(erase_profile))
+        .route("/api/profiles/{id}/events", get(profile_events))
+        .route("/api/profiles/{id}/identities", get(profile_identities))
+        .route("/api/profiles/{id}/export", get(export_profile))
+        .route("/api/profiles/{id}/consent", put(set_consent))
+        .route("/api/sources", get(list_sources))
+        .route("/api/stats", get(stats))
+}
+
+/// Extractor that admits only requests with a valid admin API key as a Bearer token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authorize(&parts.headers, state)?;
+        Ok(Admin)
+    }
+}
+
+fn authorize(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError(KizunaError::new(Code::MissingApiKey, "send an admin API key as `Authorization: Bearer KEY`")))?;
+    if state.store().api_key_is_valid(token)? {
+        Ok(())
+    } else {
+        Err(ApiError(KizunaError::new(Code::InvalidApiKey, "the admin API key is unknown or revoked")))
+    }
+}
+
+fn parse_profile_id(raw: &str) -> ApiResult<ProfileId> {
+    raw.parse::<ProfileId>().map_err(|_| invalid_param("id", format!("'{raw}' is not a profile id")))
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(KizunaError::new(Code::ProfileNotFound, format!("no profile {what}")))
+}
+
+/// Resolves an id that may have been merged away to the live profile.
+fn live_profile(state: &AppState, raw_id: &str) -> ApiResult<StoredProfile> {
+    let id = parse_profile_id(raw_id)?;
+    let live = state.store().live_profile_id(id)?.ok_or_else(|| not_found(&format!("has id {id}")))?;
+    state.store().profile(live)?.ok_or_else(|| not_found(&format!("has id {id}")))
+}
+
+pub fn profile_json(profile: &StoredProfile) -> Value {
+    let trait_meta: serde_json::Map<String, Value> = profile
+        .state
+        .traits
+        .iter()
+        .map(|(k, t)| (k.clone(), json!({"set_at": t.set_at, "source": t.source, "data_kind": t.data_kind})))
+        .collect();
+    json!({
+        "id": profile.id.to_string(),
+        "identities": profile.identities,
+        "traits": profile.state.trait_values(),
+        "trait_meta": trait_meta,
+        "consent": profile.state.consent,
+        "computed": profile.state.computed.summary(),
+        "created_at": profile.created_at,
+        "updated_at": profile.updated_at,
+    })
+}
+
+/// Get a profile by any identifier.
+#[utoipa::path(get, path = "/api/profiles/by/{identifier_type}/{value}", tag = "profiles",
+    params(("identifier_type" = String, Path, description = "user_id, anonymous_id, email, phone, line_user_id or a declared custom type"),
+           ("value" = String, Path, description = "The identifier; emails and phones are normalised before lookup")),
+    responses((status = 200, description = "The merged profile: id, identities, traits, consent, computed"),
+              (status = 404, description = "No profile has this identifier")),
+    security(("admin_key" = [])))]
+async fn profile_by_identifier(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((kind, value)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Value>> {
+    let kind_parsed = IdKind::parse(&kind);
+    if let IdKind::Custom(name) = &kind_parsed
+        && !state.inner.identifiers.custom_types.contains(name)
+    {
+        return Err(invalid_param(
+            "identifier_type",
+            format!("unknown identifier type '{kind}'; use user_id, anonymous_id, email, phone, line_user_id or a declared custom type"),
+        ));
+    }
+    let identifier = Identifier::normalised(kind_parsed, &value, state.inner.identifiers.default_country.as_deref())
+        .ok_or_else(|| invalid_param("value", format!("'{value}' is not a valid {kind}")))?;
+    let id = state.store().profile_by_identifier(&identifier)?.ok_or_else(|| not_found(&format!("has {identifier}")))?;
+    let profile = state.store().profile(id)?.ok_or_else(|| not_found(&format!("has {identifier}")))?;
+    Ok(axum::Json(profile_json(&profile)))
+}
+
+/// Get a profile by id (ids merged into another profile resolve to it).
+#[utoipa::path(get, path = "/api/profiles/{id}", tag = "profiles",
+    responses((status = 200, description = "The profile"), (status = 404, description = "Unknown profile")),
+    security(("admin_key" = [])))]
+async fn get_profile(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(profile_json(&live_profile(&state, &id)?)))
+}
+
+fn parse_time_param(params: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
+    params
+        .get(key)
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| invalid_param(key, format!("'{v}' is not an RFC 3339 date-time")))
+        })
+        .transpose()
+}
+
+fn parse_number_param(params: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
+    params
+        .get(key)
+        .map(|v| v.parse::<i64>().map_err(|_| invalid_param(key, format!("'{v}' is not an integer"))))
+        .transpose()
+}
+
+/// A profile's events, newest first. Filters: `type` (comma-separated message types or event names),
+/// `since`, `until` (RFC 3339), `limit` (1–1000, default 50), `before` (cursor from `next_before`).
+#[utoipa::path(get, path = "/api/profiles/{id}/events", tag = "profiles",
+    responses((status = 200, description = "{events: [...], next_before: cursor or null}")),
+    security(("admin_key" = [])))]
+async fn profile_events(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    let profile = live_profile(&state, &id)?;
+    let limit = parse_number_param(&params, "limit")?.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid_param("limit", "must be between 1 and 1000"));
+    }
+    let filter = EventFilter {
+        kinds: params
+            .get("type")
+            .map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default(),
+        since_ms: parse_time_param(&params, "since")?,
+        until_ms: parse_time_param(&params, "until")?,
+        before_seq: parse_number_param(&params, "before")?,
+        limit: limit as usize,
+    };
+    let events = state.store().events(profile.id, &filter)?;
+    let next_before = (events.len() == filter.limit).then(|| events.last().map(|e| e.seq)).flatten();
+    let events: Vec<Value> = events.into_iter().map(|e| json!({"seq": e.seq, "source_id": e.source_id, "message": e.body})).collect();
+    Ok(axum::Json(json!({"profile_id": profile.id.to_string(), "events": events, "next_before": next_before})))
+}
+
+/// A profile's identifiers, the merges that made it, and the links that were refused (with why).
+#[utoipa::path(get, path = "/api/profiles/{id}/identities", tag = "profiles",
+    responses((status = 200, description = "{identities, merges, conflicts}")), security(("admin_key" = [])))]
+async fn profile_identities(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let profile = live_profile(&state, &id)?;
+    Ok(axum::Json(json!({
+        "profile_id": profile.id.to_string(),
+        "identities": profile.identities,
+        "merges": state.store().merges(profile.id)?,
+        "conflicts": state.store().conflicts(profile.id)?,
+    })))
+}
+
+/// Everything Kizuna holds about a person, as one JSON document (GDPR/APPI access request).
+#[utoipa::path(get, path = "/api/profiles/{id}/export", tag = "profiles",
+    responses((status = 200, description = "Profile, identities, merges and every event")), security(("admin_key" = [])))]
+async fn export_profile(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let profile = live_profile(&state, &id)?;
+    let mut events = Vec::new();
+    let mut before = None;
+    loop {
+        let page = state.store().events(profile.id, &EventFilter { before_seq: before, limit: 1000, ..EventFilter::default() })?;
+        let done = page.len() < 1000;
+        before = page.last().map(|e| e.seq);
+        events.extend(page.into_iter().map(|e| e.body));
+        if done {
+            break;
+        }
+    }
+    Ok(axum::Json(json!({
+        "exported_at": state.inner.clock.now(),
+        "profile": profile_json(&profile),
+        "merges": state.store().merges(profile.id)?,
+        "events": events,
+    })))
+}
+
+/// Erase a person: profile, identities and events. Old messages replayed within the dedup window stay
+/// deduplicated and cannot bring the profile back.
+#[utoipa::path(delete, path = "/api/profiles/{id}", tag = "profiles",
+    responses((status = 200, description = "{erased: true, identities, events}")), security(("admin_key" = [])))]
+async fn erase_profile(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let profile = live_profile(&state, &id)?;
+    let receipt = state.pipeline().erase(profile.id).await?;
+    Ok(axum::Json(json!({"erased": true, "profile_id": profile.id.to_string(), "identities": receipt.identities, "events": receipt.events})))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentChange {
+    /// email, sms, line or push
+    channel: String,
+    /// marketing, transactional, analytics or personalization
+    purpose: String,
+    /// granted or denied
+    status: String,
+    /// Where the decision was made, e.g. "preference-center"; defaults to the admin API.
+    source: Option<String>,
+    /// When the decision was made (RFC 3339); defaults to now.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    at: Option<DateTime<Utc>>,
+}
+
+/// Record a consent decision for one channel and purpose. It is stored as an event in the profile's history.
+#[utoipa::path(put, path = "/api/profiles/{id}/consent", tag = "profiles", request_body = ConsentChange,
+    responses((status = 200, description = "The updated consent map")), security(("admin_key" = [])))]
+async fn set_consent(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    let profile = live_profile(&state, &id)?;
+    let change: ConsentChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(KizunaError::new(Code::MalformedJson, format!("invalid consent body: {e}"))))?;
+    if !CHANNELS.contains(&change.channel.as_str()) {
+        return Err(ApiError(KizunaError::new(Code::InvalidField, format!("channel must be one of {CHANNELS:?}")).with_field("channel")));
+    }
+    if !PURPOSES.contains(&change.purpose.as_str()) {
+        return Err(ApiError(KizunaError::new(Code::InvalidField, format!("purpose must be one of {PURPOSES:?}")).with_field("purpose")));
+    }
+    let status = ConsentStatus::parse(&Value::String(change.status.clone()))
+        .ok_or_else(|| ApiError(KizunaError::new(Code::InvalidField, "status must be granted or denied").with_field("status")))?;
+    let at = change.at.unwrap_or_else(|| state.inner.clock.now());
+    let mut body = serde_json::Map::new();
+    body.insert("traits".into(), json!({"consent": {change.channel.clone(): {change.purpose.clone(): status}}}));
+    if let Some(source) = &change.source {
+        body.insert("context".into(), json!({"consentSource": source}));
+    }
+    let event = Event::internal(MessageType::Identify, body, at);
+    state.pipeline().append(profile.id, &state.inner.admin_source, event).await?;
+    let updated = state.store().profile(profile.id)?.ok_or_else(|| not_found("after update"))?;
+    Ok(axum::Json(json!({"profile_id": profile.id.to_string(), "consent": updated.state.consent})))
+}
+
+/// Search profiles by a trait: `?trait=NAME&value=VALUE` (exact, case-insensitive), `limit` up to 1000.
+#[utoipa::path(get, path = "/api/profiles", tag = "profiles",
+    responses((status = 200, description = "{profiles: [...]}")), security(("admin_key" = [])))]
+async fn search_profiles(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    let name = params.get("trait").filter(|t| !t.is_empty()).ok_or_else(|| invalid_param("trait", "give the trait name to search by"))?;
+    let value = params.get("value").ok_or_else(|| invalid_param("value", "give the value to search for"))?;
+    let limit = parse_number_param(&params, "limit")?.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid_param("limit", "must be between 1 and 1000"));
+    }
+    let ids = state.store().search_profiles(name, value, limit as usize)?;
+    let mut profiles = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(p) = state.store().profile(id)? {
+            profiles.push(profile_json(&p));
+        }
+    }
+    Ok(axum::Json(json!({"profiles": profiles})))
+}
+
+/// Sources (write keys) known to this server.
+#[utoipa::path(get, path = "/api/sources", tag = "admin", responses((status = 200)), security(("admin_key" = [])))]
+async fn list_sources(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(json!({"sources": state.store().list_sources()?})))
+}
+
+/// Counts of profiles, events, identities and products.
+#[utoipa::path(get, path = "/api/stats", tag = "admin", responses((status = 200)), security(("admin_key" = [])))]
+async fn stats(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(serde_json::to_value(state.store().counts()?).map_err(|e| ApiError(KizunaError::internal(e.to_string())))?))
+}

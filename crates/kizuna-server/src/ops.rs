@@ -1,0 +1,91 @@
+//! Operations: health, readiness, Prometheus metrics, the OpenAPI document, and the JSON 404.
+
+use crate::{ApiError, AppState};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kizuna_types::{Code, KizunaError};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use utoipa::OpenApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+/// One recorder per process (tests run several servers in one process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.inner.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "draining"})))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.inner.metrics.render())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kizuna API", description = "Segment-compatible ingestion and the Kizuna admin API."),
+    paths(
+        crate::ingest::ingest,
+        crate::admin::profile_by_identifier, crate::admin::get_profile, crate::admin::profile_events,
+        crate::admin::profile_identities, crate::admin::export_profile, crate::admin::erase_profile,
+        crate::admin::set_consent, crate::admin::search_profiles, crate::admin::list_sources, crate::admin::stats,
+        crate::products::upsert_products, crate::products::list_products, crate::products::get_product,
+    ),
+    components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
+    modifiers(&Security),
+    tags((name = "ingest", description = "Segment HTTP tracking API: /v1/identify, track, page, screen, group, alias, batch (also /v1/i, t, p, s, g, a, b)"),
+         (name = "profiles"), (name = "catalog"), (name = "admin"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("write_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        components.add_security_scheme("admin_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError(KizunaError::new(Code::RouteNotFound, format!("no endpoint at {}", uri.path())))
+}

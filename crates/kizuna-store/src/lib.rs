@@ -1,0 +1,100 @@
+//! Storage behind one trait. [`Store`] is everything the rest of Kizuna may ask of storage; [`SqliteStore`] is
+//! the embedded default (a data directory, no other service). A PostgreSQL backend will implement the same
+//! traits and pass the same conformance tests (`tests/conformance.rs`).
+//!
+//! Writes go through a single [`StoreWriter`] whose transactions the ingest pipeline groups: many requests
+//! commit together with one fsync, and nothing is acknowledged before its transaction committed.
+
+mod model;
+mod sqlite;
+
+pub use model::*;
+pub use sqlite::{Durability, SqliteStore};
+
+use chrono::{DateTime, Utc};
+use kizuna_catalog::Product;
+use kizuna_identity::{ConflictRecord, Identifier, Link, MergeRecord, ProfileId};
+use kizuna_profiles::{DataKind, ProfileState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("corrupt stored document: {0}")]
+    Document(#[from] serde_json::Error),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Kizuna reads and administers in storage. Ingestion writes go through [`Store::writer`].
+pub trait Store: Send + Sync + 'static {
+    fn create_source(&self, name: &str, trusted: bool, data_kind: DataKind, now: DateTime<Utc>) -> StoreResult<Source>;
+    fn list_sources(&self) -> StoreResult<Vec<Source>>;
+    fn source_by_write_key(&self, write_key: &str) -> StoreResult<Option<Source>>;
+    fn source_by_name(&self, name: &str) -> StoreResult<Option<Source>>;
+
+    /// Creates an admin API key and returns it in clear once; only its hash is stored.
+    fn create_api_key(&self, name: &str, now: DateTime<Utc>) -> StoreResult<(ApiKey, String)>;
+    fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    fn api_key_is_valid(&self, key: &str) -> StoreResult<bool>;
+
+    fn profile(&self, id: ProfileId) -> StoreResult<Option<StoredProfile>>;
+    /// Follows merges: the live profile an old (merged-away) profile id now lives in.
+    fn live_profile_id(&self, id: ProfileId) -> StoreResult<Option<ProfileId>>;
+    fn profile_by_identifier(&self, identifier: &Identifier) -> StoreResult<Option<ProfileId>>;
+    /// Newest first, paginated by the `before` cursor (an event `seq`).
+    fn events(&self, profile: ProfileId, filter: &EventFilter) -> StoreResult<Vec<StoredEvent>>;
+    fn merges(&self, profile: ProfileId) -> StoreResult<Vec<MergeRecord>>;
+    fn conflicts(&self, profile: ProfileId) -> StoreResult<Vec<ConflictRecord>>;
+    /// Profiles whose trait `name` equals `value` (string comparison of the JSON value).
+    fn search_profiles(&self, name: &str, value: &str, limit: usize) -> StoreResult<Vec<ProfileId>>;
+    fn counts(&self) -> StoreResult<Counts>;
+
+    fn upsert_products(&self, products: &[Product], now: DateTime<Utc>) -> StoreResult<usize>;
+    fn product(&self, id: &str) -> StoreResult<Option<Product>>;
+    fn list_products(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Product>>;
+
+    /// What the identity resolver needs to rebuild itself at start-up.
+    fn load_identity(&self) -> StoreResult<IdentitySnapshot>;
+    /// The single writer. Call once; the pipeline owns it.
+    fn writer(&self) -> StoreResult<Box<dyn StoreWriter>>;
+}
+
+pub trait StoreWriter: Send {
+    fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>>;
+}
+
+/// One write transaction: all or nothing.
+pub trait WriteTx {
+    /// Claims `(source, message_id)` for replay protection; false when already claimed and not expired.
+    fn claim_message(
+        &mut self,
+        source_id: i64,
+        message_id: &str,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+    fn insert_event(&mut self, event: &NewEvent<'_>) -> StoreResult<()>;
+    fn load_state(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileState>>;
+    fn save_state(&mut self, profile: ProfileId, state: &ProfileState, now_ms: i64) -> StoreResult<()>;
+    fn delete_profile(&mut self, profile: ProfileId) -> StoreResult<()>;
+    fn set_owner(&mut self, identifier: &Identifier, owner: Option<ProfileId>) -> StoreResult<()>;
+    fn store_link(&mut self, link: &Link) -> StoreResult<()>;
+    fn delete_links(&mut self, signatures: &[String]) -> StoreResult<()>;
+    fn record_merge(&mut self, merge: &MergeRecord, now_ms: i64) -> StoreResult<()>;
+    fn record_conflict(&mut self, conflict: &ConflictRecord, now_ms: i64) -> StoreResult<()>;
+    /// Moves the events of these profiles to whoever now owns each event's primary identifier.
+    fn reattribute(&mut self, profiles: &[ProfileId]) -> StoreResult<()>;
+    /// A profile's events in time order, for refolding its state.
+    fn profile_events(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredEvent>>;
+    /// Deletes a person's events and identities; returns (identities, events) removed.
+    fn erase_profile(&mut self, profile: ProfileId, now_ms: i64) -> StoreResult<(usize, usize)>;
+    fn prune_dedup(&mut self, now_ms: i64) -> StoreResult<usize>;
+    fn commit(self: Box<Self>) -> StoreResult<()>;
+}

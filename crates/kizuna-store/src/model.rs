@@ -1,0 +1,80 @@
+use chrono::{DateTime, Utc};
+use kizuna_identity::{Identifier, Link, ProfileId};
+use kizuna_profiles::{DataKind, ProfileState};
+use serde::Serialize;
+
+/// Where events come from: a website, an app, a server, an import. The write key authenticates it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    pub id: i64,
+    pub name: String,
+    pub write_key: String,
+    /// Trusted sources (servers, imports) may merge two identified profiles; browsers may not.
+    pub trusted: bool,
+    pub data_kind: DataKind,
+    pub created_at: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent<'a> {
+    pub profile_id: ProfileId,
+    pub source_id: i64,
+    pub message_id: &'a str,
+    pub kind: &'a str,
+    pub name: Option<&'a str>,
+    pub ts_ms: i64,
+    pub received_ms: i64,
+    pub primary_identifier: &'a str,
+    pub body: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub profile_id: ProfileId,
+    pub source_id: i64,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Message types (`track`, `page`…) or track event names (`Order Completed`); empty = all.
+    pub kinds: Vec<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredProfile {
+    pub id: ProfileId,
+    pub state: ProfileState,
+    pub identities: Vec<Identifier>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub profiles: u64,
+    pub events: u64,
+    pub identities: u64,
+    pub products: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySnapshot {
+    pub owners: Vec<(Identifier, Option<ProfileId>)>,
+    pub links: Vec<Link>,
+    pub next_profile: ProfileId,
+}

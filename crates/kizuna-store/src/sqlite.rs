@@ -1,0 +1,693 @@
+use crate::{
+    ApiKey, Counts, EventFilter, IdentitySnapshot, NewEvent, Source, Store, StoreError, StoreResult, StoreWriter,
+    StoredEvent, StoredProfile, WriteTx,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use kizuna_catalog::Product;
+use kizuna_identity::{ConflictRecord, IdKind, Identifier, Link, MergeRecord, OrderKey, ProfileId};
+use kizuna_profiles::{DataKind, ProfileState};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Versioned migrations, applied in order; each runs once and is recorded in `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_core.sql"))];
+
+/// How hard a commit pushes data to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// Leave flushing to the OS: survives a killed process, not a power cut.
+    Process,
+}
+
+/// The embedded store: one SQLite database in WAL mode inside the data directory.
+pub struct SqliteStore {
+    path: PathBuf,
+    durability: Durability,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn random_token(prefix: &str, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let body: String = (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("{prefix}{body}")
+}
+
+fn data_kind_name(kind: DataKind) -> &'static str {
+    match kind {
+        DataKind::ZeroParty => "zero_party",
+        DataKind::FirstParty => "first_party",
+        DataKind::SecondParty => "second_party",
+        DataKind::ThirdParty => "third_party",
+        DataKind::Imported => "imported",
+    }
+}
+
+impl SqliteStore {
+    pub const FILE_NAME: &'static str = "kizuna.db";
+
+    /// Opens (creating if needed) the store in `data_dir` and applies pending migrations.
+    pub fn open(data_dir: &Path, durability: Durability) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(Self::FILE_NAME);
+        let store = Self { path, durability, readers: Mutex::new(Vec::new()) };
+        let mut conn = store.connect(false)?;
+        migrate(&mut conn)?;
+        Ok(store)
+    }
+
+    fn connect(&self, read_only: bool) -> StoreResult<Connection> {
+        let flags = if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        if !read_only {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        let sync = match self.durability {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "cache_size", -16_384)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        Ok(conn)
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = match self.readers.lock().pop() {
+            Some(conn) => conn,
+            None => self.connect(true)?,
+        };
+        let result = f(&conn);
+        let mut pool = self.readers.lock();
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        result
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.connect(false)?;
+        f(&mut conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    for (version, sql) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: bool =
+            tx.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [version], |r| r.get::<_, i64>(0))?
+                > 0;
+        if !applied {
+            tx.execute_batch(sql)?;
+            tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![
+                version,
+                ms(Utc::now())
+            ])?;
+            tracing::info!(version, "applied schema migration");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn source_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
+    let kind: String = row.get(4)?;
+    Ok(Source {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        write_key: row.get(2)?,
+        trusted: row.get::<_, i64>(3)? != 0,
+        data_kind: DataKind::parse(&kind).unwrap_or_default(),
+        created_at: from_ms(row.get(5)?),
+        revoked: row.get::<_, Option<i64>>(6)?.is_some(),
+    })
+}
+
+const SOURCE_COLUMNS: &str = "id, name, write_key, trusted, data_kind, created_at, revoked_at";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn to_event((seq, profile, source, body): (i64, i64, i64, String)) -> StoreResult<StoredEvent> {
+    Ok(StoredEvent { seq, profile_id: profile as ProfileId, source_id: source, body: serde_json::from_str(&body)? })
+}
+
+fn merge_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String, String, i64, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+}
+
+impl Store for SqliteStore {
+    fn create_source(&self, name: &str, trusted: bool, data_kind: DataKind, now: DateTime<Utc>) -> StoreResult<Source> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(StoreError::Invalid("a source needs a name".into()));
+        }
+        let write_key = random_token("wk_", 32);
+        let dedup_forever = data_kind == DataKind::Imported;
+        self.with_writer(|conn| {
+            let inserted = conn.execute(
+                "INSERT INTO sources (name, write_key, trusted, data_kind, dedup_forever, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                params![name, write_key, trusted as i64, data_kind_name(data_kind), dedup_forever as i64, ms(now)],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(format!("source '{name}'")));
+            }
+            Ok(())
+        })?;
+        self.source_by_name(name)?.ok_or_else(|| StoreError::Invalid("source vanished after insert".into()))
+    }
+
+    fn list_sources(&self) -> StoreResult<Vec<Source>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY id"))?;
+            let rows = stmt.query_map([], source_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn source_by_write_key(&self, write_key: &str) -> StoreResult<Option<Source>> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE write_key = ?1"),
+                    [write_key],
+                    source_from_row,
+                )
+                .optional()?)
+        })
+    }
+
+    fn source_by_name(&self, name: &str) -> StoreResult<Option<Source>> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .query_row(&format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE name = ?1"), [name], source_from_row)
+                .optional()?)
+        })
+    }
+
+    fn create_api_key(&self, name: &str, now: DateTime<Utc>) -> StoreResult<(ApiKey, String)> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(StoreError::Invalid("an API key needs a name".into()));
+        }
+        let key = random_token("kz_", 40);
+        let id = self.with_writer(|conn| {
+            let inserted = conn.execute(
+                "INSERT INTO api_keys (name, key_hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![name, hash_key(&key), ms(now)],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(format!("API key '{name}'")));
+            }
+            Ok(conn.last_insert_rowid())
+        })?;
+        Ok((ApiKey { id, name: name.to_owned(), created_at: now, revoked: false }, key))
+    }
+
+    fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare("SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ApiKey {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: from_ms(r.get(2)?),
+                    revoked: r.get::<_, Option<i64>>(3)?.is_some(),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn api_key_is_valid(&self, key: &str) -> StoreResult<bool> {
+        self.with_reader(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+                [hash_key(key)],
+                |r| r.get(0),
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn profile(&self, id: ProfileId) -> StoreResult<Option<StoredProfile>> {
+        self.with_reader(|conn| {
+            let row = conn
+                .query_row("SELECT state, created_at, updated_at FROM profiles WHERE id = ?1", [id as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .optional()?;
+            let Some((state, created, updated)) = row else { return Ok(None) };
+            let mut stmt = conn.prepare_cached("SELECT kind, value FROM identities WHERE profile_id = ?1")?;
+            let mut identities: Vec<Identifier> = stmt
+                .query_map([id as i64], |r| {
+                    Ok(Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            identities.sort();
+            Ok(Some(StoredProfile {
+                id,
+                state: serde_json::from_str(&state)?,
+                identities,
+                created_at: from_ms(created),
+                updated_at: from_ms(updated),
+            }))
+        })
+    }
+
+    fn live_profile_id(&self, id: ProfileId) -> StoreResult<Option<ProfileId>> {
+        self.with_reader(|conn| {
+            let mut current = id as i64;
+            for _ in 0..64 {
+                let exists: i64 = conn.query_row("SELECT COUNT(*) FROM profiles WHERE id = ?1", [current], |r| r.get(0))?;
+                if exists > 0 {
+                    return Ok(Some(current as ProfileId));
+                }
+                let next: Option<i64> = conn
+                    .query_row(
+                        "SELECT into_profile FROM merges WHERE from_profile = ?1 ORDER BY id DESC LIMIT 1",
+                        [current],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match next {
+                    Some(next) => current = next,
+                    None => return Ok(None),
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn profile_by_identifier(&self, identifier: &Identifier) -> StoreResult<Option<ProfileId>> {
+        self.with_reader(|conn| {
+            let owner: Option<Option<i64>> = conn
+                .query_row("SELECT profile_id FROM identities WHERE identifier = ?1", [identifier.key()], |r| r.get(0))
+                .optional()?;
+            Ok(owner.flatten().map(|p| p as ProfileId))
+        })
+    }
+
+    fn events(&self, profile: ProfileId, filter: &EventFilter) -> StoreResult<Vec<StoredEvent>> {
+        self.with_reader(|conn| {
+            let mut sql = String::from("SELECT seq, profile_id, source_id, body FROM events WHERE profile_id = ?1");
+            let mut args: Vec<rusqlite::types::Value> = vec![(profile as i64).into()];
+            if !filter.kinds.is_empty() {
+                let marks: Vec<String> = filter
+                    .kinds
+                    .iter()
+                    .map(|k| {
+                        args.push(k.clone().into());
+                        format!("?{}", args.len())
+                    })
+                    .collect();
+                let list = marks.join(", ");
+                sql.push_str(&format!(" AND (type IN ({list}) OR name IN ({list}))"));
+            }
+            for (value, clause) in [
+                (filter.since_ms, " AND ts >= "),
+                (filter.until_ms, " AND ts < "),
+                (filter.before_seq, " AND seq < "),
+            ] {
+                if let Some(v) = value {
+                    args.push(v.into());
+                    sql.push_str(&format!("{clause}?{}", args.len()));
+                }
+            }
+            args.push((filter.limit.clamp(1, 1000) as i64).into());
+            sql.push_str(&format!(" ORDER BY ts DESC, seq DESC LIMIT ?{}", args.len()));
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), event_from_row)?;
+            rows.map(|r| to_event(r?)).collect()
+        })
+    }
+
+    fn merges(&self, profile: ProfileId) -> StoreResult<Vec<MergeRecord>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT into_profile, from_profile, identifier, message_id, at_ms, replayed FROM merges
+                 WHERE into_profile = ?1 OR from_profile = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([profile as i64], merge_from_row)?;
+            rows.map(|r| {
+                let (into, from, identifier, message_id, at_ms, replayed) = r?;
+                Ok(MergeRecord {
+                    into: into as ProfileId,
+                    from: from as ProfileId,
+                    identifier: Identifier::from_key(&identifier)
+                        .ok_or_else(|| StoreError::Invalid(format!("bad identifier key {identifier}")))?,
+                    message_id,
+                    at_ms,
+                    replayed: replayed != 0,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn conflicts(&self, profile: ProfileId) -> StoreResult<Vec<ConflictRecord>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT identifier, reason, message_id, at_ms FROM identity_conflicts WHERE profile_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([profile as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            rows.map(|r| {
+                let (identifier, reason, message_id, at_ms) = r?;
+                Ok(ConflictRecord {
+                    profile: Some(profile),
+                    identifier: Identifier::from_key(&identifier)
+                        .ok_or_else(|| StoreError::Invalid(format!("bad identifier key {identifier}")))?,
+                    reason: serde_json::from_str(&reason)?,
+                    message_id,
+                    at_ms,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn search_profiles(&self, name: &str, value: &str, limit: usize) -> StoreResult<Vec<ProfileId>> {
+        let path = format!("$.traits.\"{}\".value", name.replace('"', ""));
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id FROM profiles WHERE CAST(json_extract(state, ?1) AS TEXT) = ?2 COLLATE NOCASE
+                 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![path, value, limit.clamp(1, 1000) as i64], |r| r.get::<_, i64>(0))?;
+            Ok(rows.map(|r| r.map(|v| v as ProfileId)).collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn counts(&self) -> StoreResult<Counts> {
+        self.with_reader(|conn| {
+            let count = |table: &str| -> StoreResult<u64> {
+                Ok(conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
+            };
+            Ok(Counts {
+                profiles: count("profiles")?,
+                events: count("events")?,
+                identities: count("identities")?,
+                products: count("products")?,
+            })
+        })
+    }
+
+    fn upsert_products(&self, products: &[Product], now: DateTime<Utc>) -> StoreResult<usize> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT INTO products (id, body, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                )?;
+                for product in products {
+                    stmt.execute(params![product.id, serde_json::to_string(product)?, ms(now)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(products.len())
+        })
+    }
+
+    fn product(&self, id: &str) -> StoreResult<Option<Product>> {
+        self.with_reader(|conn| {
+            let body: Option<String> =
+                conn.query_row("SELECT body FROM products WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
+        })
+    }
+
+    fn list_products(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Product>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare("SELECT body FROM products WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows = stmt.query_map(params![after.unwrap_or(""), limit.clamp(1, 1000) as i64], |r| {
+                r.get::<_, String>(0)
+            })?;
+            rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+        })
+    }
+
+    fn load_identity(&self) -> StoreResult<IdentitySnapshot> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities")?;
+            let owners = stmt
+                .query_map([], |r| {
+                    Ok((
+                        Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?),
+                        r.get::<_, Option<i64>>(2)?.map(|p| p as ProfileId),
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = conn.prepare("SELECT identifiers, at_ms, message_id, trusted FROM identity_links")?;
+            let links = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                })?
+                .map(|r| {
+                    let (identifiers, at_ms, message_id, trusted) = r?;
+                    let identifiers: Vec<Identifier> = serde_json::from_str(&identifiers)?;
+                    Ok(Link { identifiers, order: OrderKey { at_ms, message_id }, trusted: trusted != 0 })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let max_profile: i64 = conn.query_row(
+                "SELECT MAX(m) FROM (SELECT COALESCE(MAX(id), 0) AS m FROM profiles
+                 UNION ALL SELECT COALESCE(MAX(from_profile), 0) FROM merges
+                 UNION ALL SELECT COALESCE(MAX(profile_id), 0) FROM erasures)",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(IdentitySnapshot { owners, links, next_profile: max_profile as ProfileId + 1 })
+        })
+    }
+
+    fn writer(&self) -> StoreResult<Box<dyn StoreWriter>> {
+        let conn = self.connect(false)?;
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        Ok(Box::new(SqliteWriter { conn }))
+    }
+}
+
+struct SqliteWriter {
+    conn: Connection,
+}
+
+impl StoreWriter for SqliteWriter {
+    fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(Box::new(SqliteTx { tx }))
+    }
+}
+
+struct SqliteTx<'c> {
+    tx: rusqlite::Transaction<'c>,
+}
+
+impl WriteTx for SqliteTx<'_> {
+    fn claim_message(
+        &mut self,
+        source_id: i64,
+        message_id: &str,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let changed = self.tx.prepare_cached(
+            "INSERT INTO dedup (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (source_id, message_id) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE dedup.expires_at IS NOT NULL AND dedup.expires_at < ?4",
+        )?
+        .execute(params![source_id, message_id, expires_at_ms, now_ms])?;
+        Ok(changed > 0)
+    }
+
+    fn insert_event(&mut self, e: &NewEvent<'_>) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO events (profile_id, source_id, message_id, type, name, ts, received_at,
+                 primary_identifier, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                e.profile_id as i64,
+                e.source_id,
+                e.message_id,
+                e.kind,
+                e.name,
+                e.ts_ms,
+                e.received_ms,
+                e.primary_identifier,
+                e.body
+            ])?;
+        Ok(())
+    }
+
+    fn load_state(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileState>> {
+        let state: Option<String> = self
+            .tx
+            .prepare_cached("SELECT state FROM profiles WHERE id = ?1")?
+            .query_row([profile as i64], |r| r.get(0))
+            .optional()?;
+        state.map(|s| serde_json::from_str(&s).map_err(StoreError::from)).transpose()
+    }
+
+    fn save_state(&mut self, profile: ProfileId, state: &ProfileState, now_ms: i64) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO profiles (id, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            )?
+            .execute(params![profile as i64, serde_json::to_string(state)?, now_ms])?;
+        Ok(())
+    }
+
+    fn delete_profile(&mut self, profile: ProfileId) -> StoreResult<()> {
+        self.tx.prepare_cached("DELETE FROM profiles WHERE id = ?1")?.execute([profile as i64])?;
+        Ok(())
+    }
+
+    fn set_owner(&mut self, identifier: &Identifier, owner: Option<ProfileId>) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO identities (identifier, kind, value, profile_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id",
+            )?
+            .execute(params![identifier.key(), identifier.kind.as_str(), identifier.value, owner.map(|p| p as i64)])?;
+        Ok(())
+    }
+
+    fn store_link(&mut self, link: &Link) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO identity_links (signature, identifiers, at_ms, message_id, trusted)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (signature) DO UPDATE SET at_ms = excluded.at_ms, message_id = excluded.message_id
+                 WHERE excluded.at_ms < identity_links.at_ms
+                    OR (excluded.at_ms = identity_links.at_ms AND excluded.message_id < identity_links.message_id)",
+            )?
+            .execute(params![
+                link.signature(),
+                serde_json::to_string(&link.identifiers)?,
+                link.order.at_ms,
+                link.order.message_id,
+                link.trusted as i64
+            ])?;
+        Ok(())
+    }
+
+    fn delete_links(&mut self, signatures: &[String]) -> StoreResult<()> {
+        let mut stmt = self.tx.prepare_cached("DELETE FROM identity_links WHERE signature = ?1")?;
+        for signature in signatures {
+            stmt.execute([signature])?;
+        }
+        Ok(())
+    }
+
+    fn record_merge(&mut self, m: &MergeRecord, now_ms: i64) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO merges (into_profile, from_profile, identifier, message_id, at_ms, replayed, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                m.into as i64,
+                m.from as i64,
+                m.identifier.key(),
+                m.message_id,
+                m.at_ms,
+                m.replayed as i64,
+                now_ms
+            ])?;
+        Ok(())
+    }
+
+    fn record_conflict(&mut self, c: &ConflictRecord, now_ms: i64) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO identity_conflicts (profile_id, identifier, reason, message_id, at_ms, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                c.profile.map(|p| p as i64),
+                c.identifier.key(),
+                serde_json::to_string(&c.reason)?,
+                c.message_id,
+                c.at_ms,
+                now_ms
+            ])?;
+        Ok(())
+    }
+
+    fn reattribute(&mut self, profiles: &[ProfileId]) -> StoreResult<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE events SET profile_id = COALESCE(
+                 (SELECT i.profile_id FROM identities i WHERE i.identifier = events.primary_identifier), profile_id)
+             WHERE profile_id = ?1",
+        )?;
+        for p in profiles {
+            stmt.execute([*p as i64])?;
+        }
+        Ok(())
+    }
+
+    fn profile_events(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredEvent>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT seq, profile_id, source_id, body FROM events WHERE profile_id = ?1 ORDER BY ts, seq",
+        )?;
+        let rows = stmt.query_map([profile as i64], event_from_row)?;
+        rows.map(|r| to_event(r?)).collect()
+    }
+
+    fn erase_profile(&mut self, profile: ProfileId, now_ms: i64) -> StoreResult<(usize, usize)> {
+        let p = profile as i64;
+        let events = self.tx.execute("DELETE FROM events WHERE profile_id = ?1", [p])?;
+        let identities = self.tx.execute("DELETE FROM identities WHERE profile_id = ?1", [p])?;
+        self.tx.execute("DELETE FROM profiles WHERE id = ?1", [p])?;
+        self.tx.execute("DELETE FROM identity_conflicts WHERE profile_id = ?1", [p])?;
+        self.tx.execute("UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1", [p])?;
+        self.tx.execute(
+            "INSERT INTO erasures (profile_id, identifiers, events, erased_at) VALUES (?1, ?2, ?3, ?4)",
+            params![p, identities as i64, events as i64, now_ms],
+        )?;
+        Ok((identities, events))
+    }
+
+    fn prune_dedup(&mut self, now_ms: i64) -> StoreResult<usize> {
+        Ok(self.tx.execute("DELETE FROM dedup WHERE expires_at IS NOT NULL AND expires_at < ?1", [now_ms])?)
+    }
+
+    fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! One configuration struct, read from a TOML file, then `KIZUNA_*` environment variables, then flags
+//! (later wins). Every default is documented here and in the README.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kizuna_identity::{IdentifierConfig, IdentityRules};
+use kizuna_ingest::Limits;
+use kizuna_store::Durability;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_DATA_DIR: &str = "./kizuna-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// Options every subcommand accepts, before or after the subcommand name.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Data directory (default ./kizuna-data)
+    #[arg(long, global = true, env = "KIZUNA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, global = true, env = "KIZUNA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(long, global = true, env = "KIZUNA_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The configuration file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub log_format: Option<String>,
+    /// Largest single event in bytes (default 32768).
+    pub max_event_bytes: Option<usize>,
+    /// Largest batch request in bytes (default 512000).
+    pub max_batch_bytes: Option<usize>,
+    /// How long (source, messageId) pairs are remembered for deduplication (default 7 days).
+    pub dedup_window_days: Option<u32>,
+    /// "full" (fsync every commit, the default) or "process" (survives a killed process, not a power cut).
+    pub durability: Option<String>,
+    /// Custom identifier types, e.g. ["shopify_customer_id"].
+    pub custom_identifiers: Option<Vec<String>>,
+    /// Country for phone numbers without a country code, e.g. "JP".
+    pub default_country: Option<String>,
+    /// Most identifiers of a kind per profile, e.g. { anonymous_id = 100, email = 5 }.
+    pub identity_limits: Option<HashMap<String, usize>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log_format: String,
+    pub limits: Limits,
+    pub dedup_window_days: u32,
+    pub durability: Durability,
+    pub identifiers: IdentifierConfig,
+    pub rules: IdentityRules,
+}
+
+fn env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|_| anyhow::anyhow!("{name}='{v}' is not valid")),
+        _ => Ok(None),
+    }
+}
+
+impl Config {
+    /// Resolves the configuration: defaults < file < environment < flags.
+    pub fn load(global: &GlobalArgs, listen_flag: Option<&str>) -> Result<Self> {
+        let file = match &global.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = global.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = listen_flag
+            .map(str::to_owned)
+            .or(env::<String>("KIZUNA_LISTEN")?)
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr =
+            listen_text.parse().with_context(|| format!("listen address '{listen_text}' is not ADDR:PORT"))?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_event_bytes: env("KIZUNA_MAX_EVENT_BYTES")?.or(file.max_event_bytes).unwrap_or(defaults.max_event_bytes),
+            max_batch_bytes: env("KIZUNA_MAX_BATCH_BYTES")?.or(file.max_batch_bytes).unwrap_or(defaults.max_batch_bytes),
+        };
+        let durability = match env::<String>("KIZUNA_DURABILITY")?.or(file.durability).as_deref() {
+            None | Some("full") => Durability::Full,
+            Some("process") => Durability::Process,
+            Some(other) => anyhow::bail!("durability '{other}' is not 'full' or 'process'"),
+        };
+        let mut rules = IdentityRules::default();
+        for (kind, limit) in file.identity_limits.unwrap_or_default() {
+            rules.max_per_kind.insert(kind, limit);
+        }
+        let custom_types = match env::<String>("KIZUNA_CUSTOM_IDENTIFIERS")? {
+            Some(list) => list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            None => file.custom_identifiers.unwrap_or_default(),
+        };
+        Ok(Self {
+            data_dir,
+            listen,
+            log_format: global.log_format.clone().or(file.log_format).unwrap_or_else(|| "text".to_owned()),
+            limits,
+            dedup_window_days: env("KIZUNA_DEDUP_WINDOW_DAYS")?.or(file.dedup_window_days).unwrap_or(7),
+            durability,
+            identifiers: IdentifierConfig {
+                custom_types,
+                default_country: env::<String>("KIZUNA_DEFAULT_COUNTRY")?.or(file.default_country),
+            },
+            rules,
+        })
+    }
+
+    pub fn pipeline(&self) -> kizuna_pipeline::PipelineConfig {
+        kizuna_pipeline::PipelineConfig {
+            dedup_window: chrono::Duration::days(i64::from(self.dedup_window_days)),
+            identifiers: self.identifiers.clone(),
+            rules: self.rules.clone(),
+            ..kizuna_pipeline::PipelineConfig::default()
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}

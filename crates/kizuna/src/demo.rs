@@ -1,0 +1,106 @@
+//! `kizuna demo`: a fresh data directory, a simulated store loaded through the real pipeline, and a server.
+
+use crate::config::Config;
+use crate::node;
+use anyhow::{Context, Result};
+use kizuna_identity::{IdKind, Identifier};
+use kizuna_profiles::DataKind;
+use kizuna_simulate::{SimConfig, Simulator};
+use std::path::PathBuf;
+
+const MARKER: &str = "KIZUNA_DEMO";
+
+pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
+    if config.data_dir == PathBuf::from(crate::config::DEFAULT_DATA_DIR) {
+        config.data_dir = PathBuf::from("./kizuna-demo-data");
+    }
+    fresh_dir(&config.data_dir)?;
+    let node = node::start_node(&config)?;
+    let now = node.clock.now();
+    let source = node.store.create_source("demo-storefront", true, DataKind::FirstParty, now)?;
+    let (_, admin_key) = node.store.create_api_key("demo-admin", now)?;
+
+    let days = 365;
+    let start = now - chrono::Duration::days(days);
+    let simulator = Simulator::new(SimConfig { customers, start, days: days as u32, ..SimConfig::default() });
+    node.store.upsert_products(simulator.products(), now)?;
+    let runtime = node::runtime()?;
+    let progress = indicatif::ProgressBar::new(customers as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("loading simulated store {bar:30} {pos}/{len} customers {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let mut events = 0usize;
+    let mut chunk = Vec::with_capacity(5000);
+    for index in 0..customers {
+        for message in simulator.customer_messages(index) {
+            chunk.push(kizuna_ingest::parse_message(message, node.clock.now()).context("simulated message invalid")?);
+        }
+        if chunk.len() >= 5000 || index + 1 == customers {
+            events += chunk.len();
+            runtime.block_on(node.pipeline.ingest(&source, std::mem::take(&mut chunk)))?;
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let counts = node.store.counts()?;
+    let example = (0..customers)
+        .filter_map(|i| {
+            let id = node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, Simulator::user_id(i))).ok()??;
+            let profile = node.store.profile(id).ok()??;
+            (profile.state.computed.orders_count() >= 2).then_some(profile)
+        })
+        .next();
+    let base = format!("http://{}", config.listen);
+    println!();
+    println!("Kizuna demo: {events} simulated events from {customers} customers loaded in {:.1}s", started.elapsed().as_secs_f64());
+    println!("  profiles: {}  events: {}  products: {}", counts.profiles, counts.events, counts.products);
+    println!("  data directory: {}", config.data_dir.display());
+    println!();
+    println!("API base:       {base}");
+    println!("write key:      {}", source.write_key);
+    println!("admin API key:  {admin_key}");
+    println!();
+    println!("Try:");
+    if let Some(p) = &example {
+        let user = p.identities.iter().find(|i| i.kind == IdKind::UserId).map(|i| i.value.clone()).unwrap_or_default();
+        println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/profiles/by/user_id/{user}");
+        println!("  curl -H 'Authorization: Bearer {admin_key}' '{base}/api/profiles/{}/events?limit=5'", p.id);
+        println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/profiles/{}/identities", p.id);
+    }
+    println!("  curl -u '{}:' -H 'Content-Type: application/json' {base}/v1/track \\", source.write_key);
+    println!("       -d '{{\"userId\":\"cust_0\",\"event\":\"Product Viewed\",\"properties\":{{\"product_id\":\"p1\"}}}}'");
+    println!("  curl {base}/openapi.json   curl {base}/metrics");
+    println!();
+    if no_serve {
+        let pipeline = node.pipeline.clone();
+        drop(node);
+        pipeline.shutdown();
+        return Ok(());
+    }
+    println!("Serving on {base} — press Ctrl-C to stop.");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        node::serve_node(&config, &node, listener).await
+    })
+}
+
+/// The demo always starts from nothing, but never wipes a directory it did not create.
+fn fresh_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.exists() {
+        let is_demo = dir.join(MARKER).exists();
+        let is_empty = std::fs::read_dir(dir)?.next().is_none();
+        if !is_demo && !is_empty {
+            anyhow::bail!("{} holds data that is not a previous demo; choose an empty --data-dir", dir.display());
+        }
+        if is_demo {
+            std::fs::remove_dir_all(dir)?;
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(MARKER), "created by `kizuna demo`; deleted and recreated by the next demo\n")?;
+    Ok(())
+}

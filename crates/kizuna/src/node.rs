@@ -1,0 +1,92 @@
+//! Assembling a running node: store, pipeline, server, and the data-directory lock.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use kizuna_pipeline::Pipeline;
+use kizuna_server::AppState;
+use kizuna_store::{SqliteStore, Store};
+use kizuna_types::{Clock, SystemClock};
+use std::fs::File;
+use std::sync::Arc;
+
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(&config.data_dir, config.durability)
+        .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Only one process may run the write path on a data directory: it holds the identity graph in memory.
+pub fn lock_data_dir(config: &Config) -> Result<File> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let path = config.data_dir.join("kizuna.lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => anyhow::bail!(
+            "another kizuna process (a running server?) is writing to {}; stop it first, or send the data to it over HTTP",
+            config.data_dir.display()
+        ),
+    }
+}
+
+pub struct Node {
+    pub store: Arc<dyn Store>,
+    pub pipeline: Pipeline,
+    pub clock: Arc<dyn Clock>,
+    _lock: File,
+}
+
+pub fn start_node(config: &Config) -> Result<Node> {
+    let lock = lock_data_dir(config)?;
+    let store = open_store(config)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let pipeline = Pipeline::start(store.clone(), config.pipeline(), clock.clone()).context("cannot start the pipeline")?;
+    Ok(Node { store, pipeline, clock, _lock: lock })
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpListener) -> Result<()> {
+    let state = AppState::new(
+        node.store.clone(),
+        node.pipeline.clone(),
+        node.clock.clone(),
+        config.limits,
+        config.identifiers.clone(),
+    )?;
+    tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "kizuna listening");
+    kizuna_server::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub fn run_server(config: &Config) -> Result<()> {
+    let node = start_node(config)?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        serve_node(config, &node, listener).await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
