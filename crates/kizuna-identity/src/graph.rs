@@ -480,6 +480,10 @@ impl IdentityGraph {
             self.set_owner(n, Some(profile));
             log.touched.push(n);
         }
+        // A refused link is explained on the profile the message went to.
+        for conflict in log.conflicts.iter_mut().filter(|c| c.profile.is_none()) {
+            conflict.profile = Some(profile);
+        }
         profile
     }
 

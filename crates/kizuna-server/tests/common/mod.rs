@@ -1,0 +1,140 @@
+//! Starts the real server on 127.0.0.1:0 with its own temporary data directory, and talks HTTP to it.
+#![allow(dead_code)]
+
+use kizuna_pipeline::{Pipeline, PipelineConfig};
+use kizuna_profiles::DataKind;
+use kizuna_server::AppState;
+use kizuna_store::{Durability, SqliteStore, Store};
+use kizuna_types::{Clock, SystemClock};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub struct TestServer {
+    pub base: String,
+    /// A browser-like source: may not merge two identified profiles.
+    pub web_key: String,
+    /// A server-side source.
+    pub server_key: String,
+    pub admin_key: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(kizuna_ingest::Limits::default()).await
+    }
+
+    pub async fn start_with(limits: kizuna_ingest::Limits) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), Durability::Process).expect("open store"));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let now = clock.now();
+        let web = store.create_source("web", false, DataKind::FirstParty, now).expect("web source");
+        let server = store.create_source("backend", true, DataKind::FirstParty, now).expect("server source");
+        let (_, admin_key) = store.create_api_key("tests", now).expect("admin key");
+        let identifiers = kizuna_identity::IdentifierConfig {
+            custom_types: vec!["shopify_customer_id".into()],
+            default_country: Some("JP".into()),
+        };
+        let config = PipelineConfig { identifiers: identifiers.clone(), ..PipelineConfig::default() };
+        let pipeline = Pipeline::start(store.clone(), config, clock.clone()).expect("pipeline");
+        let state = AppState::new(store.clone(), pipeline, clock, limits, identifiers).expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(kizuna_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            web_key: web.write_key,
+            server_key: server.write_key,
+            admin_key,
+            client: reqwest::Client::new(),
+            store,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn answer(response: reqwest::Response) -> (u16, Value) {
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// POSTs JSON with the given write key as HTTP Basic username.
+    pub async fn send(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let response =
+            self.client.post(self.url(path)).basic_auth(key, Some("")).json(body).send().await.expect("request");
+        Self::answer(response).await
+    }
+
+    pub async fn web(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(&self.web_key.clone(), path, &body).await
+    }
+
+    pub async fn backend(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(&self.server_key.clone(), path, &body).await
+    }
+
+    pub async fn raw(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        Self::answer(request.send().await.expect("request")).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).bearer_auth(&self.admin_key).send().await.expect("request");
+        Self::answer(response).await
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(&self.admin_key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::answer(request.send().await.expect("request")).await
+    }
+
+    /// The profile that holds this identifier, or panics with the answer.
+    pub async fn profile(&self, kind: &str, value: &str) -> Value {
+        let (status, body) = self.admin_get(&format!("/api/profiles/by/{kind}/{value}")).await;
+        assert_eq!(status, 200, "profile by {kind}/{value}: {body}");
+        body
+    }
+
+    pub async fn event_count(&self) -> u64 {
+        let (_, stats) = self.admin_get("/api/stats").await;
+        stats["events"].as_u64().expect("events count")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+/// Asserts the one error shape.
+pub fn assert_error(answer: &(u16, Value), status: u16, code: &str, field: Option<&str>) {
+    let (got_status, body) = answer;
+    assert_eq!(*got_status, status, "status for {body}");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    match field {
+        Some(f) => assert_eq!(body["field"], f, "field in {body}"),
+        None => assert!(body.get("field").is_some(), "field key present in {body}"),
+    }
+}
