@@ -52,12 +52,7 @@ pub struct ProductError {
 impl Product {
     /// Checks the invariants that serde cannot express.
     pub fn validate(&self) -> Result<(), ProductError> {
-        let err = |field, message: &str| {
-            Err(ProductError {
-                field,
-                message: message.to_owned(),
-            })
-        };
+        let err = |field, message: &str| Err(ProductError { field, message: message.to_owned() });
         if self.id.trim().is_empty() {
             return err("id", "must not be empty");
         }

@@ -223,7 +223,8 @@ impl IdentityGraph {
         let mut signature = nodes.clone();
         signature.sort_unstable();
         let cluster = self.clusters.get(&cluster_id).expect("cluster exists after union");
-        let known = cluster.by_signature.get(&(signature.clone(), link.trusted)).map(|&i| cluster.links[i].order.clone());
+        let known =
+            cluster.by_signature.get(&(signature.clone(), link.trusted)).map(|&i| cluster.links[i].order.clone());
         let in_order = cluster.max_order.as_ref().is_none_or(|max| link.order >= *max);
         match known {
             Some(earlier) if earlier <= link.order => {
@@ -274,12 +275,8 @@ impl IdentityGraph {
                 if let Some(cluster) = self.clusters.get_mut(&node.cluster) {
                     cluster.nodes.retain(|&m| m != n);
                     cluster.links.retain(|l| !l.nodes.contains(&n));
-                    cluster.by_signature = cluster
-                        .links
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| ((sorted(&l.nodes), l.trusted), i))
-                        .collect();
+                    cluster.by_signature =
+                        cluster.links.iter().enumerate().map(|(i, l)| ((sorted(&l.nodes), l.trusted), i)).collect();
                     cluster.max_order = cluster.links.iter().map(|l| l.order.clone()).max();
                 }
                 removed.push(node.identifier);
@@ -385,7 +382,13 @@ impl IdentityGraph {
         }
     }
 
-    fn check(&self, acc: &[NodeId], other: &[NodeId], both_existing: bool, trusted: bool) -> Result<(), ConflictReason> {
+    fn check(
+        &self,
+        acc: &[NodeId],
+        other: &[NodeId],
+        both_existing: bool,
+        trusted: bool,
+    ) -> Result<(), ConflictReason> {
         let user_id = |nodes: &[NodeId]| {
             nodes.iter().map(|&n| &self.node(n).identifier).find(|id| id.kind == IdKind::UserId).cloned()
         };

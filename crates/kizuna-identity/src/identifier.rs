@@ -223,7 +223,9 @@ pub fn extract_identifiers(event: &Event, config: &IdentifierConfig) -> Vec<Iden
             .and_then(|v| Identifier::normalised(IdKind::LineUserId, v, None)),
     );
     for custom in &config.custom_types {
-        push(trait_str(traits, &[custom.as_str()]).and_then(|v| Identifier::normalised(IdKind::parse(custom), v, None)));
+        push(
+            trait_str(traits, &[custom.as_str()]).and_then(|v| Identifier::normalised(IdKind::parse(custom), v, None)),
+        );
     }
     let external = context.and_then(|c| c.get("externalIds")).and_then(Value::as_array);
     for entry in external.into_iter().flatten() {
@@ -300,7 +302,14 @@ mod tests {
         let ids: Vec<String> = extract_identifiers(&e, &config).iter().map(Identifier::key).collect();
         assert_eq!(
             ids,
-            ["user_id:u1", "email:a@x.com", "phone:+819011112222", "line_user_id:Uabc", "shopify_id:99", "anonymous_id:anon-1"]
+            [
+                "user_id:u1",
+                "email:a@x.com",
+                "phone:+819011112222",
+                "line_user_id:Uabc",
+                "shopify_id:99",
+                "anonymous_id:anon-1"
+            ]
         );
     }
 

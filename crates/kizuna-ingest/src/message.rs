@@ -197,8 +197,9 @@ fn parse_batch(body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Resu
         Some(Value::Object(map)) => Some(map),
         Some(_) => return Err(invalid("context", "must be an object")),
     };
-    let raw_messages =
-        envelope.batch.ok_or_else(|| KizunaError::new(Code::MissingField, "a batch needs a `batch` array").with_field("batch"))?;
+    let raw_messages = envelope
+        .batch
+        .ok_or_else(|| KizunaError::new(Code::MissingField, "a batch needs a `batch` array").with_field("batch"))?;
     let mut events = Vec::with_capacity(raw_messages.len());
     for (index, raw) in raw_messages.into_iter().enumerate() {
         let at = format!("batch[{index}]");

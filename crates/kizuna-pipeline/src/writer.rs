@@ -1,5 +1,7 @@
 use chrono::{DateTime, Duration, Utc};
-use kizuna_identity::{IdentifierConfig, IdentityGraph, IdentityRules, Link, OrderKey, Outcome, ProfileId, extract_identifiers};
+use kizuna_identity::{
+    IdentifierConfig, IdentityGraph, IdentityRules, Link, OrderKey, Outcome, ProfileId, extract_identifiers,
+};
 use kizuna_ingest::Event;
 use kizuna_profiles::{Origin, ProfileState};
 use kizuna_store::{NewEvent, Source, Store, StoreError, WriteTx};
@@ -335,12 +337,14 @@ impl WriterState {
         dirty: &'d mut Dirty,
         profile: ProfileId,
     ) -> Result<&'d mut ProfileState, StoreError> {
-        if !dirty.states.contains_key(&profile) {
-            let state = tx.load_state(profile)?.unwrap_or_default();
-            dirty.states.insert(profile, state);
-            dirty.deleted.remove(&profile);
+        match dirty.states.entry(profile) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let state = tx.load_state(profile)?.unwrap_or_default();
+                dirty.deleted.remove(&profile);
+                Ok(entry.insert(state))
+            }
         }
-        Ok(dirty.states.entry(profile).or_default())
     }
 
     fn regroup(&mut self, tx: &mut dyn WriteTx, dirty: &mut Dirty, outcome: &Outcome) -> Result<(), StoreError> {

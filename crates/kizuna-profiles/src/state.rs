@@ -195,7 +195,9 @@ impl ProfileState {
                     .filter(|(p, _)| PURPOSES.contains(&p.as_str()))
                     .filter_map(|(p, s)| ConsentStatus::parse(s).map(|s| (p.as_str(), s)))
                     .collect(),
-                other => ConsentStatus::parse(other).map(|s| PURPOSES.iter().map(|p| (*p, s)).collect()).unwrap_or_default(),
+                other => {
+                    ConsentStatus::parse(other).map(|s| PURPOSES.iter().map(|p| (*p, s)).collect()).unwrap_or_default()
+                }
             };
             for (purpose, status) in decisions {
                 self.set_consent(channel, purpose, ConsentEntry { status, source: source.to_owned(), at });
@@ -435,10 +437,8 @@ fn set_stamped<T: PartialEq + Serialize>(slot: &mut Option<Stamped<T>>, value: T
 fn bump(scores: &mut BTreeMap<String, f64>, key: String, by: f64) {
     *scores.entry(key).or_default() += by;
     if scores.len() > AFFINITY_KEPT {
-        let weakest = scores
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(k, _)| k.clone());
+        let weakest =
+            scores.iter().min_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0))).map(|(k, _)| k.clone());
         if let Some(weakest) = weakest {
             scores.remove(&weakest);
         }
@@ -517,8 +517,12 @@ mod tests {
 
     #[test]
     fn traits_last_write_wins_by_event_time_not_arrival() {
-        let newer = event(MessageType::Identify, json!({"userId": "u", "timestamp": t(5), "traits": {"city": "Osaka"}}));
-        let older = event(MessageType::Identify, json!({"userId": "u", "timestamp": t(3), "traits": {"city": "Tokyo", "name": "Aiko"}}));
+        let newer =
+            event(MessageType::Identify, json!({"userId": "u", "timestamp": t(5), "traits": {"city": "Osaka"}}));
+        let older = event(
+            MessageType::Identify,
+            json!({"userId": "u", "timestamp": t(3), "traits": {"city": "Tokyo", "name": "Aiko"}}),
+        );
         let state = fold(&[newer.clone(), older.clone()]);
         assert_eq!(state.traits["city"].value, json!("Osaka"));
         assert_eq!(state.traits["name"].value, json!("Aiko"));

@@ -49,7 +49,9 @@ fn authorize(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError(KizunaError::new(Code::MissingApiKey, "send an admin API key as `Authorization: Bearer KEY`")))?;
+        .ok_or_else(|| {
+            ApiError(KizunaError::new(Code::MissingApiKey, "send an admin API key as `Authorization: Bearer KEY`"))
+        })?;
     if state.store().api_key_is_valid(token)? {
         Ok(())
     } else {
@@ -109,12 +111,15 @@ async fn profile_by_identifier(
     {
         return Err(invalid_param(
             "identifier_type",
-            format!("unknown identifier type '{kind}'; use user_id, anonymous_id, email, phone, line_user_id or a declared custom type"),
+            format!(
+                "unknown identifier type '{kind}'; use user_id, anonymous_id, email, phone, line_user_id or a declared custom type"
+            ),
         ));
     }
     let identifier = Identifier::normalised(kind_parsed, &value, state.inner.identifiers.default_country.as_deref())
         .ok_or_else(|| invalid_param("value", format!("'{value}' is not a valid {kind}")))?;
-    let id = state.store().profile_by_identifier(&identifier)?.ok_or_else(|| not_found(&format!("has {identifier}")))?;
+    let id =
+        state.store().profile_by_identifier(&identifier)?.ok_or_else(|| not_found(&format!("has {identifier}")))?;
     let profile = state.store().profile(id)?.ok_or_else(|| not_found(&format!("has {identifier}")))?;
     Ok(axum::Json(profile_json(&profile)))
 }
@@ -173,7 +178,8 @@ async fn profile_events(
     };
     let events = state.store().events(profile.id, &filter)?;
     let next_before = (events.len() == filter.limit).then(|| events.last().map(|e| e.seq)).flatten();
-    let events: Vec<Value> = events.into_iter().map(|e| json!({"seq": e.seq, "source_id": e.source_id, "message": e.body})).collect();
+    let events: Vec<Value> =
+        events.into_iter().map(|e| json!({"seq": e.seq, "source_id": e.source_id, "message": e.body})).collect();
     Ok(axum::Json(json!({"profile_id": profile.id.to_string(), "events": events, "next_before": next_before})))
 }
 
@@ -197,12 +203,18 @@ async fn profile_identities(
 /// Everything Kizuna holds about a person, as one JSON document (GDPR/APPI access request).
 #[utoipa::path(get, path = "/api/profiles/{id}/export", tag = "profiles",
     responses((status = 200, description = "Profile, identities, merges and every event")), security(("admin_key" = [])))]
-async fn export_profile(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+async fn export_profile(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
     let profile = live_profile(&state, &id)?;
     let mut events = Vec::new();
     let mut before = None;
     loop {
-        let page = state.store().events(profile.id, &EventFilter { before_seq: before, limit: 1000, ..EventFilter::default() })?;
+        let page = state
+            .store()
+            .events(profile.id, &EventFilter { before_seq: before, limit: 1000, ..EventFilter::default() })?;
         let done = page.len() < 1000;
         before = page.last().map(|e| e.seq);
         events.extend(page.into_iter().map(|e| e.body));
@@ -222,10 +234,16 @@ async fn export_profile(_: Admin, State(state): State<AppState>, Path(id): Path<
 /// deduplicated and cannot bring the profile back.
 #[utoipa::path(delete, path = "/api/profiles/{id}", tag = "profiles",
     responses((status = 200, description = "{erased: true, identities, events}")), security(("admin_key" = [])))]
-async fn erase_profile(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+async fn erase_profile(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
     let profile = live_profile(&state, &id)?;
     let receipt = state.pipeline().erase(profile.id).await?;
-    Ok(axum::Json(json!({"erased": true, "profile_id": profile.id.to_string(), "identities": receipt.identities, "events": receipt.events})))
+    Ok(axum::Json(
+        json!({"erased": true, "profile_id": profile.id.to_string(), "identities": receipt.identities, "events": receipt.events}),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -257,13 +275,18 @@ async fn set_consent(
     let change: ConsentChange = serde_json::from_slice(&body)
         .map_err(|e| ApiError(KizunaError::new(Code::MalformedJson, format!("invalid consent body: {e}"))))?;
     if !CHANNELS.contains(&change.channel.as_str()) {
-        return Err(ApiError(KizunaError::new(Code::InvalidField, format!("channel must be one of {CHANNELS:?}")).with_field("channel")));
+        return Err(ApiError(
+            KizunaError::new(Code::InvalidField, format!("channel must be one of {CHANNELS:?}")).with_field("channel"),
+        ));
     }
     if !PURPOSES.contains(&change.purpose.as_str()) {
-        return Err(ApiError(KizunaError::new(Code::InvalidField, format!("purpose must be one of {PURPOSES:?}")).with_field("purpose")));
+        return Err(ApiError(
+            KizunaError::new(Code::InvalidField, format!("purpose must be one of {PURPOSES:?}")).with_field("purpose"),
+        ));
     }
-    let status = ConsentStatus::parse(&Value::String(change.status.clone()))
-        .ok_or_else(|| ApiError(KizunaError::new(Code::InvalidField, "status must be granted or denied").with_field("status")))?;
+    let status = ConsentStatus::parse(&Value::String(change.status.clone())).ok_or_else(|| {
+        ApiError(KizunaError::new(Code::InvalidField, "status must be granted or denied").with_field("status"))
+    })?;
     let at = change.at.unwrap_or_else(|| state.inner.clock.now());
     let mut body = serde_json::Map::new();
     body.insert("traits".into(), json!({"consent": {change.channel.clone(): {change.purpose.clone(): status}}}));
@@ -284,7 +307,10 @@ async fn search_profiles(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<axum::Json<Value>> {
-    let name = params.get("trait").filter(|t| !t.is_empty()).ok_or_else(|| invalid_param("trait", "give the trait name to search by"))?;
+    let name = params
+        .get("trait")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid_param("trait", "give the trait name to search by"))?;
     let value = params.get("value").ok_or_else(|| invalid_param("value", "give the value to search for"))?;
     let limit = parse_number_param(&params, "limit")?.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
@@ -309,5 +335,7 @@ async fn list_sources(_: Admin, State(state): State<AppState>) -> ApiResult<axum
 /// Counts of profiles, events, identities and products.
 #[utoipa::path(get, path = "/api/stats", tag = "admin", responses((status = 200)), security(("admin_key" = [])))]
 async fn stats(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(serde_json::to_value(state.store().counts()?).map_err(|e| ApiError(KizunaError::internal(e.to_string())))?))
+    Ok(axum::Json(
+        serde_json::to_value(state.store().counts()?).map_err(|e| ApiError(KizunaError::internal(e.to_string())))?,
+    ))
 }

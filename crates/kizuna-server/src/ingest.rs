@@ -25,8 +25,10 @@ pub fn routes() -> Router<AppState> {
         ("alias", "a", Endpoint::Single(MessageType::Alias)),
         ("batch", "b", Endpoint::Batch),
     ] {
-        let handler = move |state: State<AppState>, headers: HeaderMap, body: Body| ingest(state, headers, body, endpoint);
-        router = router.route(&format!("/v1/{long}"), post(handler.clone())).route(&format!("/v1/{short}"), post(handler));
+        let handler =
+            move |state: State<AppState>, headers: HeaderMap, body: Body| ingest(state, headers, body, endpoint);
+        router =
+            router.route(&format!("/v1/{long}"), post(handler)).route(&format!("/v1/{short}"), post(handler));
     }
     router
 }
@@ -100,7 +102,9 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize, endpoint: Endp
         ApiError(KizunaError::new(code, format!("the body is {size} bytes; the limit is {limit} bytes")))
     };
     // A compressed body is at most as large as what it inflates to, give or take headers.
-    let raw = axum::body::to_bytes(body, limit + 1024).await.map_err(|_| too_large("more than".to_owned() + " " + &limit.to_string()))?;
+    let raw = axum::body::to_bytes(body, limit + 1024)
+        .await
+        .map_err(|_| too_large("more than".to_owned() + " " + &limit.to_string()))?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     match encoding.trim().to_ascii_lowercase().as_str() {
         "gzip" | "x-gzip" => {

@@ -28,7 +28,12 @@ async fn every_single_message_endpoint_stores_its_message() {
     let profile = server.profile("user_id", "u1").await;
     let id = profile["id"].as_str().expect("id");
     let (_, events) = server.admin_get(&format!("/api/profiles/{id}/events?limit=100")).await;
-    let types: Vec<&str> = events["events"].as_array().expect("events").iter().map(|e| e["message"]["type"].as_str().unwrap_or("")).collect();
+    let types: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["message"]["type"].as_str().unwrap_or(""))
+        .collect();
     for t in ["identify", "track", "page", "screen", "group", "alias"] {
         assert!(types.contains(&t), "{t} stored: {types:?}");
     }
@@ -44,7 +49,8 @@ async fn write_key_in_basic_auth_or_body_and_clear_errors_without_one() {
     let answer = server.raw(server.client.post(server.url("/v1/track")).json(&body)).await;
     assert_eq!(answer.0, 200, "{}", answer.1);
 
-    let answer = server.raw(server.client.post(server.url("/v1/track")).json(&json!({"userId": "u", "event": "E"}))).await;
+    let answer =
+        server.raw(server.client.post(server.url("/v1/track")).json(&json!({"userId": "u", "event": "E"}))).await;
     assert_error(&answer, 401, "missing_write_key", None);
 
     let answer = server.send("wk_not_a_key", "/v1/track", &json!({"userId": "u", "event": "E"})).await;
@@ -88,13 +94,24 @@ async fn gzip_bodies_are_inflated_and_bad_gzip_is_rejected() {
 #[tokio::test]
 async fn invalid_input_is_rejected_with_the_field_and_nothing_is_stored() {
     let server = TestServer::start_with(kizuna_ingest::Limits { max_event_bytes: 2048, max_batch_bytes: 8192 }).await;
-    let request = server.client.post(server.url("/v1/batch")).basic_auth(&server.web_key, Some("")).body("{\"batch\": [");
+    let request =
+        server.client.post(server.url("/v1/batch")).basic_auth(&server.web_key, Some("")).body("{\"batch\": [");
     assert_error(&server.raw(request).await, 400, "malformed_json", None);
 
     assert_error(&server.web("/v1/track", json!({"event": "E"})).await, 400, "missing_identity", Some("userId"));
-    assert_error(&server.web("/v1/track", json!({"userId": "null", "event": "E"})).await, 400, "missing_identity", Some("userId"));
+    assert_error(
+        &server.web("/v1/track", json!({"userId": "null", "event": "E"})).await,
+        400,
+        "missing_identity",
+        Some("userId"),
+    );
     assert_error(&server.web("/v1/track", json!({"userId": "u"})).await, 400, "missing_field", Some("event"));
-    assert_error(&server.web("/v1/track", json!({"userId": "u", "event": "E", "properties": "x"})).await, 400, "invalid_field", Some("properties"));
+    assert_error(
+        &server.web("/v1/track", json!({"userId": "u", "event": "E", "properties": "x"})).await,
+        400,
+        "invalid_field",
+        Some("properties"),
+    );
     assert_error(&server.web("/v1/identify", json!({"userId": ["u"]})).await, 400, "invalid_field", Some("userId"));
 
     // One bad message rejects the whole batch: the good ones before and after it are not stored.
@@ -106,7 +123,9 @@ async fn invalid_input_is_rejected_with_the_field_and_nothing_is_stored() {
     assert_error(&server.web("/v1/batch", batch).await, 400, "invalid_field", Some("batch[1].timestamp"));
     let batch = json!({"batch": [{"type": "track", "userId": "u", "event": "x".repeat(3000)}]});
     assert_error(&server.web("/v1/batch", batch).await, 400, "event_too_large", Some("batch[0]"));
-    let big: Vec<_> = (0..20).map(|i| json!({"type": "track", "userId": "u", "event": "E", "properties": {"pad": "y".repeat(500), "i": i}})).collect();
+    let big: Vec<_> = (0..20)
+        .map(|i| json!({"type": "track", "userId": "u", "event": "E", "properties": {"pad": "y".repeat(500), "i": i}}))
+        .collect();
     assert_error(&server.web("/v1/batch", json!({"batch": big})).await, 400, "batch_too_large", None);
     let batch = json!({"batch": [{"type": "launch", "userId": "u"}]});
     assert_error(&server.web("/v1/batch", batch).await, 400, "invalid_field", Some("batch[0].type"));

@@ -43,7 +43,12 @@ async fn anonymous_browsing_becomes_the_identified_customer() {
 async fn two_devices_become_one_person_with_an_explained_merge() {
     let server = TestServer::start().await;
     server.web("/v1/page", json!({"anonymousId": "phone-app", "name": "Cart"})).await;
-    server.web("/v1/track", json!({"anonymousId": "phone-app", "event": "Product Added", "properties": {"cart_id": "c1"}})).await;
+    server
+        .web(
+            "/v1/track",
+            json!({"anonymousId": "phone-app", "event": "Product Added", "properties": {"cart_id": "c1"}}),
+        )
+        .await;
     server.web("/v1/identify", json!({"anonymousId": "phone-app", "userId": "u-7"})).await;
     server.web("/v1/page", json!({"anonymousId": "laptop", "name": "Home"})).await;
     let laptop_before = server.profile("anonymous_id", "laptop").await;
@@ -75,7 +80,8 @@ async fn an_email_shared_by_two_user_ids_never_merges_them() {
     let son = server.profile("user_id", "son").await;
     assert_ne!(mum["id"], son["id"]);
     assert_eq!(server.profile("email", "family@example.com").await["id"], mum["id"], "the first link keeps the email");
-    let (_, identities) = server.admin_get(&format!("/api/profiles/{}/identities", son["id"].as_str().expect("id"))).await;
+    let (_, identities) =
+        server.admin_get(&format!("/api/profiles/{}/identities", son["id"].as_str().expect("id"))).await;
     let conflict = &identities["conflicts"][0];
     assert_eq!(conflict["reason"]["rule"], "user_id_conflict", "{identities}");
     assert_eq!(conflict["identifier"]["value"], "family@example.com");
@@ -125,10 +131,22 @@ async fn timeline_is_newest_first_paginated_and_filterable() {
     assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first: {seen:?}");
     let (_, orders) = server.admin_get(&format!("/api/profiles/{id}/events?type=Order%20Completed")).await;
     assert_eq!(orders["events"].as_array().expect("events").len(), 5);
-    let (_, window) = server.admin_get(&format!("/api/profiles/{id}/events?since=2026-03-01T00:10:00Z&until=2026-03-01T00:20:00Z")).await;
+    let (_, window) = server
+        .admin_get(&format!("/api/profiles/{id}/events?since=2026-03-01T00:10:00Z&until=2026-03-01T00:20:00Z"))
+        .await;
     assert_eq!(window["events"].as_array().expect("events").len(), 10);
-    assert_error(&server.admin_get(&format!("/api/profiles/{id}/events?limit=0")).await, 400, "invalid_parameter", Some("limit"));
-    assert_error(&server.admin_get(&format!("/api/profiles/{id}/events?since=yesterday")).await, 400, "invalid_parameter", Some("since"));
+    assert_error(
+        &server.admin_get(&format!("/api/profiles/{id}/events?limit=0")).await,
+        400,
+        "invalid_parameter",
+        Some("limit"),
+    );
+    assert_error(
+        &server.admin_get(&format!("/api/profiles/{id}/events?since=yesterday")).await,
+        400,
+        "invalid_parameter",
+        Some("since"),
+    );
     server.stop().await;
 }
 
@@ -140,8 +158,18 @@ async fn admin_api_errors_are_clear() {
     let answer = server.raw(server.client.get(server.url("/api/profiles/1")).bearer_auth("kz_wrong")).await;
     assert_error(&answer, 401, "invalid_api_key", None);
     assert_error(&server.admin_get("/api/profiles/by/user_id/nobody").await, 404, "profile_not_found", None);
-    assert_error(&server.admin_get("/api/profiles/by/passport/123").await, 400, "invalid_parameter", Some("identifier_type"));
-    assert_error(&server.admin_get("/api/profiles/by/email/not-an-email").await, 400, "invalid_parameter", Some("value"));
+    assert_error(
+        &server.admin_get("/api/profiles/by/passport/123").await,
+        400,
+        "invalid_parameter",
+        Some("identifier_type"),
+    );
+    assert_error(
+        &server.admin_get("/api/profiles/by/email/not-an-email").await,
+        400,
+        "invalid_parameter",
+        Some("value"),
+    );
     assert_error(&server.admin_get("/api/profiles/abc").await, 400, "invalid_parameter", Some("id"));
     assert_error(&server.admin_get("/api/profiles/999").await, 404, "profile_not_found", None);
     assert_error(&server.admin_get("/api/nothing-here").await, 404, "route_not_found", None);
@@ -181,9 +209,19 @@ async fn consent_per_channel_and_purpose_with_source_and_time() {
     assert_eq!(profile["consent"]["email"]["marketing"]["at"], "2026-01-01T00:00:00Z");
     assert_eq!(profile["consent"]["sms"]["marketing"]["status"], "denied");
     let bad = json!({"channel": "fax", "purpose": "marketing", "status": "granted"});
-    assert_error(&server.admin(Method::PUT, &format!("/api/profiles/{id}/consent"), Some(bad)).await, 400, "invalid_field", Some("channel"));
+    assert_error(
+        &server.admin(Method::PUT, &format!("/api/profiles/{id}/consent"), Some(bad)).await,
+        400,
+        "invalid_field",
+        Some("channel"),
+    );
     let bad = json!({"channel": "sms", "purpose": "marketing", "status": "maybe"});
-    assert_error(&server.admin(Method::PUT, &format!("/api/profiles/{id}/consent"), Some(bad)).await, 400, "invalid_field", Some("status"));
+    assert_error(
+        &server.admin(Method::PUT, &format!("/api/profiles/{id}/consent"), Some(bad)).await,
+        400,
+        "invalid_field",
+        Some("status"),
+    );
     server.stop().await;
 }
 
@@ -191,10 +229,17 @@ async fn consent_per_channel_and_purpose_with_source_and_time() {
 async fn export_then_erase_and_replays_cannot_bring_the_person_back() {
     let server = TestServer::start().await;
     let messages: Vec<Value> = (0..3)
-        .map(|i| json!({"type": "track", "userId": "leaving", "event": "Product Viewed", "messageId": format!("m-{i}")}))
+        .map(
+            |i| json!({"type": "track", "userId": "leaving", "event": "Product Viewed", "messageId": format!("m-{i}")}),
+        )
         .collect();
     server.web("/v1/batch", json!({"batch": messages.clone()})).await;
-    server.web("/v1/identify", json!({"userId": "leaving", "traits": {"email": "leaving@example.com"}, "messageId": "m-id"})).await;
+    server
+        .web(
+            "/v1/identify",
+            json!({"userId": "leaving", "traits": {"email": "leaving@example.com"}, "messageId": "m-id"}),
+        )
+        .await;
     let id = server.profile("user_id", "leaving").await["id"].as_str().expect("id").to_owned();
     let (status, export) = server.admin_get(&format!("/api/profiles/{id}/export")).await;
     assert_eq!(status, 200);
@@ -231,11 +276,21 @@ async fn product_catalog_upsert_list_get_and_csv() {
     assert_eq!(server.admin_get("/api/products/p1").await.1["title"], "Tee v2");
 
     let bad = json!([{"id": "p3", "title": "OK", "price": 1.0}, {"id": "p4", "title": "Bad", "price": -3}]);
-    assert_error(&server.admin(Method::POST, "/api/products", Some(bad)).await, 400, "invalid_field", Some("[1].price"));
+    assert_error(
+        &server.admin(Method::POST, "/api/products", Some(bad)).await,
+        400,
+        "invalid_field",
+        Some("[1].price"),
+    );
     assert_error(&server.admin_get("/api/products/p3").await, 404, "product_not_found", None);
 
     let csv = "id,title,price,categories,brand\np5,Beans,18,Coffee|Beans,Kumo\n";
-    let request = server.client.post(server.url("/api/products")).bearer_auth(&server.admin_key).header("content-type", "text/csv").body(csv);
+    let request = server
+        .client
+        .post(server.url("/api/products"))
+        .bearer_auth(&server.admin_key)
+        .header("content-type", "text/csv")
+        .body(csv);
     let answer = server.raw(request).await;
     assert_eq!(answer.0, 200, "{}", answer.1);
     assert_eq!(server.admin_get("/api/products/p5").await.1["categories"], json!(["Coffee", "Beans"]));
@@ -261,7 +316,9 @@ async fn health_readiness_metrics_and_openapi() {
     assert!(metrics.contains(kizuna_types::telemetry::HTTP_REQUEST_SECONDS), "{metrics}");
     let (status, doc) = server.raw(server.client.get(server.url("/openapi.json"))).await;
     assert_eq!(status, 200);
-    for path in ["/v1/batch", "/api/profiles/by/{identifier_type}/{value}", "/api/profiles/{id}/events", "/api/products"] {
+    for path in
+        ["/v1/batch", "/api/profiles/by/{identifier_type}/{value}", "/api/profiles/{id}/events", "/api/products"]
+    {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
     server.stop().await;

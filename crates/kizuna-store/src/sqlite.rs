@@ -124,14 +124,15 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     for (version, sql) in MIGRATIONS {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let applied: bool =
-            tx.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [version], |r| r.get::<_, i64>(0))?
-                > 0;
+            tx.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [version], |r| {
+                r.get::<_, i64>(0)
+            })? > 0;
         if !applied {
             tx.execute_batch(sql)?;
-            tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![
-                version,
-                ms(Utc::now())
-            ])?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, ms(Utc::now())],
+            )?;
             tracing::info!(version, "applied schema migration");
         }
         tx.commit()?;
@@ -290,7 +291,8 @@ impl Store for SqliteStore {
         self.with_reader(|conn| {
             let mut current = id as i64;
             for _ in 0..64 {
-                let exists: i64 = conn.query_row("SELECT COUNT(*) FROM profiles WHERE id = ?1", [current], |r| r.get(0))?;
+                let exists: i64 =
+                    conn.query_row("SELECT COUNT(*) FROM profiles WHERE id = ?1", [current], |r| r.get(0))?;
                 if exists > 0 {
                     return Ok(Some(current as ProfileId));
                 }
@@ -335,11 +337,9 @@ impl Store for SqliteStore {
                 let list = marks.join(", ");
                 sql.push_str(&format!(" AND (type IN ({list}) OR name IN ({list}))"));
             }
-            for (value, clause) in [
-                (filter.since_ms, " AND ts >= "),
-                (filter.until_ms, " AND ts < "),
-                (filter.before_seq, " AND seq < "),
-            ] {
+            for (value, clause) in
+                [(filter.since_ms, " AND ts >= "), (filter.until_ms, " AND ts < "), (filter.before_seq, " AND seq < ")]
+            {
                 if let Some(v) = value {
                     args.push(v.into());
                     sql.push_str(&format!("{clause}?{}", args.len()));
@@ -453,9 +453,8 @@ impl Store for SqliteStore {
     fn list_products(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Product>> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare("SELECT body FROM products WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-            let rows = stmt.query_map(params![after.unwrap_or(""), limit.clamp(1, 1000) as i64], |r| {
-                r.get::<_, String>(0)
-            })?;
+            let rows =
+                stmt.query_map(params![after.unwrap_or(""), limit.clamp(1, 1000) as i64], |r| r.get::<_, String>(0))?;
             rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
         })
     }
@@ -523,12 +522,14 @@ impl WriteTx for SqliteTx<'_> {
         expires_at_ms: Option<i64>,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let changed = self.tx.prepare_cached(
-            "INSERT INTO dedup (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)
+        let changed = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO dedup (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (source_id, message_id) DO UPDATE SET expires_at = excluded.expires_at
              WHERE dedup.expires_at IS NOT NULL AND dedup.expires_at < ?4",
-        )?
-        .execute(params![source_id, message_id, expires_at_ms, now_ms])?;
+            )?
+            .execute(params![source_id, message_id, expires_at_ms, now_ms])?;
         Ok(changed > 0)
     }
 
@@ -674,7 +675,8 @@ impl WriteTx for SqliteTx<'_> {
         let identities = self.tx.execute("DELETE FROM identities WHERE profile_id = ?1", [p])?;
         self.tx.execute("DELETE FROM profiles WHERE id = ?1", [p])?;
         self.tx.execute("DELETE FROM identity_conflicts WHERE profile_id = ?1", [p])?;
-        self.tx.execute("UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1", [p])?;
+        self.tx
+            .execute("UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1", [p])?;
         self.tx.execute(
             "INSERT INTO erasures (profile_id, identifiers, events, erased_at) VALUES (?1, ?2, ?3, ?4)",
             params![p, identities as i64, events as i64, now_ms],

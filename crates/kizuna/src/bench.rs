@@ -55,7 +55,11 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
-        status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
@@ -130,11 +134,33 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     latencies.sort_unstable();
     let per_100k = |kib: u64| kib as f64 / 1024.0 / (outcome.profiles.max(1) as f64) * 100_000.0;
     println!("## kizuna bench ingest");
-    println!("- load: {} clients, {} events/request, {:.1} s, durability {durability}", args.clients, args.batch, seconds);
-    println!("- sustained: {:.0} events/s ({} events, {} requests, {} errors)", rate, outcome.events, latencies.len(), outcome.errors);
-    println!("- latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 1.0));
-    println!("- ceiling (JSON parse only, 2 threads, same payloads): {:.0} events/s; ingest/ceiling = {:.3}", ceiling.0, rate / ceiling.0);
-    println!("- parse + Segment validation (2 threads): {:.0} events/s; ingest/that = {:.3}", ceiling.1, rate / ceiling.1);
+    println!(
+        "- load: {} clients, {} events/request, {:.1} s, durability {durability}",
+        args.clients, args.batch, seconds
+    );
+    println!(
+        "- sustained: {:.0} events/s ({} events, {} requests, {} errors)",
+        rate,
+        outcome.events,
+        latencies.len(),
+        outcome.errors
+    );
+    println!(
+        "- latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+    println!(
+        "- ceiling (JSON parse only, 2 threads, same payloads): {:.0} events/s; ingest/ceiling = {:.3}",
+        ceiling.0,
+        rate / ceiling.0
+    );
+    println!(
+        "- parse + Segment validation (2 threads): {:.0} events/s; ingest/that = {:.3}",
+        ceiling.1,
+        rate / ceiling.1
+    );
     println!(
         "- server memory: RSS {:.0} MB (peak {:.0} MB) with {} profiles = {:.1} MB per 100k profiles (peak {:.1})",
         outcome.rss_kib as f64 / 1024.0,
@@ -252,8 +278,15 @@ async fn drive(
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let mut outcome =
-        Outcome { events: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new(), profiles: 0, rss_kib: 0, peak_kib: 0 };
+    let mut outcome = Outcome {
+        events: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+        profiles: 0,
+        rss_kib: 0,
+        peak_kib: 0,
+    };
     for task in tasks {
         let (latencies, events, errors) = task.await?;
         outcome.latencies_us.extend(latencies);
@@ -262,7 +295,9 @@ async fn drive(
     }
     outcome.elapsed = started.elapsed();
     if next.load(Ordering::Relaxed) >= payloads.len() {
-        eprintln!("note: every generated payload was sent before the duration ended; raise --customers for longer runs");
+        eprintln!(
+            "note: every generated payload was sent before the duration ended; raise --customers for longer runs"
+        );
     }
     let stats: serde_json::Value =
         client.get(format!("{base}/api/stats")).bearer_auth(admin_key).send().await?.json().await?;

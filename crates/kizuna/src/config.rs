@@ -87,8 +87,12 @@ impl Config {
             listen_text.parse().with_context(|| format!("listen address '{listen_text}' is not ADDR:PORT"))?;
         let defaults = Limits::default();
         let limits = Limits {
-            max_event_bytes: env("KIZUNA_MAX_EVENT_BYTES")?.or(file.max_event_bytes).unwrap_or(defaults.max_event_bytes),
-            max_batch_bytes: env("KIZUNA_MAX_BATCH_BYTES")?.or(file.max_batch_bytes).unwrap_or(defaults.max_batch_bytes),
+            max_event_bytes: env("KIZUNA_MAX_EVENT_BYTES")?
+                .or(file.max_event_bytes)
+                .unwrap_or(defaults.max_event_bytes),
+            max_batch_bytes: env("KIZUNA_MAX_BATCH_BYTES")?
+                .or(file.max_batch_bytes)
+                .unwrap_or(defaults.max_batch_bytes),
         };
         let durability = match env::<String>("KIZUNA_DURABILITY")?.or(file.durability).as_deref() {
             None | Some("full") => Durability::Full,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 const MARKER: &str = "KIZUNA_DEMO";
 
 pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
-    if config.data_dir == PathBuf::from(crate::config::DEFAULT_DATA_DIR) {
+    if config.data_dir.as_path() == std::path::Path::new(crate::config::DEFAULT_DATA_DIR) {
         config.data_dir = PathBuf::from("./kizuna-demo-data");
     }
     fresh_dir(&config.data_dir)?;
@@ -47,14 +47,18 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     let counts = node.store.counts()?;
     let example = (0..customers)
         .filter_map(|i| {
-            let id = node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, Simulator::user_id(i))).ok()??;
+            let id =
+                node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, Simulator::user_id(i))).ok()??;
             let profile = node.store.profile(id).ok()??;
             (profile.state.computed.orders_count() >= 2).then_some(profile)
         })
         .next();
     let base = format!("http://{}", config.listen);
     println!();
-    println!("Kizuna demo: {events} simulated events from {customers} customers loaded in {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "Kizuna demo: {events} simulated events from {customers} customers loaded in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     println!("  profiles: {}  events: {}  products: {}", counts.profiles, counts.events, counts.products);
     println!("  data directory: {}", config.data_dir.display());
     println!();
@@ -70,7 +74,9 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
         println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/profiles/{}/identities", p.id);
     }
     println!("  curl -u '{}:' -H 'Content-Type: application/json' {base}/v1/track \\", source.write_key);
-    println!("       -d '{{\"userId\":\"cust_0\",\"event\":\"Product Viewed\",\"properties\":{{\"product_id\":\"p1\"}}}}'");
+    println!(
+        "       -d '{{\"userId\":\"cust_0\",\"event\":\"Product Viewed\",\"properties\":{{\"product_id\":\"p1\"}}}}'"
+    );
     println!("  curl {base}/openapi.json   curl {base}/metrics");
     println!();
     if no_serve {

@@ -90,7 +90,9 @@ enum SourceAction {
 #[derive(Subcommand)]
 enum KeyAction {
     /// Create an admin API key; prints it alone on the last line
-    Create { name: String },
+    Create {
+        name: String,
+    },
     List,
 }
 
@@ -135,7 +137,13 @@ fn source(config: &Config, action: SourceAction) -> Result<()> {
         }
         SourceAction::List => {
             for s in store.list_sources()? {
-                println!("{}\t{}\ttrusted={}\t{}", s.name, s.write_key, s.trusted, if s.revoked { "revoked" } else { "active" });
+                println!(
+                    "{}\t{}\ttrusted={}\t{}",
+                    s.name,
+                    s.write_key,
+                    s.trusted,
+                    if s.revoked { "revoked" } else { "active" }
+                );
             }
         }
     }

@@ -40,7 +40,8 @@ pub fn start_node(config: &Config) -> Result<Node> {
     let lock = lock_data_dir(config)?;
     let store = open_store(config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let pipeline = Pipeline::start(store.clone(), config.pipeline(), clock.clone()).context("cannot start the pipeline")?;
+    let pipeline =
+        Pipeline::start(store.clone(), config.pipeline(), clock.clone()).context("cannot start the pipeline")?;
     Ok(Node { store, pipeline, clock, _lock: lock })
 }
 

@@ -40,8 +40,7 @@ impl SimulateArgs {
     pub fn sim_config(&self) -> Result<SimConfig> {
         let day = NaiveDate::parse_from_str(&self.start, "%Y-%m-%d")
             .with_context(|| format!("--start '{}' is not YYYY-MM-DD", self.start))?;
-        let start = Utc
-            .from_utc_datetime(&day.and_hms_opt(0, 0, 0).ok_or_else(|| anyhow::anyhow!("invalid start"))?);
+        let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).ok_or_else(|| anyhow::anyhow!("invalid start"))?);
         Ok(SimConfig {
             seed: self.seed,
             customers: self.customers,
@@ -88,7 +87,11 @@ fn send(simulator: &Simulator, url: &str, write_key: &str) -> Result<()> {
                 let body = serde_json::json!({ "batch": batch });
                 let response = client.post(&endpoint).basic_auth(write_key, Some("")).json(&body).send().await?;
                 if !response.status().is_success() {
-                    anyhow::bail!("server answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+                    anyhow::bail!(
+                        "server answered {}: {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    );
                 }
                 sent += batch.len();
                 batch.clear();

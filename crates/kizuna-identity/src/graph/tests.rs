@@ -67,7 +67,9 @@ fn only_trusted_sources_merge_two_identified_profiles() {
     let by_user = g.apply(&link(&[user("u1")], 2, true)).profile;
     let out = g.apply(&link(&[user("u1"), email("a@x.com")], 3, false));
     assert_eq!(out.profile, by_user);
-    assert!(matches!(out.conflicts[0].reason, ConflictReason::UntrustedMerge { other_profile } if other_profile == by_email));
+    assert!(
+        matches!(out.conflicts[0].reason, ConflictReason::UntrustedMerge { other_profile } if other_profile == by_email)
+    );
     assert_eq!(g.profile_count(), 2);
     let out = g.apply(&link(&[user("u1"), email("a@x.com")], 4, true));
     assert!(out.conflicts.is_empty());
