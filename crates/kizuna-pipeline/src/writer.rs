@@ -62,6 +62,8 @@ enum Command {
     Ingest { source: Source, events: Vec<Event>, reply: oneshot::Sender<Result<IngestReceipt, PipelineError>> },
     Append { profile: ProfileId, source: Source, event: Box<Event>, reply: oneshot::Sender<Result<(), PipelineError>> },
     Erase { profile: ProfileId, reply: oneshot::Sender<Result<ErasureReceipt, PipelineError>> },
+    /// Stop accepting commands; everything queued before it is still applied.
+    Shutdown,
 }
 
 impl Command {
@@ -133,6 +135,11 @@ impl Pipeline {
     /// Stops accepting work, finishes everything queued, and waits for the writer to exit.
     pub fn shutdown(self) {
         let Self { sender, done } = self;
+        // Other handles may still exist (the server's state, a node): the writer stops on this command, not
+        // when the last sender goes away.
+        if sender.blocking_send(Command::Shutdown).is_err() {
+            tracing::debug!("the writer had already stopped");
+        }
         drop(sender);
         let handle = done.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle
@@ -166,16 +173,23 @@ struct Dirty {
 impl WriterState {
     fn run(&mut self, mut writer: Box<dyn kizuna_store::StoreWriter>, mut receiver: mpsc::Receiver<Command>) {
         while let Some(first) = receiver.blocking_recv() {
-            let mut group = vec![first];
-            let mut events = group[0].event_count();
-            while events < self.config.max_group_events {
-                match receiver.try_recv() {
-                    Ok(command) => {
-                        events += command.event_count();
-                        group.push(command);
-                    }
-                    Err(_) => break,
+            let mut group = Vec::new();
+            let mut events = 0;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                if let Command::Shutdown = command {
+                    // Refuse new work; what is already queued is still received and applied.
+                    receiver.close();
+                } else {
+                    events += command.event_count();
+                    group.push(command);
                 }
+                if events < self.config.max_group_events {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            if group.is_empty() {
+                continue;
             }
             let started = Instant::now();
             match self.apply_group(writer.as_mut(), &group) {
@@ -229,6 +243,8 @@ impl WriterState {
                     dirty.deleted.remove(profile);
                     Answer::Erase(self.erase(tx.as_mut(), *profile, now_ms)?)
                 }
+                // Never grouped: the run loop consumes it.
+                Command::Shutdown => Answer::Append,
             };
             answers.push(answer);
         }
@@ -435,6 +451,7 @@ fn reply(command: Command, result: Result<Answer, PipelineError>) {
         (Command::Ingest { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
         (Command::Append { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
         (Command::Erase { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (Command::Shutdown, _) => {}
         (command, Ok(_)) => {
             tracing::error!("answer does not match its command");
             reply(command, Err(PipelineError::Closed));

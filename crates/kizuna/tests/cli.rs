@@ -275,3 +275,34 @@ fn strict_import_writes_nothing_when_a_line_is_bad() {
     let store = SqliteStore::open(&data, Durability::Full).expect("open");
     assert_eq!(store.counts().expect("counts").events, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("utf-8 path").to_owned();
+    let key = last_line(&run(&["source", "create", "s", "--data-dir", &data]));
+    let mut server = Server::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/track", server.base))
+        .basic_auth(&key, Some(""))
+        .json(&json!({"userId": "u", "event": "E"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(server);
+    let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
+    assert_eq!(store.counts().expect("counts").events, 1);
+}

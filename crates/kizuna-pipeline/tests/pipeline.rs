@@ -1,0 +1,90 @@
+//! The write path against the real SQLite store, under a test clock.
+
+use chrono::TimeZone;
+use kizuna_identity::{IdKind, Identifier};
+use kizuna_ingest::{Event, parse_message};
+use kizuna_pipeline::{Pipeline, PipelineConfig};
+use kizuna_profiles::DataKind;
+use kizuna_store::{Durability, SqliteStore, Store};
+use kizuna_types::{Clock, TestClock};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn setup() -> (tempfile::TempDir, Arc<dyn Store>, TestClock) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), Durability::Process).expect("store"));
+    let clock = TestClock::at(chrono::Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).single().expect("time"));
+    (dir, store, clock)
+}
+
+fn event(value: serde_json::Value) -> Event {
+    parse_message(value, chrono::Utc::now()).expect("valid message")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+#[test]
+fn shutdown_finishes_even_while_other_handles_are_alive() {
+    let (_dir, store, clock) = setup();
+    let pipeline = Pipeline::start(store.clone(), PipelineConfig::default(), Arc::new(clock)).expect("start");
+    let still_held = pipeline.clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pipeline.shutdown();
+        let _ = done_tx.send(());
+    });
+    assert!(done_rx.recv_timeout(Duration::from_secs(10)).is_ok(), "shutdown returned");
+    let source = store.create_source("s", true, DataKind::FirstParty, chrono::Utc::now()).expect("source");
+    let refused = runtime().block_on(still_held.ingest(&source, vec![event(json!({"type": "track", "userId": "u", "event": "E"}))]));
+    assert!(refused.is_err(), "a stopped pipeline refuses work instead of losing it silently");
+}
+
+#[test]
+fn late_events_and_merges_refold_the_profile_from_its_history() {
+    let (_dir, store, clock) = setup();
+    let pipeline = Pipeline::start(store.clone(), PipelineConfig::default(), Arc::new(clock.clone())).expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = runtime();
+    let send = |value: serde_json::Value| rt.block_on(pipeline.ingest(&source, vec![event(value)])).expect("ingest");
+    // Arrival order differs from event order: u2's link to the device arrives before u1's earlier one.
+    send(json!({"type": "track", "anonymousId": "dev", "userId": "u2", "event": "Order Completed",
+        "timestamp": "2026-04-02T00:00:00Z", "properties": {"order_id": "o2", "total": 20}}));
+    send(json!({"type": "track", "anonymousId": "dev", "event": "Product Viewed",
+        "timestamp": "2026-04-03T00:00:00Z", "properties": {"product_id": "p9"}}));
+    send(json!({"type": "track", "anonymousId": "dev", "userId": "u1", "event": "Order Completed",
+        "timestamp": "2026-04-01T00:00:00Z", "properties": {"order_id": "o1", "total": 10}}));
+    let profile_of = |user: &str| {
+        let id = store.profile_by_identifier(&Identifier::new(IdKind::UserId, user)).expect("lookup").expect("exists");
+        store.profile(id).expect("read").expect("profile")
+    };
+    let (u1, u2) = (profile_of("u1"), profile_of("u2"));
+    assert_ne!(u1.id, u2.id);
+    assert_eq!(store.profile_by_identifier(&Identifier::new(IdKind::AnonymousId, "dev")).expect("lookup"), Some(u1.id), "the device belongs to its earliest link");
+    // Each profile's state matches its events after the replay moved them.
+    assert_eq!(u1.state.computed.summary()["orders_count"], 1);
+    assert_eq!(u1.state.computed.summary()["revenue"], 10.0);
+    assert_eq!(u1.state.computed.summary()["last_viewed_products"][0]["product_id"], "p9", "the device's anonymous view moved with it");
+    assert_eq!(u2.state.computed.summary()["revenue"], 20.0);
+    assert_eq!(u2.state.computed.summary()["event_count"], 1);
+    pipeline.shutdown();
+}
+
+#[test]
+fn dedup_window_expires_under_the_clock() {
+    let (_dir, store, clock) = setup();
+    let config = PipelineConfig { dedup_window: chrono::Duration::days(7), ..PipelineConfig::default() };
+    let pipeline = Pipeline::start(store.clone(), config, Arc::new(clock.clone())).expect("start");
+    let source = store.create_source("s", false, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = runtime();
+    let message = json!({"type": "track", "userId": "u", "event": "E", "messageId": "same"});
+    let first = rt.block_on(pipeline.ingest(&source, vec![event(message.clone())])).expect("ingest");
+    clock.advance(chrono::Duration::days(6));
+    let within = rt.block_on(pipeline.ingest(&source, vec![event(message.clone())])).expect("ingest");
+    clock.advance(chrono::Duration::days(2));
+    let after = rt.block_on(pipeline.ingest(&source, vec![event(message)])).expect("ingest");
+    assert_eq!((first.accepted, within.duplicates, after.accepted), (1, 1, 1));
+    pipeline.shutdown();
+}
