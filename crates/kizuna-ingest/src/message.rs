@@ -72,6 +72,8 @@ pub struct Event {
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
     pub body: Map<String, Value>,
+    /// `body` as JSON text, encoded once where the message was parsed so the single writer does not have to.
+    pub encoded: String,
 }
 
 impl Event {
@@ -102,7 +104,7 @@ impl Event {
     }
 
     /// Rebuilds an event from its stored body (already validated when it was ingested).
-    pub fn from_stored(body: Map<String, Value>) -> Option<Event> {
+    pub fn from_stored(body: Map<String, Value>, encoded: String) -> Option<Event> {
         let time = |key: &str| body.get(key).and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
         Some(Event {
             message_id: body.get("messageId")?.as_str()?.to_owned(),
@@ -112,6 +114,7 @@ impl Event {
             user_id: body.get("userId").and_then(Value::as_str).map(str::to_owned),
             anonymous_id: body.get("anonymousId").and_then(Value::as_str).map(str::to_owned),
             body,
+            encoded,
         })
     }
 
@@ -123,7 +126,17 @@ impl Event {
         body.insert("messageId".into(), Value::String(message_id.clone()));
         body.insert("timestamp".into(), format_time(at));
         body.insert("receivedAt".into(), format_time(at));
-        Event { message_id, message_type, timestamp: at, received_at: at, user_id: None, anonymous_id: None, body }
+        let encoded = Value::Object(body.clone()).to_string();
+        Event {
+            message_id,
+            message_type,
+            timestamp: at,
+            received_at: at,
+            user_id: None,
+            anonymous_id: None,
+            body,
+            encoded,
+        }
     }
 }
 
@@ -423,7 +436,8 @@ fn normalise(
     object.insert("timestamp".into(), format_time(timestamp));
     object.insert("receivedAt".into(), format_time(received_at));
 
-    Ok(Event { message_id, message_type, timestamp, received_at, user_id, anonymous_id, body: object })
+    let encoded = serde_json::to_string(&object).map_err(|e| KizunaError::internal(e.to_string()))?;
+    Ok(Event { message_id, message_type, timestamp, received_at, user_id, anonymous_id, body: object, encoded })
 }
 
 #[cfg(test)]

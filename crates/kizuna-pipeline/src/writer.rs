@@ -4,6 +4,7 @@ use kizuna_identity::{
 };
 use kizuna_ingest::Event;
 use kizuna_profiles::{Origin, ProfileState};
+use kizuna_store::codec::encode_event_body;
 use kizuna_store::{NewEvent, Source, Store, StoreError, WriteTx};
 use kizuna_types::{Clock, telemetry::Telemetry};
 use std::collections::{HashMap, HashSet};
@@ -59,9 +60,25 @@ pub struct ErasureReceipt {
 }
 
 enum Command {
-    Ingest { source: Source, events: Vec<Event>, reply: oneshot::Sender<Result<IngestReceipt, PipelineError>> },
-    Append { profile: ProfileId, source: Source, event: Box<Event>, reply: oneshot::Sender<Result<(), PipelineError>> },
-    Erase { profile: ProfileId, reply: oneshot::Sender<Result<ErasureReceipt, PipelineError>> },
+    /// The events travel back with the answer so the caller's thread frees them, not the single writer.
+    /// `bodies[i]` is the stored form of `events[i]`, encoded on the caller's thread.
+    Ingest {
+        source: Source,
+        events: Vec<Event>,
+        bodies: Vec<Vec<u8>>,
+        reply: oneshot::Sender<(Result<IngestReceipt, PipelineError>, Vec<Event>)>,
+    },
+    Append {
+        profile: ProfileId,
+        source: Source,
+        event: Box<Event>,
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<(), PipelineError>>,
+    },
+    Erase {
+        profile: ProfileId,
+        reply: oneshot::Sender<Result<ErasureReceipt, PipelineError>>,
+    },
     /// Stop accepting commands; everything queued before it is still applied.
     Shutdown,
 }
@@ -108,18 +125,27 @@ impl Pipeline {
     /// Stores a validated request's events; returns after they are durably committed.
     pub async fn ingest(&self, source: &Source, events: Vec<Event>) -> Result<IngestReceipt, PipelineError> {
         let (reply, answer) = oneshot::channel();
+        let bodies = events.iter().map(|e| encode_event_body(e.encoded.as_bytes())).collect();
         self.sender
-            .send(Command::Ingest { source: source.clone(), events, reply })
+            .send(Command::Ingest { source: source.clone(), events, bodies, reply })
             .await
             .map_err(|_| PipelineError::Closed)?;
-        answer.await.map_err(|_| PipelineError::Closed)?
+        let (result, events) = answer.await.map_err(|_| PipelineError::Closed)?;
+        drop(events);
+        result
     }
 
     /// Records an event Kizuna makes itself about a known profile (e.g. a consent change).
     pub async fn append(&self, profile: ProfileId, source: &Source, event: Event) -> Result<(), PipelineError> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Command::Append { profile, source: source.clone(), event: Box::new(event), reply })
+            .send(Command::Append {
+                profile,
+                source: source.clone(),
+                body: encode_event_body(event.encoded.as_bytes()),
+                event: Box::new(event),
+                reply,
+            })
             .await
             .map_err(|_| PipelineError::Closed)?;
         answer.await.map_err(|_| PipelineError::Closed)?
@@ -231,11 +257,11 @@ impl WriterState {
         let mut answers = Vec::with_capacity(group.len());
         for command in group {
             let answer = match command {
-                Command::Ingest { source, events, .. } => {
-                    Answer::Ingest(self.ingest(tx.as_mut(), &mut dirty, source, events, now)?)
+                Command::Ingest { source, events, bodies, .. } => {
+                    Answer::Ingest(self.ingest(tx.as_mut(), &mut dirty, source, events, bodies, now)?)
                 }
-                Command::Append { profile, source, event, .. } => {
-                    self.append(tx.as_mut(), &mut dirty, *profile, source, event, now_ms)?;
+                Command::Append { profile, source, event, body, .. } => {
+                    self.append(tx.as_mut(), &mut dirty, *profile, (source, event, body), now_ms)?;
                     Answer::Append
                 }
                 Command::Erase { profile, .. } => {
@@ -273,6 +299,7 @@ impl WriterState {
         dirty: &mut Dirty,
         source: &Source,
         events: &[Event],
+        bodies: &[Vec<u8>],
         now: DateTime<Utc>,
     ) -> Result<IngestReceipt, StoreError> {
         let now_ms = now.timestamp_millis();
@@ -283,7 +310,7 @@ impl WriterState {
         };
         let origin = self.origin(source);
         let mut receipt = IngestReceipt::default();
-        for event in events {
+        for (event, body) in events.iter().zip(bodies) {
             if !tx.claim_message(source.id, &event.message_id, expires, now_ms)? {
                 receipt.duplicates += 1;
                 continue;
@@ -301,7 +328,6 @@ impl WriterState {
             };
             let outcome = self.graph.apply(&link);
             self.persist_identity(tx, &outcome, now_ms)?;
-            let body = serde_json::to_string(&event.body)?;
             tx.insert_event(&NewEvent {
                 profile_id: outcome.profile,
                 source_id: source.id,
@@ -311,7 +337,7 @@ impl WriterState {
                 ts_ms: event.timestamp.timestamp_millis(),
                 received_ms: event.received_at.timestamp_millis(),
                 primary_identifier: &primary,
-                body: &body,
+                body,
             })?;
             if outcome.regrouped.is_empty() {
                 self.state_mut(tx, dirty, outcome.profile)?.apply(event, &origin);
@@ -382,7 +408,7 @@ impl WriterState {
                     None => self.lookup_origin(stored.source_id)?,
                 };
                 let serde_json::Value::Object(body) = stored.body else { continue };
-                if let Some(event) = Event::from_stored(body) {
+                if let Some(event) = Event::from_stored(body, String::new()) {
                     state.apply(&event, &origin);
                 }
             }
@@ -407,8 +433,7 @@ impl WriterState {
         tx: &mut dyn WriteTx,
         dirty: &mut Dirty,
         profile: ProfileId,
-        source: &Source,
-        event: &Event,
+        (source, event, body): (&Source, &Event, &[u8]),
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let identifiers = self.graph.identifiers_of(profile);
@@ -416,7 +441,6 @@ impl WriterState {
             return Err(StoreError::Invalid(format!("profile {profile} does not exist")));
         };
         tx.claim_message(source.id, &event.message_id, None, now_ms)?;
-        let body = serde_json::to_string(&event.body)?;
         tx.insert_event(&NewEvent {
             profile_id: profile,
             source_id: source.id,
@@ -426,7 +450,7 @@ impl WriterState {
             ts_ms: event.timestamp.timestamp_millis(),
             received_ms: event.received_at.timestamp_millis(),
             primary_identifier: &primary,
-            body: &body,
+            body,
         })?;
         let origin = self.origin(source);
         self.state_mut(tx, dirty, profile)?.apply(event, &origin);
@@ -445,10 +469,10 @@ impl WriterState {
 fn reply(command: Command, result: Result<Answer, PipelineError>) {
     // A caller that went away (client disconnected) no longer needs its answer; the write stands.
     match (command, result) {
-        (Command::Ingest { reply, .. }, Ok(Answer::Ingest(r))) => drop(reply.send(Ok(r))),
+        (Command::Ingest { reply, events, .. }, Ok(Answer::Ingest(r))) => drop(reply.send((Ok(r), events))),
         (Command::Append { reply, .. }, Ok(Answer::Append)) => drop(reply.send(Ok(()))),
         (Command::Erase { reply, .. }, Ok(Answer::Erase(r))) => drop(reply.send(Ok(r))),
-        (Command::Ingest { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+        (Command::Ingest { reply, events, .. }, Err(e)) => drop(reply.send((Err(e), events))),
         (Command::Append { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
         (Command::Erase { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
         (Command::Shutdown, _) => {}

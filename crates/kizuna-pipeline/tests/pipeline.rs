@@ -38,7 +38,8 @@ fn shutdown_finishes_even_while_other_handles_are_alive() {
     });
     assert!(done_rx.recv_timeout(Duration::from_secs(10)).is_ok(), "shutdown returned");
     let source = store.create_source("s", true, DataKind::FirstParty, chrono::Utc::now()).expect("source");
-    let refused = runtime().block_on(still_held.ingest(&source, vec![event(json!({"type": "track", "userId": "u", "event": "E"}))]));
+    let refused = runtime()
+        .block_on(still_held.ingest(&source, vec![event(json!({"type": "track", "userId": "u", "event": "E"}))]));
     assert!(refused.is_err(), "a stopped pipeline refuses work instead of losing it silently");
 }
 
@@ -62,11 +63,19 @@ fn late_events_and_merges_refold_the_profile_from_its_history() {
     };
     let (u1, u2) = (profile_of("u1"), profile_of("u2"));
     assert_ne!(u1.id, u2.id);
-    assert_eq!(store.profile_by_identifier(&Identifier::new(IdKind::AnonymousId, "dev")).expect("lookup"), Some(u1.id), "the device belongs to its earliest link");
+    assert_eq!(
+        store.profile_by_identifier(&Identifier::new(IdKind::AnonymousId, "dev")).expect("lookup"),
+        Some(u1.id),
+        "the device belongs to its earliest link"
+    );
     // Each profile's state matches its events after the replay moved them.
     assert_eq!(u1.state.computed.summary()["orders_count"], 1);
     assert_eq!(u1.state.computed.summary()["revenue"], 10.0);
-    assert_eq!(u1.state.computed.summary()["last_viewed_products"][0]["product_id"], "p9", "the device's anonymous view moved with it");
+    assert_eq!(
+        u1.state.computed.summary()["last_viewed_products"][0]["product_id"],
+        "p9",
+        "the device's anonymous view moved with it"
+    );
     assert_eq!(u2.state.computed.summary()["revenue"], 20.0);
     assert_eq!(u2.state.computed.summary()["event_count"], 1);
     pipeline.shutdown();

@@ -172,7 +172,10 @@ impl ProfileState {
             match self.traits.get(name) {
                 // Last write wins by event time; equal times are settled by value so the order never matters.
                 Some(existing)
-                    if (existing.set_at, existing.value.to_string()) >= (entry.set_at, entry.value.to_string()) => {}
+                    if existing.set_at > entry.set_at
+                        || (existing.set_at == entry.set_at
+                            && serde_json::to_string(&existing.value).ok()
+                                >= serde_json::to_string(&entry.value).ok()) => {}
                 _ => {
                     self.traits.insert(name.clone(), entry);
                 }
@@ -239,15 +242,16 @@ impl Computed {
         if event.message_type != MessageType::Track {
             return;
         }
-        let props = event.properties().cloned().unwrap_or_default();
+        let empty = Map::new();
+        let props = event.properties().unwrap_or(&empty);
         match event.name().and_then(classify) {
             Some(EcommerceEvent::ProductViewed | EcommerceEvent::ProductClicked) => {
                 if let Some(product_id) = text(props.get("product_id")).or_else(|| text(props.get("sku"))) {
                     self.remember_view(product_id, at);
                 }
-                self.add_affinity(&props, 1.0, at);
+                self.add_affinity(props, 1.0, at);
             }
-            Some(EcommerceEvent::ProductAdded) => self.add_affinity(&props, 3.0, at),
+            Some(EcommerceEvent::ProductAdded) => self.add_affinity(props, 3.0, at),
             Some(EcommerceEvent::OrderCompleted) => {
                 let Some(order_id) = text(props.get("order_id")).or_else(|| Some(event.message_id.clone())) else {
                     return;

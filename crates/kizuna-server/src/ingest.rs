@@ -27,8 +27,7 @@ pub fn routes() -> Router<AppState> {
     ] {
         let handler =
             move |state: State<AppState>, headers: HeaderMap, body: Body| ingest(state, headers, body, endpoint);
-        router =
-            router.route(&format!("/v1/{long}"), post(handler)).route(&format!("/v1/{short}"), post(handler));
+        router = router.route(&format!("/v1/{long}"), post(handler)).route(&format!("/v1/{short}"), post(handler));
     }
     router
 }

@@ -74,8 +74,20 @@ async fn two_devices_become_one_person_with_an_explained_merge() {
 #[tokio::test]
 async fn an_email_shared_by_two_user_ids_never_merges_them() {
     let server = TestServer::start().await;
-    server.backend("/v1/identify", json!({"userId": "mum", "traits": {"email": "family@example.com"}})).await;
-    server.backend("/v1/identify", json!({"userId": "son", "traits": {"email": "family@example.com"}})).await;
+    // Explicit times: links apply in event-time order, and two messages in the same millisecond would be
+    // ordered by their (random) messageIds.
+    server
+        .backend(
+            "/v1/identify",
+            json!({"userId": "mum", "traits": {"email": "family@example.com"}, "timestamp": "2026-01-01T00:00:01Z"}),
+        )
+        .await;
+    server
+        .backend(
+            "/v1/identify",
+            json!({"userId": "son", "traits": {"email": "family@example.com"}, "timestamp": "2026-01-01T00:00:02Z"}),
+        )
+        .await;
     let mum = server.profile("user_id", "mum").await;
     let son = server.profile("user_id", "son").await;
     assert_ne!(mum["id"], son["id"]);
@@ -91,13 +103,23 @@ async fn an_email_shared_by_two_user_ids_never_merges_them() {
 #[tokio::test]
 async fn only_trusted_sources_merge_two_identified_profiles() {
     let server = TestServer::start().await;
-    server.backend("/v1/identify", json!({"userId": "u-1"})).await;
-    server.backend("/v1/identify", json!({"anonymousId": "newsletter", "traits": {"email": "x@example.com"}})).await;
+    server.backend("/v1/identify", json!({"userId": "u-1", "timestamp": "2026-01-01T00:00:01Z"})).await;
+    server.backend("/v1/identify", json!({"anonymousId": "newsletter", "traits": {"email": "x@example.com"}, "timestamp": "2026-01-01T00:00:02Z"})).await;
     // A browser claims both: refused, and the refusal is on record.
-    server.web("/v1/identify", json!({"userId": "u-1", "traits": {"email": "x@example.com"}})).await;
+    server
+        .web(
+            "/v1/identify",
+            json!({"userId": "u-1", "traits": {"email": "x@example.com"}, "timestamp": "2026-01-01T00:00:03Z"}),
+        )
+        .await;
     assert_ne!(server.profile("user_id", "u-1").await["id"], server.profile("email", "x@example.com").await["id"]);
     // The brand's server says the same: merged.
-    server.backend("/v1/identify", json!({"userId": "u-1", "traits": {"email": "x@example.com"}})).await;
+    server
+        .backend(
+            "/v1/identify",
+            json!({"userId": "u-1", "traits": {"email": "x@example.com"}, "timestamp": "2026-01-01T00:00:04Z"}),
+        )
+        .await;
     assert_eq!(server.profile("user_id", "u-1").await["id"], server.profile("email", "x@example.com").await["id"]);
     server.stop().await;
 }

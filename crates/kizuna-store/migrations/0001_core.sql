@@ -77,7 +77,8 @@ CREATE TABLE events (
     ts          INTEGER NOT NULL,
     received_at INTEGER NOT NULL,
     primary_identifier TEXT NOT NULL,
-    body        TEXT NOT NULL
+    -- The message JSON, compressed (see kizuna-store/src/codec.rs): events are most of the bytes a brand stores.
+    body        BLOB NOT NULL
 );
 CREATE INDEX events_by_profile ON events(profile_id, ts);
 

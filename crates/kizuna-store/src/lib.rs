@@ -5,6 +5,7 @@
 //! Writes go through a single [`StoreWriter`] whose transactions the ingest pipeline groups: many requests
 //! commit together with one fsync, and nothing is acknowledged before its transaction committed.
 
+pub mod codec;
 mod model;
 mod sqlite;
 

@@ -34,7 +34,8 @@ pub struct NewEvent<'a> {
     pub ts_ms: i64,
     pub received_ms: i64,
     pub primary_identifier: &'a str,
-    pub body: &'a str,
+    /// The stored form of the message, from [`crate::codec::encode_event_body`].
+    pub body: &'a [u8],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

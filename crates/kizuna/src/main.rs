@@ -1,5 +1,9 @@
 //! `kizuna`: one binary for the whole platform. See `kizuna --help`.
 
+/// mimalloc: the write path frees on one thread what the HTTP threads allocated, which glibc does slowly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod config;
 mod demo;
