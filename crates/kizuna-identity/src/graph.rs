@@ -107,18 +107,74 @@ pub struct Outcome {
 
 type NodeId = u32;
 type ClusterId = u32;
+type KindId = u16;
 
+/// FNV-1a: a fixed hash, so orders and indexes computed from it are the same on every run and machine.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Keys that are already hashes or small integers need no further hashing.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a(&[bytes]);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// The order links are applied in: event time, then a fixed hash of the message id (a total order that needs
+/// no stored message id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    at_ms: i64,
+    tie: u64,
+}
+
+impl Order {
+    fn of(key: &OrderKey) -> Self {
+        Self { at_ms: key.at_ms, tie: fnv1a(&[key.message_id.as_bytes()]) }
+    }
+}
+
+/// One identifier. Its value lives in the graph's arena; 24 bytes a node keep large graphs in memory.
 #[derive(Debug, Clone)]
 struct Node {
-    identifier: Identifier,
-    owner: Option<ProfileId>,
+    value_start: u32,
+    value_len: u32,
+    kind: KindId,
+    alive: bool,
+    /// 0 = no profile holds it (profile ids start at 1).
+    owner: ProfileId,
     cluster: ClusterId,
 }
 
 #[derive(Debug, Clone)]
-struct StoredLink {
-    nodes: Vec<NodeId>,
-    order: OrderKey,
+struct LinkRec {
+    /// In priority order, as the message carried them.
+    nodes: Box<[NodeId]>,
+    order: Order,
     trusted: bool,
 }
 
@@ -126,23 +182,34 @@ struct StoredLink {
 #[derive(Debug, Clone, Default)]
 struct Cluster {
     nodes: Vec<NodeId>,
-    links: Vec<StoredLink>,
-    by_signature: HashMap<(Vec<NodeId>, bool), usize>,
-    max_order: Option<OrderKey>,
+    links: Vec<LinkRec>,
+    max_order: Option<Order>,
+}
+
+impl Cluster {
+    fn find_link(&self, nodes: &[NodeId], trusted: bool) -> Option<usize> {
+        let wanted = sorted(nodes);
+        self.links.iter().position(|l| l.trusted == trusted && l.nodes.len() == nodes.len() && sorted(&l.nodes) == wanted)
+    }
 }
 
 /// The in-memory identity graph: which profile owns each identifier, and the links that made it so.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityGraph {
     rules: IdentityRules,
-    nodes: Vec<Option<Node>>,
-    index: HashMap<Identifier, NodeId>,
-    profiles: HashMap<ProfileId, Vec<NodeId>>,
-    clusters: HashMap<ClusterId, Cluster>,
+    kinds: Vec<IdKind>,
+    arena: String,
+    nodes: Vec<Node>,
+    index: FastMap<u64, NodeId>,
+    /// Identifiers whose hash collided with another's: looked up exactly.
+    overflow: HashMap<Identifier, NodeId>,
+    profiles: FastMap<ProfileId, Vec<NodeId>>,
+    clusters: FastMap<ClusterId, Cluster>,
     next_cluster: ClusterId,
     next_profile: ProfileId,
 }
 
+/// What one greedy step changed, before it becomes an [`Outcome`].
 #[derive(Default)]
 struct StepLog {
     merges: Vec<MergeRecord>,
@@ -150,6 +217,16 @@ struct StepLog {
     created: Vec<ProfileId>,
     removed: Vec<ProfileId>,
     touched: Vec<NodeId>,
+}
+
+fn sorted(nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut s = nodes.to_vec();
+    s.sort_unstable();
+    s
+}
+
+fn owner_of(raw: ProfileId) -> Option<ProfileId> {
+    (raw != 0).then_some(raw)
 }
 
 impl IdentityGraph {
@@ -166,30 +243,46 @@ impl IdentityGraph {
     ) -> Self {
         let mut graph = Self::new(rules);
         for (identifier, owner) in owners {
-            let node = graph.intern(&identifier);
-            if let Some(profile) = owner {
-                graph.set_owner(node, Some(profile));
-                graph.next_profile = graph.next_profile.max(profile + 1);
-            }
+            graph.restore_owner(&identifier, owner);
         }
         for link in links {
-            let nodes: Vec<NodeId> = link.identifiers.iter().map(|id| graph.intern(id)).collect();
-            let cluster = graph.union_clusters(&nodes);
-            graph.remember_link(cluster, nodes, link.order, link.trusted);
+            graph.restore_link(&link);
         }
-        graph.next_profile = graph.next_profile.max(next_profile);
+        graph.finish_restore(next_profile);
         graph
     }
 
+    /// Restores one persisted identifier and its owner (streaming restore, with [`Self::restore_link`]).
+    pub fn restore_owner(&mut self, identifier: &Identifier, owner: Option<ProfileId>) {
+        let node = self.intern(identifier);
+        if let Some(profile) = owner {
+            self.set_owner(node, Some(profile));
+            self.next_profile = self.next_profile.max(profile + 1);
+        }
+    }
+
+    /// Restores one persisted link without applying it (its effect is already in the owners).
+    pub fn restore_link(&mut self, link: &Link) {
+        let nodes: Vec<NodeId> = link.identifiers.iter().map(|id| self.intern(id)).collect();
+        let cluster = self.union_clusters(&nodes);
+        self.remember_link(cluster, &nodes, Order::of(&link.order), link.trusted);
+    }
+
+    pub fn finish_restore(&mut self, next_profile: ProfileId) {
+        self.next_profile = self.next_profile.max(next_profile).max(1);
+        self.arena.shrink_to_fit();
+        self.nodes.shrink_to_fit();
+    }
+
     pub fn profile_of(&self, identifier: &Identifier) -> Option<ProfileId> {
-        self.index.get(identifier).and_then(|&n| self.node(n).owner)
+        self.find(identifier).and_then(|n| owner_of(self.nodes[n as usize].owner))
     }
 
     pub fn identifiers_of(&self, profile: ProfileId) -> Vec<Identifier> {
         let mut ids: Vec<Identifier> = self
             .profiles
             .get(&profile)
-            .map(|nodes| nodes.iter().map(|&n| self.node(n).identifier.clone()).collect())
+            .map(|nodes| nodes.iter().map(|&n| self.identifier(n)).collect())
             .unwrap_or_default();
         ids.sort();
         ids
@@ -207,9 +300,9 @@ impl IdentityGraph {
     pub fn grouping(&self) -> BTreeSet<BTreeSet<Identifier>> {
         let mut groups: BTreeSet<BTreeSet<Identifier>> =
             self.profiles.keys().map(|&p| self.identifiers_of(p).into_iter().collect()).collect();
-        for node in self.nodes.iter().flatten() {
-            if node.owner.is_none() {
-                groups.insert(BTreeSet::from([node.identifier.clone()]));
+        for (n, node) in self.nodes.iter().enumerate() {
+            if node.alive && node.owner == 0 {
+                groups.insert(BTreeSet::from([self.identifier(n as NodeId)]));
             }
         }
         groups
@@ -220,48 +313,47 @@ impl IdentityGraph {
         debug_assert!(!link.identifiers.is_empty(), "a message always carries an identifier");
         let nodes: Vec<NodeId> = link.identifiers.iter().map(|id| self.intern(id)).collect();
         let cluster_id = self.union_clusters(&nodes);
-        let mut signature = nodes.clone();
-        signature.sort_unstable();
+        let order = Order::of(&link.order);
         let cluster = self.clusters.get(&cluster_id).expect("cluster exists after union");
-        let known =
-            cluster.by_signature.get(&(signature.clone(), link.trusted)).map(|&i| cluster.links[i].order.clone());
-        let in_order = cluster.max_order.as_ref().is_none_or(|max| link.order >= *max);
+        let known = cluster.find_link(&nodes, link.trusted).map(|i| cluster.links[i].order);
+        let in_order = cluster.max_order.is_none_or(|max| order >= max);
         match known {
-            Some(earlier) if earlier <= link.order => {
+            Some(earlier) if earlier <= order => {
                 // The same identifiers were linked before: applying them again changes nothing.
-                let profile = self.node(nodes[0]).owner.unwrap_or_else(|| self.claim_alone(nodes[0]));
+                let owner = owner_of(self.nodes[nodes[0] as usize].owner);
+                let profile = owner.unwrap_or_else(|| self.claim_alone(nodes[0]));
                 Outcome { profile, ..Outcome::default() }
             }
             _ if in_order => {
-                self.remember_link(cluster_id, nodes.clone(), link.order.clone(), link.trusted);
+                self.remember_link(cluster_id, &nodes, order, link.trusted);
                 let mut log = StepLog::default();
                 let profile = self.step(&nodes, &link.order, link.trusted, &mut log);
                 self.outcome(profile, log, Some(link.clone()))
             }
             _ => {
-                self.remember_link(cluster_id, nodes.clone(), link.order.clone(), link.trusted);
+                self.remember_link(cluster_id, &nodes, order, link.trusted);
                 self.replay(cluster_id, &nodes, link)
             }
         }
     }
 
-    /// The stored links that touch any identifier of this profile.
-    pub fn links_of(&self, profile: ProfileId) -> Vec<Link> {
+    /// Signatures (see [`Link::signature`]) of the stored links that touch any identifier of this profile.
+    pub fn link_signatures_of(&self, profile: ProfileId) -> Vec<String> {
         let Some(nodes) = self.profiles.get(&profile) else { return Vec::new() };
-        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for &n in nodes {
-            let Some(cluster) = self.clusters.get(&self.node(n).cluster) else { continue };
-            for (i, link) in cluster.links.iter().enumerate() {
-                if link.nodes.contains(&n) && seen.insert((self.node(n).cluster, i)) {
-                    out.push(Link {
-                        identifiers: link.nodes.iter().map(|&m| self.node(m).identifier.clone()).collect(),
-                        order: link.order.clone(),
-                        trusted: link.trusted,
-                    });
-                }
+            let Some(cluster) = self.clusters.get(&self.nodes[n as usize].cluster) else { continue };
+            for link in cluster.links.iter().filter(|l| l.nodes.contains(&n)) {
+                let as_link = Link {
+                    identifiers: link.nodes.iter().map(|&m| self.identifier(m)).collect(),
+                    order: OrderKey { at_ms: 0, message_id: String::new() },
+                    trusted: link.trusted,
+                };
+                out.push(as_link.signature());
             }
         }
+        out.sort();
+        out.dedup();
         out
     }
 
@@ -270,44 +362,95 @@ impl IdentityGraph {
         let Some(nodes) = self.profiles.remove(&profile) else { return Vec::new() };
         let mut removed = Vec::with_capacity(nodes.len());
         for &n in &nodes {
-            if let Some(node) = self.nodes[n as usize].take() {
-                self.index.remove(&node.identifier);
-                if let Some(cluster) = self.clusters.get_mut(&node.cluster) {
-                    cluster.nodes.retain(|&m| m != n);
-                    cluster.links.retain(|l| !l.nodes.contains(&n));
-                    cluster.by_signature =
-                        cluster.links.iter().enumerate().map(|(i, l)| ((sorted(&l.nodes), l.trusted), i)).collect();
-                    cluster.max_order = cluster.links.iter().map(|l| l.order.clone()).max();
-                }
-                removed.push(node.identifier);
+            let identifier = self.identifier(n);
+            let hash = self.hash_of(self.nodes[n as usize].kind, &identifier.value);
+            if self.index.get(&hash) == Some(&n) {
+                self.index.remove(&hash);
+            } else {
+                self.overflow.remove(&identifier);
             }
+            let node = &mut self.nodes[n as usize];
+            node.alive = false;
+            node.owner = 0;
+            if let Some(cluster) = self.clusters.get_mut(&node.cluster) {
+                cluster.nodes.retain(|&m| m != n);
+                cluster.links.retain(|l| !l.nodes.contains(&n));
+                cluster.max_order = cluster.links.iter().map(|l| l.order).max();
+            }
+            removed.push(identifier);
         }
         removed
     }
 
-    fn node(&self, n: NodeId) -> &Node {
-        self.nodes[n as usize].as_ref().expect("live node")
+    fn kind_id(&self, kind: &IdKind) -> Option<KindId> {
+        self.kinds.iter().position(|k| k == kind).map(|i| i as KindId)
     }
 
-    fn node_mut(&mut self, n: NodeId) -> &mut Node {
-        self.nodes[n as usize].as_mut().expect("live node")
+    fn hash_of(&self, kind: KindId, value: &str) -> u64 {
+        fnv1a(&[&kind.to_le_bytes(), value.as_bytes()])
+    }
+
+    fn value(&self, n: NodeId) -> &str {
+        let node = &self.nodes[n as usize];
+        &self.arena[node.value_start as usize..(node.value_start + node.value_len) as usize]
+    }
+
+    fn kind(&self, n: NodeId) -> &IdKind {
+        &self.kinds[self.nodes[n as usize].kind as usize]
+    }
+
+    fn identifier(&self, n: NodeId) -> Identifier {
+        Identifier { kind: self.kind(n).clone(), value: self.value(n).to_owned() }
+    }
+
+    fn find(&self, identifier: &Identifier) -> Option<NodeId> {
+        let kind = self.kind_id(&identifier.kind)?;
+        match self.index.get(&self.hash_of(kind, &identifier.value)) {
+            Some(&n) if self.nodes[n as usize].kind == kind && self.value(n) == identifier.value => Some(n),
+            Some(_) => self.overflow.get(identifier).copied(),
+            None => None,
+        }
     }
 
     fn intern(&mut self, identifier: &Identifier) -> NodeId {
-        if let Some(&n) = self.index.get(identifier) {
+        if let Some(n) = self.find(identifier) {
             return n;
         }
+        let kind = match self.kind_id(&identifier.kind) {
+            Some(k) => k,
+            None => {
+                self.kinds.push(identifier.kind.clone());
+                (self.kinds.len() - 1) as KindId
+            }
+        };
         let n = self.nodes.len() as NodeId;
         let cluster = self.next_cluster;
         self.next_cluster += 1;
-        self.nodes.push(Some(Node { identifier: identifier.clone(), owner: None, cluster }));
-        self.index.insert(identifier.clone(), n);
+        let value_start = self.arena.len() as u32;
+        self.arena.push_str(&identifier.value);
+        self.nodes.push(Node {
+            value_start,
+            value_len: identifier.value.len() as u32,
+            kind,
+            alive: true,
+            owner: 0,
+            cluster,
+        });
+        let hash = self.hash_of(kind, &identifier.value);
+        match self.index.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(n);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.overflow.insert(identifier.clone(), n);
+            }
+        }
         self.clusters.insert(cluster, Cluster { nodes: vec![n], ..Cluster::default() });
         n
     }
 
     fn set_owner(&mut self, n: NodeId, owner: Option<ProfileId>) {
-        let old = self.node(n).owner;
+        let old = owner_of(self.nodes[n as usize].owner);
         if old == owner {
             return;
         }
@@ -322,7 +465,7 @@ impl IdentityGraph {
         if let Some(new) = owner {
             self.profiles.entry(new).or_default().push(n);
         }
-        self.node_mut(n).owner = owner;
+        self.nodes[n as usize].owner = owner.unwrap_or(0);
     }
 
     fn claim_alone(&mut self, n: NodeId) -> ProfileId {
@@ -332,13 +475,13 @@ impl IdentityGraph {
     }
 
     fn new_profile_id(&mut self) -> ProfileId {
-        let id = self.next_profile;
-        self.next_profile += 1;
+        let id = self.next_profile.max(1);
+        self.next_profile = id + 1;
         id
     }
 
     fn union_clusters(&mut self, nodes: &[NodeId]) -> ClusterId {
-        let mut ids: Vec<ClusterId> = nodes.iter().map(|&n| self.node(n).cluster).collect();
+        let mut ids: Vec<ClusterId> = nodes.iter().map(|&n| self.nodes[n as usize].cluster).collect();
         ids.sort_unstable();
         ids.dedup();
         // Keep the largest cluster and fold the others into it, so relabelling stays cheap.
@@ -349,87 +492,67 @@ impl IdentityGraph {
         for other in ids.into_iter().filter(|&c| c != keep) {
             let Some(folded) = self.clusters.remove(&other) else { continue };
             for &n in &folded.nodes {
-                self.node_mut(n).cluster = keep;
+                self.nodes[n as usize].cluster = keep;
             }
             let target = self.clusters.get_mut(&keep).expect("kept cluster exists");
             target.nodes.extend(folded.nodes);
-            for link in folded.links {
-                let signature = (sorted(&link.nodes), link.trusted);
-                target.by_signature.insert(signature, target.links.len());
-                target.links.push(link);
-            }
-            target.max_order = target.max_order.take().max(folded.max_order);
+            target.links.extend(folded.links);
+            target.max_order = target.max_order.max(folded.max_order);
         }
         keep
     }
 
-    fn remember_link(&mut self, cluster_id: ClusterId, nodes: Vec<NodeId>, order: OrderKey, trusted: bool) {
+    fn remember_link(&mut self, cluster_id: ClusterId, nodes: &[NodeId], order: Order, trusted: bool) {
         let cluster = self.clusters.get_mut(&cluster_id).expect("cluster exists");
-        let signature = (sorted(&nodes), trusted);
-        match cluster.by_signature.get(&signature) {
-            Some(&i) => {
+        match cluster.find_link(nodes, trusted) {
+            Some(i) => {
                 if order < cluster.links[i].order {
-                    cluster.links[i].order = order.clone();
+                    cluster.links[i].order = order;
                 }
             }
-            None => {
-                cluster.by_signature.insert(signature, cluster.links.len());
-                cluster.links.push(StoredLink { nodes, order: order.clone(), trusted });
-            }
+            None => cluster.links.push(LinkRec { nodes: nodes.into(), order, trusted }),
         }
-        if cluster.max_order.as_ref().is_none_or(|max| order > *max) {
+        if cluster.max_order.is_none_or(|max| order > max) {
             cluster.max_order = Some(order);
         }
     }
 
-    fn check(
-        &self,
-        acc: &[NodeId],
-        other: &[NodeId],
-        both_existing: bool,
-        trusted: bool,
-    ) -> Result<(), ConflictReason> {
-        let user_id = |nodes: &[NodeId]| {
-            nodes.iter().map(|&n| &self.node(n).identifier).find(|id| id.kind == IdKind::UserId).cloned()
-        };
+    fn check(&self, acc: &[NodeId], other: &[NodeId], both_existing: bool, trusted: bool) -> Result<(), ConflictReason> {
+        let user_id = |nodes: &[NodeId]| nodes.iter().copied().find(|&n| *self.kind(n) == IdKind::UserId);
         if let (Some(existing), Some(incoming)) = (user_id(acc), user_id(other))
-            && existing != incoming
+            && self.value(existing) != self.value(incoming)
         {
-            return Err(ConflictReason::UserIdConflict { existing: existing.value, incoming: incoming.value });
+            return Err(ConflictReason::UserIdConflict {
+                existing: self.value(existing).to_owned(),
+                incoming: self.value(incoming).to_owned(),
+            });
         }
-        let mut kinds: Vec<&IdKind> = other.iter().map(|&n| &self.node(n).identifier.kind).collect();
-        kinds.sort();
+        let mut kinds: Vec<KindId> = other.iter().map(|&n| self.nodes[n as usize].kind).collect();
+        kinds.sort_unstable();
         kinds.dedup();
         for kind in kinds {
-            let count = acc.iter().chain(other).filter(|&&n| self.node(n).identifier.kind == *kind).count();
+            let count = acc.iter().chain(other).filter(|&&n| self.nodes[n as usize].kind == kind).count();
+            let kind = &self.kinds[kind as usize];
             let limit = self.rules.limit(kind);
             if count > limit {
                 return Err(ConflictReason::LimitReached { kind: kind.as_str().to_owned(), limit });
             }
         }
-        let strong = |nodes: &[NodeId]| nodes.iter().any(|&n| self.node(n).identifier.kind.is_strong());
+        let strong = |nodes: &[NodeId]| nodes.iter().any(|&n| self.kind(n).is_strong());
         if both_existing && !trusted && strong(acc) && strong(other) {
-            let other_profile = other.first().and_then(|&n| self.node(n).owner).unwrap_or_default();
+            let other_profile = other.first().map(|&n| self.nodes[n as usize].owner).unwrap_or_default();
             return Err(ConflictReason::UntrustedMerge { other_profile });
         }
         Ok(())
     }
 
     /// One greedy step: fold the link's identifiers, in priority order, into the profile of the first one.
-    fn step(&mut self, nodes: &[NodeId], order: &OrderKey, trusted: bool, log: &mut StepLog) -> ProfileId {
+    /// `record` names the message in merge and conflict records.
+    fn step(&mut self, nodes: &[NodeId], record: &OrderKey, trusted: bool, log: &mut StepLog) -> ProfileId {
         let mut acc_profile: Option<ProfileId> = None;
         let mut acc_new: Vec<NodeId> = Vec::new();
-        let conflict = |log: &mut StepLog, profile, identifier: &Identifier, reason| {
-            log.conflicts.push(ConflictRecord {
-                profile,
-                identifier: identifier.clone(),
-                reason,
-                message_id: order.message_id.clone(),
-                at_ms: order.at_ms,
-            });
-        };
         for &n in nodes {
-            let owner = self.node(n).owner;
+            let owner = owner_of(self.nodes[n as usize].owner);
             if acc_profile.is_none() && acc_new.is_empty() {
                 match owner {
                     Some(p) => acc_profile = Some(p),
@@ -437,37 +560,42 @@ impl IdentityGraph {
                 }
                 continue;
             }
+            if owner.is_some() && owner == acc_profile {
+                continue;
+            }
             let mut acc: Vec<NodeId> = acc_profile.map(|p| self.profiles[&p].clone()).unwrap_or_default();
             acc.extend(&acc_new);
-            match owner {
-                Some(p) if Some(p) == acc_profile => {}
-                Some(p) => {
-                    let other = self.profiles[&p].clone();
-                    match self.check(&acc, &other, acc_profile.is_some(), trusted) {
-                        Err(reason) => conflict(log, acc_profile, &self.node(n).identifier.clone(), reason),
-                        Ok(()) => match acc_profile {
-                            None => acc_profile = Some(p),
-                            Some(into) => {
-                                for &m in &other {
-                                    self.set_owner(m, Some(into));
-                                    log.touched.push(m);
-                                }
-                                log.removed.push(p);
-                                log.merges.push(MergeRecord {
-                                    into,
-                                    from: p,
-                                    identifier: self.node(n).identifier.clone(),
-                                    message_id: order.message_id.clone(),
-                                    at_ms: order.at_ms,
-                                    replayed: false,
-                                });
-                            }
-                        },
+            let verdict = match owner {
+                Some(p) => self.check(&acc, &self.profiles[&p], acc_profile.is_some(), trusted),
+                None => self.check(&acc, &[n], false, trusted),
+            };
+            match (verdict, owner) {
+                (Err(reason), _) => log.conflicts.push(ConflictRecord {
+                    profile: acc_profile,
+                    identifier: self.identifier(n),
+                    reason,
+                    message_id: record.message_id.clone(),
+                    at_ms: record.at_ms,
+                }),
+                (Ok(()), None) => acc_new.push(n),
+                (Ok(()), Some(p)) => match acc_profile {
+                    None => acc_profile = Some(p),
+                    Some(into) => {
+                        let moved = self.profiles.get(&p).cloned().unwrap_or_default();
+                        for &m in &moved {
+                            self.set_owner(m, Some(into));
+                            log.touched.push(m);
+                        }
+                        log.removed.push(p);
+                        log.merges.push(MergeRecord {
+                            into,
+                            from: p,
+                            identifier: self.identifier(n),
+                            message_id: record.message_id.clone(),
+                            at_ms: record.at_ms,
+                            replayed: false,
+                        });
                     }
-                }
-                None => match self.check(&acc, &[n], false, trusted) {
-                    Ok(()) => acc_new.push(n),
-                    Err(reason) => conflict(log, acc_profile, &self.node(n).identifier.clone(), reason),
                 },
             }
         }
@@ -494,7 +622,8 @@ impl IdentityGraph {
         let mut touched = log.touched;
         touched.sort_unstable();
         touched.dedup();
-        let owner_changes = touched.iter().map(|&n| (self.node(n).identifier.clone(), self.node(n).owner)).collect();
+        let owner_changes =
+            touched.iter().map(|&n| (self.identifier(n), owner_of(self.nodes[n as usize].owner))).collect();
         let regrouped = log.merges.iter().flat_map(|m| [m.from, m.into]).collect();
         Outcome {
             profile,
@@ -514,18 +643,20 @@ impl IdentityGraph {
         let cluster = self.clusters.get(&cluster_id).expect("cluster exists");
         let members = cluster.nodes.clone();
         let mut links = cluster.links.clone();
-        links.sort_by(|a, b| a.order.cmp(&b.order));
+        links.sort_by_key(|l| l.order);
 
         // Replay on a scratch graph holding only this cluster.
         let mut scratch = IdentityGraph::new(self.rules.clone());
-        let local: HashMap<NodeId, NodeId> =
-            members.iter().map(|&n| (n, scratch.intern(&self.node(n).identifier))).collect();
+        let local: HashMap<NodeId, NodeId> = members.iter().map(|&n| (n, scratch.intern(&self.identifier(n)))).collect();
+        let new_order = Order::of(&link.order);
+        let unrecorded = OrderKey { at_ms: 0, message_id: String::new() };
         let mut new_link_conflicts = Vec::new();
         for stored in &links {
             let mapped: Vec<NodeId> = stored.nodes.iter().map(|n| local[n]).collect();
+            let is_new = stored.order == new_order && *stored.nodes == *link_nodes;
             let mut log = StepLog::default();
-            scratch.step(&mapped, &stored.order, stored.trusted, &mut log);
-            if stored.order == link.order && stored.nodes == link_nodes {
+            scratch.step(&mapped, if is_new { &link.order } else { &unrecorded }, stored.trusted, &mut log);
+            if is_new {
                 new_link_conflicts = log.conflicts;
             }
         }
@@ -533,17 +664,19 @@ impl IdentityGraph {
         // Group the cluster's identifiers by their scratch profile, biggest group first.
         let mut groups: HashMap<ProfileId, Vec<NodeId>> = HashMap::new();
         for &n in &members {
-            if let Some(p) = scratch.node(local[&n]).owner {
+            if let Some(p) = owner_of(scratch.nodes[local[&n] as usize].owner) {
                 groups.entry(p).or_default().push(n);
             }
         }
         let mut groups: Vec<Vec<NodeId>> = groups.into_values().collect();
         groups.sort_by_key(|g| (std::cmp::Reverse(g.len()), g.iter().min().copied()));
 
-        let old_owner: HashMap<NodeId, Option<ProfileId>> = members.iter().map(|&n| (n, self.node(n).owner)).collect();
+        let old_owner: HashMap<NodeId, Option<ProfileId>> =
+            members.iter().map(|&n| (n, owner_of(self.nodes[n as usize].owner))).collect();
         let mut old_profiles: Vec<ProfileId> = old_owner.values().flatten().copied().collect();
         old_profiles.sort_unstable();
         old_profiles.dedup();
+
         // Each group keeps the old profile id it shares the most weight with; a profile id follows its userId
         // first, then its other strong identifiers, so ids stay stable for the people they name.
         let mut candidates: Vec<(usize, usize, ProfileId)> = Vec::new();
@@ -551,7 +684,7 @@ impl IdentityGraph {
             let mut votes: HashMap<ProfileId, usize> = HashMap::new();
             for n in group {
                 if let Some(Some(p)) = old_owner.get(n) {
-                    let weight = match self.node(*n).identifier.kind {
+                    let weight = match self.kind(*n) {
                         IdKind::UserId => 10_000,
                         IdKind::AnonymousId => 1,
                         _ => 100,
@@ -571,7 +704,7 @@ impl IdentityGraph {
             }
         }
         let mut created = Vec::new();
-        let mut assignment: Vec<(Vec<NodeId>, ProfileId)> = Vec::new();
+        let mut new_owner: HashMap<NodeId, Option<ProfileId>> = members.iter().map(|&n| (n, None)).collect();
         for (group, id) in groups.into_iter().zip(chosen) {
             let id = id.unwrap_or_else(|| {
                 let p = self.new_profile_id();
@@ -579,22 +712,18 @@ impl IdentityGraph {
                 used.push(p);
                 p
             });
-            assignment.push((group, id));
-        }
-
-        let mut new_owner: HashMap<NodeId, Option<ProfileId>> = members.iter().map(|&n| (n, None)).collect();
-        for (group, id) in &assignment {
             for n in group {
-                new_owner.insert(*n, Some(*id));
+                new_owner.insert(n, Some(id));
             }
         }
+
         let mut owner_changes = Vec::new();
         let mut regrouped: Vec<ProfileId> = Vec::new();
         for &n in &members {
             let (old, new) = (old_owner[&n], new_owner[&n]);
             if old != new {
                 self.set_owner(n, new);
-                owner_changes.push((self.node(n).identifier.clone(), new));
+                owner_changes.push((self.identifier(n), new));
                 regrouped.extend(old);
                 regrouped.extend(new);
             }
@@ -602,7 +731,7 @@ impl IdentityGraph {
         regrouped.sort_unstable();
         regrouped.dedup();
         let removed: Vec<ProfileId> = old_profiles.iter().copied().filter(|p| !used.contains(p)).collect();
-        let trigger = self.node(link_nodes[0]).identifier.clone();
+        let trigger = self.identifier(link_nodes[0]);
         let merges = removed
             .iter()
             .filter_map(|&from| {
@@ -621,7 +750,7 @@ impl IdentityGraph {
                 }
             })
             .collect();
-        let profile = match self.node(link_nodes[0]).owner {
+        let profile = match owner_of(self.nodes[link_nodes[0] as usize].owner) {
             Some(p) => p,
             None => {
                 let p = self.claim_alone(link_nodes[0]);
@@ -641,12 +770,6 @@ impl IdentityGraph {
             store_link: Some(link.clone()),
         }
     }
-}
-
-fn sorted(nodes: &[NodeId]) -> Vec<NodeId> {
-    let mut s = nodes.to_vec();
-    s.sort_unstable();
-    s
 }
 
 #[cfg(test)]

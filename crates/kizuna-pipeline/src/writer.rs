@@ -5,7 +5,7 @@ use kizuna_identity::{
 use kizuna_ingest::Event;
 use kizuna_profiles::{Origin, ProfileState};
 use kizuna_store::codec::encode_event_body;
-use kizuna_store::{NewEvent, Source, Store, StoreError, WriteTx};
+use kizuna_store::{IdentityRow, NewEvent, Source, Store, StoreError, WriteTx};
 use kizuna_types::{Clock, telemetry::Telemetry};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -108,9 +108,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads the identity graph from the store and starts the writer thread.
     pub fn start(store: Arc<dyn Store>, config: PipelineConfig, clock: Arc<dyn Clock>) -> Result<Self, PipelineError> {
-        let snapshot = store.load_identity()?;
-        let graph =
-            IdentityGraph::restore(config.rules.clone(), snapshot.owners, snapshot.links, snapshot.next_profile);
+        let graph = load_graph(store.as_ref(), &config.rules)?;
         let origins = store.list_sources()?.into_iter().map(|s| (s.id, origin_of(&s))).collect();
         let writer = store.writer()?;
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
@@ -176,6 +174,17 @@ impl Pipeline {
     }
 }
 
+/// Rebuilds the identity graph from the store, row by row (nothing but the graph is held in memory).
+fn load_graph(store: &dyn Store, rules: &IdentityRules) -> Result<IdentityGraph, StoreError> {
+    let mut graph = IdentityGraph::new(rules.clone());
+    let next_profile = store.load_identity(&mut |row| match row {
+        IdentityRow::Owner(identifier, owner) => graph.restore_owner(&identifier, owner),
+        IdentityRow::Link(link) => graph.restore_link(&link),
+    })?;
+    graph.finish_restore(next_profile);
+    Ok(graph)
+}
+
 fn origin_of(source: &Source) -> Origin {
     Origin { source: source.name.clone(), data_kind: source.data_kind }
 }
@@ -239,8 +248,8 @@ impl WriterState {
     }
 
     fn reload_graph(&mut self) {
-        match self.store.load_identity() {
-            Ok(s) => self.graph = IdentityGraph::restore(self.config.rules.clone(), s.owners, s.links, s.next_profile),
+        match load_graph(self.store.as_ref(), &self.config.rules) {
+            Ok(graph) => self.graph = graph,
             Err(error) => tracing::error!(%error, "could not reload the identity graph"),
         }
     }
@@ -458,7 +467,7 @@ impl WriterState {
     }
 
     fn erase(&mut self, tx: &mut dyn WriteTx, profile: ProfileId, now_ms: i64) -> Result<ErasureReceipt, StoreError> {
-        let signatures: Vec<String> = self.graph.links_of(profile).iter().map(Link::signature).collect();
+        let signatures = self.graph.link_signatures_of(profile);
         self.graph.erase(profile);
         tx.delete_links(&signatures)?;
         let (identities, events) = tx.erase_profile(profile, now_ms)?;

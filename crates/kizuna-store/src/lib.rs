@@ -61,8 +61,9 @@ pub trait Store: Send + Sync + 'static {
     fn product(&self, id: &str) -> StoreResult<Option<Product>>;
     fn list_products(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Product>>;
 
-    /// What the identity resolver needs to rebuild itself at start-up.
-    fn load_identity(&self) -> StoreResult<IdentitySnapshot>;
+    /// Streams what the identity resolver needs to rebuild itself at start-up (all owners, then all links);
+    /// returns the next unused profile id.
+    fn load_identity(&self, visit: &mut dyn FnMut(IdentityRow)) -> StoreResult<ProfileId>;
     /// The single writer. Call once; the pipeline owns it.
     fn writer(&self) -> StoreResult<Box<dyn StoreWriter>>;
 }

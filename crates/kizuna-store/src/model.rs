@@ -73,9 +73,9 @@ pub struct Counts {
     pub products: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct IdentitySnapshot {
-    pub owners: Vec<(Identifier, Option<ProfileId>)>,
-    pub links: Vec<Link>,
-    pub next_profile: ProfileId,
+/// One persisted fact of the identity graph, streamed to the resolver at start-up.
+#[derive(Debug, Clone)]
+pub enum IdentityRow {
+    Owner(Identifier, Option<ProfileId>),
+    Link(Link),
 }

@@ -1,5 +1,5 @@
 use crate::{
-    ApiKey, Counts, EventFilter, IdentitySnapshot, NewEvent, Source, Store, StoreError, StoreResult, StoreWriter,
+    ApiKey, Counts, EventFilter, IdentityRow, NewEvent, Source, Store, StoreError, StoreResult, StoreWriter,
     StoredEvent, StoredProfile, WriteTx,
 };
 use chrono::{DateTime, TimeZone, Utc};
@@ -462,28 +462,21 @@ impl Store for SqliteStore {
         })
     }
 
-    fn load_identity(&self) -> StoreResult<IdentitySnapshot> {
+    fn load_identity(&self, visit: &mut dyn FnMut(IdentityRow)) -> StoreResult<ProfileId> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities")?;
-            let owners = stmt
-                .query_map([], |r| {
-                    Ok((
-                        Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?),
-                        r.get::<_, Option<i64>>(2)?.map(|p| p as ProfileId),
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let identifier = Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?);
+                visit(IdentityRow::Owner(identifier, r.get::<_, Option<i64>>(2)?.map(|p| p as ProfileId)));
+            }
             let mut stmt = conn.prepare("SELECT identifiers, at_ms, message_id, trusted FROM identity_links")?;
-            let links = stmt
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
-                })?
-                .map(|r| {
-                    let (identifiers, at_ms, message_id, trusted) = r?;
-                    let identifiers: Vec<Identifier> = serde_json::from_str(&identifiers)?;
-                    Ok(Link { identifiers, order: OrderKey { at_ms, message_id }, trusted: trusted != 0 })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let identifiers: Vec<Identifier> = serde_json::from_str(&r.get::<_, String>(0)?)?;
+                let order = OrderKey { at_ms: r.get(1)?, message_id: r.get(2)? };
+                visit(IdentityRow::Link(Link { identifiers, order, trusted: r.get::<_, i64>(3)? != 0 }));
+            }
             let max_profile: i64 = conn.query_row(
                 "SELECT MAX(m) FROM (SELECT COALESCE(MAX(id), 0) AS m FROM profiles
                  UNION ALL SELECT COALESCE(MAX(from_profile), 0) FROM merges
@@ -491,7 +484,7 @@ impl Store for SqliteStore {
                 [],
                 |r| r.get(0),
             )?;
-            Ok(IdentitySnapshot { owners, links, next_profile: max_profile as ProfileId + 1 })
+            Ok(max_profile as ProfileId + 1)
         })
     }
 

@@ -15,6 +15,21 @@ use std::time::{Duration, Instant};
 pub enum Which {
     /// Sustained durable ingest throughput and latency over loopback HTTP
     Ingest(IngestArgs),
+    /// Resident memory of a server holding N simulated customers' profiles
+    Memory(MemoryArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MemoryArgs {
+    /// Store sizes to measure, in simulated customers (profiles come out a little higher: anonymous visitors
+    /// count too). With two or more sizes the marginal memory per 100k profiles is the slope between them,
+    /// which separates what grows with profiles from fixed costs such as SQLite's bounded page caches.
+    #[arg(long, value_delimiter = ',', default_values_t = [20_000usize, 100_000])]
+    customers: Vec<usize>,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long, default_value_t = 7430)]
+    port: u16,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -41,7 +56,43 @@ pub struct IngestArgs {
 pub fn run(config: &Config, which: Which) -> Result<()> {
     match which {
         Which::Ingest(args) => ingest(config, args),
+        Which::Memory(args) => memory(config, args),
     }
+}
+
+/// Starts `kizuna serve` on `data_dir`, waits until ready, sends one batch and reads a profile (so the write
+/// path and a reader are warm), and returns its resident memory in KiB with the profile count.
+fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, admin_key: &str) -> Result<(u64, u64)> {
+    let address = format!("127.0.0.1:{port}");
+    let mut server = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", &address, "--data-dir"])
+        .arg(data_dir)
+        .env("KIZUNA_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the server")?;
+    let pid = server.id();
+    let base = format!("http://{address}");
+    let result = crate::node::runtime()?.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            anyhow::ensure!(Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let batch = serde_json::json!({"batch": (0..100).map(|i| serde_json::json!(
+            {"type": "track", "userId": format!("warm-{i}"), "event": "Product Viewed"})).collect::<Vec<_>>()});
+        client.post(format!("{base}/v1/batch")).basic_auth(write_key, Some("")).json(&batch).send().await?.error_for_status()?;
+        let stats: serde_json::Value =
+            client.get(format!("{base}/api/stats")).bearer_auth(admin_key).send().await?.json().await?;
+        client.get(format!("{base}/api/profiles/by/user_id/cust_1")).bearer_auth(admin_key).send().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rss, _) = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the server's memory"))?;
+        Ok((rss, stats["profiles"].as_u64().unwrap_or(0)))
+    });
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = server.wait();
+    result
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -306,4 +357,70 @@ async fn drive(
     outcome.rss_kib = rss;
     outcome.peak_kib = hwm.max(peak.1);
     Ok(outcome)
+}
+
+fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
+    let root = std::env::temp_dir().join(format!("kizuna-bench-memory-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut points: Vec<(usize, usize, u64, u64, u64)> = Vec::new();
+    let empty = load_store(config, &root.join("empty"), 0, args.seed)?;
+    let (empty_rss, _) = serve_and_measure(&root.join("empty"), args.port, &empty.0, &empty.1)?;
+    for &customers in &args.customers {
+        let dir = root.join(format!("c{customers}"));
+        let started = Instant::now();
+        let (write_key, admin_key, events) = load_store(config, &dir, customers, args.seed)?;
+        eprintln!("loaded {customers} customers ({events} events) in {:.0}s", started.elapsed().as_secs_f64());
+        let (rss, profiles) = serve_and_measure(&dir, args.port, &write_key, &admin_key)?;
+        let disk: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+        let _ = std::fs::remove_dir_all(&dir);
+        points.push((customers, events, profiles, rss, disk));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let mb = |kib: u64| kib as f64 / 1024.0;
+    println!("## kizuna bench memory");
+    println!("- empty server: RSS {:.0} MB", mb(empty_rss));
+    for (customers, events, profiles, rss, disk) in &points {
+        println!(
+            "- {customers} customers, {events} events, {profiles} profiles: RSS {:.0} MB ({:.0} MB above empty), {:.0} MB on disk",
+            mb(*rss),
+            mb(rss.saturating_sub(empty_rss)),
+            *disk as f64 / 1e6
+        );
+    }
+    if let (Some(first), Some(last)) = (points.first(), points.last())
+        && last.2 > first.2
+    {
+        let slope = (last.3 as f64 - first.3 as f64) / 1024.0 / (last.2 - first.2) as f64 * 100_000.0;
+        println!("- marginal memory: {slope:.1} MB per 100k profiles (slope between the smallest and largest store)");
+    }
+    Ok(())
+}
+
+/// Creates a store in `dir` and loads `customers` simulated customers through the real pipeline; returns
+/// (write key, admin key, events loaded).
+fn load_store(config: &Config, dir: &std::path::Path, customers: usize, seed: u64) -> Result<(String, String, usize)> {
+    let now = chrono::Utc::now();
+    let store = SqliteStore::open(dir, config.durability)?;
+    let source = store.create_source("bench", true, kizuna_profiles::DataKind::FirstParty, now)?;
+    let (_, admin) = store.create_api_key("bench", now)?;
+    drop(store);
+    let node = crate::node::start_node(&Config { data_dir: dir.to_path_buf(), ..config.clone() })?;
+    let simulator =
+        Simulator::new(SimConfig { seed, customers, start: now - chrono::Duration::days(365), ..SimConfig::default() });
+    let runtime = crate::node::runtime()?;
+    let mut chunk = Vec::with_capacity(5000);
+    let mut events = 0usize;
+    for index in 0..customers {
+        for message in simulator.customer_messages(index) {
+            chunk.push(kizuna_ingest::parse_message(message, now)?);
+        }
+        if chunk.len() >= 5000 || index + 1 == customers {
+            events += chunk.len();
+            runtime.block_on(node.pipeline.ingest(&source, std::mem::take(&mut chunk)))?;
+        }
+    }
+    let pipeline = node.pipeline.clone();
+    drop(node);
+    pipeline.shutdown();
+    Ok((source.write_key, admin, events))
 }
