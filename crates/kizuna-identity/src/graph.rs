@@ -189,7 +189,9 @@ struct Cluster {
 impl Cluster {
     fn find_link(&self, nodes: &[NodeId], trusted: bool) -> Option<usize> {
         let wanted = sorted(nodes);
-        self.links.iter().position(|l| l.trusted == trusted && l.nodes.len() == nodes.len() && sorted(&l.nodes) == wanted)
+        self.links
+            .iter()
+            .position(|l| l.trusted == trusted && l.nodes.len() == nodes.len() && sorted(&l.nodes) == wanted)
     }
 }
 
@@ -517,7 +519,13 @@ impl IdentityGraph {
         }
     }
 
-    fn check(&self, acc: &[NodeId], other: &[NodeId], both_existing: bool, trusted: bool) -> Result<(), ConflictReason> {
+    fn check(
+        &self,
+        acc: &[NodeId],
+        other: &[NodeId],
+        both_existing: bool,
+        trusted: bool,
+    ) -> Result<(), ConflictReason> {
         let user_id = |nodes: &[NodeId]| nodes.iter().copied().find(|&n| *self.kind(n) == IdKind::UserId);
         if let (Some(existing), Some(incoming)) = (user_id(acc), user_id(other))
             && self.value(existing) != self.value(incoming)
@@ -647,7 +655,8 @@ impl IdentityGraph {
 
         // Replay on a scratch graph holding only this cluster.
         let mut scratch = IdentityGraph::new(self.rules.clone());
-        let local: HashMap<NodeId, NodeId> = members.iter().map(|&n| (n, scratch.intern(&self.identifier(n)))).collect();
+        let local: HashMap<NodeId, NodeId> =
+            members.iter().map(|&n| (n, scratch.intern(&self.identifier(n)))).collect();
         let new_order = Order::of(&link.order);
         let unrecorded = OrderKey { at_ms: 0, message_id: String::new() };
         let mut new_link_conflicts = Vec::new();

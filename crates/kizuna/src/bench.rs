@@ -82,7 +82,13 @@ fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, adm
         }
         let batch = serde_json::json!({"batch": (0..100).map(|i| serde_json::json!(
             {"type": "track", "userId": format!("warm-{i}"), "event": "Product Viewed"})).collect::<Vec<_>>()});
-        client.post(format!("{base}/v1/batch")).basic_auth(write_key, Some("")).json(&batch).send().await?.error_for_status()?;
+        client
+            .post(format!("{base}/v1/batch"))
+            .basic_auth(write_key, Some(""))
+            .json(&batch)
+            .send()
+            .await?
+            .error_for_status()?;
         let stats: serde_json::Value =
             client.get(format!("{base}/api/stats")).bearer_auth(admin_key).send().await?.json().await?;
         client.get(format!("{base}/api/profiles/by/user_id/cust_1")).bearer_auth(admin_key).send().await?;

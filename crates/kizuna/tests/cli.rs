@@ -1,66 +1,14 @@
 //! The `kizuna` binary as users and scripts run it: the CLI contract, CSV import, and the crash test
 //! (kill -9 right after acknowledgements, restart, every acknowledged event exactly once).
 
+mod common;
+
+use common::{Server, kizuna, last_line, run};
 use kizuna_store::{Durability, SqliteStore, Store};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn kizuna() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kizuna"));
-    command.env("KIZUNA_LOG", "warn").env_remove("KIZUNA_DATA_DIR").env_remove("KIZUNA_CONFIG");
-    command
-}
-
-/// Runs the binary; returns stdout, panicking with stderr on failure.
-fn run(args: &[&str]) -> String {
-    let output = kizuna().args(args).output().expect("run kizuna");
-    assert!(output.status.success(), "kizuna {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("utf-8 stdout")
-}
-
-fn last_line(text: &str) -> String {
-    text.lines().last().expect("some output").trim().to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = kizuna()
-            .args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start server");
-        let base = format!("http://{listen}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            assert!(Instant::now() < deadline, "server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Server { child, base }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn global_options_go_before_or_after_the_subcommand_and_keys_print_alone() {
