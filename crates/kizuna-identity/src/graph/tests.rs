@@ -209,7 +209,9 @@ fn graph_memory_per_profile() {
     fn rss_kib() -> u64 {
         std::fs::read_to_string("/proc/self/status")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
             .unwrap_or(0)
     }
     let before = rss_kib();
@@ -218,7 +220,8 @@ fn graph_memory_per_profile() {
     for p in 0..people {
         // A typical shopper: two devices, a userId, an email; three distinct links.
         let (u, e) = (user(&format!("cust_{p}")), email(&format!("shopper{p}@example.com")));
-        let (a1, a2) = (anon(&format!("3f2c9a1e-7b6d-4e8a-9c0f-{p:012}")), anon(&format!("8d1b7e2a-1c3f-4a5b-8e9d-{p:012}")));
+        let (a1, a2) =
+            (anon(&format!("3f2c9a1e-7b6d-4e8a-9c0f-{p:012}")), anon(&format!("8d1b7e2a-1c3f-4a5b-8e9d-{p:012}")));
         g.apply(&link(&[a1.clone()], p * 10, false));
         g.apply(&link(&[u.clone(), e, a1], p * 10 + 1, false));
         g.apply(&link(&[u, a2], p * 10 + 2, false));
