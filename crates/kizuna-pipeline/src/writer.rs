@@ -337,17 +337,7 @@ impl WriterState {
             };
             let outcome = self.graph.apply(&link);
             self.persist_identity(tx, &outcome, now_ms)?;
-            tx.insert_event(&NewEvent {
-                profile_id: outcome.profile,
-                source_id: source.id,
-                message_id: &event.message_id,
-                kind: event.message_type.as_str(),
-                name: event.name(),
-                ts_ms: event.timestamp.timestamp_millis(),
-                received_ms: event.received_at.timestamp_millis(),
-                primary_identifier: &primary,
-                body,
-            })?;
+            tx.insert_event(&new_event(outcome.profile, source, event, &primary, body))?;
             if outcome.regrouped.is_empty() {
                 self.state_mut(tx, dirty, outcome.profile)?.apply(event, &origin);
             } else {
@@ -450,17 +440,7 @@ impl WriterState {
             return Err(StoreError::Invalid(format!("profile {profile} does not exist")));
         };
         tx.claim_message(source.id, &event.message_id, None, now_ms)?;
-        tx.insert_event(&NewEvent {
-            profile_id: profile,
-            source_id: source.id,
-            message_id: &event.message_id,
-            kind: event.message_type.as_str(),
-            name: event.name(),
-            ts_ms: event.timestamp.timestamp_millis(),
-            received_ms: event.received_at.timestamp_millis(),
-            primary_identifier: &primary,
-            body,
-        })?;
+        tx.insert_event(&new_event(profile, source, event, &primary, body))?;
         let origin = self.origin(source);
         self.state_mut(tx, dirty, profile)?.apply(event, &origin);
         Ok(())
@@ -472,6 +452,27 @@ impl WriterState {
         tx.delete_links(&signatures)?;
         let (identities, events) = tx.erase_profile(profile, now_ms)?;
         Ok(ErasureReceipt { profile, identities, events })
+    }
+}
+
+/// The row for an event attributed to `profile` through its `primary` identifier.
+fn new_event<'a>(
+    profile: ProfileId,
+    source: &Source,
+    event: &'a Event,
+    primary: &'a str,
+    body: &'a [u8],
+) -> NewEvent<'a> {
+    NewEvent {
+        profile_id: profile,
+        source_id: source.id,
+        message_id: &event.message_id,
+        kind: event.message_type.as_str(),
+        name: event.name(),
+        ts_ms: event.timestamp.timestamp_millis(),
+        received_ms: event.received_at.timestamp_millis(),
+        primary_identifier: primary,
+        body,
     }
 }
 

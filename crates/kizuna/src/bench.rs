@@ -413,18 +413,7 @@ fn load_store(config: &Config, dir: &std::path::Path, customers: usize, seed: u6
     let node = crate::node::start_node(&Config { data_dir: dir.to_path_buf(), ..config.clone() })?;
     let simulator =
         Simulator::new(SimConfig { seed, customers, start: now - chrono::Duration::days(365), ..SimConfig::default() });
-    let runtime = crate::node::runtime()?;
-    let mut chunk = Vec::with_capacity(5000);
-    let mut events = 0usize;
-    for index in 0..customers {
-        for message in simulator.customer_messages(index) {
-            chunk.push(kizuna_ingest::parse_message(message, now)?);
-        }
-        if chunk.len() >= 5000 || index + 1 == customers {
-            events += chunk.len();
-            runtime.block_on(node.pipeline.ingest(&source, std::mem::take(&mut chunk)))?;
-        }
-    }
+    let events = crate::node::load_simulated(&node, &source, &simulator, customers, |_| {})?;
     let pipeline = node.pipeline.clone();
     drop(node);
     pipeline.shutdown();

@@ -24,25 +24,13 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     let start = now - chrono::Duration::days(days);
     let simulator = Simulator::new(SimConfig { customers, start, days: days as u32, ..SimConfig::default() });
     node.store.upsert_products(simulator.products(), now)?;
-    let runtime = node::runtime()?;
     let progress = indicatif::ProgressBar::new(customers as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("loading simulated store {bar:30} {pos}/{len} customers {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    let mut events = 0usize;
-    let mut chunk = Vec::with_capacity(5000);
-    for index in 0..customers {
-        for message in simulator.customer_messages(index) {
-            chunk.push(kizuna_ingest::parse_message(message, node.clock.now()).context("simulated message invalid")?);
-        }
-        if chunk.len() >= 5000 || index + 1 == customers {
-            events += chunk.len();
-            runtime.block_on(node.pipeline.ingest(&source, std::mem::take(&mut chunk)))?;
-        }
-        progress.inc(1);
-    }
+    let events = node::load_simulated(&node, &source, &simulator, customers, |_| progress.inc(1))?;
     progress.finish_and_clear();
     let counts = node.store.counts()?;
     let example = (0..customers)
@@ -86,7 +74,7 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
         return Ok(());
     }
     println!("Serving on {base} — press Ctrl-C to stop.");
-    runtime.block_on(async {
+    node::runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -91,3 +91,28 @@ async fn shutdown_signal() {
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
 }
+
+/// Loads customers `0..customers` of a simulated store through the real pipeline, in commits of about 5,000
+/// events; `progress` is told after each customer. Returns the number of events loaded.
+pub fn load_simulated(
+    node: &Node,
+    source: &kizuna_store::Source,
+    simulator: &kizuna_simulate::Simulator,
+    customers: usize,
+    progress: impl Fn(usize),
+) -> Result<usize> {
+    let runtime = runtime()?;
+    let mut chunk = Vec::with_capacity(5000);
+    let mut events = 0usize;
+    for index in 0..customers {
+        for message in simulator.customer_messages(index) {
+            chunk.push(kizuna_ingest::parse_message(message, node.clock.now()).context("simulated message invalid")?);
+        }
+        if chunk.len() >= 5000 || index + 1 == customers {
+            events += chunk.len();
+            runtime.block_on(node.pipeline.ingest(source, std::mem::take(&mut chunk)))?;
+        }
+        progress(index);
+    }
+    Ok(events)
+}
