@@ -1,6 +1,6 @@
 use chrono::{DateTime, Duration, Utc};
 use kizuna_identity::{
-    IdentifierConfig, IdentityGraph, IdentityRules, Link, OrderKey, Outcome, ProfileId, extract_identifiers,
+    Identifier, IdentifierConfig, IdentityGraph, IdentityRules, Link, OrderKey, Outcome, ProfileId, extract_identifiers,
 };
 use kizuna_ingest::Event;
 use kizuna_profiles::{Origin, ProfileState};
@@ -61,11 +61,11 @@ pub struct ErasureReceipt {
 
 enum Command {
     /// The events travel back with the answer so the caller's thread frees them, not the single writer.
-    /// `bodies[i]` is the stored form of `events[i]`, encoded on the caller's thread.
+    /// `prepared[i]` is the stored form and the identifiers of `events[i]`, made on the caller's thread.
     Ingest {
         source: Source,
         events: Vec<Event>,
-        bodies: Vec<Vec<u8>>,
+        prepared: Vec<Prepared>,
         reply: oneshot::Sender<(Result<IngestReceipt, PipelineError>, Vec<Event>)>,
     },
     Append {
@@ -92,6 +92,12 @@ impl Command {
     }
 }
 
+/// What can be computed about an event before it reaches the single writer.
+struct Prepared {
+    body: Vec<u8>,
+    identifiers: Vec<Identifier>,
+}
+
 enum Answer {
     Ingest(IngestReceipt),
     Append,
@@ -102,6 +108,7 @@ enum Answer {
 #[derive(Clone)]
 pub struct Pipeline {
     sender: mpsc::Sender<Command>,
+    identifiers: Arc<IdentifierConfig>,
     done: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -111,21 +118,28 @@ impl Pipeline {
         let graph = load_graph(store.as_ref(), &config.rules)?;
         let origins = store.list_sources()?.into_iter().map(|s| (s.id, origin_of(&s))).collect();
         let writer = store.writer()?;
+        let identifiers = Arc::new(config.identifiers.clone());
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
         let mut state = WriterState { store, graph, config, clock, origins, last_prune: None };
         let handle = std::thread::Builder::new()
             .name("kizuna-writer".into())
             .spawn(move || state.run(writer, receiver))
             .map_err(|e| PipelineError::Store(StoreError::Io(e)))?;
-        Ok(Self { sender, done: Arc::new(std::sync::Mutex::new(Some(handle))) })
+        Ok(Self { sender, identifiers, done: Arc::new(std::sync::Mutex::new(Some(handle))) })
     }
 
     /// Stores a validated request's events; returns after they are durably committed.
     pub async fn ingest(&self, source: &Source, events: Vec<Event>) -> Result<IngestReceipt, PipelineError> {
         let (reply, answer) = oneshot::channel();
-        let bodies = events.iter().map(|e| encode_event_body(e.encoded.as_bytes())).collect();
+        let prepared = events
+            .iter()
+            .map(|e| Prepared {
+                body: encode_event_body(e.encoded.as_bytes()),
+                identifiers: extract_identifiers(e, &self.identifiers),
+            })
+            .collect();
         self.sender
-            .send(Command::Ingest { source: source.clone(), events, bodies, reply })
+            .send(Command::Ingest { source: source.clone(), events, prepared, reply })
             .await
             .map_err(|_| PipelineError::Closed)?;
         let (result, events) = answer.await.map_err(|_| PipelineError::Closed)?;
@@ -158,7 +172,7 @@ impl Pipeline {
 
     /// Stops accepting work, finishes everything queued, and waits for the writer to exit.
     pub fn shutdown(self) {
-        let Self { sender, done } = self;
+        let Self { sender, done, .. } = self;
         // Other handles may still exist (the server's state, a node): the writer stops on this command, not
         // when the last sender goes away.
         if sender.blocking_send(Command::Shutdown).is_err() {
@@ -266,8 +280,8 @@ impl WriterState {
         let mut answers = Vec::with_capacity(group.len());
         for command in group {
             let answer = match command {
-                Command::Ingest { source, events, bodies, .. } => {
-                    Answer::Ingest(self.ingest(tx.as_mut(), &mut dirty, source, events, bodies, now)?)
+                Command::Ingest { source, events, prepared, .. } => {
+                    Answer::Ingest(self.ingest(tx.as_mut(), &mut dirty, source, events, prepared, now)?)
                 }
                 Command::Append { profile, source, event, body, .. } => {
                     self.append(tx.as_mut(), &mut dirty, *profile, (source, event, body), now_ms)?;
@@ -308,7 +322,7 @@ impl WriterState {
         dirty: &mut Dirty,
         source: &Source,
         events: &[Event],
-        bodies: &[Vec<u8>],
+        prepared: &[Prepared],
         now: DateTime<Utc>,
     ) -> Result<IngestReceipt, StoreError> {
         let now_ms = now.timestamp_millis();
@@ -319,19 +333,18 @@ impl WriterState {
         };
         let origin = self.origin(source);
         let mut receipt = IngestReceipt::default();
-        for (event, body) in events.iter().zip(bodies) {
+        for (event, Prepared { body, identifiers }) in events.iter().zip(prepared) {
             if !tx.claim_message(source.id, &event.message_id, expires, now_ms)? {
                 receipt.duplicates += 1;
                 continue;
             }
-            let identifiers = extract_identifiers(event, &self.config.identifiers);
             let Some(primary) = identifiers.first().map(|i| i.key()) else {
                 // Validation guarantees an id; an id that normalises to nothing is not a person.
                 receipt.duplicates += 1;
                 continue;
             };
             let link = Link {
-                identifiers,
+                identifiers: identifiers.clone(),
                 order: OrderKey { at_ms: event.timestamp.timestamp_millis(), message_id: event.message_id.clone() },
                 trusted: source.trusted,
             };
@@ -339,6 +352,19 @@ impl WriterState {
             self.persist_identity(tx, &outcome, now_ms)?;
             tx.insert_event(&new_event(outcome.profile, source, event, &primary, body))?;
             if outcome.regrouped.is_empty() {
+                self.state_mut(tx, dirty, outcome.profile)?.apply(event, &origin);
+            } else if !outcome.merges.is_empty() && outcome.merges.iter().all(|m| !m.replayed) {
+                // A plain merge: the fold is order-insensitive, so the two states combine without re-reading
+                // either history.
+                for merge in &outcome.merges {
+                    tx.move_events(merge.from, merge.into)?;
+                    let absorbed = match dirty.states.remove(&merge.from) {
+                        Some(state) => state,
+                        None => tx.load_state(merge.from)?.unwrap_or_default(),
+                    };
+                    dirty.deleted.insert(merge.from);
+                    self.state_mut(tx, dirty, merge.into)?.merge(absorbed);
+                }
                 self.state_mut(tx, dirty, outcome.profile)?.apply(event, &origin);
             } else {
                 // Merges and replays move events between profiles: refold the profiles involved from their

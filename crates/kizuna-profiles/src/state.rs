@@ -169,17 +169,7 @@ impl ProfileState {
                 continue;
             }
             let entry = TraitEntry { value: value.clone(), set_at: at, source: source.to_owned(), data_kind };
-            match self.traits.get(name) {
-                // Last write wins by event time; equal times are settled by value so the order never matters.
-                Some(existing)
-                    if existing.set_at > entry.set_at
-                        || (existing.set_at == entry.set_at
-                            && serde_json::to_string(&existing.value).ok()
-                                >= serde_json::to_string(&entry.value).ok()) => {}
-                _ => {
-                    self.traits.insert(name.clone(), entry);
-                }
-            }
+            self.offer_trait(name.clone(), entry);
         }
         if let Some(consent) = traits.get("consent").and_then(Value::as_object) {
             self.apply_consent_object(consent, at, source);
@@ -208,6 +198,34 @@ impl ProfileState {
         }
     }
 
+    /// Folds another profile's state into this one, as if this profile had seen the other's events too
+    /// (every part of the fold is order-insensitive, so no event needs re-reading).
+    pub fn merge(&mut self, other: ProfileState) {
+        for (name, entry) in other.traits {
+            self.offer_trait(name, entry);
+        }
+        for (channel, purposes) in other.consent {
+            for (purpose, entry) in purposes {
+                self.set_consent(&channel, &purpose, entry);
+            }
+        }
+        self.computed.merge(other.computed);
+    }
+
+    fn offer_trait(&mut self, name: String, entry: TraitEntry) {
+        match self.traits.get(&name) {
+            // Last write wins by event time; equal times are settled by value so the order never matters.
+            Some(existing)
+                if existing.set_at > entry.set_at
+                    || (existing.set_at == entry.set_at
+                        && serde_json::to_string(&existing.value).ok() >= serde_json::to_string(&entry.value).ok()) => {
+            }
+            _ => {
+                self.traits.insert(name, entry);
+            }
+        }
+    }
+
     /// The public JSON form of traits: name → value.
     pub fn trait_values(&self) -> Map<String, Value> {
         self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect()
@@ -215,6 +233,62 @@ impl ProfileState {
 }
 
 impl Computed {
+    fn merge(&mut self, other: Computed) {
+        self.first_seen = self.first_seen.min(other.first_seen).or(self.first_seen.or(other.first_seen));
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.event_count += other.event_count;
+        for (name, count) in other.event_counts {
+            if self.event_counts.len() < EVENT_NAMES_KEPT || self.event_counts.contains_key(&name) {
+                *self.event_counts.entry(name).or_default() += count;
+            }
+        }
+        for (order_id, theirs) in other.orders {
+            match self.orders.get_mut(&order_id) {
+                None => {
+                    self.orders.insert(order_id, theirs);
+                }
+                Some(ours) => {
+                    if (theirs.value > 0.0 && theirs.at < ours.at) || ours.value == 0.0 {
+                        ours.at = theirs.at;
+                        ours.value = theirs.value;
+                        ours.currency = theirs.currency.clone();
+                    }
+                    ours.refunded += theirs.refunded;
+                    ours.cancelled |= theirs.cancelled;
+                }
+            }
+        }
+        self.items_bought += other.items_bought;
+        self.item_price_sum += other.item_price_sum;
+        for viewed in other.last_viewed {
+            self.remember_view(viewed.product_id, viewed.at);
+        }
+        // Bring both affinity sets to the later reference time, then add.
+        if let Some(theirs_at) = other.affinity_at {
+            let reference = self.affinity_at.map_or(theirs_at, |ours| ours.max(theirs_at));
+            let ours_factor = self.affinity_at.map_or(1.0, |ours| decay(days_between(ours, reference)));
+            let theirs_factor = decay(days_between(theirs_at, reference));
+            self.category_affinity.values_mut().for_each(|s| *s *= ours_factor);
+            self.brand_affinity.values_mut().for_each(|s| *s *= ours_factor);
+            for (key, score) in other.category_affinity {
+                bump(&mut self.category_affinity, key, score * theirs_factor);
+            }
+            for (key, score) in other.brand_affinity {
+                bump(&mut self.brand_affinity, key, score * theirs_factor);
+            }
+            self.affinity_at = Some(reference);
+        }
+        if let Some(l) = other.location {
+            set_stamped(&mut self.location, l.value, l.at);
+        }
+        if let Some(t) = other.timezone {
+            set_stamped(&mut self.timezone, t.value, t.at);
+        }
+        if let Some(l) = other.locale {
+            set_stamped(&mut self.locale, l.value, l.at);
+        }
+    }
+
     fn apply(&mut self, event: &Event) {
         let at = event.timestamp;
         self.first_seen = Some(self.first_seen.map_or(at, |t| t.min(at)));
@@ -569,6 +643,42 @@ mod tests {
         assert_eq!(s["timezone"], json!("Asia/Tokyo"));
         assert_eq!(s["event_counts"]["Product Viewed"], json!(3));
         assert_eq!(state.traits["skin_type"].data_kind, DataKind::ZeroParty);
+    }
+
+    #[test]
+    fn merging_two_states_equals_folding_all_their_events() {
+        let view = |day, category: &str, id: &str| {
+            event(
+                MessageType::Track,
+                json!({"anonymousId": "a", "event": "Product Viewed", "timestamp": t(day),
+                       "properties": {"product_id": id, "category": category, "brand": "B"},
+                       "context": {"timezone": format!("Zone/{day}"), "location": {"country": "JP", "city": format!("C{day}")}}}),
+            )
+        };
+        let identify = |day, city: &str| {
+            event(
+                MessageType::Identify,
+                json!({"userId": "u", "timestamp": t(day),
+                "traits": {"city": city, "consent": {"email": {"marketing": if day % 2 == 0 { "granted" } else { "denied" }}}}}),
+            )
+        };
+        let refund = event(
+            MessageType::Track,
+            json!({"userId": "u", "event": "Order Refunded", "timestamp": t(12), "properties": {"order_id": "o1", "total": 5.0}}),
+        );
+        let mine = [view(1, "Bags", "p1"), order("o1", 3, 30.0), identify(4, "Osaka"), view(9, "Shoes", "p2")];
+        let theirs =
+            [view(2, "Shoes", "p3"), order("o2", 6, 50.0), identify(7, "Kyoto"), refund, view(5, "Bags", "p1")];
+        let mut merged = fold(&mine);
+        merged.merge(fold(&theirs));
+        let all: Vec<Event> = mine.iter().chain(theirs.iter()).cloned().collect();
+        let whole = fold(&all);
+        assert_eq!(merged.traits, whole.traits);
+        assert_eq!(merged.consent, whole.consent);
+        assert_eq!(merged.computed.summary(), whole.computed.summary());
+        let mut other_way = fold(&theirs);
+        other_way.merge(fold(&mine));
+        assert_eq!(other_way.computed.summary(), whole.computed.summary());
     }
 
     #[test]

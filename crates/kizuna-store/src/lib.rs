@@ -91,6 +91,8 @@ pub trait WriteTx {
     fn delete_links(&mut self, signatures: &[String]) -> StoreResult<()>;
     fn record_merge(&mut self, merge: &MergeRecord, now_ms: i64) -> StoreResult<()>;
     fn record_conflict(&mut self, conflict: &ConflictRecord, now_ms: i64) -> StoreResult<()>;
+    /// Moves every event of `from` to `into` (a plain merge).
+    fn move_events(&mut self, from: ProfileId, into: ProfileId) -> StoreResult<()>;
     /// Moves the events of these profiles to whoever now owns each event's primary identifier.
     fn reattribute(&mut self, profiles: &[ProfileId]) -> StoreResult<()>;
     /// A profile's events in time order, for refolding its state.

@@ -686,6 +686,13 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn move_events(&mut self, from: ProfileId, into: ProfileId) -> StoreResult<()> {
+        self.tx
+            .prepare_cached("UPDATE events SET profile_id = ?2 WHERE profile_id = ?1")?
+            .execute(params![from as i64, into as i64])?;
+        Ok(())
+    }
+
     fn reattribute(&mut self, profiles: &[ProfileId]) -> StoreResult<()> {
         let mut stmt = self.tx.prepare_cached(
             "UPDATE events SET profile_id = COALESCE(
