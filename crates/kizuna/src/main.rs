@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod analytics;
 mod bench;
 mod config;
 mod demo;
@@ -69,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Customer-base models (BG/NBD, Pareto/NBD, Gamma-Gamma, CLV, RFM) on a CSV of transactions
+    Analytics {
+        #[command(subcommand)]
+        command: analytics::AnalyticsCommand,
+    },
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -115,6 +121,7 @@ fn main() -> Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Source { action } => source(&config, action),
         Command::Key { action } => key(&config, action),
+        Command::Analytics { command } => analytics::run(command),
         Command::Bench { which } => bench::run(&config, which),
     }
 }

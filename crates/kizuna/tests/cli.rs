@@ -254,3 +254,49 @@ async fn sigterm_drains_and_exits_cleanly() {
     let store = SqliteStore::open(dir.path(), Durability::Full).expect("open");
     assert_eq!(store.counts().expect("counts").events, 1);
 }
+
+fn cdnow_sample() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/cdnow/CDNOW_sample.txt");
+    assert!(path.exists(), "dataset missing: {} (the shared datasets sit beside the project root)", path.display());
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+#[test]
+fn analytics_fit_and_report_reproduce_the_literature_on_cdnow() {
+    let data = cdnow_sample();
+    let window = ["--format", "cdnow", "--calibration-end", "1997-09-30", "--holdout-end", "1998-06-30"];
+    let fit: Value =
+        serde_json::from_str(&run(&[&["analytics", "fit", &data][..], &window[..]].concat())).expect("json");
+    assert_eq!((fit["customers"].as_u64(), fit["repeat_buyers"].as_u64()), (Some(2357), Some(946)));
+    let param = |model: &str, name: &str| {
+        fit[model]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p[0] == name))
+            .and_then(|p| p[1].as_f64())
+            .expect("parameter")
+    };
+    // Fader, Hardie & Lee (2005); Fader & Hardie note 025.
+    for (model, name, published) in [
+        ("bgnbd", "r", 0.243),
+        ("bgnbd", "alpha", 4.414),
+        ("bgnbd", "a", 0.793),
+        ("bgnbd", "b", 2.426),
+        ("gamma_gamma", "p", 6.25),
+        ("gamma_gamma", "q", 3.74),
+        ("gamma_gamma", "gamma", 15.44),
+    ] {
+        let got = param(model, name);
+        assert!((got - published).abs() / published < 0.01, "{model}.{name} = {got}, published {published}");
+    }
+    assert!((fit["bgnbd"]["log_likelihood"].as_f64().expect("ll") + 9582.4).abs() < 0.5);
+
+    let report = run(&[&["analytics", "report", &data][..], &window[..]].concat());
+    let total = report.lines().find(|l| l.starts_with("| all |")).expect("total row");
+    assert!(total.contains("| 1882 |"), "the holdout has 1,882 actual repeat purchases: {total}");
+
+    let predictions = run(&[&["analytics", "predict", &data][..], &window[..]].concat());
+    let worked = predictions.lines().find(|l| l.starts_with("00004,")).expect("customer 00004");
+    let p_alive: f64 = worked.split(',').nth(4).and_then(|v| v.parse().ok()).expect("p_alive");
+    assert!((p_alive - 0.727).abs() < 0.002, "worked example P(alive) = {p_alive}");
+    assert_eq!(predictions.lines().count(), 2358, "a header and one row per customer");
+}
