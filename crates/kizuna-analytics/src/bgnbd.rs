@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{FitOptions, FitReport, minimise_log_params};
+use crate::fit::{FitOptions, FitReport, fit_positive_params};
 use crate::prepare::CustomerSummary;
 use crate::special::{ln_gamma, ln_hyp2f1};
 use crate::{Error, Result, TransactionModel, check_params};
@@ -176,15 +176,7 @@ pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(BgNbd, F
             .sum();
         -ll
     };
-    let start = opts.initial.clone().unwrap_or_else(|| vec![1.0, 1.0, 1.0, 1.0]);
-    if start.len() != 4 {
-        return Err(Error::InvalidInput("BG/NBD needs 4 initial parameters".into()));
-    }
-    let x0: Vec<f64> = start.iter().map(|v| v.ln()).collect();
-    let m = minimise_log_params(&objective, &x0, opts);
-    if !m.value.is_finite() {
-        return Err(Error::Numerical("BG/NBD log-likelihood is not finite at the optimum".into()));
-    }
+    let m = fit_positive_params("BG/NBD", 4, &objective, opts)?;
     let model = BgNbd::new(m.x[0].exp(), m.x[1].exp(), m.x[2].exp(), m.x[3].exp())?;
     let report = FitReport {
         model: BgNbd::NAME.into(),

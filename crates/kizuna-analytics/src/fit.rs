@@ -84,6 +84,26 @@ pub(crate) struct Minimum {
 
 /// Minimises `f` over `x` with `lower <= exp(x_i) <= upper` (the caller works in log space).
 /// Points outside the bounds or with a non-finite objective are treated as `+inf`.
+/// Maximises a model's log-likelihood over positive parameters: starts from `opts.initial` (or all ones),
+/// minimises `negative_ll` on log-parameters, and rejects a non-finite optimum. `model` names the model in errors.
+pub(crate) fn fit_positive_params(
+    model: &str,
+    n_params: usize,
+    negative_ll: &dyn Fn(&[f64]) -> f64,
+    opts: &FitOptions,
+) -> crate::Result<Minimum> {
+    let start = opts.initial.clone().unwrap_or_else(|| vec![1.0; n_params]);
+    if start.len() != n_params {
+        return Err(crate::Error::InvalidInput(format!("{model} needs {n_params} initial parameters")));
+    }
+    let x0: Vec<f64> = start.iter().map(|v| v.ln()).collect();
+    let m = minimise_log_params(negative_ll, &x0, opts);
+    if !m.value.is_finite() {
+        return Err(crate::Error::Numerical(format!("{model} log-likelihood is not finite at the optimum")));
+    }
+    Ok(m)
+}
+
 pub(crate) fn minimise_log_params(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], opts: &FitOptions) -> Minimum {
     let (lo, hi) = (opts.lower_bound.ln(), opts.upper_bound.ln());
     let evals = std::cell::Cell::new(0usize);

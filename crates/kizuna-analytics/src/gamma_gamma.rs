@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{FitOptions, FitReport, minimise_log_params};
+use crate::fit::{FitOptions, FitReport, fit_positive_params};
 use crate::prepare::CustomerSummary;
 use crate::special::ln_gamma;
 use crate::{Error, Result, check_params};
@@ -87,15 +87,7 @@ pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(GammaGam
         let m = GammaGamma { p: v[0].exp(), q: v[1].exp(), gamma: v[2].exp() };
         -data.iter().map(|&(x, mx)| m.log_likelihood_one(x, mx)).sum::<f64>()
     };
-    let start = opts.initial.clone().unwrap_or_else(|| vec![1.0, 1.0, 1.0]);
-    if start.len() != 3 {
-        return Err(Error::InvalidInput("Gamma-Gamma needs 3 initial parameters".into()));
-    }
-    let x0: Vec<f64> = start.iter().map(|v| v.ln()).collect();
-    let m = minimise_log_params(&objective, &x0, opts);
-    if !m.value.is_finite() {
-        return Err(Error::Numerical("Gamma-Gamma log-likelihood is not finite at the optimum".into()));
-    }
+    let m = fit_positive_params("Gamma-Gamma", 3, &objective, opts)?;
     let model = GammaGamma::new(m.x[0].exp(), m.x[1].exp(), m.x[2].exp())?;
     let report = FitReport {
         model: GammaGamma::NAME.into(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{FitOptions, FitReport, minimise_log_params};
+use crate::fit::{FitOptions, FitReport, fit_positive_params};
 use crate::prepare::CustomerSummary;
 use crate::special::{ln_1m_exp, ln_gamma, ln_hyp2f1};
 use crate::{Error, Result, TransactionModel, check_params};
@@ -144,15 +144,7 @@ pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(ParetoNb
         let m = ParetoNbd { r: p[0].exp(), alpha: p[1].exp(), s: p[2].exp(), beta: p[3].exp() };
         -m.log_likelihood(customers)
     };
-    let start = opts.initial.clone().unwrap_or_else(|| vec![1.0, 1.0, 1.0, 1.0]);
-    if start.len() != 4 {
-        return Err(Error::InvalidInput("Pareto/NBD needs 4 initial parameters".into()));
-    }
-    let x0: Vec<f64> = start.iter().map(|v| v.ln()).collect();
-    let m = minimise_log_params(&objective, &x0, opts);
-    if !m.value.is_finite() {
-        return Err(Error::Numerical("Pareto/NBD log-likelihood is not finite at the optimum".into()));
-    }
+    let m = fit_positive_params("Pareto/NBD", 4, &objective, opts)?;
     let model = ParetoNbd::new(m.x[0].exp(), m.x[1].exp(), m.x[2].exp(), m.x[3].exp())?;
     let report = FitReport {
         model: ParetoNbd::NAME.into(),
