@@ -84,6 +84,30 @@ pub(crate) struct Minimum {
 
 /// Minimises `f` over `x` with `lower <= exp(x_i) <= upper` (the caller works in log space).
 /// Points outside the bounds or with a non-finite objective are treated as `+inf`.
+impl FitReport {
+    /// The report of a fit that ended at `m`, started at `started`, on `n_customers`.
+    pub(crate) fn from_minimum(
+        model: &str,
+        parameters: Vec<(String, f64)>,
+        n_customers: usize,
+        opts: &FitOptions,
+        started: std::time::Instant,
+        m: &Minimum,
+    ) -> Self {
+        FitReport {
+            model: model.into(),
+            parameters,
+            log_likelihood: -m.value,
+            n_customers,
+            window: opts.window,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            iterations: m.iterations,
+            evaluations: m.evaluations,
+            converged: m.converged,
+        }
+    }
+}
+
 /// Maximises a model's log-likelihood over positive parameters: starts from `opts.initial` (or all ones),
 /// minimises `negative_ll` on log-parameters, and rejects a non-finite optimum. `model` names the model in errors.
 pub(crate) fn fit_positive_params(

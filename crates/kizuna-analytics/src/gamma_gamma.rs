@@ -89,16 +89,6 @@ pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(GammaGam
     };
     let m = fit_positive_params("Gamma-Gamma", 3, &objective, opts)?;
     let model = GammaGamma::new(m.x[0].exp(), m.x[1].exp(), m.x[2].exp())?;
-    let report = FitReport {
-        model: GammaGamma::NAME.into(),
-        parameters: model.parameters(),
-        log_likelihood: -m.value,
-        n_customers: data.len(),
-        window: opts.window,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        iterations: m.iterations,
-        evaluations: m.evaluations,
-        converged: m.converged,
-    };
+    let report = FitReport::from_minimum(GammaGamma::NAME, model.parameters(), data.len(), opts, started, &m);
     Ok((model, report))
 }

@@ -146,16 +146,6 @@ pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(ParetoNb
     };
     let m = fit_positive_params("Pareto/NBD", 4, &objective, opts)?;
     let model = ParetoNbd::new(m.x[0].exp(), m.x[1].exp(), m.x[2].exp(), m.x[3].exp())?;
-    let report = FitReport {
-        model: ParetoNbd::NAME.into(),
-        parameters: model.parameters(),
-        log_likelihood: -m.value,
-        n_customers: customers.len(),
-        window: opts.window,
-        duration_seconds: started.elapsed().as_secs_f64(),
-        iterations: m.iterations,
-        evaluations: m.evaluations,
-        converged: m.converged,
-    };
+    let report = FitReport::from_minimum(ParetoNbd::NAME, model.parameters(), customers.len(), opts, started, &m);
     Ok((model, report))
 }
