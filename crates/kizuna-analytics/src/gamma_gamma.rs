@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{FitOptions, FitReport, fit_positive_params};
+use crate::fit::{FitOptions, FitReport, fit_positive_params_smooth, parallel_sum};
 use crate::prepare::CustomerSummary;
-use crate::special::ln_gamma;
+use crate::special::{digamma, ln_gamma};
 use crate::{Error, Result, check_params};
 
 /// Fitted Gamma–Gamma parameters.
@@ -75,20 +75,131 @@ pub fn is_repeat_buyer(c: &CustomerSummary) -> bool {
     c.frequency > 0 && c.monetary > 0.0 && c.monetary.is_finite()
 }
 
-/// Maximum-likelihood fit on the repeat buyers among `customers`.
+/// Maximum-likelihood fit on the repeat buyers among `customers`: BFGS on log-parameters with the
+/// analytic gradient (Nelder–Mead with restarts takes over if BFGS does not converge), bounded.
+///
+/// The data-only sums (`Σ x ln m`, `Σ ln m`, `Σ x ln x`) are computed once, the log-gamma and
+/// digamma terms once per distinct frequency, so an evaluation costs one `ln` per distinct
+/// `(x, m)` pair.
 pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(GammaGamma, FitReport)> {
     let started = Instant::now();
-    let data: Vec<(f64, f64)> =
-        customers.iter().filter(|c| is_repeat_buyer(c)).map(|c| (f64::from(c.frequency), c.monetary)).collect();
+    let mut data: Vec<(u32, u64)> =
+        customers.iter().filter(|c| is_repeat_buyer(c)).map(|c| (c.frequency, c.monetary.to_bits())).collect();
     if data.is_empty() {
         return Err(Error::NoData);
     }
-    let objective = |v: &[f64]| -> f64 {
-        let m = GammaGamma { p: v[0].exp(), q: v[1].exp(), gamma: v[2].exp() };
-        -data.iter().map(|&(x, mx)| m.log_likelihood_one(x, mx)).sum::<f64>()
-    };
-    let m = fit_positive_params("Gamma-Gamma", 3, &objective, opts)?;
+    let n_customers = data.len();
+    data.sort_unstable();
+    let spend = SpendData::new(&data);
+    let objective = |v: &[f64], grad: &mut [f64]| spend.negative_ll_and_gradient(v, grad);
+    let m = fit_positive_params_smooth("Gamma-Gamma", 3, &objective, opts)?;
     let model = GammaGamma::new(m.x[0].exp(), m.x[1].exp(), m.x[2].exp())?;
-    let report = FitReport::from_minimum(GammaGamma::NAME, model.parameters(), data.len(), opts, started, &m);
+    let report = FitReport::from_minimum(GammaGamma::NAME, model.parameters(), n_customers, opts, started, &m);
     Ok((model, report))
+}
+
+/// Repeat buyers reduced to what the likelihood needs.
+struct SpendData {
+    /// Distinct frequencies and their number of customers.
+    by_x: Vec<(f64, f64)>,
+    /// Distinct `(x, x·m, weight)`.
+    pairs: Vec<(f64, f64, f64)>,
+    n: f64,
+    /// `Σ x ln m + Σ x ln x` and `Σ ln m`.
+    sum_x_ln_mx: f64,
+    sum_ln_m: f64,
+}
+
+impl SpendData {
+    /// From `(x, monetary bits)` sorted.
+    fn new(sorted: &[(u32, u64)]) -> Self {
+        let mut d = SpendData { by_x: Vec::new(), pairs: Vec::new(), n: 0.0, sum_x_ln_mx: 0.0, sum_ln_m: 0.0 };
+        let mut i = 0;
+        while i < sorted.len() {
+            let mut j = i + 1;
+            while j < sorted.len() && sorted[j] == sorted[i] {
+                j += 1;
+            }
+            let w = (j - i) as f64;
+            let x = f64::from(sorted[i].0);
+            let m = f64::from_bits(sorted[i].1);
+            d.pairs.push((x, m * x, w));
+            match d.by_x.last_mut() {
+                Some(last) if last.0 == x => last.1 += w,
+                _ => d.by_x.push((x, w)),
+            }
+            d.n += w;
+            d.sum_x_ln_mx += w * x * (m.ln() + x.ln());
+            d.sum_ln_m += w * m.ln();
+            i = j;
+        }
+        d
+    }
+
+    /// Negative log-likelihood at `v = ln(p, q, γ)` and its gradient with respect to `v`.
+    /// `LL = Σ [lnΓ(px+q) − lnΓ(px)] − n lnΓ(q) + n q ln γ + p Σ x ln(m x) − Σ ln m − Σ (px+q) ln(γ+mx)`.
+    fn negative_ll_and_gradient(&self, v: &[f64], grad: &mut [f64]) -> f64 {
+        let (p, q, gamma) = (v[0].exp(), v[1].exp(), v[2].exp());
+        let (mut ll, mut d_p, mut d_q) = (0.0, 0.0, 0.0);
+        for &(x, w) in &self.by_x {
+            let px = p * x;
+            ll += w * (ln_gamma(px + q) - ln_gamma(px));
+            let psi = digamma(px + q);
+            d_p += w * x * (psi - digamma(px));
+            d_q += w * psi;
+        }
+        // [Σ w (px+q) ln(γ+s), Σ w x ln(γ+s), Σ w ln(γ+s), Σ w (px+q)/(γ+s)]
+        let sums = parallel_sum::<4>(self.pairs.len(), &|range| {
+            let mut s = [0.0; 4];
+            for &(x, total, w) in &self.pairs[range] {
+                let l = (gamma + total).ln();
+                let k = p * x + q;
+                s[0] += w * k * l;
+                s[1] += w * x * l;
+                s[2] += w * l;
+                s[3] += w * k / (gamma + total);
+            }
+            s
+        });
+        let n = self.n;
+        let ln_g = gamma.ln();
+        ll += -n * ln_gamma(q) + n * q * ln_g + p * self.sum_x_ln_mx - self.sum_ln_m - sums[0];
+        d_p += self.sum_x_ln_mx - sums[1];
+        d_q += -n * digamma(q) + n * ln_g - sums[2];
+        let d_g = n * q / gamma - sums[3];
+        grad[0] = -p * d_p;
+        grad[1] = -q * d_q;
+        grad[2] = -gamma * d_g;
+        -ll
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objective_matches_log_likelihood_and_gradient_matches_differences() {
+        let c = |x: u32, m: f64| CustomerSummary { monetary: m, ..CustomerSummary::from_stats("c", x, 1.0, 2.0) };
+        let s = vec![c(1, 20.0), c(1, 20.0), c(2, 35.5), c(7, 12.25), c(0, 0.0), c(3, 80.0)];
+        let mut data: Vec<(u32, u64)> =
+            s.iter().filter(|c| is_repeat_buyer(c)).map(|c| (c.frequency, c.monetary.to_bits())).collect();
+        data.sort_unstable();
+        let d = SpendData::new(&data);
+        let g = GammaGamma::new(6.25, 3.74, 15.44).expect("valid");
+        let v = [g.p.ln(), g.q.ln(), g.gamma.ln()];
+        let mut grad = [0.0; 3];
+        let f = d.negative_ll_and_gradient(&v, &mut grad);
+        assert!((f + g.log_likelihood(&s)).abs() < 1e-10, "{f} vs {}", g.log_likelihood(&s));
+        for i in 0..3 {
+            let step = 1e-6;
+            let (mut up, mut down) = (v, v);
+            up[i] += step;
+            down[i] -= step;
+            let mut scratch = [0.0; 3];
+            let fd = (d.negative_ll_and_gradient(&up, &mut scratch) - d.negative_ll_and_gradient(&down, &mut scratch))
+                / (2.0 * step);
+            assert!((fd - grad[i]).abs() < 1e-6 * (1.0 + fd.abs()), "component {i}: {} vs {fd}", grad[i]);
+        }
+    }
 }

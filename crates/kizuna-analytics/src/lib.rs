@@ -47,9 +47,13 @@
 //! * Special functions ([`special`]): Lanczos log-gamma, 2F1 by power series with rescaling
 //!   and a tail-bound stopping rule, the Pfaff transformation for z < 0 and the z → 1−z
 //!   transformation for z > 0.75.
-//! * Fitting ([`fit`]): maximum likelihood by Nelder–Mead on log-parameters (so parameters
-//!   stay positive), bounded to `[1e-6, 1e6]` by default, restarted from the best point until
-//!   a restart no longer improves the log-likelihood.
+//! * Fitting ([`fit`]): maximum likelihood on log-parameters (so parameters stay positive),
+//!   bounded to `[1e-6, 1e6]` by default, over the distinct `(x, t_x, T)` histories weighted by
+//!   their number of customers. BG/NBD and Gamma–Gamma use BFGS with analytic gradients (and
+//!   fall back to Nelder–Mead if it does not converge); Pareto/NBD uses Nelder–Mead, restarted
+//!   from the best point until a restart no longer improves the log-likelihood.
+//! * Simulation ([`simulate`]): deterministic synthetic customer bases from the BG/NBD and
+//!   Gamma–Gamma generative processes (benchmarks, parameter-recovery tests).
 //!
 //! ## One-time buyers
 //! BG/NBD customers can only drop out right after a purchase, so with x = 0 the model says
@@ -83,11 +87,15 @@
 
 pub mod bgnbd;
 pub mod clv;
+pub mod diagnostics;
 pub mod fit;
 pub mod gamma_gamma;
+pub mod journey;
+pub mod metrics;
 pub mod pareto_nbd;
 pub mod prepare;
 pub mod rfm;
+pub mod simulate;
 pub mod special;
 
 pub use bgnbd::BgNbd;
@@ -124,8 +132,9 @@ pub enum Error {
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A purchase-count model that can score customers (BG/NBD, Pareto/NBD).
-pub trait TransactionModel {
+/// A purchase-count model that can score customers (BG/NBD, Pareto/NBD). `Sync` so that
+/// [`clv::predict`] can score customers on several threads.
+pub trait TransactionModel: Sync {
     /// Model name, as in [`FitReport::model`].
     fn name(&self) -> &'static str;
     /// P(alive | x, t_x, T).
@@ -134,6 +143,13 @@ pub trait TransactionModel {
     fn conditional_expected(&self, t: f64, x: f64, t_x: f64, big_t: f64) -> f64;
     /// Expected purchases in `(0, t]` for a newly acquired customer.
     fn expected(&self, t: f64) -> f64;
+    /// `E[Y(t) | x, T, alive at T]`, for models whose conditional expectation factors bit for bit as
+    /// `conditional_expected(t, x, t_x, T) == max(expected_if_alive(t, x, T) · p_alive(x, t_x, T), 0)`
+    /// (both built-in models do); `None` otherwise (the default). [`clv::predict`] uses it to share
+    /// the expensive part among customers with the same `(x, T)`.
+    fn expected_if_alive(&self, _t: f64, _x: f64, _big_t: f64) -> Option<f64> {
+        None
+    }
 }
 
 pub(crate) fn check_params(params: &[(&str, f64)]) -> Result<()> {

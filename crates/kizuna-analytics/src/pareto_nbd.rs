@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{FitOptions, FitReport, fit_positive_params};
+use crate::fit::{FitOptions, FitReport, Histories, fit_positive_params, parallel_sum};
 use crate::prepare::CustomerSummary;
 use crate::special::{ln_1m_exp, ln_gamma, ln_hyp2f1};
 use crate::{Error, Result, TransactionModel, check_params};
@@ -98,8 +98,18 @@ impl ParetoNbd {
         if t <= 0.0 {
             return 0.0;
         }
+        (self.expected_if_alive(t, x, big_t) * self.p_alive(x, t_x, big_t)).max(0.0)
+    }
+
+    /// Expected purchases in the next `t` units for a customer alive at `T` with `x` purchases:
+    /// `(r+x)(β+T)/((α+T)(s−1)) [1 − ((β+T)/(β+T+t))^(s−1)]`; [`ParetoNbd::conditional_expected`]
+    /// is this times P(alive).
+    pub fn expected_if_alive(&self, t: f64, x: f64, big_t: f64) -> f64 {
+        if t <= 0.0 {
+            return 0.0;
+        }
         let lead = (self.r + x) * (self.beta + big_t) / (self.alpha + big_t);
-        (lead * self.dropout_factor(t, big_t) * self.p_alive(x, t_x, big_t)).max(0.0)
+        lead * self.dropout_factor(t, big_t)
     }
 
     /// E[X(t)] for a new customer: `rβ/(α(s−1)) [1 − (β/(β+t))^(s−1)]`.
@@ -129,9 +139,13 @@ impl TransactionModel for ParetoNbd {
     fn expected(&self, t: f64) -> f64 {
         ParetoNbd::expected(self, t)
     }
+    fn expected_if_alive(&self, t: f64, x: f64, big_t: f64) -> Option<f64> {
+        Some(ParetoNbd::expected_if_alive(self, t, x, big_t))
+    }
 }
 
-/// Maximum-likelihood fit (Nelder–Mead on log-parameters with restarts, bounded).
+/// Maximum-likelihood fit (Nelder–Mead on log-parameters with restarts, bounded), evaluated on the
+/// distinct `(x, t_x, T)` histories weighted by their number of customers.
 pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(ParetoNbd, FitReport)> {
     let started = Instant::now();
     if customers.is_empty() {
@@ -140,9 +154,18 @@ pub fn fit(customers: &[CustomerSummary], opts: &FitOptions) -> Result<(ParetoNb
     for c in customers {
         crate::check_summary(c)?;
     }
+    let h = Histories::new(customers);
     let objective = |p: &[f64]| -> f64 {
         let m = ParetoNbd { r: p[0].exp(), alpha: p[1].exp(), s: p[2].exp(), beta: p[3].exp() };
-        -m.log_likelihood(customers)
+        let [ll] = parallel_sum::<1>(h.len(), &|range| {
+            let mut ll = 0.0;
+            for i in range {
+                let (rec, age) = (h.recencies[h.recency_index[i] as usize], h.ages[h.age_index[i] as usize]);
+                ll += h.weight[i] * m.log_likelihood_one(f64::from(h.x[i]), rec, age);
+            }
+            [ll]
+        });
+        -ll
     };
     let m = fit_positive_params("Pareto/NBD", 4, &objective, opts)?;
     let model = ParetoNbd::new(m.x[0].exp(), m.x[1].exp(), m.x[2].exp(), m.x[3].exp())?;

@@ -212,3 +212,35 @@ fn predictions_use_pareto_nbd_for_one_time_buyers() {
     }
     assert!(preds.iter().any(|p| p.next_purchase_in.is_some()));
 }
+
+#[test]
+fn predictions_equal_the_per_customer_definitions_bit_for_bit() {
+    // clv::predict shares work between customers and threads; its values must be exactly those of
+    // the public per-customer functions.
+    let (bg, _) = bgnbd_fit();
+    let pnbd = kizuna_analytics::ParetoNbd::new(0.553, 10.578, 0.606, 11.669).expect("valid");
+    let g = kizuna_analytics::GammaGamma::new(6.25, 3.74, 15.44).expect("valid");
+    let opts = clv::PredictOptions::default();
+    let models: [(&dyn kizuna_analytics::TransactionModel, Option<&dyn kizuna_analytics::TransactionModel>); 3] =
+        [(bg, Some(&pnbd)), (bg, None), (&pnbd, None)];
+    for (model, one_time) in models {
+        let preds = clv::predict(summaries(), model, one_time, Some(&g), &opts);
+        for (p, c) in preds.iter().zip(summaries()) {
+            let x = f64::from(c.frequency);
+            let alive = match one_time {
+                Some(m) if c.frequency == 0 => m,
+                _ => model,
+            };
+            assert_eq!(p.customer_id, c.customer_id);
+            assert_eq!(p.p_alive.to_bits(), alive.p_alive(x, c.recency, c.t).clamp(0.0, 1.0).to_bits());
+            assert_eq!(p.p_alive_model, alive.name());
+            let e = model.conditional_expected(opts.horizon, x, c.recency, c.t);
+            assert_eq!(p.expected_purchases.to_bits(), e.to_bits(), "{}", c.customer_id);
+            let next = clv::expected_time_to_next_purchase(model, x, c.recency, c.t, opts.next_purchase_max);
+            assert_eq!(p.next_purchase_in.map(f64::to_bits), next.map(f64::to_bits), "{}", c.customer_id);
+            let value = clv::customer_lifetime_value(model, &g, c, &opts.clv);
+            assert_eq!(p.clv.map(f64::to_bits), Some(value.to_bits()), "{}", c.customer_id);
+            assert_eq!(p.expected_spend, Some(g.conditional_expected_spend(x, c.monetary)));
+        }
+    }
+}

@@ -8,4 +8,4 @@ mod consent;
 mod state;
 
 pub use consent::{CHANNELS, ConsentEntry, ConsentStatus, PURPOSES};
-pub use state::{Computed, DataKind, Origin, ProfileState, TraitEntry, ViewedProduct};
+pub use state::{Computed, DataKind, OrderView, Origin, ProfileState, TraitEntry, ViewedProduct};

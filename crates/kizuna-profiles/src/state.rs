@@ -73,6 +73,20 @@ struct OrderFacts {
     cancelled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     currency: Option<String>,
+    /// Product categories in the order (for time-between-orders per category).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    categories: Vec<String>,
+}
+
+/// One order as the profile knows it, for analytics (refunds and cancellations not yet netted out).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrderView<'a> {
+    pub order_id: &'a str,
+    pub at: DateTime<Utc>,
+    pub value: f64,
+    pub refunded: f64,
+    pub cancelled: bool,
+    pub categories: &'a [String],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +266,7 @@ impl Computed {
                         ours.at = theirs.at;
                         ours.value = theirs.value;
                         ours.currency = theirs.currency.clone();
+                        ours.categories = theirs.categories.clone();
                     }
                     ours.refunded += theirs.refunded;
                     ours.cancelled |= theirs.cancelled;
@@ -335,20 +350,31 @@ impl Computed {
                     .or_else(|| number(props.get("value")))
                     .unwrap_or(0.0);
                 let currency = text(props.get("currency"));
+                let categories: std::collections::BTreeSet<String> = props
+                    .get("products")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| text(p.get("category")))
+                    .collect();
+                let categories: Vec<String> = categories.into_iter().collect();
                 let facts = self.orders.entry(order_id).or_insert(OrderFacts {
                     at,
                     value,
                     refunded: 0.0,
                     cancelled: false,
                     currency: currency.clone(),
+                    categories: categories.clone(),
                 });
                 // A repeated Order Completed for the same order keeps the earliest report (order-insensitive).
                 if at < facts.at {
                     facts.at = at;
                     facts.value = value;
                     facts.currency = currency;
+                    facts.categories = categories;
                 } else if facts.value == 0.0 && facts.at == at {
                     facts.value = value;
+                    facts.categories = categories;
                 }
                 for product in props.get("products").and_then(Value::as_array).into_iter().flatten() {
                     let Some(product) = product.as_object() else { continue };
@@ -369,6 +395,7 @@ impl Computed {
                         refunded: 0.0,
                         cancelled: false,
                         currency: text(props.get("currency")),
+                        categories: Vec::new(),
                     });
                     facts.refunded += amount.unwrap_or(facts.value);
                 }
@@ -381,6 +408,7 @@ impl Computed {
                         refunded: 0.0,
                         cancelled: true,
                         currency: None,
+                        categories: Vec::new(),
                     });
                     facts.cancelled = true;
                 }
@@ -495,6 +523,31 @@ impl Computed {
 
     pub fn orders_count(&self) -> usize {
         self.orders.values().filter(|o| !o.cancelled && o.value > 0.0).count()
+    }
+
+    /// Every order the profile knows of, by order id.
+    pub fn orders(&self) -> impl Iterator<Item = OrderView<'_>> {
+        self.orders.iter().map(|(id, o)| OrderView {
+            order_id: id,
+            at: o.at,
+            value: o.value,
+            refunded: o.refunded,
+            cancelled: o.cancelled,
+            categories: &o.categories,
+        })
+    }
+
+    /// How many events of each name (track events by name, other messages by type) the profile has.
+    pub fn event_counts(&self) -> &BTreeMap<String, u64> {
+        &self.event_counts
+    }
+
+    pub fn first_seen(&self) -> Option<DateTime<Utc>> {
+        self.first_seen
+    }
+
+    pub fn last_seen(&self) -> Option<DateTime<Utc>> {
+        self.last_seen
     }
 }
 

@@ -61,6 +61,20 @@ pub trait Store: Send + Sync + 'static {
     fn product(&self, id: &str) -> StoreResult<Option<Product>>;
     fn list_products(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Product>>;
 
+    /// Profiles in id order after `after` (exclusive), at most `limit`: a full scan in pages for batch jobs.
+    fn scan_profiles(&self, after: Option<ProfileId>, limit: usize) -> StoreResult<Vec<(ProfileId, ProfileState)>>;
+    /// Records the start of an analytics run; returns its id.
+    fn start_analytics_run(&self, trigger: &str, now: DateTime<Utc>) -> StoreResult<i64>;
+    /// Writes (replaces) the scores of these profiles, in one transaction; callers keep chunks small so the
+    /// ingest writer never waits long.
+    fn save_profile_scores(&self, run_id: i64, scores: &[(ProfileId, serde_json::Value)]) -> StoreResult<()>;
+    /// Records how a run ended; a successful run also drops the scores it did not rewrite.
+    fn finish_analytics_run(&self, run_id: i64, outcome: &RunOutcome, now: DateTime<Utc>) -> StoreResult<()>;
+    /// The latest runs, newest first, without their reports.
+    fn analytics_runs(&self, limit: usize) -> StoreResult<Vec<AnalyticsRun>>;
+    /// One run with its report: by id, or the latest successful one.
+    fn analytics_run(&self, run_id: Option<i64>) -> StoreResult<Option<AnalyticsRun>>;
+
     /// Streams what the identity resolver needs to rebuild itself at start-up (all owners, then all links);
     /// returns the next unused profile id.
     fn load_identity(&self, visit: &mut dyn FnMut(IdentityRow)) -> StoreResult<ProfileId>;

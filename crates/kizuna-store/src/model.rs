@@ -60,6 +60,8 @@ pub struct EventFilter {
 pub struct StoredProfile {
     pub id: ProfileId,
     pub state: ProfileState,
+    /// What the latest analytics run computed for this profile (predictions, RFM), if it scored it.
+    pub scores: Option<serde_json::Value>,
     pub identities: Vec<Identifier>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -78,4 +80,27 @@ pub struct Counts {
 pub enum IdentityRow {
     Owner(Identifier, Option<ProfileId>),
     Link(Link),
+}
+
+/// One analytics run: a refit of the customer-base models and a rescoring of every buyer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalyticsRun {
+    pub id: i64,
+    /// What started it: `schedule`, `import`, `api`, `startup`…
+    pub trigger: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    /// The run's report (fits, metrics, funnel…); loaded only when asked for one run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+}
+
+/// How an analytics run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Succeeded(serde_json::Value),
+    Failed(String),
 }

@@ -1,6 +1,6 @@
 use crate::{
-    ApiKey, Counts, EventFilter, IdentityRow, NewEvent, Source, Store, StoreError, StoreResult, StoreWriter,
-    StoredEvent, StoredProfile, WriteTx,
+    AnalyticsRun, ApiKey, Counts, EventFilter, IdentityRow, NewEvent, RunOutcome, Source, Store, StoreError,
+    StoreResult, StoreWriter, StoredEvent, StoredProfile, WriteTx,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use kizuna_catalog::Product;
@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Versioned migrations, applied in order; each runs once and is recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/0001_core.sql")), (2, include_str!("../migrations/0002_analytics.sql"))];
 
 /// How hard a commit pushes data to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +141,21 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+fn run_with_report(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AnalyticsRun, Option<String>)> {
+    Ok((
+        AnalyticsRun {
+            id: r.get(0)?,
+            trigger: r.get(1)?,
+            status: r.get(2)?,
+            started_at: from_ms(r.get(3)?),
+            finished_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+            error: r.get(5)?,
+            report: None,
+        },
+        r.get(6)?,
+    ))
 }
 
 fn source_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
@@ -280,9 +296,14 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<_, _>>()?;
             identities.sort();
+            let scores: Option<String> = conn
+                .prepare_cached("SELECT scores FROM profile_scores WHERE profile_id = ?1")?
+                .query_row([id as i64], |r| r.get(0))
+                .optional()?;
             Ok(Some(StoredProfile {
                 id,
                 state: serde_json::from_str(&state)?,
+                scores: scores.map(|s| serde_json::from_str(&s)).transpose()?,
                 identities,
                 created_at: from_ms(created),
                 updated_at: from_ms(updated),
@@ -459,6 +480,108 @@ impl Store for SqliteStore {
             let rows =
                 stmt.query_map(params![after.unwrap_or(""), limit.clamp(1, 1000) as i64], |r| r.get::<_, String>(0))?;
             rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+        })
+    }
+
+    fn scan_profiles(&self, after: Option<ProfileId>, limit: usize) -> StoreResult<Vec<(ProfileId, ProfileState)>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT id, state FROM profiles WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let after = after.map_or(-1, |a| a as i64);
+            let rows =
+                stmt.query_map(params![after, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::with_capacity(limit.min(10_000));
+            for row in rows {
+                let (id, state) = row?;
+                out.push((id as ProfileId, serde_json::from_str(&state)?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn start_analytics_run(&self, trigger: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "INSERT INTO analytics_runs (trigger, status, started_at) VALUES (?1, 'running', ?2)",
+                params![trigger, ms(now)],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    fn save_profile_scores(&self, run_id: i64, scores: &[(ProfileId, serde_json::Value)]) -> StoreResult<()> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO profile_scores (profile_id, run_id, scores) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (profile_id) DO UPDATE SET run_id = excluded.run_id, scores = excluded.scores",
+                )?;
+                for (profile, doc) in scores {
+                    stmt.execute(params![*profile as i64, run_id, serde_json::to_string(doc)?])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn finish_analytics_run(&self, run_id: i64, outcome: &RunOutcome, now: DateTime<Utc>) -> StoreResult<()> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let (status, report, error) = match outcome {
+                RunOutcome::Succeeded(report) => ("succeeded", Some(serde_json::to_string(report)?), None),
+                RunOutcome::Failed(error) => ("failed", None, Some(error.as_str())),
+            };
+            tx.execute(
+                "UPDATE analytics_runs SET status = ?2, finished_at = ?3, report = ?4, error = ?5 WHERE id = ?1",
+                params![run_id, status, ms(now), report, error],
+            )?;
+            if status == "succeeded" {
+                // Scores of profiles this run did not score (merged away, erased, no longer buyers) are stale.
+                tx.execute("DELETE FROM profile_scores WHERE run_id <> ?1", [run_id])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn analytics_runs(&self, limit: usize) -> StoreResult<Vec<AnalyticsRun>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, trigger, status, started_at, finished_at, error FROM analytics_runs ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(AnalyticsRun {
+                    id: r.get(0)?,
+                    trigger: r.get(1)?,
+                    status: r.get(2)?,
+                    started_at: from_ms(r.get(3)?),
+                    finished_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+                    error: r.get(5)?,
+                    report: None,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn analytics_run(&self, run_id: Option<i64>) -> StoreResult<Option<AnalyticsRun>> {
+        self.with_reader(|conn| {
+            let sql = "SELECT id, trigger, status, started_at, finished_at, error, report FROM analytics_runs";
+            let row = match run_id {
+                Some(id) => conn.query_row(&format!("{sql} WHERE id = ?1"), [id], run_with_report),
+                None => conn.query_row(
+                    &format!("{sql} WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"),
+                    [],
+                    run_with_report,
+                ),
+            }
+            .optional()?;
+            row.map(|(mut run, report)| {
+                run.report = report.map(|r| serde_json::from_str(&r)).transpose()?;
+                Ok(run)
+            })
+            .transpose()
         })
     }
 

@@ -17,6 +17,8 @@ pub enum Which {
     Ingest(IngestArgs),
     /// Resident memory of a server holding N simulated customers' profiles
     Memory(MemoryArgs),
+    /// BG/NBD + Gamma-Gamma fits and predictions on CDNOW and a simulated store, against Python lifetimes
+    Analytics(crate::bench_analytics::AnalyticsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -57,6 +59,7 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
     match which {
         Which::Ingest(args) => ingest(config, args),
         Which::Memory(args) => memory(config, args),
+        Which::Analytics(args) => crate::bench_analytics::run(args),
     }
 }
 

@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod analytics;
 mod bench;
+mod bench_analytics;
 mod config;
 mod demo;
 mod import;
