@@ -99,13 +99,13 @@ mod tests {
     fn rejects_bad_fields() {
         let mut p = product();
         p.price = -1.0;
-        assert_eq!(p.validate().unwrap_err().field, "price");
+        assert_eq!(p.validate().expect_err("invalid product").field, "price");
         let mut p = product();
         p.currency = "usd".into();
-        assert_eq!(p.validate().unwrap_err().field, "currency");
+        assert_eq!(p.validate().expect_err("invalid product").field, "currency");
         let mut p = product();
         p.id = " ".into();
-        assert_eq!(p.validate().unwrap_err().field, "id");
+        assert_eq!(p.validate().expect_err("invalid product").field, "id");
     }
 
     #[test]

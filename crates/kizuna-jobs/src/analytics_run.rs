@@ -56,6 +56,8 @@ impl Default for AnalyticsSettings {
     }
 }
 
+static RUNNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// How many scores go into one write transaction.
 const SCORE_CHUNK: usize = 2_000;
 /// Profiles read per page.
@@ -81,6 +83,8 @@ pub fn run_analytics(
     trigger: &str,
     settings: &AnalyticsSettings,
 ) -> JobResult<RunSummary> {
+    // One run at a time per process: a run drops the scores it did not write, which must not be a concurrent run's.
+    let _one_at_a_time = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let run_id = store.start_analytics_run(trigger, now)?;
     let started = Instant::now();
     tracing::info!(run_id, trigger, "analytics run started");

@@ -78,7 +78,7 @@ fn seed_store(f: &Fixture) -> BTreeMap<String, usize> {
     for t in &transactions {
         let n = orders.entry(t.customer_id.clone()).or_default();
         let at = t.date.and_hms_opt(10, 0, 0).expect("time").and_utc() + Duration::minutes(*n as i64);
-        let category = if *n % 2 == 0 { "coffee" } else { "tea" };
+        let category = if n.is_multiple_of(2) { "coffee" } else { "tea" };
         messages.push(order(&t.customer_id, &format!("{}-{n}", t.customer_id), at, t.amount.max(1.0), category));
         *n += 1;
     }

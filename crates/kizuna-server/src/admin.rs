@@ -74,7 +74,10 @@ fn live_profile(state: &AppState, raw_id: &str) -> ApiResult<StoredProfile> {
     state.store().profile(live)?.ok_or_else(|| not_found(&format!("has id {id}")))
 }
 
-pub fn profile_json(profile: &StoredProfile) -> Value {
+/// A profile as the API shows it. `computed` carries what the events say (orders, revenue, affinities…), the
+/// latest analytics run's scores for this profile (predictions, RFM; see `kizuna_jobs`) and its journey stage
+/// now, so segments and templates find every attribute in one place.
+pub fn profile_json(state: &AppState, profile: &StoredProfile) -> Value {
     let trait_meta: serde_json::Map<String, Value> = profile
         .state
         .traits
@@ -87,10 +90,29 @@ pub fn profile_json(profile: &StoredProfile) -> Value {
         "traits": profile.state.trait_values(),
         "trait_meta": trait_meta,
         "consent": profile.state.consent,
-        "computed": profile.state.computed.summary(),
+        "computed": computed_json(state, profile),
         "created_at": profile.created_at,
         "updated_at": profile.updated_at,
     })
+}
+
+fn computed_json(state: &AppState, profile: &StoredProfile) -> Value {
+    let mut computed = profile.state.computed.summary();
+    if let Value::Object(fields) = &mut computed {
+        if let Some(Value::Object(scores)) = &profile.scores {
+            for (key, value) in scores {
+                fields.insert(key.clone(), value.clone());
+            }
+        }
+        let orders = kizuna_jobs::facts::net_orders(&profile.state);
+        let facts = kizuna_jobs::facts::journey_facts(&profile.state, &orders);
+        let rules = kizuna_analytics::journey::JourneyRules {
+            purchase_window_days: state.inner.analytics.read().settings.purchase_window_days,
+        };
+        let stage = kizuna_analytics::journey::stage(&facts, state.clock().now(), &rules);
+        fields.insert("journey_stage".into(), json!(stage));
+    }
+    computed
 }
 
 /// Get a profile by any identifier.
@@ -121,7 +143,7 @@ async fn profile_by_identifier(
     let id =
         state.store().profile_by_identifier(&identifier)?.ok_or_else(|| not_found(&format!("has {identifier}")))?;
     let profile = state.store().profile(id)?.ok_or_else(|| not_found(&format!("has {identifier}")))?;
-    Ok(axum::Json(profile_json(&profile)))
+    Ok(axum::Json(profile_json(&state, &profile)))
 }
 
 /// Get a profile by id (ids merged into another profile resolve to it).
@@ -129,7 +151,7 @@ async fn profile_by_identifier(
     responses((status = 200, description = "The profile"), (status = 404, description = "Unknown profile")),
     security(("admin_key" = [])))]
 async fn get_profile(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(profile_json(&live_profile(&state, &id)?)))
+    Ok(axum::Json(profile_json(&state, &live_profile(&state, &id)?)))
 }
 
 fn parse_time_param(params: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
@@ -224,7 +246,7 @@ async fn export_profile(
     }
     Ok(axum::Json(json!({
         "exported_at": state.inner.clock.now(),
-        "profile": profile_json(&profile),
+        "profile": profile_json(&state, &profile),
         "merges": state.store().merges(profile.id)?,
         "events": events,
     })))
@@ -320,7 +342,7 @@ async fn search_profiles(
     let mut profiles = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(p) = state.store().profile(id)? {
-            profiles.push(profile_json(&p));
+            profiles.push(profile_json(&state, &p));
         }
     }
     Ok(axum::Json(json!({"profiles": profiles})))

@@ -2,6 +2,7 @@
 //! (writes) and the store (reads).
 
 mod admin;
+mod analytics;
 mod error;
 mod ingest;
 mod ops;
@@ -44,6 +45,14 @@ struct Inner {
     admin_source: Source,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     ready: AtomicBool,
+    analytics: RwLock<Analytics>,
+}
+
+/// The analytics settings the API runs with, and the background scheduler when one runs.
+#[derive(Default)]
+struct Analytics {
+    settings: kizuna_jobs::AnalyticsSettings,
+    scheduler: Option<Arc<kizuna_jobs::AnalyticsScheduler>>,
 }
 
 impl AppState {
@@ -75,6 +84,7 @@ impl AppState {
                 admin_source,
                 metrics: ops::metrics_handle(),
                 ready: AtomicBool::new(true),
+                analytics: RwLock::new(Analytics::default()),
             }),
         })
     }
@@ -85,6 +95,19 @@ impl AppState {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
+    }
+
+    /// Uses these analytics settings and hands on-demand runs to this background scheduler.
+    pub fn set_analytics(
+        &self,
+        settings: kizuna_jobs::AnalyticsSettings,
+        scheduler: Option<Arc<kizuna_jobs::AnalyticsScheduler>>,
+    ) {
+        *self.inner.analytics.write() = Analytics { settings, scheduler };
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     /// Marks the server as not ready (draining) so load balancers stop sending traffic.
@@ -112,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::routes())
         .merge(admin::routes())
+        .merge(analytics::routes())
         .merge(products::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)

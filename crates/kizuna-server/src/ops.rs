@@ -63,11 +63,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::admin::profile_identities, crate::admin::export_profile, crate::admin::erase_profile,
         crate::admin::set_consent, crate::admin::search_profiles, crate::admin::list_sources, crate::admin::stats,
         crate::products::upsert_products, crate::products::list_products, crate::products::get_product,
+        crate::analytics::list_runs, crate::analytics::get_run, crate::analytics::start_run,
+        crate::analytics::section, crate::analytics::holdout,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),
     tags((name = "ingest", description = "Segment HTTP tracking API: /v1/identify, track, page, screen, group, alias, batch (also /v1/i, t, p, s, g, a, b)"),
-         (name = "profiles"), (name = "catalog"), (name = "admin"))
+         (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "admin"))
 )]
 pub struct ApiDoc;
 

@@ -46,6 +46,7 @@ codes! {
     ProfileNotFound => (404, "profile_not_found", "No profile has this id or identifier."),
     ProductNotFound => (404, "product_not_found", "No product has this id."),
     RouteNotFound => (404, "route_not_found", "No such endpoint."),
+    AnalyticsRunNotFound => (404, "analytics_run_not_found", "No analytics run has this id, or none has succeeded yet."),
     UnsupportedMediaType => (415, "unsupported_media_type", "Send application/json, optionally gzip-encoded."),
     Unavailable => (503, "unavailable", "The server is shutting down or overloaded; retry later."),
     Internal => (500, "internal", "An internal error; the request was not applied."),

@@ -49,6 +49,10 @@ pub struct FileConfig {
     pub default_country: Option<String>,
     /// Most identifiers of a kind per profile, e.g. { anonymous_id = 100, email = 5 }.
     pub identity_limits: Option<HashMap<String, usize>>,
+    /// Minutes between background analytics runs (default 360; 0 = only on request and after imports).
+    pub analytics_interval_minutes: Option<u32>,
+    /// The analytics settings (time unit, CLV horizon and discount rate, journey window, holdout length).
+    pub analytics: Option<kizuna_jobs::AnalyticsSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +65,8 @@ pub struct Config {
     pub durability: Durability,
     pub identifiers: IdentifierConfig,
     pub rules: IdentityRules,
+    pub analytics_interval_minutes: u32,
+    pub analytics: kizuna_jobs::AnalyticsSettings,
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -119,6 +125,10 @@ impl Config {
                 default_country: env::<String>("KIZUNA_DEFAULT_COUNTRY")?.or(file.default_country),
             },
             rules,
+            analytics_interval_minutes: env("KIZUNA_ANALYTICS_INTERVAL_MINUTES")?
+                .or(file.analytics_interval_minutes)
+                .unwrap_or(360),
+            analytics: file.analytics.unwrap_or_default(),
         })
     }
 

@@ -32,6 +32,7 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     let started = std::time::Instant::now();
     let events = node::load_simulated(&node, &source, &simulator, customers, |_| progress.inc(1))?;
     progress.finish_and_clear();
+    let analytics = node::run_analytics_now(&config, &node, "demo")?;
     let counts = node.store.counts()?;
     let example = (0..customers)
         .filter_map(|i| {
@@ -48,6 +49,11 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("  profiles: {}  events: {}  products: {}", counts.profiles, counts.events, counts.products);
+    println!(
+        "  analytics: {} buyers scored (P(alive), churn risk, CLV, RFM) in {:.1}s",
+        analytics.scored,
+        analytics.duration_ms / 1e3
+    );
     println!("  data directory: {}", config.data_dir.display());
     println!();
     println!("API base:       {base}");
@@ -65,6 +71,8 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     println!(
         "       -d '{{\"userId\":\"cust_0\",\"event\":\"Product Viewed\",\"properties\":{{\"product_id\":\"p1\"}}}}'"
     );
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/analytics/rfm");
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/analytics/journey");
     println!("  curl {base}/openapi.json   curl {base}/metrics");
     println!();
     if no_serve {

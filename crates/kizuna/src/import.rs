@@ -50,6 +50,11 @@ pub struct ImportSummary {
 pub fn run(config: &Config, kind: Kind, file: &Path, strict: bool, currency: &str) -> Result<()> {
     let node = node::start_node(config)?;
     let summary = import_file(&node, kind.into(), file, strict, currency);
+    // Imported orders change predictions and RFM: refresh them now rather than at the next scheduled run.
+    let analytics = match &summary {
+        Ok(s) if s.accepted > 0 => Some(node::run_analytics_now(config, &node, "import")),
+        _ => None,
+    };
     let pipeline = node.pipeline.clone();
     drop(node);
     pipeline.shutdown();
@@ -68,6 +73,19 @@ pub fn run(config: &Config, kind: Kind, file: &Path, strict: bool, currency: &st
         summary.products,
         summary.errors.len()
     );
+    match analytics {
+        Some(Ok(run)) => println!(
+            "analytics run {}: {} buyer(s) scored{} in {:.0} ms",
+            run.run_id,
+            run.scored,
+            if run.models_fitted { ", models refitted" } else { " (not enough history to fit the models yet)" },
+            run.duration_ms
+        ),
+        Some(Err(error)) => {
+            eprintln!("the analytics run after the import failed (the import itself is stored): {error}")
+        }
+        None => {}
+    }
     Ok(())
 }
 

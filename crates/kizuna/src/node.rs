@@ -57,9 +57,25 @@ pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpL
         config.limits,
         config.identifiers.clone(),
     )?;
+    let every = (config.analytics_interval_minutes > 0)
+        .then(|| chrono::Duration::minutes(i64::from(config.analytics_interval_minutes)));
+    let scheduler = Arc::new(kizuna_jobs::AnalyticsScheduler::start(
+        node.store.clone(),
+        node.clock.clone(),
+        config.analytics.clone(),
+        kizuna_jobs::scheduler::Schedule { every, poll: std::time::Duration::from_secs(30) },
+    )?);
+    state.set_analytics(config.analytics.clone(), Some(scheduler.clone()));
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "kizuna listening");
     kizuna_server::serve(listener, state, shutdown_signal()).await?;
+    tokio::task::spawn_blocking(move || scheduler.shutdown()).await?;
     Ok(())
+}
+
+/// Runs analytics now, in this process (after an import or the demo load), and says what it did.
+pub fn run_analytics_now(config: &Config, node: &Node, trigger: &str) -> Result<kizuna_jobs::RunSummary> {
+    let summary = kizuna_jobs::run_analytics(node.store.as_ref(), node.clock.now(), trigger, &config.analytics)?;
+    Ok(summary)
 }
 
 pub fn run_server(config: &Config) -> Result<()> {

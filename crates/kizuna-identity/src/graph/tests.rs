@@ -222,7 +222,7 @@ fn graph_memory_per_profile() {
         let (u, e) = (user(&format!("cust_{p}")), email(&format!("shopper{p}@example.com")));
         let (a1, a2) =
             (anon(&format!("3f2c9a1e-7b6d-4e8a-9c0f-{p:012}")), anon(&format!("8d1b7e2a-1c3f-4a5b-8e9d-{p:012}")));
-        g.apply(&link(&[a1.clone()], p * 10, false));
+        g.apply(&link(std::slice::from_ref(&a1), p * 10, false));
         g.apply(&link(&[u.clone(), e, a1], p * 10 + 1, false));
         g.apply(&link(&[u, a2], p * 10 + 2, false));
     }
