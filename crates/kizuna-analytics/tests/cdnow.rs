@@ -244,3 +244,14 @@ fn predictions_equal_the_per_customer_definitions_bit_for_bit() {
         }
     }
 }
+
+/// The per-customer log-likelihood values the issue quotes (as in the `lifetimes` test suite): r = 0.25,
+/// alpha = 4, a = 0.8, b = 2.5, T = 40, at (x = 0, t_x = 0) and at the large-x case (x = 200, t_x = 38).
+#[test]
+fn per_customer_log_likelihood_matches_the_reference_values_including_large_x() {
+    let model = kizuna_analytics::BgNbd::new(0.25, 4.0, 0.8, 2.5).expect("model");
+    let at_zero = model.log_likelihood_one(0.0, 0.0, 40.0);
+    assert!((at_zero - -0.599_473_82).abs() < 1e-8, "ll(0, 0, 40) = {at_zero}");
+    let large_x = model.log_likelihood_one(200.0, 38.0, 40.0);
+    assert!((large_x - 100.7957).abs() < 1e-4, "ll(200, 38, 40) = {large_x}");
+}
