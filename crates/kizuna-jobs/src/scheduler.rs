@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use kizuna_store::Store;
 use kizuna_types::Clock;
 
@@ -72,10 +72,11 @@ impl Drop for AnalyticsScheduler {
 }
 
 /// Whether the schedule calls for a run now: the latest run (of any outcome, so a failing run is not retried in
-/// a tight loop) started at least `every` ago, or there has been none.
-pub fn is_due(store: &dyn Store, clock: &dyn Clock, every: Duration) -> bool {
+/// a tight loop) started at least `every` ago; with no run yet, `every` after `since` (the scheduler's start: a
+/// fresh server does not start with a full scan — imports and the demo run analytics themselves).
+pub fn is_due(store: &dyn Store, clock: &dyn Clock, every: Duration, since: DateTime<Utc>) -> bool {
     match store.analytics_runs(1) {
-        Ok(runs) => runs.first().is_none_or(|last| clock.now() - last.started_at >= every),
+        Ok(runs) => clock.now() - runs.first().map_or(since, |last| last.started_at) >= every,
         Err(error) => {
             tracing::warn!(%error, "cannot read analytics runs");
             false
@@ -90,12 +91,13 @@ fn background(
     schedule: Schedule,
     receiver: &Receiver<Message>,
 ) {
+    let started = clock.now();
     loop {
         let trigger = match receiver.recv_timeout(schedule.poll) {
             Ok(Message::Run(trigger)) => Some(trigger),
             Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
-                schedule.every.filter(|every| is_due(store, clock, *every)).map(|_| "schedule".to_owned())
+                schedule.every.filter(|every| is_due(store, clock, *every, started)).map(|_| "schedule".to_owned())
             }
         };
         let Some(mut trigger) = trigger else { continue };

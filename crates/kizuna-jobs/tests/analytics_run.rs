@@ -198,11 +198,16 @@ fn the_schedule_runs_on_the_injected_clock_and_requests_run_in_the_background() 
     let f = Fixture::new();
     seed_store(&f);
     let every = Duration::hours(6);
-    assert!(is_due(f.store.as_ref(), &f.clock, every), "never ran: due");
-    run_analytics(f.store.as_ref(), f.clock.now(), "test", &AnalyticsSettings::default()).expect("run");
-    assert!(!is_due(f.store.as_ref(), &f.clock, every));
+    let started = f.clock.now();
+    assert!(!is_due(f.store.as_ref(), &f.clock, every, started), "a fresh scheduler waits one interval");
     f.clock.advance(Duration::hours(6));
-    assert!(is_due(f.store.as_ref(), &f.clock, every), "six hours later");
+    assert!(is_due(f.store.as_ref(), &f.clock, every, started), "never ran, six hours after start: due");
+    run_analytics(f.store.as_ref(), f.clock.now(), "test", &AnalyticsSettings::default()).expect("run");
+    assert!(!is_due(f.store.as_ref(), &f.clock, every, started));
+    f.clock.advance(Duration::hours(5));
+    assert!(!is_due(f.store.as_ref(), &f.clock, every, started));
+    f.clock.advance(Duration::hours(1));
+    assert!(is_due(f.store.as_ref(), &f.clock, every, started), "six hours after the last run");
 
     let scheduler = AnalyticsScheduler::start(
         f.store.clone(),
