@@ -119,12 +119,20 @@ pub(crate) fn fit_positive_params(
     negative_ll: &dyn Fn(&[f64]) -> f64,
     opts: &FitOptions,
 ) -> crate::Result<Minimum> {
+    let x0 = log_start(model, n_params, opts)?;
+    finite_optimum(model, minimise_log_params(negative_ll, &x0, opts))
+}
+
+/// The starting point in log-parameters: `opts.initial` (or all ones), checked for length.
+fn log_start(model: &str, n_params: usize, opts: &FitOptions) -> crate::Result<Vec<f64>> {
     let start = opts.initial.clone().unwrap_or_else(|| vec![1.0; n_params]);
     if start.len() != n_params {
         return Err(crate::Error::InvalidInput(format!("{model} needs {n_params} initial parameters")));
     }
-    let x0: Vec<f64> = start.iter().map(|v| v.ln()).collect();
-    let m = minimise_log_params(negative_ll, &x0, opts);
+    Ok(start.iter().map(|v| v.ln()).collect())
+}
+
+fn finite_optimum(model: &str, m: Minimum) -> crate::Result<Minimum> {
     if !m.value.is_finite() {
         return Err(crate::Error::Numerical(format!("{model} log-likelihood is not finite at the optimum")));
     }
@@ -139,16 +147,8 @@ pub(crate) fn fit_positive_params_smooth(
     negative_ll: &dyn Fn(&[f64], &mut [f64]) -> f64,
     opts: &FitOptions,
 ) -> crate::Result<Minimum> {
-    let start = opts.initial.clone().unwrap_or_else(|| vec![1.0; n_params]);
-    if start.len() != n_params {
-        return Err(crate::Error::InvalidInput(format!("{model} needs {n_params} initial parameters")));
-    }
-    let x0: Vec<f64> = start.iter().map(|v| v.ln()).collect();
-    let m = minimise_smooth(negative_ll, &x0, opts);
-    if !m.value.is_finite() {
-        return Err(crate::Error::Numerical(format!("{model} log-likelihood is not finite at the optimum")));
-    }
-    Ok(m)
+    let x0 = log_start(model, n_params, opts)?;
+    finite_optimum(model, minimise_smooth(negative_ll, &x0, opts))
 }
 
 /// Minimises a smooth `f` (value and gradient) over log-parameters within the bounds: BFGS first;

@@ -298,42 +298,29 @@ fn fit_models(
     }
     let options = store_fit_options(Some(CalibrationWindow { start: first_order, end: today, unit: settings.unit }));
     let mut skipped = Vec::new();
-    let bg = match bgnbd::fit(customers, &options) {
-        Ok((model, report)) => match converged(&report) {
-            Ok(()) => {
-                reports.insert("bgnbd", report);
-                model
-            }
-            Err(reason) => return Models { fitted: None, reports, skipped: vec![reason], holdout: None },
-        },
-        Err(error) => {
-            return Models { fitted: None, reports, skipped: vec![format!("BG/NBD: {error}")], holdout: None };
-        }
+    let Some(bg) = accept(bgnbd::fit(customers, &options), "bgnbd", "BG/NBD", &mut reports, &mut skipped) else {
+        return Models { fitted: None, reports, skipped, holdout: None };
     };
     // Pareto/NBD only supplies P(alive) for one-time buyers; without it they get no P(alive) (BG/NBD's is 1).
-    let pareto = match pareto_nbd::fit(customers, &options) {
-        Ok((model, report)) => {
-            let ok = converged(&report);
-            reports.insert("paretonbd", report);
-            match ok {
-                Ok(()) => Some(model),
-                Err(reason) => {
-                    skipped.push(reason);
-                    None
-                }
-            }
-        }
-        Err(error) => {
-            skipped.push(format!("Pareto/NBD: {error}"));
-            None
-        }
-    };
+    let pareto = accept(pareto_nbd::fit(customers, &options), "paretonbd", "Pareto/NBD", &mut reports, &mut skipped);
     let repeat: Vec<CustomerSummary> = customers.iter().filter(|c| c.frequency > 0).cloned().collect();
-    let spend = match gamma_gamma::fit(&repeat, &options) {
+    let spend = accept(gamma_gamma::fit(&repeat, &options), "gammagamma", "Gamma-Gamma", &mut reports, &mut skipped);
+    Models { fitted: Some(FittedModels { bg, pareto, spend }), reports, skipped, holdout: None }
+}
+
+/// Keeps a fit's report under `key` and returns the model if it converged; otherwise notes why in `skipped`.
+fn accept<M>(
+    fit: kizuna_analytics::Result<(M, FitReport)>,
+    key: &'static str,
+    label: &str,
+    reports: &mut BTreeMap<&'static str, FitReport>,
+    skipped: &mut Vec<String>,
+) -> Option<M> {
+    match fit {
         Ok((model, report)) => {
-            let ok = converged(&report);
-            reports.insert("gammagamma", report);
-            match ok {
+            let outcome = converged(&report);
+            reports.insert(key, report);
+            match outcome {
                 Ok(()) => Some(model),
                 Err(reason) => {
                     skipped.push(reason);
@@ -342,11 +329,10 @@ fn fit_models(
             }
         }
         Err(error) => {
-            skipped.push(format!("Gamma-Gamma: {error}"));
+            skipped.push(format!("{label}: {error}"));
             None
         }
-    };
-    Models { fitted: Some(FittedModels { bg, pareto, spend }), reports, skipped, holdout: None }
+    }
 }
 
 fn converged(report: &FitReport) -> Result<(), String> {

@@ -143,19 +143,22 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// An analytics run from the columns `id, trigger, status, started_at, finished_at, error`, without its report.
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AnalyticsRun> {
+    Ok(AnalyticsRun {
+        id: r.get(0)?,
+        trigger: r.get(1)?,
+        status: r.get(2)?,
+        started_at: from_ms(r.get(3)?),
+        finished_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+        error: r.get(5)?,
+        report: None,
+    })
+}
+
+/// [`run_from_row`] plus the report text in column 6.
 fn run_with_report(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AnalyticsRun, Option<String>)> {
-    Ok((
-        AnalyticsRun {
-            id: r.get(0)?,
-            trigger: r.get(1)?,
-            status: r.get(2)?,
-            started_at: from_ms(r.get(3)?),
-            finished_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
-            error: r.get(5)?,
-            report: None,
-        },
-        r.get(6)?,
-    ))
+    Ok((run_from_row(r)?, r.get(6)?))
 }
 
 fn source_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
@@ -550,17 +553,7 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, trigger, status, started_at, finished_at, error FROM analytics_runs ORDER BY id DESC LIMIT ?1",
             )?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                Ok(AnalyticsRun {
-                    id: r.get(0)?,
-                    trigger: r.get(1)?,
-                    status: r.get(2)?,
-                    started_at: from_ms(r.get(3)?),
-                    finished_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
-                    error: r.get(5)?,
-                    report: None,
-                })
-            })?;
+            let rows = stmt.query_map([limit as i64], run_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
