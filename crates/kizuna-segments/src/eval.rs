@@ -21,8 +21,10 @@ use crate::ast::*;
 /// One event as segments see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventFact {
+    /// Position in the event log: tells two events apart and makes seeing one twice harmless.
+    pub seq: i64,
     /// Track event name, or the message type (`page`, `screen`, `identify`…) for other messages.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub at: DateTime<Utc>,
     pub properties: Value,
 }
@@ -238,7 +240,7 @@ pub fn values_at<'a>(root: &'a Value, path: &str) -> Vec<&'a Value> {
 
 /// Whether an event passes an event match (name, then every property filter on any value at its path).
 pub fn matches(event: &EventFact, m: &EventMatch, now: DateTime<Utc>) -> bool {
-    event.name == m.name
+    *event.name == *m.name
         && m.filters.iter().all(|f| {
             let mut ignore = NextChange { now, at: None };
             values_at(&event.properties, &f.path)

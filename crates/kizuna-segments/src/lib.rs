@@ -4,12 +4,17 @@
 //! the API and the UI) and a text syntax ([`parse`] / [`print`], for people, the CLI and version control) that
 //! parses to the same tree and prints back from it.
 //!
+//! [`summary`] and [`engine`] keep membership current incrementally: per-profile state cut to what the
+//! definitions read, re-evaluation of only the affected definitions, and a timer queue for time passing.
+//!
 //! This crate is pure: no I/O, and "now" is always a parameter.
 
 pub mod ast;
+pub mod engine;
 pub mod eval;
 pub mod parse;
 pub mod print;
+pub mod summary;
 pub mod validate;
 
 pub use ast::*;

@@ -2,54 +2,12 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use kizuna_segments::ast::*;
-use kizuna_segments::{EventFact, ProfileView, evaluate};
+use kizuna_segments::evaluate;
 use proptest::prelude::*;
-use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use serde_json::json;
 
-#[derive(Default)]
-struct Person {
-    attributes: serde_json::Map<String, Value>,
-    events: Vec<EventFact>,
-    consent: BTreeSet<(String, String)>,
-    identifiers: BTreeSet<String>,
-    coordinates: Option<(f64, f64)>,
-}
-
-impl ProfileView for Person {
-    fn attribute(&self, path: &str) -> Option<&Value> {
-        let mut parts = path.split('.');
-        let mut current = self.attributes.get(&format!("{}.{}", parts.next()?, parts.next()?))?;
-        for part in parts {
-            current = current.get(part)?;
-        }
-        Some(current)
-    }
-    fn events(&self) -> &[EventFact] {
-        &self.events
-    }
-    fn consent_granted(&self, channel: &str, purpose: &str) -> bool {
-        self.consent.contains(&(channel.to_owned(), purpose.to_owned()))
-    }
-    fn has_identifier(&self, kind: &str) -> bool {
-        self.identifiers.contains(kind)
-    }
-    fn coordinates(&self) -> Option<(f64, f64)> {
-        self.coordinates
-    }
-}
-
-impl Person {
-    fn with(mut self, path: &str, value: Value) -> Self {
-        self.attributes.insert(path.to_owned(), value);
-        self
-    }
-    fn did(mut self, name: &str, at: DateTime<Utc>, properties: Value) -> Self {
-        self.events.push(EventFact { name: name.to_owned(), at, properties });
-        self.events.sort_by_key(|e| e.at);
-        self
-    }
-}
+mod common;
+use common::Person;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).single().expect("time")
