@@ -23,6 +23,9 @@ use crate::validate::{DefinitionError, check_definitions};
 
 pub type ProfileKey = u64;
 
+/// One profile's new answers, by slot.
+type ProfileAnswers = (ProfileKey, Vec<(u32, Evaluation)>);
+
 /// A saved definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentDefinition {
@@ -429,7 +432,7 @@ impl Engine {
         let entries: Vec<(&ProfileKey, &Entry)> = self.profiles.iter().collect();
         let chunk = entries.len().div_ceil(self.threads.max(1)).max(1);
         let this = &*self;
-        let results: Vec<Vec<(ProfileKey, Vec<(u32, Evaluation)>)>> = std::thread::scope(|scope| {
+        let results: Vec<Vec<ProfileAnswers>> = std::thread::scope(|scope| {
             let handles: Vec<_> = entries
                 .chunks(chunk)
                 .map(|part| {
