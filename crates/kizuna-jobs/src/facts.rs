@@ -68,3 +68,25 @@ fn is_referral(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.contains("referral") || lower.contains("referred")
 }
+
+/// A profile's computed attributes as the API, segments and templates see them: what the events say
+/// (orders, revenue, affinities, location…), the latest analytics scores, and the journey stage at `now`.
+pub fn computed_attributes(
+    state: &ProfileState,
+    scores: Option<&serde_json::Value>,
+    now: chrono::DateTime<chrono::Utc>,
+    purchase_window_days: f64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let serde_json::Value::Object(mut fields) = state.computed.summary() else { return serde_json::Map::new() };
+    if let Some(serde_json::Value::Object(scores)) = scores {
+        for (key, value) in scores {
+            fields.insert(key.clone(), value.clone());
+        }
+    }
+    let orders = net_orders(state);
+    let facts = journey_facts(state, &orders);
+    let rules = kizuna_analytics::journey::JourneyRules { purchase_window_days };
+    let stage = kizuna_analytics::journey::stage(&facts, now, &rules);
+    fields.insert("journey_stage".into(), serde_json::json!(stage));
+    fields
+}

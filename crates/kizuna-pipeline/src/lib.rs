@@ -6,6 +6,9 @@
 //! One writer also makes concurrency simple: two events of the same person never race, merges see a
 //! consistent graph, and the order of application is the order of the queue.
 
+mod feed;
 mod writer;
+
+pub use feed::{Committed, FedEvent, FeedChange, FeedSink};
 
 pub use writer::{ErasureReceipt, IngestReceipt, Pipeline, PipelineConfig, PipelineError};

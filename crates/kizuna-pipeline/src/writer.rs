@@ -7,6 +7,8 @@ use kizuna_profiles::{Origin, ProfileState};
 use kizuna_store::codec::encode_event_body;
 use kizuna_store::{IdentityRow, NewEvent, Source, Store, StoreError, WriteTx};
 use kizuna_types::{Clock, telemetry::Telemetry};
+
+use crate::feed::{Committed, FedEvent, FeedChange, FeedSink};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -115,12 +117,22 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads the identity graph from the store and starts the writer thread.
     pub fn start(store: Arc<dyn Store>, config: PipelineConfig, clock: Arc<dyn Clock>) -> Result<Self, PipelineError> {
+        Self::start_with_feed(store, config, clock, None)
+    }
+
+    /// [`Pipeline::start`], publishing what every commit changed to `feed`.
+    pub fn start_with_feed(
+        store: Arc<dyn Store>,
+        config: PipelineConfig,
+        clock: Arc<dyn Clock>,
+        feed: Option<FeedSink>,
+    ) -> Result<Self, PipelineError> {
         let graph = load_graph(store.as_ref(), &config.rules)?;
         let origins = store.list_sources()?.into_iter().map(|s| (s.id, origin_of(&s))).collect();
         let writer = store.writer()?;
         let identifiers = Arc::new(config.identifiers.clone());
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
-        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None };
+        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None, feed };
         let handle = std::thread::Builder::new()
             .name("kizuna-writer".into())
             .spawn(move || state.run(writer, receiver))
@@ -210,6 +222,7 @@ struct WriterState {
     clock: Arc<dyn Clock>,
     origins: HashMap<i64, Origin>,
     last_prune: Option<DateTime<Utc>>,
+    feed: Option<FeedSink>,
 }
 
 /// Profile states touched by the current transaction, written once at its end.
@@ -217,6 +230,16 @@ struct WriterState {
 struct Dirty {
     states: HashMap<ProfileId, ProfileState>,
     deleted: HashSet<ProfileId>,
+    /// What the transaction changed, in order, when someone listens to the feed.
+    feed: Option<Vec<FeedChange>>,
+}
+
+impl Dirty {
+    fn publish(&mut self, change: impl FnOnce() -> FeedChange) {
+        if let Some(feed) = &mut self.feed {
+            feed.push(change());
+        }
+    }
 }
 
 impl WriterState {
@@ -276,7 +299,7 @@ impl WriterState {
         let now = self.clock.now();
         let now_ms = now.timestamp_millis();
         let mut tx = writer.begin()?;
-        let mut dirty = Dirty::default();
+        let mut dirty = Dirty { feed: self.feed.as_ref().map(|_| Vec::new()), ..Dirty::default() };
         let mut answers = Vec::with_capacity(group.len());
         for command in group {
             let answer = match command {
@@ -290,6 +313,7 @@ impl WriterState {
                 Command::Erase { profile, .. } => {
                     dirty.states.remove(profile);
                     dirty.deleted.remove(profile);
+                    dirty.publish(|| FeedChange::Removed { profile: *profile, erased: true });
                     Answer::Erase(self.erase(tx.as_mut(), *profile, now_ms)?)
                 }
                 // Never grouped: the run loop consumes it.
@@ -309,6 +333,19 @@ impl WriterState {
             self.last_prune = Some(now);
         }
         tx.commit()?;
+        if let (Some(sink), Some(mut changes)) = (&self.feed, dirty.feed.take()) {
+            for profile in &dirty.deleted {
+                changes.push(FeedChange::Removed { profile: *profile, erased: false });
+            }
+            for (profile, state) in dirty.states {
+                let mut identifier_kinds: Vec<String> =
+                    self.graph.identifiers_of(profile).iter().map(|i| i.kind.as_str().to_string()).collect();
+                identifier_kinds.sort();
+                identifier_kinds.dedup();
+                changes.push(FeedChange::State { profile, state: Arc::new(state), identifier_kinds, version: now_ms });
+            }
+            sink(Committed { at: now, changes });
+        }
         Ok(answers)
     }
 
@@ -350,7 +387,9 @@ impl WriterState {
             };
             let outcome = self.graph.apply(&link);
             self.persist_identity(tx, &outcome, now_ms)?;
-            tx.insert_event(&new_event(outcome.profile, source, event, &primary, body))?;
+            let seq = tx.insert_event(&new_event(outcome.profile, source, event, &primary, body))?;
+            let profile = outcome.profile;
+            dirty.publish(|| FeedChange::Event { profile, event: FedEvent::of(seq, event) });
             if outcome.regrouped.is_empty() {
                 self.state_mut(tx, dirty, outcome.profile)?.apply(event, &origin);
             } else if !outcome.merges.is_empty() && outcome.merges.iter().all(|m| !m.replayed) {
@@ -363,12 +402,16 @@ impl WriterState {
                         None => tx.load_state(merge.from)?.unwrap_or_default(),
                     };
                     dirty.deleted.insert(merge.from);
+                    dirty.publish(|| FeedChange::Merged { from: merge.from, into: merge.into });
                     self.state_mut(tx, dirty, merge.into)?.merge(absorbed);
                 }
                 self.state_mut(tx, dirty, outcome.profile)?.apply(event, &origin);
             } else {
                 // Merges and replays move events between profiles: refold the profiles involved from their
                 // events (this one included, it is already stored).
+                for merge in &outcome.merges {
+                    dirty.publish(|| FeedChange::Merged { from: merge.from, into: merge.into });
+                }
                 self.regroup(tx, dirty, &outcome)?;
             }
             receipt.accepted += 1;
@@ -427,6 +470,7 @@ impl WriterState {
                 continue;
             }
             let mut state = ProfileState::default();
+            let mut fed = Vec::new();
             for stored in tx.profile_events(profile)? {
                 let origin = match self.origins.get(&stored.source_id) {
                     Some(origin) => origin.clone(),
@@ -435,8 +479,12 @@ impl WriterState {
                 let serde_json::Value::Object(body) = stored.body else { continue };
                 if let Some(event) = Event::from_stored(body, String::new()) {
                     state.apply(&event, &origin);
+                    if dirty.feed.is_some() {
+                        fed.push(FedEvent::of(stored.seq, &event));
+                    }
                 }
             }
+            dirty.publish(|| FeedChange::Rebuilt { profile, events: fed });
             dirty.deleted.remove(&profile);
             dirty.states.insert(profile, state);
         }
@@ -466,7 +514,8 @@ impl WriterState {
             return Err(StoreError::Invalid(format!("profile {profile} does not exist")));
         };
         tx.claim_message(source.id, &event.message_id, None, now_ms)?;
-        tx.insert_event(&new_event(profile, source, event, &primary, body))?;
+        let seq = tx.insert_event(&new_event(profile, source, event, &primary, body))?;
+        dirty.publish(|| FeedChange::Event { profile, event: FedEvent::of(seq, event) });
         let origin = self.origin(source);
         self.state_mut(tx, dirty, profile)?.apply(event, &origin);
         Ok(())

@@ -420,7 +420,7 @@ impl Computed {
     fn apply_context(&mut self, context: &Map<String, Value>, at: DateTime<Utc>) {
         if let Some(location) = context.get("location").and_then(Value::as_object) {
             let mut place = BTreeMap::new();
-            for key in ["country", "region", "city"] {
+            for key in ["country", "region", "city", "latitude", "longitude"] {
                 if let Some(v) = text(location.get(key)) {
                     place.insert(key.to_owned(), v);
                 }
@@ -540,6 +540,14 @@ impl Computed {
     /// How many events of each name (track events by name, other messages by type) the profile has.
     pub fn event_counts(&self) -> &BTreeMap<String, u64> {
         &self.event_counts
+    }
+
+    /// Latitude and longitude of the latest location that had them.
+    pub fn coordinates(&self) -> Option<(f64, f64)> {
+        let place = &self.location.as_ref()?.value;
+        let lat: f64 = place.get("latitude")?.parse().ok()?;
+        let lon: f64 = place.get("longitude")?.parse().ok()?;
+        ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)).then_some((lat, lon))
     }
 
     pub fn first_seen(&self) -> Option<DateTime<Utc>> {

@@ -87,6 +87,8 @@ pub enum Change {
     Updated { profile: ProfileKey, data: Option<ProfileData>, events: Vec<NewEvent> },
     /// `from` was merged into `into`: `from`'s events now belong to `into` and `from` is gone.
     Merged { from: ProfileKey, into: ProfileKey },
+    /// The profile's events were regrouped: these are all of them now.
+    Rebuilt { profile: ProfileKey, events: Vec<NewEvent> },
     /// The profile no longer exists (erased, or emptied by a regroup).
     Removed { profile: ProfileKey, erased: bool },
 }
@@ -269,9 +271,17 @@ impl Engine {
 
     /// Merges stored data for a profile into its summary without evaluating (start-up and reloads; the
     /// caller evaluates afterwards). Seeing data twice is harmless.
-    pub fn load_profile(&mut self, profile: ProfileKey, data: &ProfileData, events: &[NewEvent], now: DateTime<Utc>) {
+    pub fn load_profile(
+        &mut self,
+        profile: ProfileKey,
+        data: Option<&ProfileData>,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) {
         let entry = self.profiles.entry(profile).or_default();
-        entry.summary.set_data(data, &self.interest, &mut self.interner);
+        if let Some(data) = data {
+            entry.summary.set_data(data, &self.interest, &mut self.interner);
+        }
         entry.summary.add_events(events, &self.interest, &mut self.interner);
         entry.summary.prune(&self.interest, now);
     }
@@ -421,10 +431,20 @@ impl Engine {
         Ok(removed.definition)
     }
 
-    /// Evaluates every definition for every profile (start-up), reconciling restored memberships.
+    /// Evaluates every definition for every profile (start-up, reloads), reconciling restored memberships.
     pub fn evaluate_all(&mut self, now: DateTime<Utc>) -> Vec<Transition> {
         let slots = self.order.clone();
         self.build(&slots, now, &Cause::Recomputed)
+    }
+
+    /// Whether `definition` may be saved next to the current definitions (valid, refers to segments that
+    /// exist, no cycle).
+    pub fn check(&self, definition: &SegmentDefinition) -> Result<(), EngineError> {
+        let mut all: BTreeMap<String, Condition> =
+            self.definitions().map(|d| (d.name.clone(), d.condition.clone())).collect();
+        all.insert(definition.name.clone(), definition.condition.clone());
+        check_definitions(&all)?;
+        Ok(())
     }
 
     /// Evaluates `slots` (in dependency order) for every profile, in parallel, then applies the answers.
@@ -582,6 +602,14 @@ impl Engine {
                     }
                     touched.remove(&from);
                     gone.push((from, Cause::MergedInto { into }));
+                }
+                Change::Rebuilt { profile, events } => {
+                    let entry = self.profiles.entry(profile).or_default();
+                    entry.summary.clear_events();
+                    entry.summary.add_events(&events, &self.interest, &mut self.interner);
+                    let (t, _) = touched.entry(profile).or_insert((Touched::default(), Cause::Recomputed));
+                    t.identity = true;
+                    t.attributes.insert("*".into());
                 }
                 Change::Removed { profile, erased } => {
                     touched.remove(&profile);

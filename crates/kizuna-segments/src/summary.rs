@@ -335,6 +335,10 @@ impl Summary {
         self.events.retain(|e| interest.events.contains_key(&*e.name));
     }
 
+    pub fn clear_events(&mut self) {
+        self.events.clear();
+    }
+
     pub fn event_count(&self) -> usize {
         self.events.len()
     }

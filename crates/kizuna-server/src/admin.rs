@@ -97,22 +97,13 @@ pub fn profile_json(state: &AppState, profile: &StoredProfile) -> Value {
 }
 
 fn computed_json(state: &AppState, profile: &StoredProfile) -> Value {
-    let mut computed = profile.state.computed.summary();
-    if let Value::Object(fields) = &mut computed {
-        if let Some(Value::Object(scores)) = &profile.scores {
-            for (key, value) in scores {
-                fields.insert(key.clone(), value.clone());
-            }
-        }
-        let orders = kizuna_jobs::facts::net_orders(&profile.state);
-        let facts = kizuna_jobs::facts::journey_facts(&profile.state, &orders);
-        let rules = kizuna_analytics::journey::JourneyRules {
-            purchase_window_days: state.inner.analytics.read().settings.purchase_window_days,
-        };
-        let stage = kizuna_analytics::journey::stage(&facts, state.clock().now(), &rules);
-        fields.insert("journey_stage".into(), json!(stage));
-    }
-    computed
+    let purchase_window_days = state.inner.analytics.read().settings.purchase_window_days;
+    Value::Object(kizuna_jobs::facts::computed_attributes(
+        &profile.state,
+        profile.scores.as_ref(),
+        state.clock().now(),
+        purchase_window_days,
+    ))
 }
 
 /// Get a profile by any identifier.

@@ -75,6 +75,51 @@ pub trait Store: Send + Sync + 'static {
     /// One run with its report: by id, or the latest successful one.
     fn analytics_run(&self, run_id: Option<i64>) -> StoreResult<Option<AnalyticsRun>>;
 
+    /// Segment definitions, oldest first.
+    fn segments(&self) -> StoreResult<Vec<StoredSegment>>;
+    fn segment_by_name(&self, name: &str) -> StoreResult<Option<StoredSegment>>;
+    /// Creates a segment or replaces its definition (bumping its version).
+    fn save_segment(
+        &self,
+        name: &str,
+        description: &str,
+        definition: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StoredSegment>;
+    /// Deletes a definition and its membership (the transition history stays); false when there was none.
+    fn delete_segment(&self, name: &str) -> StoreResult<bool>;
+    /// Appends transitions to the history (setting each one's `seq`) and applies them to membership, in one
+    /// transaction.
+    fn record_segment_transitions(&self, transitions: &mut [SegmentTransitionRow]) -> StoreResult<()>;
+    /// Drops an erased person's memberships and transition history.
+    fn forget_segment_profile(&self, profile: ProfileId) -> StoreResult<()>;
+    /// Members of a segment in profile order after `after`, with the time they entered.
+    fn segment_members(
+        &self,
+        segment_id: i64,
+        after: Option<ProfileId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, DateTime<Utc>)>>;
+    /// Streams every stored membership of an existing profile (segment id, profile), for start-up.
+    fn load_segment_members(&self, visit: &mut dyn FnMut(i64, ProfileId)) -> StoreResult<()>;
+    /// Deletes memberships of profiles that no longer exist; returns how many.
+    fn prune_segment_members(&self) -> StoreResult<usize>;
+    /// The segments a profile is in now: (segment id, name, since).
+    fn profile_segments(&self, profile: ProfileId) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>>;
+    fn segment_transitions(&self, filter: &TransitionFilter) -> StoreResult<Vec<SegmentTransitionRow>>;
+    /// Profiles in id order with scores and identifier kinds, for rebuilding derived state.
+    fn scan_profile_data(&self, after: Option<ProfileId>, limit: usize) -> StoreResult<Vec<ScannedProfile>>;
+    /// Events in log order after `after_seq` (at most `limit` rows read); bodies are decoded only for names
+    /// `wanted` accepts. Also returns the last seq read, to continue from.
+    fn scan_events(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> StoreResult<(Vec<ScannedEvent>, Option<i64>)>;
+    /// The latest analytics scores of one profile.
+    fn profile_scores(&self, profile: ProfileId) -> StoreResult<Option<serde_json::Value>>;
+
     /// Streams what the identity resolver needs to rebuild itself at start-up (all owners, then all links);
     /// returns the next unused profile id.
     fn load_identity(&self, visit: &mut dyn FnMut(IdentityRow)) -> StoreResult<ProfileId>;
@@ -96,7 +141,8 @@ pub trait WriteTx {
         expires_at_ms: Option<i64>,
         now_ms: i64,
     ) -> StoreResult<bool>;
-    fn insert_event(&mut self, event: &NewEvent<'_>) -> StoreResult<()>;
+    /// Stores an event; returns its position in the log (`seq`).
+    fn insert_event(&mut self, event: &NewEvent<'_>) -> StoreResult<i64>;
     fn load_state(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileState>>;
     fn save_state(&mut self, profile: ProfileId, state: &ProfileState, now_ms: i64) -> StoreResult<()>;
     fn delete_profile(&mut self, profile: ProfileId) -> StoreResult<()>;

@@ -104,3 +104,58 @@ pub enum RunOutcome {
     Succeeded(serde_json::Value),
     Failed(String),
 }
+
+/// A saved segment definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredSegment {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    /// The definition's JSON tree.
+    pub definition: serde_json::Value,
+    /// Starts at 1, bumped by every update.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One `Segment Entered` (`entered`) or `Segment Exited` record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentTransitionRow {
+    /// Position in the history (assigned when recorded; 0 before).
+    pub seq: i64,
+    pub segment_id: i64,
+    pub segment: String,
+    pub profile_id: ProfileId,
+    pub entered: bool,
+    pub at: DateTime<Utc>,
+    pub cause: serde_json::Value,
+}
+
+/// Which transitions to read, oldest first after the `after_seq` cursor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransitionFilter {
+    pub profile: Option<ProfileId>,
+    pub segment_id: Option<i64>,
+    pub after_seq: i64,
+    pub limit: usize,
+}
+
+/// A profile as batch readers see it: state, analytics scores, identifier kinds and when it last changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedProfile {
+    pub id: ProfileId,
+    pub state: ProfileState,
+    pub scores: Option<serde_json::Value>,
+    pub identifier_kinds: Vec<String>,
+    pub updated_ms: i64,
+}
+
+/// An event as batch readers see it. `name` is the track event name or the message type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedEvent {
+    pub seq: i64,
+    pub profile_id: ProfileId,
+    pub name: String,
+    pub body: serde_json::Value,
+}

@@ -1,6 +1,7 @@
 use crate::{
-    AnalyticsRun, ApiKey, Counts, EventFilter, IdentityRow, NewEvent, RunOutcome, Source, Store, StoreError,
-    StoreResult, StoreWriter, StoredEvent, StoredProfile, WriteTx,
+    AnalyticsRun, ApiKey, Counts, EventFilter, IdentityRow, NewEvent, RunOutcome, ScannedEvent, ScannedProfile,
+    SegmentTransitionRow, Source, Store, StoreError, StoreResult, StoreWriter, StoredEvent, StoredProfile,
+    StoredSegment, TransitionFilter, WriteTx,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use kizuna_catalog::Product;
@@ -13,8 +14,13 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Versioned migrations, applied in order; each runs once and is recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/0001_core.sql")), (2, include_str!("../migrations/0002_analytics.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_core.sql")),
+    (2, include_str!("../migrations/0002_analytics.sql")),
+    (3, include_str!("../migrations/0003_segments.sql")),
+];
+
+mod segments;
 
 /// How hard a commit pushes data to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,9 @@ pub struct SqliteStore {
     path: PathBuf,
     durability: Durability,
     readers: Mutex<Vec<Connection>>,
+    /// The connection for writes outside the ingest writer (administration, analytics scores, segment
+    /// membership), opened once: opening one per write costs more than most of these writes.
+    side_writer: Mutex<Option<Connection>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -68,7 +77,7 @@ impl SqliteStore {
     pub fn open(data_dir: &Path, durability: Durability) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(Self::FILE_NAME);
-        let store = Self { path, durability, readers: Mutex::new(Vec::new()) };
+        let store = Self { path, durability, readers: Mutex::new(Vec::new()), side_writer: Mutex::new(None) };
         let mut conn = store.connect(false)?;
         migrate(&mut conn)?;
         Ok(store)
@@ -111,8 +120,12 @@ impl SqliteStore {
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = self.connect(false)?;
-        f(&mut conn)
+        let mut slot = self.side_writer.lock();
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.connect(false)?),
+        };
+        f(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -578,6 +591,78 @@ impl Store for SqliteStore {
         })
     }
 
+    fn segments(&self) -> StoreResult<Vec<StoredSegment>> {
+        self.with_reader(segments::segments)
+    }
+
+    fn segment_by_name(&self, name: &str) -> StoreResult<Option<StoredSegment>> {
+        self.with_reader(|conn| segments::segment_by_name(conn, name))
+    }
+
+    fn save_segment(
+        &self,
+        name: &str,
+        description: &str,
+        definition: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StoredSegment> {
+        self.with_writer(|conn| segments::save_segment(conn, name, description, definition, now))
+    }
+
+    fn delete_segment(&self, name: &str) -> StoreResult<bool> {
+        self.with_writer(|conn| segments::delete_segment(conn, name))
+    }
+
+    fn record_segment_transitions(&self, transitions: &mut [SegmentTransitionRow]) -> StoreResult<()> {
+        self.with_writer(|conn| segments::record_transitions(conn, transitions))
+    }
+
+    fn forget_segment_profile(&self, profile: ProfileId) -> StoreResult<()> {
+        self.with_writer(|conn| segments::forget_profile(conn, profile))
+    }
+
+    fn segment_members(
+        &self,
+        segment_id: i64,
+        after: Option<ProfileId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(ProfileId, DateTime<Utc>)>> {
+        self.with_reader(|conn| segments::members(conn, segment_id, after, limit))
+    }
+
+    fn load_segment_members(&self, visit: &mut dyn FnMut(i64, ProfileId)) -> StoreResult<()> {
+        self.with_reader(|conn| segments::load_members(conn, visit))
+    }
+
+    fn prune_segment_members(&self) -> StoreResult<usize> {
+        self.with_writer(segments::prune_members)
+    }
+
+    fn profile_segments(&self, profile: ProfileId) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>> {
+        self.with_reader(|conn| segments::profile_memberships(conn, profile))
+    }
+
+    fn segment_transitions(&self, filter: &TransitionFilter) -> StoreResult<Vec<SegmentTransitionRow>> {
+        self.with_reader(|conn| segments::transitions(conn, filter))
+    }
+
+    fn scan_profile_data(&self, after: Option<ProfileId>, limit: usize) -> StoreResult<Vec<ScannedProfile>> {
+        self.with_reader(|conn| segments::scan_profile_data(conn, after, limit))
+    }
+
+    fn scan_events(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> StoreResult<(Vec<ScannedEvent>, Option<i64>)> {
+        self.with_reader(|conn| segments::scan_events(conn, after_seq, limit, wanted))
+    }
+
+    fn profile_scores(&self, profile: ProfileId) -> StoreResult<Option<serde_json::Value>> {
+        self.with_reader(|conn| segments::profile_scores(conn, profile))
+    }
+
     fn load_identity(&self, visit: &mut dyn FnMut(IdentityRow)) -> StoreResult<ProfileId> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities")?;
@@ -686,7 +771,7 @@ impl WriteTx for SqliteTx<'_> {
         Ok(changed > 0)
     }
 
-    fn insert_event(&mut self, e: &NewEvent<'_>) -> StoreResult<()> {
+    fn insert_event(&mut self, e: &NewEvent<'_>) -> StoreResult<i64> {
         self.tx
             .prepare_cached(
                 "INSERT INTO events (profile_id, source_id, message_id, type, name, ts, received_at,
@@ -703,7 +788,7 @@ impl WriteTx for SqliteTx<'_> {
                 e.primary_identifier,
                 e.body
             ])?;
-        Ok(())
+        Ok(self.tx.last_insert_rowid())
     }
 
     fn load_state(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileState>> {
@@ -835,6 +920,8 @@ impl WriteTx for SqliteTx<'_> {
         let identities = self.tx.execute("DELETE FROM identities WHERE profile_id = ?1", [p])?;
         self.tx.execute("DELETE FROM profiles WHERE id = ?1", [p])?;
         self.tx.execute("DELETE FROM identity_conflicts WHERE profile_id = ?1", [p])?;
+        self.tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [p])?;
+        self.tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [p])?;
         self.tx
             .execute("UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1", [p])?;
         self.tx.execute(

@@ -1,0 +1,352 @@
+//! The engine thread: applies commits, commands and time, records transitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use kizuna_pipeline::{Committed, FeedChange};
+use kizuna_segments::engine::{Cause, Change, Engine, SegmentDefinition, Transition};
+use kizuna_segments::summary::Interest;
+use kizuna_segments::{Condition, from_json, print};
+use kizuna_store::{SegmentTransitionRow, Store, StoredSegment};
+use kizuna_types::Clock;
+use tokio::sync::broadcast;
+
+use crate::data::{fed_event, profile_data, reads_computed, scanned_event};
+use crate::{Command, Input, MembershipError, MembershipResult, MembershipSettings, Preview, SegmentInfo};
+
+/// At most this many inputs are applied before their transitions are recorded together.
+const BATCH: usize = 512;
+/// The longest the thread sleeps without looking at the clock (a test clock moves without waking it).
+const MAX_SLEEP: Duration = Duration::from_millis(200);
+
+pub(crate) struct Worker {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: MembershipSettings,
+    publish: broadcast::Sender<Arc<SegmentTransitionRow>>,
+    segments: BTreeMap<String, StoredSegment>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: MembershipSettings,
+        publish: broadcast::Sender<Arc<SegmentTransitionRow>>,
+    ) -> Worker {
+        Worker { engine: Engine::new(), store, clock, settings, publish, segments: BTreeMap::new() }
+    }
+
+    pub(crate) fn run(mut self, receiver: Receiver<Input>) {
+        let started = Instant::now();
+        match self.load() {
+            Ok(changed) => tracing::info!(
+                segments = self.segments.len(),
+                profiles = self.engine.stats().profiles,
+                changed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "segment membership loaded"
+            ),
+            Err(error) => tracing::error!(%error, "could not load segment membership; starting empty"),
+        }
+        loop {
+            let sleep = self
+                .engine
+                .next_wake()
+                .map_or(MAX_SLEEP, |at| (at - self.clock.now()).to_std().unwrap_or_default().min(MAX_SLEEP));
+            let first = match receiver.recv_timeout(sleep) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut transitions = Vec::new();
+            let mut synced = Vec::new();
+            let mut stop = false;
+            let mut next = first;
+            let mut taken = 0;
+            while let Some(input) = next.take() {
+                match input {
+                    Input::Commit(committed) => transitions.extend(self.apply(committed)),
+                    Input::Command(Command::Sync { reply }) => synced.push(reply),
+                    Input::Command(command) => {
+                        // Commands answer after what came before them is recorded.
+                        self.record(std::mem::take(&mut transitions));
+                        self.command(command);
+                    }
+                    Input::Shutdown => stop = true,
+                }
+                taken += 1;
+                if taken < BATCH && !stop {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            transitions.extend(self.engine.tick(self.clock.now()));
+            self.record(transitions);
+            for reply in synced {
+                let _ = reply.send(());
+            }
+            if stop {
+                break;
+            }
+        }
+        tracing::info!("segment engine stopped");
+    }
+
+    /// Loads definitions, stored membership and profile data; evaluates everything and records what changed
+    /// while Kizuna was not running. Returns how many memberships changed.
+    fn load(&mut self) -> MembershipResult<usize> {
+        let stored = self.store.segments()?;
+        let mut definitions = Vec::new();
+        for segment in stored {
+            match from_json(&segment.definition) {
+                Ok(condition) => {
+                    definitions.push(SegmentDefinition { id: segment.id, name: segment.name.clone(), condition });
+                    self.segments.insert(segment.name.clone(), segment);
+                }
+                Err(error) => tracing::error!(segment = %segment.name, %error, "stored definition is invalid; skipped"),
+            }
+        }
+        self.engine.install(definitions)?;
+        self.store.prune_segment_members()?;
+        let engine = &mut self.engine;
+        self.store.load_segment_members(&mut |segment, profile| engine.restore_member(segment, profile))?;
+        self.reload(true)?;
+        let transitions = self.engine.evaluate_all(self.clock.now());
+        let changed = transitions.len();
+        self.record(transitions);
+        Ok(changed)
+    }
+
+    /// Reads profile data (and, with `events`, every event the definitions read) from storage into the
+    /// engine. Harmless to repeat: events are kept once by log position, older data never replaces newer.
+    fn reload(&mut self, events: bool) -> MembershipResult<()> {
+        let now = self.clock.now();
+        let interest = self.engine.interest().clone();
+        let page = self.settings.scan_page.max(1);
+        let mut after = None;
+        loop {
+            let profiles = self.store.scan_profile_data(after, page)?;
+            let Some(last) = profiles.last().map(|p| p.id) else { break };
+            for p in profiles {
+                let data = profile_data(
+                    &p.state,
+                    p.scores.as_ref(),
+                    p.identifier_kinds,
+                    p.updated_ms,
+                    now,
+                    &interest,
+                    self.settings.purchase_window_days,
+                );
+                self.engine.load_profile(p.id, Some(&data), &[], now);
+            }
+            after = Some(last);
+        }
+        if events && !interest.events.is_empty() {
+            let wanted = |name: &str| interest.events.contains_key(name);
+            let mut after_seq = 0;
+            loop {
+                let (found, last) = self.store.scan_events(after_seq, page * 4, &wanted)?;
+                let Some(last) = last else { break };
+                let mut by_profile: BTreeMap<u64, Vec<_>> = BTreeMap::new();
+                for event in found {
+                    let profile = event.profile_id;
+                    if let Some(e) = scanned_event(event) {
+                        by_profile.entry(profile).or_default().push(e);
+                    }
+                }
+                for (profile, events) in by_profile {
+                    self.engine.load_profile(profile, None, &events, now);
+                }
+                after_seq = last;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, committed: Committed) -> Vec<Transition> {
+        let now = self.clock.now();
+        let interest = self.engine.interest().clone();
+        let mut changes = Vec::with_capacity(committed.changes.len());
+        for change in committed.changes {
+            changes.push(match change {
+                FeedChange::Event { profile, event } => {
+                    if !interest.events.contains_key(&event.name) {
+                        continue;
+                    }
+                    Change::Updated { profile, data: None, events: vec![fed_event(event)] }
+                }
+                FeedChange::Merged { from, into } => Change::Merged { from, into },
+                FeedChange::Rebuilt { profile, events } => {
+                    Change::Rebuilt { profile, events: events.into_iter().map(fed_event).collect() }
+                }
+                FeedChange::Removed { profile, erased } => Change::Removed { profile, erased },
+                FeedChange::State { profile, state, identifier_kinds, version } => {
+                    let scores = if reads_computed(&interest) {
+                        self.store.profile_scores(profile).unwrap_or_else(|error| {
+                            tracing::warn!(%error, profile, "could not read scores; computed scores left out");
+                            None
+                        })
+                    } else {
+                        None
+                    };
+                    let data = profile_data(
+                        &state,
+                        scores.as_ref(),
+                        identifier_kinds,
+                        version,
+                        now,
+                        &interest,
+                        self.settings.purchase_window_days,
+                    );
+                    Change::Updated { profile, data: Some(data), events: Vec::new() }
+                }
+            });
+        }
+        self.engine.apply(changes, now)
+    }
+
+    /// Records transitions in the store, then publishes them. Exits of erased people are published but not
+    /// stored: erasure removed their history.
+    fn record(&mut self, transitions: Vec<Transition>) {
+        if transitions.is_empty() {
+            return;
+        }
+        let mut rows: Vec<SegmentTransitionRow> = Vec::with_capacity(transitions.len());
+        let mut erased = Vec::new();
+        for t in transitions {
+            let row = SegmentTransitionRow {
+                seq: 0,
+                segment_id: t.segment_id,
+                segment: t.segment,
+                profile_id: t.profile,
+                entered: t.entered,
+                at: t.at,
+                cause: serde_json::to_value(&t.cause).unwrap_or(serde_json::Value::Null),
+            };
+            if t.cause == Cause::Erased {
+                erased.push(row);
+            } else {
+                rows.push(row);
+            }
+        }
+        // Chunks keep each write transaction short so the ingest writer never waits long.
+        for chunk in rows.chunks_mut(2_000) {
+            // Membership is derived data: if recording fails, the next start recomputes it.
+            if let Err(error) = self.store.record_segment_transitions(chunk) {
+                tracing::error!(%error, count = chunk.len(), "could not record segment transitions");
+            }
+        }
+        for row in rows.into_iter().chain(erased) {
+            let _ = self.publish.send(Arc::new(row));
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Save { name, description, condition, reply } => {
+                let _ = reply.send(self.save(name, description, condition));
+            }
+            Command::Delete { name, reply } => {
+                let _ = reply.send(self.delete(&name));
+            }
+            Command::Preview { condition, sample, reply } => {
+                let _ = reply.send(self.preview(&condition, sample));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(self.segments.values().map(|s| self.info(s)).collect());
+            }
+            Command::Refresh { reply } => {
+                let result = self.reload(false).map(|()| {
+                    let transitions = self.engine.evaluate_all(self.clock.now());
+                    self.record(transitions);
+                });
+                let _ = reply.send(result);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.engine.stats());
+            }
+            Command::Sync { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn info(&self, segment: &StoredSegment) -> SegmentInfo {
+        let text = self.engine.definition(&segment.name).map(|d| print(&d.condition)).unwrap_or_default();
+        SegmentInfo {
+            id: segment.id,
+            name: segment.name.clone(),
+            description: segment.description.clone(),
+            definition: segment.definition.clone(),
+            text,
+            version: segment.version,
+            members: self.engine.member_count(&segment.name).unwrap_or(0),
+            created_at: segment.created_at,
+            updated_at: segment.updated_at,
+        }
+    }
+
+    /// Makes the in-memory state hold what `condition` reads, reloading from storage when it does not yet.
+    fn cover(&mut self, condition: &Condition) -> MembershipResult<()> {
+        if self.engine.covers(condition) {
+            return Ok(());
+        }
+        let before = self.engine.interest().clone();
+        self.engine.widen(condition);
+        let needed = Interest::of(condition);
+        let new_events = needed.events.iter().any(|(name, e)| {
+            before.events.get(name).is_none_or(|mine| !e.paths.is_subset(&mine.paths) || e.keep > mine.keep)
+        });
+        let started = Instant::now();
+        self.reload(new_events)?;
+        tracing::info!(new_events, elapsed_ms = started.elapsed().as_millis() as u64, "segment state reloaded");
+        Ok(())
+    }
+
+    fn save(&mut self, name: String, description: String, condition: Condition) -> MembershipResult<SegmentInfo> {
+        let id = self.segments.get(&name).map_or(0, |s| s.id);
+        self.engine.check(&SegmentDefinition { id, name: name.clone(), condition: condition.clone() })?;
+        self.cover(&condition)?;
+        let json = serde_json::to_value(&condition).map_err(kizuna_store::StoreError::from)?;
+        let saved = self.store.save_segment(&name, &description, &json, self.clock.now())?;
+        let transitions =
+            self.engine.upsert(SegmentDefinition { id: saved.id, name: name.clone(), condition }, self.clock.now())?;
+        self.record(transitions);
+        let info = self.info(&saved);
+        self.segments.insert(name, saved);
+        Ok(info)
+    }
+
+    fn delete(&mut self, name: &str) -> MembershipResult<()> {
+        if !self.segments.contains_key(name) {
+            return Err(MembershipError::NotFound(name.to_string()));
+        }
+        self.engine.remove(name)?;
+        self.store.delete_segment(name)?;
+        self.segments.remove(name);
+        Ok(())
+    }
+
+    fn preview(&mut self, condition: &Condition, sample: usize) -> MembershipResult<Preview> {
+        for referenced in condition.referenced_segments() {
+            if !self.segments.contains_key(referenced) {
+                return Err(MembershipError::NotFound(referenced.to_string()));
+            }
+        }
+        kizuna_segments::check(condition).map_err(kizuna_segments::engine::EngineError::from)?;
+        self.cover(condition)?;
+        let started = Instant::now();
+        let now: DateTime<Utc> = self.clock.now();
+        let (count, sample) = self.engine.preview(condition, now, sample)?;
+        Ok(Preview {
+            count,
+            sample,
+            profiles: self.engine.stats().profiles,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+}

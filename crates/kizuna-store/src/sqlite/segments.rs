@@ -1,0 +1,276 @@
+//! Segment definitions, membership and transition history; batch scans for the segment engine.
+
+use super::{from_ms, ms};
+use crate::{
+    ScannedEvent, ScannedProfile, SegmentTransitionRow, StoreError, StoreResult, StoredSegment, TransitionFilter,
+};
+use chrono::{DateTime, Utc};
+use kizuna_identity::ProfileId;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+const SEGMENT_COLUMNS: &str = "id, name, description, definition, version, created_at, updated_at";
+
+fn segment_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, String, String, i64, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn to_segment(
+    (id, name, description, definition, version, created, updated): (i64, String, String, String, i64, i64, i64),
+) -> StoreResult<StoredSegment> {
+    Ok(StoredSegment {
+        id,
+        name,
+        description,
+        definition: serde_json::from_str(&definition)?,
+        version,
+        created_at: from_ms(created),
+        updated_at: from_ms(updated),
+    })
+}
+
+pub(super) fn segments(conn: &Connection) -> StoreResult<Vec<StoredSegment>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {SEGMENT_COLUMNS} FROM segments ORDER BY id"))?;
+    let rows = stmt.query_map([], segment_row)?;
+    rows.map(|r| to_segment(r?)).collect()
+}
+
+pub(super) fn segment_by_name(conn: &Connection, name: &str) -> StoreResult<Option<StoredSegment>> {
+    let row = conn
+        .query_row(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE name = ?1"), [name], segment_row)
+        .optional()?;
+    row.map(to_segment).transpose()
+}
+
+pub(super) fn save_segment(
+    conn: &mut Connection,
+    name: &str,
+    description: &str,
+    definition: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> StoreResult<StoredSegment> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO segments (name, description, definition, version, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 1, ?4, ?4)
+         ON CONFLICT (name) DO UPDATE SET description = excluded.description, definition = excluded.definition,
+             version = segments.version + 1, updated_at = excluded.updated_at",
+        params![name, description, serde_json::to_string(definition)?, ms(now)],
+    )?;
+    let saved = segment_by_name(&tx, name)?.ok_or_else(|| StoreError::Invalid(format!("segment {name} vanished")))?;
+    tx.commit()?;
+    Ok(saved)
+}
+
+pub(super) fn delete_segment(conn: &mut Connection, name: &str) -> StoreResult<bool> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let id: Option<i64> = tx.query_row("SELECT id FROM segments WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    let Some(id) = id else { return Ok(false) };
+    tx.execute("DELETE FROM segment_members WHERE segment_id = ?1", [id])?;
+    tx.execute("DELETE FROM segments WHERE id = ?1", [id])?;
+    tx.commit()?;
+    Ok(true)
+}
+
+pub(super) fn record_transitions(conn: &mut Connection, transitions: &mut [SegmentTransitionRow]) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO segment_transitions (segment_id, segment, profile_id, entered, at, cause)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut enter = tx.prepare_cached(
+            "INSERT INTO segment_members (segment_id, profile_id, since) VALUES (?1, ?2, ?3)
+             ON CONFLICT (segment_id, profile_id) DO NOTHING",
+        )?;
+        let mut exit = tx.prepare_cached("DELETE FROM segment_members WHERE segment_id = ?1 AND profile_id = ?2")?;
+        for t in transitions.iter_mut() {
+            let profile = t.profile_id as i64;
+            insert.execute(params![
+                t.segment_id,
+                t.segment,
+                profile,
+                t.entered,
+                ms(t.at),
+                serde_json::to_string(&t.cause)?
+            ])?;
+            t.seq = tx.last_insert_rowid();
+            if t.entered {
+                enter.execute(params![t.segment_id, profile, ms(t.at)])?;
+            } else {
+                exit.execute(params![t.segment_id, profile])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn forget_profile(conn: &mut Connection, profile: ProfileId) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile as i64])?;
+    tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile as i64])?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn members(
+    conn: &Connection,
+    segment_id: i64,
+    after: Option<ProfileId>,
+    limit: usize,
+) -> StoreResult<Vec<(ProfileId, DateTime<Utc>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT profile_id, since FROM segment_members WHERE segment_id = ?1 AND profile_id > ?2
+         ORDER BY profile_id LIMIT ?3",
+    )?;
+    let after = after.map_or(-1, |a| a as i64);
+    let rows = stmt.query_map(params![segment_id, after, limit as i64], |r| {
+        Ok((r.get::<_, i64>(0)? as ProfileId, from_ms(r.get(1)?)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn load_members(conn: &Connection, visit: &mut dyn FnMut(i64, ProfileId)) -> StoreResult<()> {
+    // Only members whose profile still exists: a profile deleted while the engine was down simply is not
+    // restored, and its stale rows are removed when the engine records the catch-up.
+    let mut stmt = conn
+        .prepare("SELECT m.segment_id, m.profile_id FROM segment_members m JOIN profiles p ON p.id = m.profile_id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        visit(row.get(0)?, row.get::<_, i64>(1)? as ProfileId);
+    }
+    Ok(())
+}
+
+pub(super) fn prune_members(conn: &mut Connection) -> StoreResult<usize> {
+    Ok(conn.execute("DELETE FROM segment_members WHERE profile_id NOT IN (SELECT id FROM profiles)", [])?)
+}
+
+pub(super) fn profile_memberships(
+    conn: &Connection,
+    profile: ProfileId,
+) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.name, m.since FROM segment_members m JOIN segments s ON s.id = m.segment_id
+         WHERE m.profile_id = ?1 ORDER BY s.name",
+    )?;
+    let rows = stmt.query_map([profile as i64], |r| Ok((r.get(0)?, r.get(1)?, from_ms(r.get(2)?))))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn transitions(conn: &Connection, filter: &TransitionFilter) -> StoreResult<Vec<SegmentTransitionRow>> {
+    let mut sql = String::from(
+        "SELECT seq, segment_id, segment, profile_id, entered, at, cause FROM segment_transitions WHERE seq > ?1",
+    );
+    let mut values: Vec<i64> = vec![filter.after_seq];
+    if let Some(profile) = filter.profile {
+        values.push(profile as i64);
+        sql.push_str(&format!(" AND profile_id = ?{}", values.len()));
+    }
+    if let Some(segment) = filter.segment_id {
+        values.push(segment);
+        sql.push_str(&format!(" AND segment_id = ?{}", values.len()));
+    }
+    values.push(filter.limit as i64);
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", values.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, bool>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, String>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, segment_id, segment, profile, entered, at, cause) = row?;
+        out.push(SegmentTransitionRow {
+            seq,
+            segment_id,
+            segment,
+            profile_id: profile as ProfileId,
+            entered,
+            at: from_ms(at),
+            cause: serde_json::from_str(&cause)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn scan_profile_data(
+    conn: &Connection,
+    after: Option<ProfileId>,
+    limit: usize,
+) -> StoreResult<Vec<ScannedProfile>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.id, p.state, p.updated_at, s.scores,
+                (SELECT group_concat(DISTINCT i.kind) FROM identities i WHERE i.profile_id = p.id)
+         FROM profiles p LEFT JOIN profile_scores s ON s.profile_id = p.id
+         WHERE p.id > ?1 ORDER BY p.id LIMIT ?2",
+    )?;
+    let after = after.map_or(-1, |a| a as i64);
+    let rows = stmt.query_map(params![after, limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, state, updated_ms, scores, kinds) = row?;
+        out.push(ScannedProfile {
+            id: id as ProfileId,
+            state: serde_json::from_str(&state)?,
+            scores: scores.map(|s| serde_json::from_str(&s)).transpose()?,
+            identifier_kinds: kinds.map(|k| k.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+            updated_ms,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn scan_events(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+    wanted: &dyn Fn(&str) -> bool,
+) -> StoreResult<(Vec<ScannedEvent>, Option<i64>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, profile_id, COALESCE(name, type), body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![after_seq, limit as i64])?;
+    let mut out = Vec::new();
+    let mut last = None;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        last = Some(seq);
+        let name: String = row.get(2)?;
+        if !wanted(&name) {
+            continue;
+        }
+        let body: Vec<u8> = row.get(3)?;
+        let json = crate::codec::decode_event_body(&body)?;
+        out.push(ScannedEvent {
+            seq,
+            profile_id: row.get::<_, i64>(1)? as ProfileId,
+            name,
+            body: serde_json::from_slice(&json)?,
+        });
+    }
+    Ok((out, last))
+}
+
+pub(super) fn profile_scores(conn: &Connection, profile: ProfileId) -> StoreResult<Option<serde_json::Value>> {
+    let scores: Option<String> = conn
+        .prepare_cached("SELECT scores FROM profile_scores WHERE profile_id = ?1")?
+        .query_row([profile as i64], |r| r.get(0))
+        .optional()?;
+    Ok(scores.map(|s| serde_json::from_str(&s)).transpose()?)
+}
