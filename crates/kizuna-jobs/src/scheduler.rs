@@ -40,10 +40,22 @@ impl AnalyticsScheduler {
         settings: AnalyticsSettings,
         schedule: Schedule,
     ) -> std::io::Result<Self> {
+        Self::start_with_hook(store, clock, settings, schedule, Box::new(|| {}))
+    }
+
+    /// [`AnalyticsScheduler::start`], calling `after_run` after every successful run (to refresh what reads
+    /// the scores, such as segment membership).
+    pub fn start_with_hook(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: AnalyticsSettings,
+        schedule: Schedule,
+        after_run: Box<dyn Fn() + Send>,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = channel();
-        let thread = std::thread::Builder::new()
-            .name("kizuna-analytics".into())
-            .spawn(move || background(store.as_ref(), clock.as_ref(), &settings, schedule, &receiver))?;
+        let thread = std::thread::Builder::new().name("kizuna-analytics".into()).spawn(move || {
+            background(store.as_ref(), clock.as_ref(), &settings, schedule, &receiver, after_run.as_ref())
+        })?;
         Ok(AnalyticsScheduler { sender: Mutex::new(sender), thread: Mutex::new(Some(thread)) })
     }
 
@@ -90,6 +102,7 @@ fn background(
     settings: &AnalyticsSettings,
     schedule: Schedule,
     receiver: &Receiver<Message>,
+    after_run: &dyn Fn(),
 ) {
     let started = clock.now();
     loop {
@@ -109,8 +122,9 @@ fn background(
                 Err(_) => break,
             }
         }
-        if let Err(error) = run_analytics(store, clock.now(), &trigger, settings) {
-            tracing::warn!(%error, "analytics run failed");
+        match run_analytics(store, clock.now(), &trigger, settings) {
+            Ok(_) => after_run(),
+            Err(error) => tracing::warn!(%error, "analytics run failed"),
         }
     }
 }

@@ -203,6 +203,12 @@ impl Membership {
         self.ask(|reply| Command::Refresh { reply }).await?
     }
 
+    /// Asks for a [`Membership::refresh`] without waiting for it.
+    pub fn request_refresh(&self) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.inner.sender.send(Input::Command(Command::Refresh { reply }));
+    }
+
     pub async fn stats(&self) -> MembershipResult<EngineStats> {
         self.ask(|reply| Command::Stats { reply }).await
     }

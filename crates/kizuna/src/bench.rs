@@ -19,6 +19,8 @@ pub enum Which {
     Memory(MemoryArgs),
     /// BG/NBD + Gamma-Gamma fits and predictions on CDNOW and a simulated store, against Python lifetimes
     Analytics(crate::bench_analytics::AnalyticsArgs),
+    /// Segment full build on 1M profiles / 20M events, and event-to-Segment-Entered latency under load
+    Segments(crate::bench_segments::SegmentsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,6 +62,7 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
         Which::Ingest(args) => ingest(config, args),
         Which::Memory(args) => memory(config, args),
         Which::Analytics(args) => crate::bench_analytics::run(args),
+        Which::Segments(args) => crate::bench_segments::run(config, args),
     }
 }
 
@@ -418,7 +421,9 @@ fn load_store(config: &Config, dir: &std::path::Path, customers: usize, seed: u6
         Simulator::new(SimConfig { seed, customers, start: now - chrono::Duration::days(365), ..SimConfig::default() });
     let events = crate::node::load_simulated(&node, &source, &simulator, customers, |_| {})?;
     let pipeline = node.pipeline.clone();
+    let membership = node.membership.clone();
     drop(node);
     pipeline.shutdown();
+    membership.shutdown();
     Ok((source.write_key, admin, events))
 }

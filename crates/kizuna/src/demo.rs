@@ -77,8 +77,10 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     println!();
     if no_serve {
         let pipeline = node.pipeline.clone();
+        let membership = node.membership.clone();
         drop(node);
         pipeline.shutdown();
+        membership.shutdown();
         return Ok(());
     }
     println!("Serving on {base} — press Ctrl-C to stop.");

@@ -56,8 +56,10 @@ pub fn run(config: &Config, kind: Kind, file: &Path, strict: bool, currency: &st
         _ => None,
     };
     let pipeline = node.pipeline.clone();
+    let membership = node.membership.clone();
     drop(node);
     pipeline.shutdown();
+    membership.shutdown();
     let summary = summary?;
     for error in &summary.errors {
         eprintln!("line {}: {}", error.line, error.reason);

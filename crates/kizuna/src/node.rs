@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use anyhow::{Context, Result};
+use kizuna_membership::{Membership, MembershipSettings};
 use kizuna_pipeline::Pipeline;
 use kizuna_server::AppState;
 use kizuna_store::{SqliteStore, Store};
@@ -32,6 +33,7 @@ pub fn lock_data_dir(config: &Config) -> Result<File> {
 pub struct Node {
     pub store: Arc<dyn Store>,
     pub pipeline: Pipeline,
+    pub membership: Membership,
     pub clock: Arc<dyn Clock>,
     _lock: File,
 }
@@ -40,9 +42,17 @@ pub fn start_node(config: &Config) -> Result<Node> {
     let lock = lock_data_dir(config)?;
     let store = open_store(config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Segments first: the pipeline publishes every commit to it from the start.
+    let settings = MembershipSettings {
+        purchase_window_days: config.analytics.purchase_window_days,
+        ..MembershipSettings::default()
+    };
+    let membership =
+        Membership::start(store.clone(), clock.clone(), settings).context("cannot start the segment engine")?;
     let pipeline =
-        Pipeline::start(store.clone(), config.pipeline(), clock.clone()).context("cannot start the pipeline")?;
-    Ok(Node { store, pipeline, clock, _lock: lock })
+        Pipeline::start_with_feed(store.clone(), config.pipeline(), clock.clone(), Some(membership.feed_sink()))
+            .context("cannot start the pipeline")?;
+    Ok(Node { store, pipeline, membership, clock, _lock: lock })
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -59,11 +69,13 @@ pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpL
     )?;
     let every = (config.analytics_interval_minutes > 0)
         .then(|| chrono::Duration::minutes(i64::from(config.analytics_interval_minutes)));
-    let scheduler = Arc::new(kizuna_jobs::AnalyticsScheduler::start(
+    let membership = node.membership.clone();
+    let scheduler = Arc::new(kizuna_jobs::AnalyticsScheduler::start_with_hook(
         node.store.clone(),
         node.clock.clone(),
         config.analytics.clone(),
         kizuna_jobs::scheduler::Schedule { every, poll: std::time::Duration::from_secs(30) },
+        Box::new(move || membership.request_refresh()),
     )?);
     state.set_analytics(config.analytics.clone(), Some(scheduler.clone()));
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "kizuna listening");
@@ -75,6 +87,7 @@ pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpL
 /// Runs analytics now, in this process (after an import or the demo load), and says what it did.
 pub fn run_analytics_now(config: &Config, node: &Node, trigger: &str) -> Result<kizuna_jobs::RunSummary> {
     let summary = kizuna_jobs::run_analytics(node.store.as_ref(), node.clock.now(), trigger, &config.analytics)?;
+    node.membership.request_refresh();
     Ok(summary)
 }
 
