@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kizuna_pipeline::{Committed, FeedChange};
-use kizuna_segments::engine::{Cause, Change, Engine, SegmentDefinition, Transition};
+use kizuna_segments::engine::{Cause, Change, Engine, EngineError, SegmentDefinition, Transition};
 use kizuna_segments::summary::Interest;
 use kizuna_segments::{Condition, from_json, print};
 use kizuna_store::{SegmentTransitionRow, Store, StoredSegment};
@@ -334,10 +334,10 @@ impl Worker {
     fn preview(&mut self, condition: &Condition, sample: usize) -> MembershipResult<Preview> {
         for referenced in condition.referenced_segments() {
             if !self.segments.contains_key(referenced) {
-                return Err(MembershipError::NotFound(referenced.to_string()));
+                return Err(EngineError::UnknownSegment(referenced.to_string()).into());
             }
         }
-        kizuna_segments::check(condition).map_err(kizuna_segments::engine::EngineError::from)?;
+        kizuna_segments::check(condition).map_err(EngineError::from)?;
         self.cover(condition)?;
         let started = Instant::now();
         let now: DateTime<Utc> = self.clock.now();

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod parse;
 pub mod print;
 pub mod summary;
+pub mod templates;
 pub mod validate;
 
 pub use ast::*;

@@ -59,7 +59,7 @@ fn authorize(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
     }
 }
 
-fn parse_profile_id(raw: &str) -> ApiResult<ProfileId> {
+pub(crate) fn parse_profile_id(raw: &str) -> ApiResult<ProfileId> {
     raw.parse::<ProfileId>().map_err(|_| invalid_param("id", format!("'{raw}' is not a profile id")))
 }
 

@@ -102,7 +102,15 @@ async fn start_run(
     }
     let store = state.store().clone();
     let now = state.clock().now();
-    let task = tokio::task::spawn_blocking(move || kizuna_jobs::run_analytics(store.as_ref(), now, "api", &settings));
+    let membership = state.membership();
+    let task = tokio::task::spawn_blocking(move || {
+        let summary = kizuna_jobs::run_analytics(store.as_ref(), now, "api", &settings)?;
+        // Segments that read scores see the new ones.
+        if let Some(membership) = membership {
+            membership.request_refresh();
+        }
+        Ok::<_, kizuna_jobs::JobError>(summary)
+    });
     if !wait {
         return Ok((StatusCode::ACCEPTED, axum::Json(json!({"status": "requested"}))).into_response());
     }

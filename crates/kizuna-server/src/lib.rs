@@ -7,6 +7,7 @@ mod error;
 mod ingest;
 mod ops;
 mod products;
+mod segments;
 
 pub use error::{ApiError, ApiResult};
 pub use ops::ApiDoc;
@@ -46,6 +47,7 @@ struct Inner {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     ready: AtomicBool,
     analytics: RwLock<Analytics>,
+    membership: RwLock<Option<kizuna_membership::Membership>>,
 }
 
 /// The analytics settings the API runs with, and the background scheduler when one runs.
@@ -85,6 +87,7 @@ impl AppState {
                 metrics: ops::metrics_handle(),
                 ready: AtomicBool::new(true),
                 analytics: RwLock::new(Analytics::default()),
+                membership: RwLock::new(None),
             }),
         })
     }
@@ -104,6 +107,15 @@ impl AppState {
         scheduler: Option<Arc<kizuna_jobs::AnalyticsScheduler>>,
     ) {
         *self.inner.analytics.write() = Analytics { settings, scheduler };
+    }
+
+    /// Serves the segments API from this segment engine.
+    pub fn set_membership(&self, membership: kizuna_membership::Membership) {
+        *self.inner.membership.write() = Some(membership);
+    }
+
+    pub fn membership(&self) -> Option<kizuna_membership::Membership> {
+        self.inner.membership.read().clone()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -137,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(analytics::routes())
         .merge(products::routes())
+        .merge(segments::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(observe))

@@ -65,11 +65,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::products::upsert_products, crate::products::list_products, crate::products::get_product,
         crate::analytics::list_runs, crate::analytics::get_run, crate::analytics::start_run,
         crate::analytics::section, crate::analytics::holdout,
+        crate::segments::list, crate::segments::create, crate::segments::replace, crate::segments::get_one,
+        crate::segments::delete, crate::segments::preview, crate::segments::templates, crate::segments::members,
+        crate::segments::members_csv, crate::segments::transitions, crate::segments::profile_segments,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),
     tags((name = "ingest", description = "Segment HTTP tracking API: /v1/identify, track, page, screen, group, alias, batch (also /v1/i, t, p, s, g, a, b)"),
-         (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "admin"))
+         (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "segments"), (name = "admin"))
 )]
 pub struct ApiDoc;
 

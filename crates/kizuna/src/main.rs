@@ -12,6 +12,7 @@ mod config;
 mod demo;
 mod import;
 mod node;
+mod segment;
 mod simulate;
 
 use anyhow::Result;
@@ -77,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: analytics::AnalyticsCommand,
     },
+    /// Segments: check a definition, preview it, create segments, list them and the starter templates
+    Segment {
+        #[command(subcommand)]
+        command: segment::SegmentCommand,
+    },
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -124,6 +130,7 @@ fn main() -> Result<()> {
         Command::Source { action } => source(&config, action),
         Command::Key { action } => key(&config, action),
         Command::Analytics { command } => analytics::run(command),
+        Command::Segment { command } => segment::run(&config, command),
         Command::Bench { which } => bench::run(&config, which),
     }
 }

@@ -78,6 +78,7 @@ pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpL
         Box::new(move || membership.request_refresh()),
     )?);
     state.set_analytics(config.analytics.clone(), Some(scheduler.clone()));
+    state.set_membership(node.membership.clone());
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "kizuna listening");
     kizuna_server::serve(listener, state, shutdown_signal()).await?;
     tokio::task::spawn_blocking(move || scheduler.shutdown()).await?;

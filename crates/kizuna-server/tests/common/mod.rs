@@ -18,6 +18,7 @@ pub struct TestServer {
     pub admin_key: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    pub membership: kizuna_membership::Membership,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -41,8 +42,12 @@ impl TestServer {
             default_country: Some("JP".into()),
         };
         let config = PipelineConfig { identifiers: identifiers.clone(), ..PipelineConfig::default() };
-        let pipeline = Pipeline::start(store.clone(), config, clock.clone()).expect("pipeline");
+        let membership =
+            kizuna_membership::Membership::start(store.clone(), clock.clone(), Default::default()).expect("segments");
+        let pipeline = Pipeline::start_with_feed(store.clone(), config, clock.clone(), Some(membership.feed_sink()))
+            .expect("pipeline");
         let state = AppState::new(store.clone(), pipeline, clock, limits, identifiers).expect("state");
+        state.set_membership(membership.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -56,6 +61,7 @@ impl TestServer {
             admin_key,
             client: reqwest::Client::new(),
             store,
+            membership,
             shutdown: Some(tx),
             handle: Some(handle),
             _dir: dir,
