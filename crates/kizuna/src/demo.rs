@@ -33,6 +33,7 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     let events = node::load_simulated(&node, &source, &simulator, customers, |_| progress.inc(1))?;
     progress.finish_and_clear();
     let analytics = node::run_analytics_now(&config, &node, "demo")?;
+    let segments = starter_segments(&node)?;
     let counts = node.store.counts()?;
     let example = (0..customers)
         .filter_map(|i| {
@@ -54,6 +55,10 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
         analytics.scored,
         analytics.duration_ms / 1e3
     );
+    println!("  segments (from the starter templates, kept current on every event):");
+    for (name, members) in &segments {
+        println!("    {name:<24} {members:>6} members");
+    }
     println!("  data directory: {}", config.data_dir.display());
     println!();
     println!("API base:       {base}");
@@ -67,6 +72,11 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
         println!("  curl -H 'Authorization: Bearer {admin_key}' '{base}/api/profiles/{}/events?limit=5'", p.id);
         println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/profiles/{}/identities", p.id);
     }
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/segments");
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/segments/repeat-buyers/members");
+    println!(
+        "  curl -H 'Authorization: Bearer {admin_key}' {base}/api/segments/preview -d '{{\"text\": \"computed.city = \\\"Tokyo\\\" and count of event \\\"Order Completed\\\" >= 2\"}}'"
+    );
     println!("  curl -u '{}:' -H 'Content-Type: application/json' {base}/v1/track \\", source.write_key);
     println!(
         "       -d '{{\"userId\":\"cust_0\",\"event\":\"Product Viewed\",\"properties\":{{\"product_id\":\"p1\"}}}}'"
@@ -107,4 +117,27 @@ fn fresh_dir(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(MARKER), "created by `kizuna demo`; deleted and recreated by the next demo\n")?;
     Ok(())
+}
+
+/// Starter segments the demo creates, so the segments API has something to show.
+const DEMO_SEGMENTS: &[&str] = &[
+    "repeat-buyers",
+    "one-and-done-at-risk",
+    "lapsed-90d",
+    "cart-abandoners-24h",
+    "browse-abandoners",
+    "vip-top-spenders",
+    "at-risk-by-churn",
+];
+
+fn starter_segments(node: &node::Node) -> Result<Vec<(String, usize)>> {
+    let runtime = node::runtime()?;
+    let mut out = Vec::new();
+    for name in DEMO_SEGMENTS {
+        let template = kizuna_segments::templates::template(name).context("starter template exists")?;
+        let condition = kizuna_segments::parse(template.text)?;
+        let saved = runtime.block_on(node.membership.save(name, template.description, condition))?;
+        out.push((saved.name, saved.members));
+    }
+    Ok(out)
 }
