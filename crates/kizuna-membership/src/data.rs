@@ -8,9 +8,28 @@ use kizuna_segments::summary::{Interest, NewEvent, ProfileData};
 use kizuna_store::ScannedEvent;
 use serde_json::Value;
 
-/// Whether the definitions read any computed attribute (worth computing them and reading scores).
+/// Whether the definitions read any computed attribute (worth computing them).
 pub fn reads_computed(interest: &Interest) -> bool {
     interest.attributes.iter().any(|a| a.starts_with("computed."))
+}
+
+/// Whether the definitions read a computed attribute that only analytics scores provide (worth reading the
+/// profile's scores from storage on every change).
+pub fn reads_scores(interest: &Interest) -> bool {
+    static FROM_EVENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let from_events = FROM_EVENTS.get_or_init(|| {
+        let mut keys: Vec<String> = match ProfileState::default().computed.summary() {
+            Value::Object(map) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        keys.push("journey_stage".into());
+        keys
+    });
+    interest
+        .attributes
+        .iter()
+        .filter_map(|a| a.strip_prefix("computed."))
+        .any(|key| !from_events.iter().any(|k| k == key))
 }
 
 pub fn profile_data(

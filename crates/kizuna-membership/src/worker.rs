@@ -14,7 +14,7 @@ use kizuna_store::{SegmentTransitionRow, Store, StoredSegment};
 use kizuna_types::Clock;
 use tokio::sync::broadcast;
 
-use crate::data::{fed_event, profile_data, reads_computed, scanned_event};
+use crate::data::{fed_event, profile_data, reads_scores, scanned_event};
 use crate::{Command, Input, MembershipError, MembershipResult, MembershipSettings, Preview, SegmentInfo};
 
 /// At most this many inputs are applied before their transitions are recorded together.
@@ -185,7 +185,7 @@ impl Worker {
                 }
                 FeedChange::Removed { profile, erased } => Change::Removed { profile, erased },
                 FeedChange::State { profile, state, identifier_kinds, version } => {
-                    let scores = if reads_computed(&interest) {
+                    let scores = if reads_scores(&interest) {
                         self.store.profile_scores(profile).unwrap_or_else(|error| {
                             tracing::warn!(%error, profile, "could not read scores; computed scores left out");
                             None

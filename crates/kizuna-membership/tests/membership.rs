@@ -223,3 +223,26 @@ fn definitions_that_do_not_hold_are_refused_without_a_write() {
     let in_use = node.rt.block_on(node.membership.delete("a"));
     assert!(in_use.is_err(), "b refers to a");
 }
+
+#[test]
+fn analytics_scores_are_read_after_a_refresh_and_with_every_change() {
+    let node = Node::start();
+    node.send(json!({"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}}));
+    node.send(json!({"type": "identify", "userId": "u2", "traits": {"email": "u2@example.com"}}));
+    node.save("at-risk", "computed.churn_risk >= 0.7 and has email");
+    assert!(node.members("at-risk").is_empty());
+    let (u1, u2) = (node.profile("u1"), node.profile("u2"));
+    let run = node.store.start_analytics_run("test", node.clock.now()).expect("run");
+    node.store
+        .save_profile_scores(run, &[(u1, json!({"churn_risk": 0.9})), (u2, json!({"churn_risk": 0.2}))])
+        .expect("scores");
+    assert!(node.members("at-risk").is_empty(), "scores are read on refresh, not polled");
+    node.rt.block_on(node.membership.refresh()).expect("refresh");
+    node.sync();
+    assert_eq!(node.members("at-risk"), vec![u1]);
+    assert_eq!(node.history().last().map(|t| t.cause.clone()), Some(json!({"kind": "recomputed"})));
+    // A later change to u2 reads its current scores too.
+    node.store.save_profile_scores(run, &[(u2, json!({"churn_risk": 0.8}))]).expect("scores");
+    node.send(json!({"type": "identify", "userId": "u2", "traits": {"plan": "gold"}}));
+    assert_eq!(node.members("at-risk"), vec![u1, u2]);
+}
