@@ -303,6 +303,10 @@ impl Worker {
         });
         let started = Instant::now();
         self.reload(new_events)?;
+        // The reload may have read data whose commits are still queued here; when they arrive they change
+        // nothing any more, so every answer is brought up to date with the reloaded data now.
+        let transitions = self.engine.evaluate_all(self.clock.now());
+        self.record(transitions);
         tracing::info!(new_events, elapsed_ms = started.elapsed().as_millis() as u64, "segment state reloaded");
         Ok(())
     }
