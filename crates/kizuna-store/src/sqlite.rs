@@ -39,6 +39,10 @@ pub struct SqliteStore {
     /// The connection for writes outside the ingest writer (administration, analytics scores, segment
     /// membership), opened once: opening one per write costs more than most of these writes.
     side_writer: Mutex<Option<Connection>>,
+    /// The connection for derived data that can be rebuilt from events at any time (segment membership and
+    /// its history): its commits do not wait for an fsync (the next durable commit on the WAL carries them;
+    /// after a power cut the segment engine recomputes membership at start-up).
+    derived_writer: Mutex<Option<Connection>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -77,7 +81,13 @@ impl SqliteStore {
     pub fn open(data_dir: &Path, durability: Durability) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(Self::FILE_NAME);
-        let store = Self { path, durability, readers: Mutex::new(Vec::new()), side_writer: Mutex::new(None) };
+        let store = Self {
+            path,
+            durability,
+            readers: Mutex::new(Vec::new()),
+            side_writer: Mutex::new(None),
+            derived_writer: Mutex::new(None),
+        };
         let mut conn = store.connect(false)?;
         migrate(&mut conn)?;
         Ok(store)
@@ -123,9 +133,28 @@ impl SqliteStore {
         let mut slot = self.side_writer.lock();
         let conn = match slot.as_mut() {
             Some(conn) => conn,
-            None => slot.insert(self.connect(false)?),
+            None => slot.insert(self.side_connection(false)?),
         };
         f(conn)
+    }
+
+    fn with_derived_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let mut slot = self.derived_writer.lock();
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.side_connection(true)?),
+        };
+        f(conn)
+    }
+
+    /// A writing connection beside the ingest writer. Checkpoints are left to the ingest writer's background
+    /// checkpointer (done inline, they stall the commit that triggers them); `derived` drops the fsync.
+    fn side_connection(&self, derived: bool) -> StoreResult<Connection> {
+        let conn = self.connect(false)?;
+        if derived {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -614,11 +643,11 @@ impl Store for SqliteStore {
     }
 
     fn record_segment_transitions(&self, transitions: &mut [SegmentTransitionRow]) -> StoreResult<()> {
-        self.with_writer(|conn| segments::record_transitions(conn, transitions))
+        self.with_derived_writer(|conn| segments::record_transitions(conn, transitions))
     }
 
     fn forget_segment_profile(&self, profile: ProfileId) -> StoreResult<()> {
-        self.with_writer(|conn| segments::forget_profile(conn, profile))
+        self.with_derived_writer(|conn| segments::forget_profile(conn, profile))
     }
 
     fn segment_members(
@@ -635,7 +664,7 @@ impl Store for SqliteStore {
     }
 
     fn prune_segment_members(&self) -> StoreResult<usize> {
-        self.with_writer(segments::prune_members)
+        self.with_derived_writer(segments::prune_members)
     }
 
     fn profile_segments(&self, profile: ProfileId) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>> {
