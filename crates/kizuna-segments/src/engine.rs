@@ -165,6 +165,20 @@ pub struct Engine {
     threads: usize,
 }
 
+/// Puts the profile in the timer queue at its earliest wake-up (or takes it out).
+fn reschedule(timers: &mut BTreeSet<(i64, ProfileKey)>, profile: ProfileKey, entry: &mut Entry) {
+    let due = entry.wakes.iter().map(|(_, at)| *at).min();
+    if entry.timer != due {
+        if let Some(old) = entry.timer {
+            timers.remove(&(old, profile));
+        }
+        if let Some(at) = due {
+            timers.insert((at, profile));
+        }
+        entry.timer = due;
+    }
+}
+
 fn ms_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -417,16 +431,7 @@ impl Engine {
             entry.set_member(slot, false);
             entry.wakes.retain(|(s, _)| *s != slot);
             entry.summary.narrow(&self.interest);
-            let due = entry.wakes.iter().map(|(_, at)| *at).min();
-            if entry.timer != due {
-                if let Some(old) = entry.timer {
-                    self.timers.remove(&(old, *profile));
-                }
-                if let Some(at) = due {
-                    self.timers.insert((at, *profile));
-                }
-                entry.timer = due;
-            }
+            reschedule(&mut self.timers, *profile, entry);
         }
         Ok(removed.definition)
     }
@@ -470,19 +475,25 @@ impl Engine {
         transitions
     }
 
+    /// One definition for one profile; `in segment` sees the answers already given in this pass, then the
+    /// profile's current memberships.
+    fn evaluate_slot(&self, s: &Slot, entry: &Entry, answers: &[(u32, Evaluation)], now: DateTime<Utc>) -> Evaluation {
+        let in_segment = |name: &str| {
+            let Some(other) = self.by_name.get(name) else { return false };
+            match answers.iter().find(|(s, _)| s == other) {
+                Some((_, e)) => e.member,
+                None => entry.is_member(*other),
+            }
+        };
+        evaluate(&s.definition.condition, &entry.summary, now, &in_segment)
+    }
+
     /// Answers for `slots` (in order) for one profile; later slots see the earlier slots' new answers.
     fn evaluate_entry(&self, entry: &Entry, slots: &[u32], now: DateTime<Utc>) -> Vec<(u32, Evaluation)> {
         let mut answers: Vec<(u32, Evaluation)> = Vec::with_capacity(slots.len());
         for &slot in slots {
             let Some(s) = self.slot(slot) else { continue };
-            let in_segment = |name: &str| {
-                let Some(other) = self.by_name.get(name) else { return false };
-                match answers.iter().find(|(s, _)| s == other) {
-                    Some((_, e)) => e.member,
-                    None => entry.is_member(*other),
-                }
-            };
-            let evaluation = evaluate(&s.definition.condition, &entry.summary, now, &in_segment);
+            let evaluation = self.evaluate_slot(s, entry, &answers, now);
             answers.push((slot, evaluation));
         }
         answers
@@ -517,16 +528,7 @@ impl Engine {
                 });
             }
         }
-        let due = entry.wakes.iter().map(|(_, at)| *at).min();
-        if entry.timer != due {
-            if let Some(old) = entry.timer {
-                self.timers.remove(&(old, profile));
-            }
-            if let Some(at) = due {
-                self.timers.insert((at, profile));
-            }
-            entry.timer = due;
-        }
+        reschedule(&mut self.timers, profile, entry);
     }
 
     /// Re-evaluates one profile: the definitions `wanted` picks, then (in order) every definition that refers
@@ -547,14 +549,7 @@ impl Engine {
             if !wanted(s, slot) && !s.depends_on.iter().any(|d| changed.contains(d)) {
                 continue;
             }
-            let in_segment = |name: &str| {
-                let Some(other) = self.by_name.get(name) else { return false };
-                match answers.iter().find(|(s, _)| s == other) {
-                    Some((_, e)) => e.member,
-                    None => entry.is_member(*other),
-                }
-            };
-            let evaluation = evaluate(&s.definition.condition, &entry.summary, now, &in_segment);
+            let evaluation = self.evaluate_slot(s, entry, &answers, now);
             if evaluation.member != entry.is_member(slot) {
                 changed.push(slot);
             }
