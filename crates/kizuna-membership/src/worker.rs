@@ -29,6 +29,8 @@ pub(crate) struct Worker {
     settings: MembershipSettings,
     publish: broadcast::Sender<Arc<SegmentTransitionRow>>,
     segments: BTreeMap<String, StoredSegment>,
+    /// People erased since the last record: their memberships and history are dropped after it.
+    erased: Vec<u64>,
 }
 
 impl Worker {
@@ -38,7 +40,7 @@ impl Worker {
         settings: MembershipSettings,
         publish: broadcast::Sender<Arc<SegmentTransitionRow>>,
     ) -> Worker {
-        Worker { engine: Engine::new(), store, clock, settings, publish, segments: BTreeMap::new() }
+        Worker { engine: Engine::new(), store, clock, settings, publish, segments: BTreeMap::new(), erased: Vec::new() }
     }
 
     pub(crate) fn run(mut self, receiver: Receiver<Input>) {
@@ -183,7 +185,12 @@ impl Worker {
                 FeedChange::Rebuilt { profile, events } => {
                     Change::Rebuilt { profile, events: events.into_iter().map(fed_event).collect() }
                 }
-                FeedChange::Removed { profile, erased } => Change::Removed { profile, erased },
+                FeedChange::Removed { profile, erased } => {
+                    if erased {
+                        self.erased.push(profile);
+                    }
+                    Change::Removed { profile, erased }
+                }
                 FeedChange::State { profile, state, identifier_kinds, version } => {
                     let scores = if reads_scores(&interest) {
                         self.store.profile_scores(profile).unwrap_or_else(|error| {
@@ -210,8 +217,18 @@ impl Worker {
     }
 
     /// Records transitions in the store, then publishes them. Exits of erased people are published but not
-    /// stored: erasure removed their history.
+    /// stored, and their earlier memberships and history are deleted.
     fn record(&mut self, transitions: Vec<Transition>) {
+        self.record_transitions(transitions);
+        for profile in std::mem::take(&mut self.erased) {
+            // A failure leaves rows that the next start's pruning removes.
+            if let Err(error) = self.store.forget_segment_profile(profile) {
+                tracing::error!(%error, profile, "could not delete an erased person's segment history");
+            }
+        }
+    }
+
+    fn record_transitions(&mut self, transitions: Vec<Transition>) {
         if transitions.is_empty() {
             return;
         }

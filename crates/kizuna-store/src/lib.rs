@@ -102,7 +102,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<(ProfileId, DateTime<Utc>)>>;
     /// Streams every stored membership of an existing profile (segment id, profile), for start-up.
     fn load_segment_members(&self, visit: &mut dyn FnMut(i64, ProfileId)) -> StoreResult<()>;
-    /// Deletes memberships of profiles that no longer exist; returns how many.
+    /// Deletes memberships of segments and profiles that no longer exist and the history of erased people (left
+    /// behind when a crash came between an erasure or a deletion and the engine's clean-up); returns how many
+    /// memberships went.
     fn prune_segment_members(&self) -> StoreResult<usize>;
     /// The segments a profile is in now: (segment id, name, since).
     fn profile_segments(&self, profile: ProfileId) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>>;

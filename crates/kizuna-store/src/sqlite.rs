@@ -18,7 +18,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_core.sql")),
     (2, include_str!("../migrations/0002_analytics.sql")),
     (3, include_str!("../migrations/0003_segments.sql")),
+    (4, include_str!("../migrations/0004_segment_membership_moved.sql")),
 ];
+
+/// Migrations of the derived database, numbered on their own.
+const DERIVED_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/derived/0001_segment_membership.sql"))];
 
 mod segments;
 
@@ -31,17 +35,20 @@ pub enum Durability {
     Process,
 }
 
-/// The embedded store: one SQLite database in WAL mode inside the data directory.
+/// The embedded store: two SQLite databases in WAL mode inside the data directory — `kizuna.db`, the record
+/// (events, identities, profiles, definitions), and `derived.db`, what engines recompute from it (segment
+/// membership and its history). Reader connections see both (the derived one attached as `derived`); each
+/// file has its own writers, so a burst of segment transitions never waits for an ingest commit.
 pub struct SqliteStore {
     path: PathBuf,
+    derived_path: PathBuf,
     durability: Durability,
     readers: Mutex<Vec<Connection>>,
     /// The connection for writes outside the ingest writer (administration, analytics scores, segment
     /// membership), opened once: opening one per write costs more than most of these writes.
     side_writer: Mutex<Option<Connection>>,
-    /// The connection for derived data that can be rebuilt from events at any time (segment membership and
-    /// its history): its commits do not wait for an fsync (the next durable commit on the WAL carries them;
-    /// after a power cut the segment engine recomputes membership at start-up).
+    /// The connection to the derived database: its commits do not wait for an fsync (after a power cut the
+    /// segment engine recomputes membership at start-up and records what changed).
     derived_writer: Mutex<Option<Connection>>,
 }
 
@@ -76,21 +83,45 @@ fn data_kind_name(kind: DataKind) -> &'static str {
 
 impl SqliteStore {
     pub const FILE_NAME: &'static str = "kizuna.db";
+    pub const DERIVED_FILE_NAME: &'static str = "derived.db";
 
     /// Opens (creating if needed) the store in `data_dir` and applies pending migrations.
     pub fn open(data_dir: &Path, durability: Durability) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join(Self::FILE_NAME);
+        let derived_path = data_dir.join(Self::DERIVED_FILE_NAME);
         let store = Self {
             path,
+            derived_path,
             durability,
             readers: Mutex::new(Vec::new()),
             side_writer: Mutex::new(None),
             derived_writer: Mutex::new(None),
         };
+        // The derived database first: a main migration may move data into it.
+        migrate(&mut store.connect_derived()?, DERIVED_MIGRATIONS)?;
         let mut conn = store.connect(false)?;
-        migrate(&mut conn)?;
+        store.attach_derived(&conn)?;
+        migrate(&mut conn, MIGRATIONS)?;
         Ok(store)
+    }
+
+    /// Attaches the derived database as `derived`. Only on connections that never open a write transaction on
+    /// the main database while they hold it: `BEGIN IMMEDIATE` takes the write lock of every attached file.
+    fn attach_derived(&self, conn: &Connection) -> StoreResult<()> {
+        conn.execute("ATTACH DATABASE ?1 AS derived", [self.derived_path.to_string_lossy()])?;
+        Ok(())
+    }
+
+    fn connect_derived(&self) -> StoreResult<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.derived_path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "page_size", 8192)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -16_384)?;
+        Ok(conn)
     }
 
     fn connect(&self, read_only: bool) -> StoreResult<Connection> {
@@ -119,7 +150,11 @@ impl SqliteStore {
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         let conn = match self.readers.lock().pop() {
             Some(conn) => conn,
-            None => self.connect(true)?,
+            None => {
+                let conn = self.connect(true)?;
+                self.attach_derived(&conn)?;
+                conn
+            }
         };
         let result = f(&conn);
         let mut pool = self.readers.lock();
@@ -133,7 +168,7 @@ impl SqliteStore {
         let mut slot = self.side_writer.lock();
         let conn = match slot.as_mut() {
             Some(conn) => conn,
-            None => slot.insert(self.side_connection(false)?),
+            None => slot.insert(self.connect(false)?),
         };
         f(conn)
     }
@@ -142,19 +177,9 @@ impl SqliteStore {
         let mut slot = self.derived_writer.lock();
         let conn = match slot.as_mut() {
             Some(conn) => conn,
-            None => slot.insert(self.side_connection(true)?),
+            None => slot.insert(self.connect_derived()?),
         };
         f(conn)
-    }
-
-    /// A writing connection beside the ingest writer. Checkpoints are left to the ingest writer's background
-    /// checkpointer (done inline, they stall the commit that triggers them); `derived` drops the fsync.
-    fn side_connection(&self, derived: bool) -> StoreResult<Connection> {
-        let conn = self.connect(false)?;
-        if derived {
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-        }
-        Ok(conn)
     }
 
     pub fn path(&self) -> &Path {
@@ -162,20 +187,20 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
+fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> StoreResult<()> {
     conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS main.schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    for (version, sql) in MIGRATIONS {
+    for (version, sql) in migrations {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let applied: bool =
-            tx.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [version], |r| {
+            tx.query_row("SELECT COUNT(*) FROM main.schema_migrations WHERE version = ?1", [version], |r| {
                 r.get::<_, i64>(0)
             })? > 0;
         if !applied {
             tx.execute_batch(sql)?;
             tx.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                "INSERT INTO main.schema_migrations (version, applied_at) VALUES (?1, ?2)",
                 params![version, ms(Utc::now())],
             )?;
             tracing::info!(version, "applied schema migration");
@@ -639,7 +664,9 @@ impl Store for SqliteStore {
     }
 
     fn delete_segment(&self, name: &str) -> StoreResult<bool> {
-        self.with_writer(|conn| segments::delete_segment(conn, name))
+        let Some(id) = self.with_writer(|conn| segments::delete_segment(conn, name))? else { return Ok(false) };
+        self.with_derived_writer(|conn| segments::drop_members(conn, id))?;
+        Ok(true)
     }
 
     fn record_segment_transitions(&self, transitions: &mut [SegmentTransitionRow]) -> StoreResult<()> {
@@ -664,7 +691,8 @@ impl Store for SqliteStore {
     }
 
     fn prune_segment_members(&self) -> StoreResult<usize> {
-        self.with_derived_writer(segments::prune_members)
+        let stale = self.with_reader(segments::stale_rows)?;
+        self.with_derived_writer(|conn| segments::prune(conn, &stale))
     }
 
     fn profile_segments(&self, profile: ProfileId) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>> {
@@ -949,8 +977,6 @@ impl WriteTx for SqliteTx<'_> {
         let identities = self.tx.execute("DELETE FROM identities WHERE profile_id = ?1", [p])?;
         self.tx.execute("DELETE FROM profiles WHERE id = ?1", [p])?;
         self.tx.execute("DELETE FROM identity_conflicts WHERE profile_id = ?1", [p])?;
-        self.tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [p])?;
-        self.tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [p])?;
         self.tx
             .execute("UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1", [p])?;
         self.tx.execute(

@@ -61,14 +61,20 @@ pub(super) fn save_segment(
     Ok(saved)
 }
 
-pub(super) fn delete_segment(conn: &mut Connection, name: &str) -> StoreResult<bool> {
+/// Deletes the definition from the main database; its membership is dropped from the derived one by
+/// `drop_members` (a crash in between leaves rows that `stale_rows` finds at the next start).
+pub(super) fn delete_segment(conn: &mut Connection, name: &str) -> StoreResult<Option<i64>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let id: Option<i64> = tx.query_row("SELECT id FROM segments WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-    let Some(id) = id else { return Ok(false) };
-    tx.execute("DELETE FROM segment_members WHERE segment_id = ?1", [id])?;
+    let Some(id) = id else { return Ok(None) };
     tx.execute("DELETE FROM segments WHERE id = ?1", [id])?;
     tx.commit()?;
-    Ok(true)
+    Ok(Some(id))
+}
+
+pub(super) fn drop_members(conn: &mut Connection, segment_id: i64) -> StoreResult<()> {
+    conn.execute("DELETE FROM segment_members WHERE segment_id = ?1", [segment_id])?;
+    Ok(())
 }
 
 pub(super) fn record_transitions(conn: &mut Connection, transitions: &mut [SegmentTransitionRow]) -> StoreResult<()> {
@@ -142,8 +148,47 @@ pub(super) fn load_members(conn: &Connection, visit: &mut dyn FnMut(i64, Profile
     Ok(())
 }
 
-pub(super) fn prune_members(conn: &mut Connection) -> StoreResult<usize> {
-    Ok(conn.execute("DELETE FROM segment_members WHERE profile_id NOT IN (SELECT id FROM profiles)", [])?)
+/// Rows of the derived database that outlived what they describe (read on a connection that sees both
+/// databases): segments deleted, profiles merged away or erased (erased people also lose their history).
+pub(super) struct StaleRows {
+    segments: Vec<i64>,
+    profiles: Vec<i64>,
+    erased: Vec<i64>,
+}
+
+pub(super) fn stale_rows(conn: &Connection) -> StoreResult<StaleRows> {
+    let ids = |sql: &str| -> StoreResult<Vec<i64>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    Ok(StaleRows {
+        segments: ids(
+            "SELECT DISTINCT segment_id FROM segment_members WHERE segment_id NOT IN (SELECT id FROM segments)",
+        )?,
+        profiles: ids(
+            "SELECT DISTINCT profile_id FROM segment_members WHERE profile_id NOT IN (SELECT id FROM profiles)",
+        )?,
+        erased: ids("SELECT e.profile_id FROM erasures e
+                     WHERE EXISTS (SELECT 1 FROM segment_transitions t WHERE t.profile_id = e.profile_id)")?,
+    })
+}
+
+/// Deletes stale rows on the derived database's own connection; returns how many memberships went.
+pub(super) fn prune(conn: &mut Connection, stale: &StaleRows) -> StoreResult<usize> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut removed = 0;
+    for segment in &stale.segments {
+        removed += tx.execute("DELETE FROM segment_members WHERE segment_id = ?1", [segment])?;
+    }
+    for profile in &stale.profiles {
+        removed += tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile])?;
+    }
+    for profile in &stale.erased {
+        tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile])?;
+    }
+    tx.commit()?;
+    Ok(removed)
 }
 
 pub(super) fn profile_memberships(

@@ -1,0 +1,140 @@
+//! The derived database (`derived.db`): segment membership and history live beside the record, survive the
+//! move from the main database, and rows left behind by a crash between the two files are pruned.
+
+use chrono::{TimeZone, Utc};
+use kizuna_store::{Durability, SegmentTransitionRow, SqliteStore, Store, TransitionFilter};
+use rusqlite::{Connection, params};
+use serde_json::json;
+
+fn transition(segment_id: i64, profile_id: u64, entered: bool) -> SegmentTransitionRow {
+    SegmentTransitionRow {
+        seq: 0,
+        segment_id,
+        segment: format!("segment-{segment_id}"),
+        profile_id,
+        entered,
+        at: Utc.timestamp_millis_opt(1_700_000_000_000).single().expect("instant"),
+        cause: json!({"kind": "events", "events": ["Order Completed"]}),
+    }
+}
+
+fn everything(store: &SqliteStore) -> anyhow::Result<Vec<(u64, i64, bool)>> {
+    let filter = TransitionFilter { limit: 1_000, ..TransitionFilter::default() };
+    Ok(store.segment_transitions(&filter)?.into_iter().map(|t| (t.profile_id, t.segment_id, t.entered)).collect())
+}
+
+fn members(store: &SqliteStore, segment_id: i64) -> anyhow::Result<Vec<u64>> {
+    Ok(store.segment_members(segment_id, None, 1_000)?.into_iter().map(|(p, _)| p).collect())
+}
+
+fn add_profile(conn: &Connection, id: i64) -> anyhow::Result<()> {
+    conn.execute("INSERT INTO profiles (id, state, created_at, updated_at) VALUES (?1, '{}', 0, 0)", [id])?;
+    Ok(())
+}
+
+fn definition(identifier: &str) -> serde_json::Value {
+    json!({"kind": "has_identifier", "identifier": identifier})
+}
+
+#[test]
+fn membership_and_history_move_out_of_a_database_made_before_the_split() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        // The schema as migrations 1–3 left it, with membership and history in the main database.
+        let conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
+        )?;
+        for (version, sql) in [
+            (1, include_str!("../migrations/0001_core.sql")),
+            (2, include_str!("../migrations/0002_analytics.sql")),
+            (3, include_str!("../migrations/0003_segments.sql")),
+        ] {
+            conn.execute_batch(sql)?;
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])?;
+        }
+        conn.execute(
+            "INSERT INTO segments (id, name, description, definition, version, created_at, updated_at)
+             VALUES (1, 'vip', '', '{}', 1, 0, 0)",
+            [],
+        )?;
+        add_profile(&conn, 5)?;
+        conn.execute("INSERT INTO segment_members VALUES (1, 5, 10)", [])?;
+        for (seq, entered) in [(1, 1), (2, 0), (3, 1)] {
+            conn.execute(
+                "INSERT INTO segment_transitions VALUES (?1, 1, 'vip', 5, ?2, 10, '{\"kind\":\"definition\"}')",
+                params![seq, entered],
+            )?;
+        }
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Full)?;
+    assert!(dir.path().join(SqliteStore::DERIVED_FILE_NAME).exists());
+    assert_eq!(everything(&store)?, vec![(5, 1, true), (5, 1, false), (5, 1, true)]);
+    assert_eq!(members(&store, 1)?, vec![5]);
+    assert_eq!(store.profile_segments(5)?.len(), 1, "reads join the derived tables with the definitions");
+    // New records continue the history's sequence.
+    let mut more = vec![transition(1, 5, false)];
+    store.record_segment_transitions(&mut more)?;
+    assert_eq!(more[0].seq, 4);
+    assert!(members(&store, 1)?.is_empty());
+    let main = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+    let left: i64 = main.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('segment_members', 'segment_transitions')",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(left, 0, "the old tables are gone from the main database");
+    drop(store);
+    // Opening again applies nothing twice.
+    let store = SqliteStore::open(dir.path(), Durability::Full)?;
+    assert_eq!(everything(&store)?.len(), 4);
+    Ok(())
+}
+
+#[test]
+fn rows_a_crash_left_behind_are_pruned_and_the_rest_kept() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Full)?;
+    let now = Utc::now();
+    let kept = store.save_segment("kept", "", &definition("email"), now)?;
+    let deleted = store.save_segment("deleted", "", &definition("phone"), now)?;
+    let main = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+    for profile in [1, 2] {
+        add_profile(&main, profile)?;
+    }
+    // Profile 3 was merged away and profile 4 erased while the engine was down: the main database says so,
+    // the derived one does not know yet. The second segment was deleted the same way.
+    let mut rows = vec![
+        transition(kept.id, 1, true),
+        transition(kept.id, 2, true),
+        transition(deleted.id, 2, true),
+        transition(kept.id, 3, true),
+        transition(kept.id, 4, true),
+    ];
+    store.record_segment_transitions(&mut rows)?;
+    main.execute("INSERT INTO erasures (profile_id, identifiers, events, erased_at) VALUES (4, 1, 1, 0)", [])?;
+    main.execute("DELETE FROM segments WHERE id = ?1", [deleted.id])?;
+
+    let removed = store.prune_segment_members()?;
+    assert_eq!(removed, 3, "the deleted segment's member and the two vanished people");
+    assert_eq!(members(&store, kept.id)?, vec![1, 2]);
+    assert!(members(&store, deleted.id)?.is_empty());
+    let history: Vec<u64> = everything(&store)?.into_iter().map(|(p, _, _)| p).collect();
+    assert_eq!(history, vec![1, 2, 2, 3], "the merged-away person's history stays; the erased one's goes");
+    assert_eq!(store.prune_segment_members()?, 0);
+    Ok(())
+}
+
+#[test]
+fn deleting_a_segment_drops_its_members_but_keeps_its_history() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Full)?;
+    let segment = store.save_segment("vip", "", &definition("email"), Utc::now())?;
+    store.record_segment_transitions(&mut [transition(segment.id, 9, true)])?;
+    assert_eq!(members(&store, segment.id)?, vec![9]);
+    assert!(store.delete_segment("vip")?);
+    assert!(!store.delete_segment("vip")?);
+    assert!(members(&store, segment.id)?.is_empty());
+    assert_eq!(everything(&store)?, vec![(9, segment.id, true)]);
+    Ok(())
+}
