@@ -49,7 +49,7 @@ pub struct SqliteStore {
     side_writer: Mutex<Option<Connection>>,
     /// The connection to the derived database: its commits do not wait for an fsync (after a power cut the
     /// segment engine recomputes membership at start-up and records what changed).
-    derived_writer: Mutex<Option<Connection>>,
+    derived_writer: Mutex<Option<(Connection, Checkpointer)>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -175,9 +175,14 @@ impl SqliteStore {
 
     fn with_derived_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
         let mut slot = self.derived_writer.lock();
-        let conn = match slot.as_mut() {
-            Some(conn) => conn,
-            None => slot.insert(self.connect_derived()?),
+        let (conn, _) = match slot.as_mut() {
+            Some(writer) => writer,
+            None => {
+                // As on the ingest writer: checkpoints done inline stall the commit that triggers them.
+                let conn = self.connect_derived()?;
+                conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+                slot.insert((conn, Checkpointer::start(self.connect_derived()?, "kizuna-derived-ck")?))
+            }
         };
         f(conn)
     }
@@ -752,7 +757,7 @@ impl Store for SqliteStore {
         // Checkpoints copy the WAL into the database and fsync it; done inline they stall the commit that
         // triggers them. A background connection does them instead, off the write path.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = Checkpointer::start(self.connect(false)?)?;
+        let checkpointer = Checkpointer::start(self.connect(false)?, "kizuna-checkpoint")?;
         Ok(Box::new(SqliteWriter { conn, _checkpointer: checkpointer }))
     }
 }
@@ -765,14 +770,16 @@ struct Checkpointer {
 
 impl Checkpointer {
     const INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+    /// 4,096 frames of 8 KiB pages: the WAL stays near 32 MiB.
+    const RESTART_AFTER_FRAMES: i64 = 4_096;
 
-    fn start(conn: Connection) -> StoreResult<Self> {
+    fn start(conn: Connection, thread_name: &str) -> StoreResult<Self> {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let handle = std::thread::Builder::new().name("kizuna-checkpoint".into()).spawn(move || {
+        let handle = std::thread::Builder::new().name(thread_name.into()).spawn(move || {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Self::INTERVAL);
-                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                if let Err(error) = Self::checkpoint(&conn) {
                     tracing::warn!(%error, "WAL checkpoint failed; will retry");
                 }
             }
@@ -781,6 +788,20 @@ impl Checkpointer {
             }
         })?;
         Ok(Self { stop, handle: Some(handle) })
+    }
+
+    /// A passive checkpoint copies the WAL into the database without blocking anyone, but under a steady
+    /// stream of commits it never catches the last frame, so the WAL never starts over and grows without
+    /// bound (measured: gigabytes in half a minute at 10,000 events/s, every append a fresh page the kernel
+    /// must zero). Once the passive pass has copied the bulk, a restarting checkpoint copies the few frames
+    /// appended since while holding writers back briefly, and the next commit writes the WAL from its start.
+    fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+        let (_busy, frames, _copied): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if frames >= Self::RESTART_AFTER_FRAMES {
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        }
+        Ok(())
     }
 }
 
