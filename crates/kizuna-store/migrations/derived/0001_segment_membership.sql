@@ -8,7 +8,7 @@ CREATE TABLE segment_members (
     profile_id  INTEGER NOT NULL,
     since       INTEGER NOT NULL,
     PRIMARY KEY (segment_id, profile_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX segment_members_by_profile ON segment_members(profile_id);
 
 -- Segment Entered / Segment Exited records, read by flows with a `seq` cursor.
