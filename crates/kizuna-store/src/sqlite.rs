@@ -44,8 +44,8 @@ pub struct SqliteStore {
     derived_path: PathBuf,
     durability: Durability,
     readers: Mutex<Vec<Connection>>,
-    /// The connection for writes outside the ingest writer (administration, analytics scores, segment
-    /// membership), opened once: opening one per write costs more than most of these writes.
+    /// The connection for writes to the main database outside the ingest writer (administration, analytics
+    /// scores, segment definitions), opened once: opening one per write costs more than most of these writes.
     side_writer: Mutex<Option<Connection>>,
     /// The connection to the derived database: its commits do not wait for an fsync (after a power cut the
     /// segment engine recomputes membership at start-up and records what changed).
@@ -63,6 +63,25 @@ fn wait_for_lock(attempts: i32) -> bool {
     }
     std::thread::sleep(PAUSE);
     true
+}
+
+/// Opens one of the store's files in WAL mode; `page_size` takes effect only when the file is created.
+fn open_connection(path: &Path, read_only: bool, page_size: i64, synchronous: &str) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_handler(Some(wait_for_lock))?;
+    if !read_only {
+        conn.pragma_update(None, "page_size", page_size)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -127,39 +146,18 @@ impl SqliteStore {
     }
 
     fn connect_derived(&self) -> StoreResult<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(&self.derived_path, flags)?;
-        conn.busy_handler(Some(wait_for_lock))?;
         // Smaller pages than the main database: a commit of transitions dirties a few rows in each of many
         // index pages, and every dirty page is written whole to the WAL.
-        conn.pragma_update(None, "page_size", 4096)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "cache_size", -16_384)?;
-        Ok(conn)
+        open_connection(&self.derived_path, false, 4096, "NORMAL")
     }
 
     fn connect(&self, read_only: bool) -> StoreResult<Connection> {
-        let flags = if read_only {
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        } else {
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        };
-        let mut conn = Connection::open_with_flags(&self.path, flags)?;
-        conn.busy_handler(Some(wait_for_lock))?;
-        if !read_only {
-            // Takes effect only when the database is created: 8 KiB pages measured ~10% faster ingest than 4 KiB.
-            conn.pragma_update(None, "page_size", 8192)?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-        }
         let sync = match self.durability {
             Durability::Full => "FULL",
             Durability::Process => "NORMAL",
         };
-        conn.pragma_update(None, "synchronous", sync)?;
-        conn.pragma_update(None, "cache_size", -16_384)?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        Ok(conn)
+        // 8 KiB pages measured ~10% faster ingest than 4 KiB.
+        open_connection(&self.path, read_only, 8192, sync)
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
