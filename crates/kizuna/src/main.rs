@@ -12,6 +12,7 @@ mod config;
 mod demo;
 mod import;
 mod node;
+mod recs;
 mod segment;
 mod simulate;
 
@@ -83,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: segment::SegmentCommand,
     },
+    /// Recommendations: offline evaluation on a dataset folder
+    Recs {
+        #[command(subcommand)]
+        command: recs::RecsCommand,
+    },
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -131,6 +137,7 @@ fn main() -> Result<()> {
         Command::Key { action } => key(&config, action),
         Command::Analytics { command } => analytics::run(command),
         Command::Segment { command } => segment::run(&config, command),
+        Command::Recs { command } => recs::run(command),
         Command::Bench { which } => bench::run(&config, which),
     }
 }

@@ -1,0 +1,179 @@
+use crate::{ItemIx, Secs, Signals, day_of};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// How rankings are computed from the counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RankingSettings {
+    /// Bestseller windows kept ready, in days; a placement asking for another window gets the nearest longer one.
+    pub bestseller_windows: Vec<u32>,
+    /// Trending compares the activity of the last `trending_recent_days` (each day weighing half the next)
+    /// with the daily average of the `trending_baseline_days` before.
+    pub trending_recent_days: u32,
+    pub trending_baseline_days: u32,
+    /// Products created within this many days are new arrivals.
+    pub new_arrival_days: u32,
+    /// Length of each ranked list kept.
+    pub list_len: usize,
+}
+
+impl Default for RankingSettings {
+    fn default() -> Self {
+        Self {
+            bestseller_windows: vec![7, 30, 90],
+            trending_recent_days: 3,
+            trending_baseline_days: 28,
+            new_arrival_days: 30,
+            list_len: 500,
+        }
+    }
+}
+
+pub type Ranked = Vec<(ItemIx, f32)>;
+
+#[derive(Debug, Clone, Default)]
+struct Lists {
+    all: Ranked,
+    by_category: HashMap<String, Ranked>,
+}
+
+/// What the counters imply at one instant, ready to serve.
+#[derive(Debug, Clone, Default)]
+pub struct Rankings {
+    pub generation: u64,
+    pub built_at: Secs,
+    bestsellers: Vec<(u32, Lists)>,
+    trending: Lists,
+    new_arrivals: Lists,
+    near: HashMap<String, Ranked>,
+}
+
+fn top(mut scored: Vec<(ItemIx, f32)>, len: usize) -> Ranked {
+    scored.retain(|(_, s)| *s > 0.0);
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(len);
+    scored
+}
+
+fn lists(signals: &Signals, scored: Vec<(ItemIx, f32)>, len: usize) -> Lists {
+    let mut by_category: HashMap<String, Ranked> = HashMap::new();
+    let all = top(scored, usize::MAX);
+    for &(ix, score) in &all {
+        for c in &signals.items.product(ix).categories {
+            let list = by_category.entry(c.clone()).or_default();
+            if list.len() < len {
+                list.push((ix, score));
+            }
+        }
+    }
+    let mut all = all;
+    all.truncate(len);
+    Lists { all, by_category }
+}
+
+impl Rankings {
+    pub fn build(signals: &Signals, settings: &RankingSettings, now: Secs) -> Rankings {
+        let today = day_of(now);
+        let n = signals.items.len() as ItemIx;
+        let len = settings.list_len;
+        let mut windows = settings.bestseller_windows.clone();
+        windows.sort_unstable();
+        windows.dedup();
+        let bestsellers = windows
+            .iter()
+            .map(|&w| {
+                let from = today - w as i32 + 1;
+                // Units bought first; carts and views only break ties among equal sellers.
+                let scored = (0..n)
+                    .map(|ix| {
+                        let [views, carts, units] = signals.window(ix, from, today);
+                        (ix, units + carts * 1e-3 + views * 1e-6)
+                    })
+                    .collect();
+                (w, lists(signals, scored, len))
+            })
+            .collect();
+
+        let recent = settings.trending_recent_days.max(1) as i32;
+        let baseline = settings.trending_baseline_days.max(1) as i32;
+        let trending_scores = (0..n)
+            .map(|ix| {
+                let mut weighted = 0.0f32;
+                let mut weights = 0.0f32;
+                for back in 0..recent {
+                    let day = today - back;
+                    let [v, c, p] = signals.window(ix, day, day);
+                    let w = 0.5f32.powi(back);
+                    weighted += w * (v + 3.0 * c + 5.0 * p);
+                    weights += w;
+                }
+                let rate = weighted / weights;
+                let [v, c, p] = signals.window(ix, today - recent - baseline + 1, today - recent);
+                let base = (v + 3.0 * c + 5.0 * p) / baseline as f32;
+                let score = if rate > base { rate * ((rate + 1.0) / (base + 1.0)).ln() } else { 0.0 };
+                (ix, score)
+            })
+            .collect();
+
+        let since = now - i64::from(settings.new_arrival_days) * crate::DAY;
+        let arrivals = signals
+            .items
+            .iter()
+            .filter_map(|(ix, item)| {
+                let created = item.product.created_at?.timestamp();
+                // Newer first: the score is the creation time in days, offset so every score is positive.
+                (created >= since && created <= now + crate::DAY)
+                    .then_some((ix, (created - since) as f32 / 86_400.0 + 1.0))
+            })
+            .collect();
+
+        let near = signals
+            .place_keys()
+            .filter_map(|place| {
+                let counts = signals.place_counts(place)?;
+                Some((place.clone(), top(counts.iter().map(|(i, c)| (*i, *c)).collect(), len)))
+            })
+            .collect();
+
+        Rankings {
+            generation: signals.generation(),
+            built_at: now,
+            bestsellers,
+            trending: lists(signals, trending_scores, len),
+            new_arrivals: lists(signals, arrivals, len),
+            near,
+        }
+    }
+
+    fn pick<'a>(lists: &'a Lists, category: Option<&str>) -> &'a [(ItemIx, f32)] {
+        match category {
+            Some(c) => lists.by_category.get(c).map_or(&[], Vec::as_slice),
+            None => &lists.all,
+        }
+    }
+
+    /// Bestsellers over the nearest kept window at least `window_days` long (the longest if none is).
+    pub fn bestsellers(&self, window_days: u32, category: Option<&str>) -> &[(ItemIx, f32)] {
+        let lists = self
+            .bestsellers
+            .iter()
+            .find(|(w, _)| *w >= window_days)
+            .or_else(|| self.bestsellers.last())
+            .map(|(_, l)| l);
+        lists.map_or(&[], |l| Self::pick(l, category))
+    }
+
+    pub fn trending(&self, category: Option<&str>) -> &[(ItemIx, f32)] {
+        Self::pick(&self.trending, category)
+    }
+
+    pub fn new_arrivals(&self, category: Option<&str>) -> &[(ItemIx, f32)] {
+        Self::pick(&self.new_arrivals, category)
+    }
+
+    /// Most bought by people in a place (`city:Tokyo`, `region:JP/13`, `country:JP`).
+    pub fn near(&self, place: &str) -> &[(ItemIx, f32)] {
+        self.near.get(place).map_or(&[], Vec::as_slice)
+    }
+}
