@@ -56,3 +56,18 @@ pub struct Committed {
 
 /// Receives every commit, on the writer thread: it must only hand the commit over (e.g. to a channel).
 pub type FeedSink = Box<dyn Fn(Committed) + Send>;
+
+/// One sink that hands every commit to each of `sinks`, in order (each consumer gets its own copy).
+pub fn fan_out(mut sinks: Vec<FeedSink>) -> FeedSink {
+    match sinks.len() {
+        1 => sinks.remove(0),
+        _ => Box::new(move |committed: Committed| {
+            if let Some((last, rest)) = sinks.split_last() {
+                for sink in rest {
+                    sink(committed.clone());
+                }
+                last(committed);
+            }
+        }),
+    }
+}

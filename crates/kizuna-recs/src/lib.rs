@@ -20,7 +20,7 @@ mod signals;
 mod strategy;
 
 pub use index::{Item, ItemIndex, ItemIx, product_from_event};
-pub use placement::{Placement, PlacementError, starter_placements};
+pub use placement::{MAX_LIMIT, Placement, PlacementError, starter_placements};
 pub use rankings::{RankingSettings, Rankings};
 pub use recommend::{Recommendation, Request, Taste, place_keys, recommend};
 pub use rules::{Boost, Rules};

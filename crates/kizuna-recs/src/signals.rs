@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 /// A profile as recommendations know it (the store's profile id).
-pub type ProfileKey = i64;
+pub type ProfileKey = u64;
 
 /// What a person did with a product; each kind weighs differently as implicit feedback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

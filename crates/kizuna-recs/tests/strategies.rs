@@ -32,7 +32,7 @@ fn catalog() -> Signals {
     s
 }
 
-fn order(s: &mut Signals, profile: i64, at: i64, items: &[&str]) {
+fn order(s: &mut Signals, profile: u64, at: i64, items: &[&str]) {
     let products: Vec<Value> = items.iter().map(|id| json!({"product_id": id, "quantity": 1})).collect();
     assert!(s.apply_event(
         profile,
@@ -42,7 +42,7 @@ fn order(s: &mut Signals, profile: i64, at: i64, items: &[&str]) {
     ));
 }
 
-fn view(s: &mut Signals, profile: i64, at: i64, id: &str) {
+fn view(s: &mut Signals, profile: u64, at: i64, id: &str) {
     assert!(s.apply_event(profile, "Product Viewed", at, &json!({"product_id": id})));
 }
 
@@ -59,7 +59,7 @@ fn run(s: &Signals, p: &Placement, req: &Request<'_>, model: Option<&EaseModel>)
     ids(s, &recommend(p, req, s, &rankings, model))
 }
 
-fn req(profile: Option<i64>) -> Request<'static> {
+fn req(profile: Option<u64>) -> Request<'static> {
     Request { profile, limit: 10, now: NOW, ..Request::default() }
 }
 

@@ -42,7 +42,7 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn authorize(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
+pub(crate) fn authorize(headers: &HeaderMap, state: &AppState) -> ApiResult<()> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

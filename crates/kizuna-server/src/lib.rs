@@ -7,6 +7,7 @@ mod error;
 mod ingest;
 mod ops;
 mod products;
+mod recommendations;
 mod segments;
 
 pub use error::{ApiError, ApiResult};
@@ -48,6 +49,7 @@ struct Inner {
     ready: AtomicBool,
     analytics: RwLock<Analytics>,
     membership: RwLock<Option<kizuna_membership::Membership>>,
+    recommender: RwLock<Option<kizuna_recs_service::Recommender>>,
 }
 
 /// The analytics settings the API runs with, and the background scheduler when one runs.
@@ -88,6 +90,7 @@ impl AppState {
                 ready: AtomicBool::new(true),
                 analytics: RwLock::new(Analytics::default()),
                 membership: RwLock::new(None),
+                recommender: RwLock::new(None),
             }),
         })
     }
@@ -118,6 +121,15 @@ impl AppState {
         self.inner.membership.read().clone()
     }
 
+    /// Serves the recommendations API from this recommender (and tells it about catalog changes).
+    pub fn set_recommender(&self, recommender: kizuna_recs_service::Recommender) {
+        *self.inner.recommender.write() = Some(recommender);
+    }
+
+    pub fn recommender(&self) -> Option<kizuna_recs_service::Recommender> {
+        self.inner.recommender.read().clone()
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
@@ -129,7 +141,7 @@ impl AppState {
 
     /// Finds the source for a write key; new keys made by `kizuna source create` while the server runs are
     /// found on first use.
-    fn source(&self, write_key: &str) -> ApiResult<Source> {
+    pub(crate) fn source(&self, write_key: &str) -> ApiResult<Source> {
         if let Some(source) = self.inner.sources.read().get(write_key) {
             return Ok(source.clone());
         }
@@ -150,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(analytics::routes())
         .merge(products::routes())
         .merge(segments::routes())
+        .merge(recommendations::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(observe))

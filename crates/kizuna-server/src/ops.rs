@@ -68,11 +68,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::segments::list, crate::segments::create, crate::segments::replace, crate::segments::get_one,
         crate::segments::delete, crate::segments::preview, crate::segments::templates, crate::segments::members,
         crate::segments::members_csv, crate::segments::transitions, crate::segments::profile_segments,
+        crate::recommendations::serve, crate::recommendations::list_placements, crate::recommendations::get_placement,
+        crate::recommendations::put_placement, crate::recommendations::delete_placement,
+        crate::recommendations::status, crate::recommendations::train,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),
     tags((name = "ingest", description = "Segment HTTP tracking API: /v1/identify, track, page, screen, group, alias, batch (also /v1/i, t, p, s, g, a, b)"),
-         (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "segments"), (name = "admin"))
+         (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "segments"), (name = "recommendations"), (name = "admin"))
 )]
 pub struct ApiDoc;
 

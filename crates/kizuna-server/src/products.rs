@@ -42,6 +42,11 @@ async fn upsert_products(
         )));
     }
     let upserted = state.store().upsert_products(&products, state.inner.clock.now())?;
+    if let Some(recs) = state.recommender() {
+        tokio::task::spawn_blocking(move || recs.upsert_products(&products))
+            .await
+            .map_err(|e| ApiError(KizunaError::internal(e.to_string())))?;
+    }
     Ok(axum::Json(json!({"upserted": upserted})))
 }
 

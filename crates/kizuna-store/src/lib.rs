@@ -119,6 +119,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         wanted: &dyn Fn(&str) -> bool,
     ) -> StoreResult<(Vec<ScannedEvent>, Option<i64>)>;
+    /// Recommendation placements saved through the API, by name.
+    fn placements(&self) -> StoreResult<Vec<StoredPlacement>>;
+    /// Creates or replaces a placement (bumping its version).
+    fn save_placement(&self, name: &str, definition: &serde_json::Value, now: DateTime<Utc>) -> StoreResult<()>;
+    /// False when there was none.
+    fn delete_placement(&self, name: &str) -> StoreResult<bool>;
+
     /// The latest analytics scores of one profile.
     fn profile_scores(&self, profile: ProfileId) -> StoreResult<Option<serde_json::Value>>;
 

@@ -105,6 +105,16 @@ pub enum RunOutcome {
     Failed(String),
 }
 
+/// A saved recommendation placement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredPlacement {
+    pub name: String,
+    pub definition: serde_json::Value,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A saved segment definition.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredSegment {

@@ -1,7 +1,7 @@
 use crate::{
     AnalyticsRun, ApiKey, Counts, EventFilter, IdentityRow, NewEvent, RunOutcome, ScannedEvent, ScannedProfile,
-    SegmentTransitionRow, Source, Store, StoreError, StoreResult, StoreWriter, StoredEvent, StoredProfile,
-    StoredSegment, TransitionFilter, WriteTx,
+    SegmentTransitionRow, Source, Store, StoreError, StoreResult, StoreWriter, StoredEvent, StoredPlacement,
+    StoredProfile, StoredSegment, TransitionFilter, WriteTx,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use kizuna_catalog::Product;
@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_analytics.sql")),
     (3, include_str!("../migrations/0003_segments.sql")),
     (4, include_str!("../migrations/0004_segment_membership_moved.sql")),
+    (5, include_str!("../migrations/0005_recommendations.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -679,6 +680,45 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<StoredSegment> {
         self.with_writer(|conn| segments::save_segment(conn, name, description, definition, now))
+    }
+
+    fn placements(&self) -> StoreResult<Vec<StoredPlacement>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, definition, version, created_at, updated_at FROM recs_placements ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.map(|row| {
+                let (name, definition, version, created, updated) = row?;
+                Ok(StoredPlacement {
+                    name,
+                    definition: serde_json::from_str(&definition)?,
+                    version,
+                    created_at: from_ms(created),
+                    updated_at: from_ms(updated),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn save_placement(&self, name: &str, definition: &serde_json::Value, now: DateTime<Utc>) -> StoreResult<()> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "INSERT INTO recs_placements (name, definition, version, created_at, updated_at)
+                 VALUES (?1, ?2, 1, ?3, ?3)
+                 ON CONFLICT (name) DO UPDATE SET definition = excluded.definition,
+                     version = recs_placements.version + 1, updated_at = excluded.updated_at",
+                params![name, serde_json::to_string(definition)?, now.timestamp_millis()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete_placement(&self, name: &str) -> StoreResult<bool> {
+        self.with_writer(|conn| Ok(conn.execute("DELETE FROM recs_placements WHERE name = ?1", [name])? > 0))
     }
 
     fn delete_segment(&self, name: &str) -> StoreResult<bool> {

@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub analytics_interval_minutes: Option<u32>,
     /// The analytics settings (time unit, CLV horizon and discount rate, journey window, holdout length).
     pub analytics: Option<kizuna_jobs::AnalyticsSettings>,
+    /// Recommendations: ranking windows, the EASE model's settings, retraining interval (`[recommendations]`).
+    pub recommendations: Option<kizuna_recs_service::RecsSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,7 @@ pub struct Config {
     pub rules: IdentityRules,
     pub analytics_interval_minutes: u32,
     pub analytics: kizuna_jobs::AnalyticsSettings,
+    pub recommendations: kizuna_recs_service::RecsSettings,
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -129,6 +132,7 @@ impl Config {
                 .or(file.analytics_interval_minutes)
                 .unwrap_or(360),
             analytics: file.analytics.unwrap_or_default(),
+            recommendations: file.recommendations.unwrap_or_default(),
         })
     }
 

@@ -4,6 +4,7 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use kizuna_membership::{Membership, MembershipSettings};
 use kizuna_pipeline::Pipeline;
+use kizuna_recs_service::Recommender;
 use kizuna_server::AppState;
 use kizuna_store::{SqliteStore, Store};
 use kizuna_types::{Clock, SystemClock};
@@ -34,6 +35,7 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub pipeline: Pipeline,
     pub membership: Membership,
+    pub recommender: Recommender,
     pub clock: Arc<dyn Clock>,
     _lock: File,
 }
@@ -49,10 +51,12 @@ pub fn start_node(config: &Config) -> Result<Node> {
     };
     let membership =
         Membership::start(store.clone(), clock.clone(), settings).context("cannot start the segment engine")?;
-    let pipeline =
-        Pipeline::start_with_feed(store.clone(), config.pipeline(), clock.clone(), Some(membership.feed_sink()))
-            .context("cannot start the pipeline")?;
-    Ok(Node { store, pipeline, membership, clock, _lock: lock })
+    let recommender = Recommender::start(store.clone(), clock.clone(), config.recommendations.clone())
+        .context("cannot start recommendations")?;
+    let feed = kizuna_pipeline::fan_out(vec![membership.feed_sink(), recommender.feed_sink()]);
+    let pipeline = Pipeline::start_with_feed(store.clone(), config.pipeline(), clock.clone(), Some(feed))
+        .context("cannot start the pipeline")?;
+    Ok(Node { store, pipeline, membership, recommender, clock, _lock: lock })
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -79,6 +83,7 @@ pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpL
     )?);
     state.set_analytics(config.analytics.clone(), Some(scheduler.clone()));
     state.set_membership(node.membership.clone());
+    state.set_recommender(node.recommender.clone());
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "kizuna listening");
     kizuna_server::serve(listener, state, shutdown_signal()).await?;
     tokio::task::spawn_blocking(move || scheduler.shutdown()).await?;

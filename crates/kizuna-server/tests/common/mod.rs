@@ -19,6 +19,7 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub membership: kizuna_membership::Membership,
+    pub recommender: kizuna_recs_service::Recommender,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -44,10 +45,17 @@ impl TestServer {
         let config = PipelineConfig { identifiers: identifiers.clone(), ..PipelineConfig::default() };
         let membership =
             kizuna_membership::Membership::start(store.clone(), clock.clone(), Default::default()).expect("segments");
-        let pipeline = Pipeline::start_with_feed(store.clone(), config, clock.clone(), Some(membership.feed_sink()))
-            .expect("pipeline");
+        let recommender = kizuna_recs_service::Recommender::start(
+            store.clone(),
+            clock.clone(),
+            kizuna_recs_service::RecsSettings { rebuild_ms: 50, retrain_minutes: 0, ..Default::default() },
+        )
+        .expect("recommendations");
+        let feed = kizuna_pipeline::fan_out(vec![membership.feed_sink(), recommender.feed_sink()]);
+        let pipeline = Pipeline::start_with_feed(store.clone(), config, clock.clone(), Some(feed)).expect("pipeline");
         let state = AppState::new(store.clone(), pipeline, clock, limits, identifiers).expect("state");
         state.set_membership(membership.clone());
+        state.set_recommender(recommender.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -62,6 +70,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             store,
             membership,
+            recommender,
             shutdown: Some(tx),
             handle: Some(handle),
             _dir: dir,

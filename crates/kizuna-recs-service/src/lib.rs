@@ -1,0 +1,494 @@
+//! The running side of recommendations. One thread consumes the pipeline's post-commit change feed into the
+//! counters ([`kizuna_recs::Signals`]) and rebuilds the rankings when they changed (at most every
+//! `rebuild_ms`); another retrains the EASE model every `retrain_minutes` from the profiles' histories and
+//! swaps it in atomically. Serving ([`Recommender::recommend`]) reads under a shared lock and never waits for
+//! training. Counters and models are derived data: start-up rebuilds them from the catalog and the event log.
+
+use chrono::{DateTime, Utc};
+use kizuna_catalog::Product;
+use kizuna_pipeline::{Committed, FeedChange, FeedSink};
+use kizuna_recs::ease::{EaseModel, EaseSettings};
+use kizuna_recs::{Placement, ProfileKey, RankingSettings, Rankings, Request, Signals, Taste};
+use kizuna_store::{Store, StoreError};
+use kizuna_types::Clock;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecsSettings {
+    pub rankings: RankingSettings,
+    pub ease: EaseSettings,
+    /// Retrain the personalized model this often (0: only on request).
+    pub retrain_minutes: u32,
+    /// Rebuild rankings at most this often while events arrive.
+    pub rebuild_ms: u64,
+}
+
+impl Default for RecsSettings {
+    fn default() -> Self {
+        Self {
+            rankings: RankingSettings::default(),
+            ease: EaseSettings::default(),
+            retrain_minutes: 60,
+            rebuild_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecsError {
+    #[error("no placement is named {0}")]
+    PlacementNotFound(String),
+    #[error("no product has the id {0}")]
+    UnknownProduct(String),
+    #[error("{0}")]
+    InvalidPlacement(#[from] kizuna_recs::PlacementError),
+    #[error("a built-in placement cannot be deleted; PUT a placement of the same name to change it")]
+    BuiltIn,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("model training failed: {0}")]
+    Training(String),
+}
+
+pub type RecsResult<T> = Result<T, RecsError>;
+
+/// A placement request as the edges see it.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub profile: Option<ProfileKey>,
+    /// Product ids the request is about (the product page's, the cart's).
+    pub products: Vec<String>,
+    /// Place keys to use instead of the profile's (see [`kizuna_recs::place_keys`]).
+    pub places: Option<Vec<String>>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Recommended {
+    pub product: Arc<Product>,
+    pub in_catalog: bool,
+    pub score: f32,
+    pub reason: String,
+    pub strategy: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub placement: String,
+    pub items: Vec<Recommended>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub trained_at: DateTime<Utc>,
+    pub train_seconds: f64,
+    pub interactions: usize,
+    pub users: usize,
+    pub items: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub products: usize,
+    pub profiles_with_history: usize,
+    pub baskets: u64,
+    pub rankings_built_at: DateTime<Utc>,
+    pub model: Option<ModelInfo>,
+}
+
+/// A placement as listed: saved ones and the built-in starters (which a saved one of the same name replaces).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedPlacement {
+    #[serde(flatten)]
+    pub placement: Placement,
+    pub builtin: bool,
+    pub version: i64,
+}
+
+struct Live {
+    signals: Signals,
+    tastes: HashMap<ProfileKey, Taste>,
+}
+
+struct Inner {
+    live: RwLock<Live>,
+    rankings: RwLock<Arc<Rankings>>,
+    model: RwLock<Option<(Arc<EaseModel>, ModelInfo)>>,
+    placements: RwLock<HashMap<String, ListedPlacement>>,
+    training: Mutex<()>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: RecsSettings,
+    sender: Mutex<mpsc::Sender<Input>>,
+}
+
+enum Input {
+    Commit(Committed),
+    /// Answered once every commit handed over before it is applied and the rankings are current.
+    Sync(mpsc::Sender<()>),
+    Stop,
+}
+
+#[derive(Clone)]
+pub struct Recommender {
+    inner: Arc<Inner>,
+}
+
+const PRODUCT_EVENTS: &[&str] = &["product viewed", "product clicked", "product added", "order completed"];
+
+fn is_product_event(name: &str) -> bool {
+    PRODUCT_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(name.trim()))
+}
+
+impl Recommender {
+    /// Loads placements, the catalog, every profile's place and taste and every product event, then starts the
+    /// feed and training threads. Call before the pipeline starts, so no commit is missed.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: RecsSettings) -> RecsResult<Recommender> {
+        let started = Instant::now();
+        let mut signals = Signals::default();
+        signals.keep_days = max_window(&settings.rankings);
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list_products(after.as_deref(), 1000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for product in page {
+                signals.upsert_product(product);
+            }
+        }
+        let mut tastes = HashMap::new();
+        let mut after = None;
+        loop {
+            let page = store.scan_profile_data(after, 2000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for profile in page {
+                let computed = profile.state.computed.summary();
+                signals.set_places(profile.id, Taste::places_from_computed(&computed));
+                tastes.insert(profile.id, Taste::from_computed(&computed));
+            }
+        }
+        let mut after_seq = 0;
+        let mut events = 0usize;
+        loop {
+            let (page, last) = store.scan_events(after_seq, 10_000, &is_product_event)?;
+            for event in page {
+                let serde_json::Value::Object(body) = event.body else { continue };
+                let Some(message) = kizuna_ingest::Event::from_stored(body, String::new()) else { continue };
+                let properties =
+                    message.properties().map_or(serde_json::Value::Null, |p| serde_json::Value::Object(p.clone()));
+                if signals.apply_event(event.profile_id, &event.name, message.timestamp.timestamp(), &properties) {
+                    events += 1;
+                }
+            }
+            match last {
+                Some(seq) => after_seq = seq,
+                None => break,
+            }
+        }
+        let now = clock.now();
+        let rankings = Rankings::build(&signals, &settings.rankings, now.timestamp());
+        tracing::info!(
+            products = signals.items.len(),
+            events,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recommendations loaded"
+        );
+        let (sender, receiver) = mpsc::channel();
+        let recommender = Recommender {
+            inner: Arc::new(Inner {
+                live: RwLock::new(Live { signals, tastes }),
+                rankings: RwLock::new(Arc::new(rankings)),
+                model: RwLock::new(None),
+                placements: RwLock::new(HashMap::new()),
+                training: Mutex::new(()),
+                store,
+                clock,
+                settings,
+                sender: Mutex::new(sender),
+            }),
+        };
+        recommender.reload_placements()?;
+        let feed = recommender.clone();
+        std::thread::Builder::new()
+            .name("recs-feed".into())
+            .spawn(move || feed.consume(receiver))
+            .map_err(|e| RecsError::Training(format!("cannot start the feed thread: {e}")))?;
+        let trainer = recommender.clone();
+        std::thread::Builder::new()
+            .name("recs-train".into())
+            .spawn(move || trainer.train_periodically())
+            .map_err(|e| RecsError::Training(format!("cannot start the training thread: {e}")))?;
+        Ok(recommender)
+    }
+
+    /// Hands commits to the feed thread (the pipeline calls it on its writer thread).
+    pub fn feed_sink(&self) -> FeedSink {
+        let sender = self.inner.sender.lock().clone();
+        Box::new(move |committed| {
+            if sender.send(Input::Commit(committed)).is_err() {
+                tracing::warn!("recommendation feed stopped; counters will be rebuilt at the next start");
+            }
+        })
+    }
+
+    /// Waits until every commit handed over so far is applied and the rankings rebuilt (blocking; for tests,
+    /// benchmarks and the demo).
+    pub fn sync(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.inner.sender.lock().send(Input::Sync(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.inner.sender.lock().send(Input::Stop);
+    }
+
+    fn consume(&self, receiver: mpsc::Receiver<Input>) {
+        let every = Duration::from_millis(self.inner.settings.rebuild_ms.max(1));
+        let mut last_build = Instant::now();
+        loop {
+            match receiver.recv_timeout(every) {
+                Ok(Input::Commit(committed)) => self.apply(committed),
+                Ok(Input::Sync(done)) => {
+                    self.rebuild_rankings();
+                    last_build = Instant::now();
+                    let _ = done.send(());
+                    continue;
+                }
+                Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if last_build.elapsed() >= every {
+                let stale = self.inner.rankings.read().generation != self.inner.live.read().signals.generation();
+                if stale {
+                    self.rebuild_rankings();
+                }
+                last_build = Instant::now();
+            }
+        }
+    }
+
+    fn apply(&self, committed: Committed) {
+        let mut live = self.inner.live.write();
+        let live = &mut *live;
+        // Places first: a commit's purchases count where the buyer is after it.
+        for change in &committed.changes {
+            if let FeedChange::State { profile, state, .. } = change {
+                let computed = state.computed.summary();
+                live.signals.set_places(*profile, Taste::places_from_computed(&computed));
+                live.tastes.insert(*profile, Taste::from_computed(&computed));
+            }
+        }
+        for change in committed.changes {
+            match change {
+                FeedChange::Event { profile, event } => {
+                    live.signals.apply_event(profile, &event.name, event.at.timestamp(), &event.properties);
+                }
+                FeedChange::Merged { from, into } => {
+                    live.signals.merge(from, into);
+                    live.tastes.remove(&from);
+                }
+                FeedChange::Rebuilt { profile, events } => {
+                    live.signals.rebuild_history(
+                        profile,
+                        events.iter().map(|e| (e.name.as_str(), e.at.timestamp(), &e.properties)),
+                    );
+                }
+                FeedChange::Removed { profile, .. } => {
+                    live.signals.remove(profile);
+                    live.tastes.remove(&profile);
+                }
+                FeedChange::State { .. } => {}
+            }
+        }
+    }
+
+    /// Rebuilds the rankings from the counters now.
+    pub fn rebuild_rankings(&self) {
+        let now = self.inner.clock.now().timestamp();
+        let rankings = {
+            let live = self.inner.live.read();
+            Rankings::build(&live.signals, &self.inner.settings.rankings, now)
+        };
+        *self.inner.rankings.write() = Arc::new(rankings);
+    }
+
+    /// Adds or replaces catalog products; new arrivals and stock changes show at once.
+    pub fn upsert_products(&self, products: &[Product]) {
+        {
+            let mut live = self.inner.live.write();
+            for p in products {
+                live.signals.upsert_product(p.clone());
+            }
+        }
+        self.rebuild_rankings();
+    }
+
+    fn train_periodically(&self) {
+        let minutes = self.inner.settings.retrain_minutes;
+        if let Err(e) = self.train() {
+            tracing::warn!(error = %e, "initial recommendation model training failed");
+        }
+        if minutes == 0 {
+            return;
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(u64::from(minutes) * 60));
+            if let Err(e) = self.train() {
+                tracing::warn!(error = %e, "recommendation model training failed");
+            }
+        }
+    }
+
+    /// Trains the personalized model from every profile's history now and swaps it in.
+    pub fn train(&self) -> RecsResult<ModelInfo> {
+        let _one_at_a_time = self.inner.training.lock();
+        let cells: Vec<(u32, u32, f32)> = {
+            let live = self.inner.live.read();
+            let mut cells = Vec::new();
+            for (n, (_, history)) in live.signals.profiles().enumerate() {
+                for t in history.touches() {
+                    cells.push((n as u32, t.item, t.kind.weight()));
+                }
+            }
+            cells
+        };
+        let started = Instant::now();
+        let model =
+            EaseModel::train(&cells, &self.inner.settings.ease).map_err(|e| RecsError::Training(e.to_string()))?;
+        let info = ModelInfo {
+            trained_at: self.inner.clock.now(),
+            train_seconds: started.elapsed().as_secs_f64(),
+            interactions: cells.len(),
+            users: model.users,
+            items: model.item_count(),
+        };
+        tracing::info!(
+            items = info.items,
+            users = info.users,
+            seconds = info.train_seconds,
+            "recommendation model trained"
+        );
+        *self.inner.model.write() = Some((Arc::new(model), info.clone()));
+        Ok(info)
+    }
+
+    pub fn status(&self) -> Status {
+        let live = self.inner.live.read();
+        let rankings = self.inner.rankings.read().clone();
+        Status {
+            products: live.signals.items.len(),
+            profiles_with_history: live.signals.profile_count(),
+            baskets: live.signals.baskets(),
+            rankings_built_at: DateTime::from_timestamp(rankings.built_at, 0).unwrap_or_default(),
+            model: self.inner.model.read().as_ref().map(|(_, info)| info.clone()),
+        }
+    }
+
+    /// Answers a placement.
+    pub fn recommend(&self, placement: &str, query: &Query) -> RecsResult<Answer> {
+        let placement = self
+            .inner
+            .placements
+            .read()
+            .get(placement)
+            .map(|p| p.placement.clone())
+            .ok_or_else(|| RecsError::PlacementNotFound(placement.to_owned()))?;
+        let rankings = self.inner.rankings.read().clone();
+        let model = self.inner.model.read().as_ref().map(|(m, _)| m.clone());
+        let live = self.inner.live.read();
+        let mut context = Vec::with_capacity(query.products.len());
+        for id in &query.products {
+            context.push(live.signals.items.ix(id).ok_or_else(|| RecsError::UnknownProduct(id.clone()))?);
+        }
+        let places = match &query.places {
+            Some(p) => p.clone(),
+            None => query.profile.map(|p| live.signals.places_of(p).to_vec()).unwrap_or_default(),
+        };
+        let request = Request {
+            profile: query.profile,
+            context,
+            places,
+            taste: query.profile.and_then(|p| live.tastes.get(&p)),
+            limit: query.limit.unwrap_or(placement.limit).clamp(1, kizuna_recs::MAX_LIMIT),
+            now: self.inner.clock.now().timestamp(),
+        };
+        let recs = kizuna_recs::recommend(&placement, &request, &live.signals, &rankings, model.as_deref());
+        let items = recs
+            .into_iter()
+            .map(|r| {
+                let item = live.signals.items.item(r.item);
+                Recommended {
+                    product: item.product.clone(),
+                    in_catalog: item.in_catalog,
+                    score: r.score,
+                    reason: r.reason,
+                    strategy: r.strategy,
+                }
+            })
+            .collect();
+        Ok(Answer { placement: placement.name, items })
+    }
+
+    pub fn placements(&self) -> Vec<ListedPlacement> {
+        let mut list: Vec<ListedPlacement> = self.inner.placements.read().values().cloned().collect();
+        list.sort_by(|a, b| a.placement.name.cmp(&b.placement.name));
+        list
+    }
+
+    pub fn placement(&self, name: &str) -> RecsResult<ListedPlacement> {
+        self.inner.placements.read().get(name).cloned().ok_or_else(|| RecsError::PlacementNotFound(name.to_owned()))
+    }
+
+    /// Validates and saves a placement (creating or replacing it).
+    pub fn save_placement(&self, placement: &Placement) -> RecsResult<ListedPlacement> {
+        placement.validate()?;
+        let json = serde_json::to_value(placement).map_err(StoreError::from)?;
+        self.inner.store.save_placement(&placement.name, &json, self.inner.clock.now())?;
+        self.reload_placements()?;
+        self.placement(&placement.name)
+    }
+
+    pub fn delete_placement(&self, name: &str) -> RecsResult<()> {
+        if self.inner.store.delete_placement(name)? {
+            return self.reload_placements();
+        }
+        match self.inner.placements.read().get(name) {
+            Some(p) if p.builtin => Err(RecsError::BuiltIn),
+            _ => Err(RecsError::PlacementNotFound(name.to_owned())),
+        }
+    }
+
+    fn reload_placements(&self) -> RecsResult<()> {
+        let mut map: HashMap<String, ListedPlacement> = kizuna_recs::starter_placements()
+            .into_iter()
+            .map(|p| (p.name.clone(), ListedPlacement { placement: p, builtin: true, version: 0 }))
+            .collect();
+        for stored in self.inner.store.placements()? {
+            match serde_json::from_value::<Placement>(stored.definition) {
+                Ok(placement) => {
+                    map.insert(stored.name, ListedPlacement { placement, builtin: false, version: stored.version });
+                }
+                Err(e) => {
+                    tracing::warn!(placement = %stored.name, error = %e, "stored placement no longer parses; skipped")
+                }
+            }
+        }
+        *self.inner.placements.write() = map;
+        Ok(())
+    }
+}
+
+fn max_window(settings: &RankingSettings) -> i32 {
+    let longest = settings.bestseller_windows.iter().copied().max().unwrap_or(30);
+    let trending = settings.trending_recent_days + settings.trending_baseline_days;
+    longest.max(trending) as i32 + 1
+}
