@@ -105,6 +105,8 @@ pub struct Signals {
     co_view: Vec<HashMap<ItemIx, u32>>,
     /// Per product: sum of days between a person's consecutive purchases of it, and how many such gaps.
     repeat_gaps: Vec<(f64, u32)>,
+    /// Per product: how many people bought it (within their kept histories).
+    buyers: Vec<u32>,
     /// Per place key (`country:JP`, `region:JP/13`, `city:Tokyo`): purchased units per product.
     places: HashMap<String, HashMap<ItemIx, f32>>,
     profiles: HashMap<ProfileKey, ProfileEntry>,
@@ -125,6 +127,7 @@ impl Default for Signals {
             baskets: 0,
             co_view: Vec::new(),
             repeat_gaps: Vec::new(),
+            buyers: Vec::new(),
             places: HashMap::new(),
             profiles: HashMap::new(),
             keep_days: 90,
@@ -172,6 +175,7 @@ impl Signals {
         self.baskets_with.resize(n, 0);
         self.co_view.resize_with(n, HashMap::new);
         self.repeat_gaps.resize(n, (0.0, 0));
+        self.buyers.resize(n, 0);
     }
 
     fn observe(&mut self, props: &Value) -> Option<ItemIx> {
@@ -273,6 +277,9 @@ impl Signals {
                 }
             }
             Kind::Purchase => {
+                if !entry.history.bought(touch.item) {
+                    self.buyers[touch.item as usize] += 1;
+                }
                 if let Some(before) = entry.history.last_purchase_before(touch.item, touch.at)
                     && touch.at - before >= DAY
                 {
@@ -402,6 +409,17 @@ impl Signals {
     pub fn repeat_interval(&self, item: ItemIx) -> Option<(f64, u32)> {
         let (sum, n) = self.repeat_gaps.get(item as usize).copied()?;
         (n > 0).then(|| (sum / f64::from(n), n))
+    }
+
+    /// A product people re-buy: tagged `replenishable`, or at least three re-orders known and re-ordered by
+    /// one buyer in seven or more (shoes bought twice by chance are not consumables).
+    pub fn replenishable(&self, item: ItemIx) -> bool {
+        if self.items.product(item).tags.iter().any(|t| t.eq_ignore_ascii_case("replenishable")) {
+            return true;
+        }
+        let repeats = self.repeat_gaps.get(item as usize).map_or(0, |g| g.1);
+        let buyers = self.buyers.get(item as usize).copied().unwrap_or(0);
+        repeats >= 3 && f64::from(repeats) >= 0.15 * f64::from(buyers)
     }
 
     pub fn place_counts(&self, place: &str) -> Option<&HashMap<ItemIx, f32>> {

@@ -333,13 +333,18 @@ impl Strategy {
     }
 }
 
-/// Days between re-orders of a product for one person: their own mean gap when they re-bought it (a day
-/// apart or more), else the product's mean across customers when at least two re-orders are known.
+/// Days between re-orders of a product for one person: their own mean gap when they re-bought it at least
+/// twice (a day apart or more); for a product people re-buy ([`Signals::replenishable`]), their single gap or,
+/// without one, the product's mean across customers.
 pub(crate) fn replenish_interval(signals: &Signals, item: ItemIx, times: &[i64]) -> Option<f64> {
     let gaps: Vec<f64> =
         times.windows(2).map(|w| (w[1] - w[0]) as f64 / crate::DAY as f64).filter(|g| *g >= 1.0).collect();
-    if !gaps.is_empty() {
-        return Some(gaps.iter().sum::<f64>() / gaps.len() as f64);
+    let own = (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64);
+    if gaps.len() >= 2 {
+        return own;
     }
-    signals.repeat_interval(item).filter(|(_, n)| *n >= 2).map(|(mean, _)| mean)
+    if !signals.replenishable(item) {
+        return None;
+    }
+    own.or_else(|| signals.repeat_interval(item).map(|(mean, _)| mean))
 }

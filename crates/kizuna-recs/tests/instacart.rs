@@ -39,7 +39,7 @@ fn bought_together_on_instacart_baskets_has_lift_and_never_the_product_itself() 
     for (n, (order, items)) in orders.iter().enumerate() {
         let products: Vec<_> = items.iter().map(|id| json!({"product_id": id})).collect();
         signals.apply_event(
-            n as i64,
+            n as u64,
             "Order Completed",
             1_500_000_000,
             &json!({"order_id": order, "products": products}),

@@ -369,3 +369,33 @@ fn merges_and_erasure_move_and_drop_histories() {
     s.remove(1);
     assert!(s.history(1).is_none());
 }
+
+#[test]
+fn replenishment_needs_a_product_people_rebuy_or_a_habit() {
+    let mut s = catalog();
+    // Shoes bought twice by one person: chance, not a habit — nothing to restock.
+    order(&mut s, 1, NOW - 100 * DAY, &["p1"]);
+    order(&mut s, 1, NOW - 50 * DAY, &["p1"]);
+    let p = placement(Strategy::Replenishment { due_ratio: 0.8 }, no_rules(), vec![]);
+    assert!(run(&s, &p, &req(Some(1)), None).is_empty());
+    // Socks re-bought by three of four buyers every ~20 days: a newcomer's one purchase is due on that clock.
+    for person in 10..13 {
+        order(&mut s, person, NOW - 60 * DAY, &["p6"]);
+        order(&mut s, person, NOW - 40 * DAY, &["p6"]);
+    }
+    order(&mut s, 13, NOW - 70 * DAY, &["p6"]);
+    order(&mut s, 20, NOW - 19 * DAY, &["p6"]);
+    let recs = {
+        let rankings = Rankings::build(&s, &RankingSettings::default(), NOW);
+        recommend(&p, &req(Some(20)), &s, &rankings, None)
+    };
+    assert_eq!(ids(&s, &recs), ["p6"]);
+    assert_eq!(recs[0].reason, "time to restock (about every 20 days)");
+    // A product tagged replenishable counts from the person's single re-order.
+    let mut tagged = product("p4", "bags", "bolt", 150.0);
+    tagged.tags = vec!["replenishable".into()];
+    s.upsert_product(tagged);
+    order(&mut s, 30, NOW - 20 * DAY, &["p4"]);
+    order(&mut s, 30, NOW - 10 * DAY, &["p4"]);
+    assert_eq!(run(&s, &p, &req(Some(30)), None), ["p4"]);
+}

@@ -24,6 +24,7 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     let start = now - chrono::Duration::days(days);
     let simulator = Simulator::new(SimConfig { customers, start, days: days as u32, ..SimConfig::default() });
     node.store.upsert_products(simulator.products(), now)?;
+    node.recommender.upsert_products(simulator.products());
     let progress = indicatif::ProgressBar::new(customers as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("loading simulated store {bar:30} {pos}/{len} customers {msg}")
@@ -34,6 +35,8 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     progress.finish_and_clear();
     let analytics = node::run_analytics_now(&config, &node, "demo")?;
     let segments = starter_segments(&node)?;
+    node.recommender.sync();
+    let model = node.recommender.train().context("recommendation model training failed")?;
     let counts = node.store.counts()?;
     let example = (0..customers)
         .filter_map(|i| {
@@ -59,6 +62,13 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     for (name, members) in &segments {
         println!("    {name:<24} {members:>6} members");
     }
+    println!(
+        "  recommendations: {} placements; personalized model on {} products from {} shoppers trained in {:.2}s",
+        node.recommender.placements().len(),
+        model.items,
+        model.users,
+        model.train_seconds
+    );
     println!("  data directory: {}", config.data_dir.display());
     println!();
     println!("API base:       {base}");
@@ -71,7 +81,15 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
         println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/profiles/by/user_id/{user}");
         println!("  curl -H 'Authorization: Bearer {admin_key}' '{base}/api/profiles/{}/events?limit=5'", p.id);
         println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/profiles/{}/identities", p.id);
+        println!("  curl '{base}/api/recommendations/for_you?key={}&profile_id={}'", source.write_key, p.id);
+        println!("  curl '{base}/api/recommendations/post_purchase?key={}&profile_id={}'", source.write_key, p.id);
     }
+    if let Some(product) = simulator.products().first() {
+        println!("  curl '{base}/api/recommendations/cart_cross_sell?key={}&cart={}'", source.write_key, product.id);
+        println!("  curl '{base}/api/recommendations/product_similar?key={}&product={}'", source.write_key, product.id);
+    }
+    println!("  curl '{base}/api/recommendations/home_trending?key={}&country=JP'", source.write_key);
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/recommendations/placements");
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/segments");
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/segments/repeat-buyers/members");
     println!(
