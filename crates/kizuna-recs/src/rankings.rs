@@ -84,11 +84,12 @@ impl Rankings {
             .iter()
             .map(|&w| {
                 let from = today - w as i32 + 1;
-                // Units bought first; carts and views only break ties among equal sellers.
+                // Units bought first; carts and views only break ties among equal sellers (a product nobody
+                // bought is no bestseller).
                 let scored = (0..n)
                     .map(|ix| {
                         let [views, carts, units] = signals.window(ix, from, today);
-                        (ix, units + carts * 1e-3 + views * 1e-6)
+                        (ix, if units > 0.0 { units + carts * 1e-3 + views * 1e-6 } else { 0.0 })
                     })
                     .collect();
                 (w, lists(signals, scored, len))
