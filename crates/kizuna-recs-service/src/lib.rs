@@ -192,14 +192,24 @@ impl Recommender {
                 None => break,
             }
         }
-        let now = clock.now();
-        let rankings = Rankings::build(&signals, &settings.rankings, now.timestamp());
         tracing::info!(
             products = signals.items.len(),
             events,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recommendations loaded"
         );
+        Self::start_from(store, clock, settings, signals, tastes)
+    }
+
+    /// Starts from counters built elsewhere (benchmarks, tests); [`Recommender::start`] builds them from storage.
+    pub fn start_from(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: RecsSettings,
+        signals: Signals,
+        tastes: HashMap<ProfileKey, Taste>,
+    ) -> RecsResult<Recommender> {
+        let rankings = Rankings::build(&signals, &settings.rankings, clock.now().timestamp());
         let (sender, receiver) = mpsc::channel();
         let recommender = Recommender {
             inner: Arc::new(Inner {
@@ -334,11 +344,11 @@ impl Recommender {
 
     fn train_periodically(&self) {
         let minutes = self.inner.settings.retrain_minutes;
-        if let Err(e) = self.train() {
-            tracing::warn!(error = %e, "initial recommendation model training failed");
-        }
         if minutes == 0 {
             return;
+        }
+        if let Err(e) = self.train() {
+            tracing::warn!(error = %e, "initial recommendation model training failed");
         }
         loop {
             std::thread::sleep(Duration::from_secs(u64::from(minutes) * 60));
@@ -379,6 +389,12 @@ impl Recommender {
         );
         *self.inner.model.write() = Some((Arc::new(model), info.clone()));
         Ok(info)
+    }
+
+    /// Whether this live profile is known here (merged-away and erased ones are forgotten).
+    pub fn knows(&self, profile: ProfileKey) -> bool {
+        let live = self.inner.live.read();
+        live.tastes.contains_key(&profile) || live.signals.history(profile).is_some()
     }
 
     pub fn status(&self) -> Status {

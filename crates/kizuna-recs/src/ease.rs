@@ -22,12 +22,42 @@ pub struct EaseSettings {
     /// An interaction's value is the sum of its weights, capped here (so a hundred views do not drown a
     /// purchase).
     pub max_value: f32,
+    /// When scoring, a history's interactions weigh half as much every this many newer interactions (recent
+    /// behaviour says more about what comes next); `None` weighs them all the same.
+    pub recency_half_life: Option<f32>,
 }
 
 impl Default for EaseSettings {
     fn default() -> Self {
-        Self { lambda: 200.0, max_items: 5_000, neighbors: 200, max_value: 10.0 }
+        Self { lambda: 200.0, max_items: 5_000, neighbors: 200, max_value: 10.0, recency_half_life: None }
     }
+}
+
+/// A history as model input: `(item, weight, time)` in any order → one value per item, the sum of its
+/// weights (each discounted by how many interactions came after it, with a half-life), capped at `max_value`.
+pub fn history_vector(
+    mut touches: Vec<(ItemIx, f32, i64)>,
+    max_value: f32,
+    recency_half_life: Option<f32>,
+) -> Vec<(ItemIx, f32)> {
+    if let Some(half_life) = recency_half_life.filter(|h| *h > 0.0) {
+        touches.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        for (rank, t) in touches.iter_mut().enumerate() {
+            t.1 *= 0.5f32.powf(rank as f32 / half_life);
+        }
+    }
+    touches.sort_unstable_by_key(|t| t.0);
+    let mut out: Vec<(ItemIx, f32)> = Vec::with_capacity(touches.len());
+    for (item, w, _) in touches {
+        match out.last_mut() {
+            Some(last) if last.0 == item => last.1 += w,
+            _ => out.push((item, w)),
+        }
+    }
+    for x in &mut out {
+        x.1 = x.1.min(max_value);
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -49,6 +79,8 @@ pub struct EaseModel {
     /// Per model position: (position, weight), largest first.
     neighbors: Vec<Vec<(u32, f32)>>,
     pub users: usize,
+    /// What it was trained with (scoring reads `max_value` and `recency_half_life`).
+    pub settings: EaseSettings,
 }
 
 impl EaseModel {
@@ -143,7 +175,7 @@ impl EaseModel {
             line.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             neighbors.push(line.clone());
         }
-        Ok(EaseModel { items, position, neighbors, users })
+        Ok(EaseModel { items, position, neighbors, users, settings: settings.clone() })
     }
 
     pub fn item_count(&self) -> usize {

@@ -179,30 +179,19 @@ pub fn popularity(split: &Split, k: usize) -> Vec<Vec<u32>> {
 }
 
 /// Ranks every user with a trained model over all items (their training interactions as the history).
-pub fn rank_with(split: &Split, model: &crate::ease::EaseModel, max_value: f32, k: usize) -> Vec<Vec<u32>> {
-    let mut history: Vec<Vec<(u32, f32)>> = vec![Vec::new(); split.seen.len()];
+pub fn rank_with(split: &Split, model: &crate::ease::EaseModel, settings: &crate::ease::EaseSettings, k: usize) -> Vec<Vec<u32>> {
+    let mut history: Vec<Vec<(u32, f32, i64)>> = vec![Vec::new(); split.seen.len()];
     for i in &split.train {
-        history[i.user as usize].push((i.item, i.weight));
+        history[i.user as usize].push((i.item, i.weight, i.at));
     }
     let mut dense = Vec::new();
     let mut scores = vec![0f32; split.items];
     history
-        .iter_mut()
+        .into_iter()
         .zip(&split.seen)
         .map(|(h, seen)| {
-            h.sort_unstable_by_key(|x| x.0);
-            h.dedup_by(|a, b| {
-                if a.0 == b.0 {
-                    b.1 += a.1;
-                    true
-                } else {
-                    false
-                }
-            });
-            for x in h.iter_mut() {
-                x.1 = x.1.min(max_value);
-            }
-            model.score_dense(h, &mut dense);
+            let input = crate::ease::history_vector(h, settings.max_value, settings.recency_half_life);
+            model.score_dense(&input, &mut dense);
             scores.iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
             for (p, s) in dense.iter().enumerate() {
                 scores[model.item_at(p) as usize] = *s;

@@ -215,15 +215,12 @@ impl Strategy {
                 else {
                     return Vec::new();
                 };
-                let mut values: HashMap<ItemIx, f32> = HashMap::new();
-                for t in history.touches() {
-                    *values.entry(t.item).or_default() += t.kind.weight();
-                }
-                let input: Vec<(ItemIx, f32)> = values.iter().map(|(i, v)| (*i, v.min(10.0))).collect();
+                let touches = history.touches().iter().map(|t| (t.item, t.kind.weight(), t.at)).collect();
+                let input = crate::ease::history_vector(touches, model.settings.max_value, model.settings.recency_half_life);
                 model
                     .score(&input)
                     .into_iter()
-                    .filter(|(ix, s)| *s > 0.0 && !values.contains_key(ix))
+                    .filter(|(ix, s)| *s > 0.0 && input.binary_search_by_key(ix, |x| x.0).is_err())
                     .map(|(ix, s)| (ix, s, "picked for you".to_owned()))
                     .collect()
             }

@@ -50,6 +50,8 @@ struct Inner {
     analytics: RwLock<Analytics>,
     membership: RwLock<Option<kizuna_membership::Membership>>,
     recommender: RwLock<Option<kizuna_recs_service::Recommender>>,
+    /// Bounds handlers that read the store on blocking threads (the store keeps 8 reader connections).
+    blocking_reads: tokio::sync::Semaphore,
 }
 
 /// The analytics settings the API runs with, and the background scheduler when one runs.
@@ -91,6 +93,7 @@ impl AppState {
                 analytics: RwLock::new(Analytics::default()),
                 membership: RwLock::new(None),
                 recommender: RwLock::new(None),
+                blocking_reads: tokio::sync::Semaphore::new(8),
             }),
         })
     }

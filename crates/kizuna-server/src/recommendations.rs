@@ -85,7 +85,6 @@ async fn serve(
     if let Some(unknown) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
         return Err(invalid_param(unknown, format!("unknown parameter '{unknown}'; use {}", PARAMS.join(", "))));
     }
-    let profile = resolve_profile(&state, &params)?;
     let mut products: Vec<String> = Vec::new();
     if let Some(p) = params.get("product").map(|s| s.trim()).filter(|s| !s.is_empty()) {
         products.push(p.to_owned());
@@ -110,11 +109,18 @@ async fn serve(
     let get = |k: &str| params.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
     let places = (get("country").is_some() || get("region").is_some() || get("city").is_some())
         .then(|| place_keys(get("country"), get("region"), get("city")));
-    let query = RecsQuery { profile, products, places, limit };
     let recs = recommender(&state)?;
-    let answer = tokio::task::spawn_blocking(move || recs.recommend(&placement, &query))
-        .await
-        .map_err(|e| ApiError(KizunaError::internal(e.to_string())))??;
+    // Resolving the profile reads SQLite and ranking is CPU work: both off the async workers, and at most a few
+    // at once (more would only queue on the cores and open reader connections beyond the store's pool).
+    let _permit = state.inner.blocking_reads.acquire().await.map_err(|e| ApiError(KizunaError::internal(e.to_string())))?;
+    let reader = state.clone();
+    let (profile, answer) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        let profile = resolve_profile(&reader, &params)?;
+        let query = RecsQuery { profile, products, places, limit };
+        Ok((profile, recs.recommend(&placement, &query)?))
+    })
+    .await
+    .map_err(|e| ApiError(KizunaError::internal(e.to_string())))??;
     Ok(axum::Json(json!({
         "placement": answer.placement,
         "profile_id": profile,

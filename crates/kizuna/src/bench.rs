@@ -21,6 +21,8 @@ pub enum Which {
     Analytics(crate::bench_analytics::AnalyticsArgs),
     /// Segment full build on 1M profiles / 20M events, and event-to-Segment-Entered latency under load
     Segments(crate::bench_segments::SegmentsArgs),
+    /// Recommendations: EASE vs implicit's ALS on ML-100k, and serving latency on 50k products / 1M profiles
+    Recs(crate::bench_recs::RecsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -63,6 +65,7 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
         Which::Memory(args) => memory(config, args),
         Which::Analytics(args) => crate::bench_analytics::run(args),
         Which::Segments(args) => crate::bench_segments::run(config, args),
+        Which::Recs(args) => crate::bench_recs::run(args),
     }
 }
 

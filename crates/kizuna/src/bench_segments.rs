@@ -432,7 +432,7 @@ fn simulated_profile(seed: u64, index: usize, mean: usize, now: DateTime<Utc>) -
 // ---------------------------------------------------------------------------------------------------------
 // Measuring helpers
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
@@ -446,7 +446,7 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 }
 
 /// Percentile of sorted values (nearest rank).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -455,7 +455,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// This process's resident and peak memory, MiB.
-fn rss_mib() -> (f64, f64) {
+pub(crate) fn rss_mib() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| -> f64 {
         status

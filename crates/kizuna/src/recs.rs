@@ -30,6 +30,9 @@ pub enum RecsCommand {
         /// EASE regularisation
         #[arg(long, default_value_t = EaseSettings::default().lambda)]
         lambda: f64,
+        /// Weigh each history interaction half as much every N newer ones when scoring (0: all the same)
+        #[arg(long, default_value_t = EaseSettings::default().recency_half_life.unwrap_or(0.0))]
+        recency_half_life: f32,
         #[arg(long)]
         json: bool,
     },
@@ -70,11 +73,16 @@ struct Report {
 
 pub fn run(command: RecsCommand) -> Result<()> {
     match command {
-        RecsCommand::Eval { dataset, split, seed, lambda, json } => {
+        RecsCommand::Eval { dataset, split, seed, lambda, recency_half_life, json } => {
             let data = load_dataset(&dataset)?;
             let kind = SplitKind::from(split);
             let parts = eval::split(&data, kind, seed);
-            let settings = EaseSettings { lambda, neighbors: 0, ..EaseSettings::default() };
+            let settings = EaseSettings {
+                lambda,
+                neighbors: 0,
+                recency_half_life: (recency_half_life > 0.0).then_some(recency_half_life),
+                ..EaseSettings::default()
+            };
             let results = vec![evaluate_popularity(&parts), evaluate_ease(&parts, &settings)?];
             let report = Report {
                 dataset: data.name.clone(),
@@ -128,7 +136,7 @@ pub fn evaluate_ease(split: &Split, settings: &EaseSettings) -> Result<StrategyR
     let started = Instant::now();
     let model = kizuna_recs::ease::EaseModel::train(&cells, settings).context("EASE training failed")?;
     let train_seconds = started.elapsed().as_secs_f64();
-    let ranked = eval::rank_with(split, &model, settings.max_value, 100);
+    let ranked = eval::rank_with(split, &model, settings, 100);
     Ok(StrategyResult { strategy: "ease".into(), metrics: eval::score(split, &ranked), train_seconds })
 }
 
