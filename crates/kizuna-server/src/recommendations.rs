@@ -112,7 +112,8 @@ async fn serve(
     let recs = recommender(&state)?;
     // Resolving the profile reads SQLite and ranking is CPU work: both off the async workers, and at most a few
     // at once (more would only queue on the cores and open reader connections beyond the store's pool).
-    let _permit = state.inner.blocking_reads.acquire().await.map_err(|e| ApiError(KizunaError::internal(e.to_string())))?;
+    let _permit =
+        state.inner.blocking_reads.acquire().await.map_err(|e| ApiError(KizunaError::internal(e.to_string())))?;
     let reader = state.clone();
     let (profile, answer) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
         let profile = resolve_profile(&reader, &params)?;

@@ -168,7 +168,12 @@ fn accuracy(args: &RecsArgs) -> Result<()> {
         for r in &rows {
             println!(
                 "| {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} s |",
-                r.strategy, r.metrics.recall_20, r.metrics.ndcg_10, r.metrics.ndcg_100, r.metrics.coverage, r.train_seconds
+                r.strategy,
+                r.metrics.recall_20,
+                r.metrics.ndcg_10,
+                r.metrics.ndcg_100,
+                r.metrics.coverage,
+                r.train_seconds
             );
         }
         report.push(json!({"split": kind.as_str(), "results": rows}));
@@ -178,7 +183,13 @@ fn accuracy(args: &RecsArgs) -> Result<()> {
 }
 
 /// Trains implicit's ALS on the split's training part in Python, reads its top 100 and scores them here.
-fn run_implicit(python: &Path, script: &Path, dir: &Path, split: &Split, p: AlsParams) -> Result<(StrategyResult, String)> {
+fn run_implicit(
+    python: &Path,
+    script: &Path,
+    dir: &Path,
+    split: &Split,
+    p: AlsParams,
+) -> Result<(StrategyResult, String)> {
     let train = dir.join("train.tsv");
     let recs = dir.join("recs.tsv");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&train)?);
@@ -266,7 +277,11 @@ fn build_store(products: usize, profiles: usize, now: i64) -> (Signals, HashMap<
         signals.set_places(profile, kizuna_recs::place_keys(Some(country), Some(region), Some(city)));
         tastes.insert(
             profile,
-            Taste { categories: vec![(format!("cat-{favourite}"), 0.7)], brands: vec![], price_band: Some("mid".into()) },
+            Taste {
+                categories: vec![(format!("cat-{favourite}"), 0.7)],
+                brands: vec![],
+                price_band: Some("mid".into()),
+            },
         );
         let touches = rng.random_range(3..13);
         let mut basket = Vec::new();
@@ -294,7 +309,12 @@ fn build_store(products: usize, profiles: usize, now: i64) -> (Signals, HashMap<
         }
         if !basket.is_empty() {
             let at = now - rng.random_range(0..90 * 86_400);
-            signals.apply_event(profile, "Order Completed", at, &json!({"order_id": format!("o{profile}"), "products": basket}));
+            signals.apply_event(
+                profile,
+                "Order Completed",
+                at,
+                &json!({"order_id": format!("o{profile}"), "products": basket}),
+            );
             events += 1;
         }
     }
@@ -305,7 +325,8 @@ fn build_store(products: usize, profiles: usize, now: i64) -> (Signals, HashMap<
 fn request(rng: &mut ChaCha8Rng, products: usize, profiles: usize) -> (&'static str, kizuna_recs_service::Query) {
     let profile = Some(rng.random_range(1..=profiles as u64));
     let product = format!("sku-{}", skewed(rng, products));
-    let q = |profile, products: Vec<String>| kizuna_recs_service::Query { profile, products, places: None, limit: None };
+    let q =
+        |profile, products: Vec<String>| kizuna_recs_service::Query { profile, products, places: None, limit: None };
     match rng.random_range(0..8) {
         0 => ("home_trending", q(None, vec![])),
         1 => ("product_similar", q(profile, vec![product])),
@@ -388,9 +409,21 @@ fn serving(args: &RecsArgs) -> Result<()> {
         let v = latencies.get_mut(name).map(std::mem::take).unwrap_or_default();
         let mut v = v;
         v.sort_by(f64::total_cmp);
-        println!("| {name} | {} | {:.3} ms | {:.3} ms | {:.3} ms |", v.len(), percentile(&v, 0.5), percentile(&v, 0.99), v.last().copied().unwrap_or(0.0));
+        println!(
+            "| {name} | {} | {:.3} ms | {:.3} ms | {:.3} ms |",
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            v.last().copied().unwrap_or(0.0)
+        );
     }
-    println!("| **all** | {} | {:.3} ms | {:.3} ms | {:.3} ms |", all.len(), percentile(&all, 0.5), percentile(&all, 0.99), all.last().copied().unwrap_or(0.0));
+    println!(
+        "| **all** | {} | {:.3} ms | {:.3} ms | {:.3} ms |",
+        all.len(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.last().copied().unwrap_or(0.0)
+    );
 
     // Over loopback HTTP to the real server.
     let runtime = crate::node::runtime()?;
@@ -406,7 +439,8 @@ async fn http_load(
 ) -> Result<()> {
     let now = clock.now();
     let source = store.create_source("storefront", false, kizuna_profiles::DataKind::FirstParty, now)?;
-    let pipeline = kizuna_pipeline::Pipeline::start(store.clone(), kizuna_pipeline::PipelineConfig::default(), clock.clone())?;
+    let pipeline =
+        kizuna_pipeline::Pipeline::start(store.clone(), kizuna_pipeline::PipelineConfig::default(), clock.clone())?;
     let state = kizuna_server::AppState::new(
         store,
         pipeline,

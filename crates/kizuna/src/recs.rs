@@ -30,9 +30,11 @@ pub enum RecsCommand {
         /// EASE regularisation
         #[arg(long, default_value_t = EaseSettings::default().lambda)]
         lambda: f64,
-        /// Weigh each history interaction half as much every N newer ones when scoring (0: all the same)
-        #[arg(long, default_value_t = EaseSettings::default().recency_half_life.unwrap_or(0.0))]
-        recency_half_life: f32,
+        /// Weigh each history interaction half as much every N newer ones when scoring (0: all the same).
+        /// Default: the product's setting on the time split; 0 on the random split, whose held-out part has no
+        /// order
+        #[arg(long)]
+        recency_half_life: Option<f32>,
         #[arg(long)]
         json: bool,
     },
@@ -80,7 +82,11 @@ pub fn run(command: RecsCommand) -> Result<()> {
             let settings = EaseSettings {
                 lambda,
                 neighbors: 0,
-                recency_half_life: (recency_half_life > 0.0).then_some(recency_half_life),
+                recency_half_life: match (recency_half_life, kind) {
+                    (Some(h), _) => (h > 0.0).then_some(h),
+                    (None, SplitKind::Time) => EaseSettings::default().recency_half_life,
+                    (None, SplitKind::Random) => None,
+                },
                 ..EaseSettings::default()
             };
             let results = vec![evaluate_popularity(&parts), evaluate_ease(&parts, &settings)?];
