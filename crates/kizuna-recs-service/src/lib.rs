@@ -7,7 +7,9 @@
 use chrono::{DateTime, Utc};
 use kizuna_catalog::Product;
 use kizuna_pipeline::{Committed, FeedChange, FeedSink};
-use kizuna_recs::ease::{EaseModel, EaseSettings};
+use kizuna_recs::ease::EaseSettings;
+use kizuna_recs::ials::IalsSettings;
+use kizuna_recs::model::{CfModel, ModelChoice};
 use kizuna_recs::{Placement, ProfileKey, RankingSettings, Rankings, Request, Signals, Taste};
 use kizuna_store::{Store, StoreError};
 use kizuna_types::Clock;
@@ -22,7 +24,10 @@ use std::time::{Duration, Instant};
 #[serde(default, deny_unknown_fields)]
 pub struct RecsSettings {
     pub rankings: RankingSettings,
+    /// `auto` (EASE while at most `ease.max_items` products have interactions, iALS beyond), `ease` or `ials`.
+    pub model: ModelChoice,
     pub ease: EaseSettings,
+    pub ials: IalsSettings,
     /// Retrain the personalized model this often (0: only on request).
     pub retrain_minutes: u32,
     /// Rebuild rankings at most this often while events arrive.
@@ -33,7 +38,9 @@ impl Default for RecsSettings {
     fn default() -> Self {
         Self {
             rankings: RankingSettings::default(),
+            model: ModelChoice::Auto,
             ease: EaseSettings::default(),
+            ials: IalsSettings::default(),
             retrain_minutes: 60,
             rebuild_ms: 1000,
         }
@@ -86,9 +93,15 @@ pub struct Answer {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
+    /// `ease` or `ials`.
+    pub kind: &'static str,
     pub trained_at: DateTime<Utc>,
     pub train_seconds: f64,
     pub interactions: usize,
+    /// Distinct profile–product pairs on the products the model keeps (the rest are served by the other
+    /// strategies), and in all.
+    pub pairs_covered: usize,
+    pub pairs: usize,
     pub users: usize,
     pub items: usize,
 }
@@ -119,7 +132,7 @@ struct Live {
 struct Inner {
     live: RwLock<Live>,
     rankings: RwLock<Arc<Rankings>>,
-    model: RwLock<Option<(Arc<EaseModel>, ModelInfo)>>,
+    model: RwLock<Option<(Arc<CfModel>, ModelInfo)>>,
     placements: RwLock<HashMap<String, ListedPlacement>>,
     training: Mutex<()>,
     store: Arc<dyn Store>,
@@ -372,13 +385,26 @@ impl Recommender {
             cells
         };
         let started = Instant::now();
-        let model =
-            EaseModel::train(&cells, &self.inner.settings.ease).map_err(|e| RecsError::Training(e.to_string()))?;
+        let settings = &self.inner.settings;
+        let model = kizuna_recs::model::train(&cells, settings.model, &settings.ease, &settings.ials)
+            .map_err(|e| RecsError::Training(e.to_string()))?;
+        let (covered, pairs) = match &model {
+            CfModel::Ease(m) => (m.covered_interactions, m.interactions),
+            CfModel::Ials(_) => {
+                let mut distinct: Vec<(u32, u32)> = cells.iter().map(|c| (c.0, c.1)).collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                (distinct.len(), distinct.len())
+            }
+        };
         let info = ModelInfo {
             trained_at: self.inner.clock.now(),
             train_seconds: started.elapsed().as_secs_f64(),
             interactions: cells.len(),
-            users: model.users,
+            kind: model.name(),
+            pairs_covered: covered,
+            pairs,
+            users: cells.iter().map(|c| c.0 as usize + 1).max().unwrap_or(0),
             items: model.item_count(),
         };
         tracing::info!(

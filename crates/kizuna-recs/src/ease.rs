@@ -80,6 +80,9 @@ pub struct EaseModel {
     /// Per model position: (position, weight), largest first.
     neighbors: Vec<Vec<(u32, f32)>>,
     pub users: usize,
+    /// Interactions (distinct user–product pairs) on the products the model keeps, and in all.
+    pub covered_interactions: usize,
+    pub interactions: usize,
     /// What it was trained with (scoring reads `max_value` and `recency_half_life`).
     pub settings: EaseSettings,
 }
@@ -176,7 +179,16 @@ impl EaseModel {
             line.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             neighbors.push(line.clone());
         }
-        Ok(EaseModel { items, position, neighbors, users, settings: settings.clone() })
+        let covered_interactions = merged.iter().filter(|c| position.contains_key(&c.1)).count();
+        Ok(EaseModel {
+            items,
+            position,
+            neighbors,
+            users,
+            covered_interactions,
+            interactions: merged.len(),
+            settings: settings.clone(),
+        })
     }
 
     pub fn item_count(&self) -> usize {

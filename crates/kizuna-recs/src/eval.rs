@@ -205,3 +205,26 @@ pub fn rank_with(
         })
         .collect()
 }
+
+/// Ranks every user with an iALS model's training vectors over all items.
+pub fn rank_ials(split: &Split, model: &crate::ials::IalsModel, k: usize) -> Vec<Vec<u32>> {
+    let mut dense = Vec::new();
+    let mut scores = vec![0f32; split.items];
+    split
+        .seen
+        .iter()
+        .enumerate()
+        .map(|(u, seen)| {
+            let user = model.user_vector(u);
+            if user.is_empty() {
+                return Vec::new();
+            }
+            model.score_dense(user, &mut dense);
+            scores.iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
+            for (p, s) in dense.iter().enumerate() {
+                scores[model.item_at(p) as usize] = *s;
+            }
+            top_k(&scores, seen, k)
+        })
+        .collect()
+}

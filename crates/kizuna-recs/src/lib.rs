@@ -5,13 +5,16 @@
 //!   co-occurrence, co-views, repeat-purchase intervals, purchases by place — and each profile's recent history.
 //! - [`Rankings`]: what the counters imply at an instant (bestsellers, trending, new arrivals, popular near a
 //!   place), rebuilt from the signals when they changed; serving reads it without locks on counters.
-//! - [`ease::EaseModel`]: the personalized "for you" model (EASE, Steck 2019), trained in the background.
+//! - [`model::CfModel`]: the personalized "for you" model, trained in the background — EASE (Steck 2019) while
+//!   the interacted catalog fits a dense item–item inverse, implicit ALS ([`ials`]) beyond.
 //! - [`Strategy`], [`Rules`], [`Placement`]: what a storefront slot asks for, and [`recommend`] answering it.
 //! - [`eval`]: offline evaluation (splits and the literature's metrics).
 
 pub mod ease;
 pub mod eval;
+pub mod ials;
 mod index;
+pub mod model;
 mod placement;
 mod rankings;
 mod recommend;

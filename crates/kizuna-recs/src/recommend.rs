@@ -1,4 +1,4 @@
-use crate::ease::EaseModel;
+use crate::model::CfModel;
 use crate::strategy::{Candidate, Sources, price_band, replenish_interval};
 use crate::{ItemIx, Kind, Placement, ProfileKey, Rankings, Secs, Signals};
 use serde_json::Value;
@@ -103,7 +103,7 @@ pub fn recommend(
     request: &Request<'_>,
     signals: &Signals,
     rankings: &Rankings,
-    model: Option<&EaseModel>,
+    model: Option<&CfModel>,
 ) -> Vec<Recommendation> {
     let rules = &placement.rules;
     let limit = request.limit.max(1);

@@ -1,4 +1,4 @@
-use crate::ease::EaseModel;
+use crate::model::CfModel;
 use crate::recommend::Request;
 use crate::{ItemIx, Kind, Rankings, Signals};
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,7 @@ pub(crate) type Candidate = (ItemIx, f32, String);
 pub(crate) struct Sources<'a> {
     pub signals: &'a Signals,
     pub rankings: &'a Rankings,
-    pub model: Option<&'a EaseModel>,
+    pub model: Option<&'a CfModel>,
 }
 
 /// The price band of a price, as profiles name theirs.
@@ -216,12 +216,10 @@ impl Strategy {
                     return Vec::new();
                 };
                 let touches = history.touches().iter().map(|t| (t.item, t.kind.weight(), t.at)).collect();
-                let input =
-                    crate::ease::history_vector(touches, model.settings.max_value, model.settings.recency_half_life);
-                model
-                    .score(&input)
+                let (scores, seen) = model.score_history(touches);
+                scores
                     .into_iter()
-                    .filter(|(ix, s)| *s > 0.0 && input.binary_search_by_key(ix, |x| x.0).is_err())
+                    .filter(|(ix, s)| *s > 0.0 && seen.binary_search(ix).is_err())
                     .map(|(ix, s)| (ix, s, "picked for you".to_owned()))
                     .collect()
             }
@@ -235,7 +233,7 @@ impl Strategy {
                 for (rank, &anchor) in anchors.iter().enumerate() {
                     let discount = 1.0 - 0.2 * rank as f32;
                     let related: Vec<(ItemIx, f32)> = match sources.model.filter(|m| m.knows(anchor)) {
-                        Some(model) => model.neighbors_of(anchor).collect(),
+                        Some(model) => model.neighbors_of(anchor),
                         None if *of == BecauseOf::Bought => {
                             signals.co_purchase(anchor).map(|(b, n)| (b, n as f32)).collect()
                         }

@@ -3,6 +3,8 @@
 use chrono::{TimeZone, Utc};
 use kizuna_catalog::Product;
 use kizuna_recs::ease::{EaseModel, EaseSettings};
+use kizuna_recs::ials::IalsSettings;
+use kizuna_recs::model::{CfModel, ModelChoice};
 use kizuna_recs::{
     BecauseOf, Boost, Placement, RankingSettings, Rankings, Request, Rules, Signals, Strategy, Taste, recommend,
 };
@@ -54,7 +56,7 @@ fn ids(s: &Signals, recs: &[kizuna_recs::Recommendation]) -> Vec<String> {
     recs.iter().map(|r| s.items.product(r.item).id.clone()).collect()
 }
 
-fn run(s: &Signals, p: &Placement, req: &Request<'_>, model: Option<&EaseModel>) -> Vec<String> {
+fn run(s: &Signals, p: &Placement, req: &Request<'_>, model: Option<&CfModel>) -> Vec<String> {
     let rankings = Rankings::build(s, &RankingSettings::default(), NOW);
     ids(s, &recommend(p, req, s, &rankings, model))
 }
@@ -170,14 +172,18 @@ fn frequently_bought_together_needs_support_and_lift() {
     assert_eq!(run(&s, &p1, &ctx, None), ["p6", "p5"]);
 }
 
-fn trained(s: &Signals) -> EaseModel {
+fn cells(s: &Signals) -> Vec<(u32, u32, f32)> {
     let mut cells = Vec::new();
     for (profile, history) in s.profiles() {
         for t in history.touches() {
             cells.push((profile as u32, t.item, t.kind.weight()));
         }
     }
-    EaseModel::train(&cells, &EaseSettings { lambda: 1.0, ..EaseSettings::default() }).expect("train")
+    cells
+}
+
+fn trained(s: &Signals) -> CfModel {
+    CfModel::Ease(EaseModel::train(&cells(s), &EaseSettings { lambda: 1.0, ..EaseSettings::default() }).expect("train"))
 }
 
 #[test]
@@ -398,4 +404,28 @@ fn replenishment_needs_a_product_people_rebuy_or_a_habit() {
     order(&mut s, 30, NOW - 20 * DAY, &["p4"]);
     order(&mut s, 30, NOW - 10 * DAY, &["p4"]);
     assert_eq!(run(&s, &p, &req(Some(30)), None), ["p4"]);
+}
+
+#[test]
+fn implicit_als_serves_for_you_when_the_catalog_outgrows_ease() {
+    let mut s = catalog();
+    for i in 0..20 {
+        order(&mut s, i, NOW - 10 * DAY, &["p1", "p4"]);
+        order(&mut s, 100 + i, NOW - 10 * DAY, &["p2", "p6"]);
+    }
+    order(&mut s, 500, NOW - DAY, &["p1"]);
+    // Four products have interactions; an EASE limit of three makes `auto` choose iALS.
+    let ease = EaseSettings { max_items: 3, ..EaseSettings::default() };
+    let ials = IalsSettings { factors: 8, regularization: 0.1, iterations: 10, ..IalsSettings::default() };
+    let model = kizuna_recs::model::train(&cells(&s), ModelChoice::Auto, &ease, &ials).expect("train");
+    assert_eq!(model.name(), "ials");
+    let p = placement(Strategy::ForYou, no_rules(), vec![]);
+    let got = run(&s, &p, &req(Some(500)), Some(&model));
+    assert_eq!(got.first().map(String::as_str), Some("p4"), "{got:?}");
+    let p4 = s.items.ix("p4").expect("p4");
+    let p1 = s.items.ix("p1").expect("p1");
+    assert_eq!(model.neighbors_of(p1).first().map(|n| n.0), Some(p4));
+    let within =
+        kizuna_recs::model::train(&cells(&s), ModelChoice::Auto, &EaseSettings::default(), &ials).expect("train");
+    assert_eq!(within.name(), "ease");
 }

@@ -12,11 +12,12 @@
 //! in-process and over loopback HTTP to the real server, with latency percentiles and memory.
 
 use crate::bench_segments::{median, percentile, rss_mib};
-use crate::recs::{StrategyResult, evaluate_ease, evaluate_popularity, load_dataset};
+use crate::recs::{StrategyResult, evaluate_ease, evaluate_ials, evaluate_popularity, load_dataset};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kizuna_recs::ease::EaseSettings;
 use kizuna_recs::eval::{self, Dataset, Split, SplitKind};
+use kizuna_recs::ials::IalsSettings;
 use kizuna_recs::{Signals, Taste};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -125,8 +126,37 @@ fn accuracy(args: &RecsArgs) -> Result<()> {
             Some(h) => format!("kizuna EASE (λ={}, recency half-life {h})", settings.lambda),
             None => format!("kizuna EASE (λ={})", settings.lambda),
         };
+        // Our iALS: the same grid as the peer's, chosen the same way.
+        let mut best_ials: Option<(f64, IalsSettings)> = None;
+        for &factors in ALS_FACTORS {
+            for &regularization in ALS_REGULARIZATION {
+                for &alpha in ALS_ALPHA {
+                    let settings = IalsSettings {
+                        factors: factors as usize,
+                        regularization: regularization as f32,
+                        alpha: alpha as f32,
+                        ..IalsSettings::default()
+                    };
+                    let r = evaluate_ials(&validation, &settings);
+                    if best_ials.as_ref().is_none_or(|(b, _)| r.metrics.ndcg_10 > *b) {
+                        best_ials = Some((r.metrics.ndcg_10, settings));
+                    }
+                }
+            }
+        }
+        let ials_settings = best_ials.map(|b| b.1).unwrap_or_default();
+        let mut runs = Vec::new();
+        let mut ials = evaluate_ials(&split, &ials_settings);
+        for _ in 0..args.runs {
+            runs.push(evaluate_ials(&split, &ials_settings).train_seconds);
+        }
+        ials.train_seconds = median(&runs);
+        ials.strategy = format!(
+            "kizuna iALS (factors={}, reg={}, alpha={})",
+            ials_settings.factors, ials_settings.regularization, ials_settings.alpha
+        );
         let popularity = evaluate_popularity(&split);
-        let mut rows = vec![popularity, ease];
+        let mut rows = vec![popularity, ease, ials];
         if let Some(python) = &python {
             let mut best: Option<(f64, AlsParams)> = None;
             for &factors in ALS_FACTORS {
@@ -368,11 +398,27 @@ fn serving(args: &RecsArgs) -> Result<()> {
     let clock: Arc<dyn kizuna_types::Clock> = Arc::new(kizuna_types::SystemClock);
     let settings = kizuna_recs_service::RecsSettings { retrain_minutes: 0, ..Default::default() };
     let recs = kizuna_recs_service::Recommender::start_from(store.clone(), clock.clone(), settings, signals, tastes)?;
+    let mut builds = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        recs.rebuild_rankings();
+        builds.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "rankings rebuild from the counters (bestsellers ×3 windows, trending, new arrivals, 10 places): {:.0} ms median of 5",
+        median(&builds)
+    );
     let model = recs.train()?;
     let (rss_model, _) = rss_mib();
     println!(
-        "model: EASE on the {} most interacted products from {} profiles ({} interactions) trained in {:.1} s; process RSS {:.0} MiB",
-        model.items, model.users, model.interactions, model.train_seconds, rss_model
+        "model: EASE on the {} most interacted products from {} profiles ({} touches; {:.1}% of {} profile–product pairs on modelled products) trained in {:.1} s; process RSS {:.0} MiB",
+        model.items,
+        model.users,
+        model.interactions,
+        100.0 * model.pairs_covered as f64 / model.pairs.max(1) as f64,
+        model.pairs,
+        model.train_seconds,
+        rss_model
     );
 
     // In-process, paced at the offered rate.
@@ -406,29 +452,27 @@ fn serving(args: &RecsArgs) -> Result<()> {
     let mut names: Vec<_> = latencies.keys().copied().collect();
     names.sort_unstable();
     for name in names {
-        let v = latencies.get_mut(name).map(std::mem::take).unwrap_or_default();
-        let mut v = v;
+        let mut v = latencies.get_mut(name).map(std::mem::take).unwrap_or_default();
         v.sort_by(f64::total_cmp);
-        println!(
-            "| {name} | {} | {:.3} ms | {:.3} ms | {:.3} ms |",
-            v.len(),
-            percentile(&v, 0.5),
-            percentile(&v, 0.99),
-            v.last().copied().unwrap_or(0.0)
-        );
+        latency_row(name, &v);
     }
-    println!(
-        "| **all** | {} | {:.3} ms | {:.3} ms | {:.3} ms |",
-        all.len(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        all.last().copied().unwrap_or(0.0)
-    );
+    latency_row("**all**", &all);
 
     // Over loopback HTTP to the real server.
     let runtime = crate::node::runtime()?;
     runtime.block_on(http_load(args, store, clock, recs))?;
     Ok(())
+}
+
+/// One latency table row from sorted milliseconds.
+fn latency_row(label: &str, sorted: &[f64]) {
+    println!(
+        "| {label} | {} | {:.3} ms | {:.3} ms | {:.3} ms |",
+        sorted.len(),
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.99),
+        sorted.last().copied().unwrap_or(0.0)
+    );
 }
 
 async fn http_load(
@@ -507,29 +551,19 @@ async fn http_load(
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     warm.sort_by(f64::total_cmp);
-    if std::env::var_os("KIZUNA_BENCH_SLOW").is_some() {
-        for (at, ms) in slow.iter().step_by(slow.len().div_ceil(40).max(1)) {
-            eprintln!("slow: sent at {at:.3}s took {ms:.1} ms");
-        }
+    if let (Some(first), Some(last)) = (slow.first(), slow.last()) {
+        println!("{} measured requests took over 20 ms, sent between {:.1} s and {:.1} s", slow.len(), first.0, last.0);
     }
     println!(
         "\nloopback HTTP (load generator in the same process, on the same 2 cores): {} requests measured after {warm_up} of warm-up, {achieved:.0}/s, {failed} failed",
         latencies.len()
     );
-    println!(
-        "| warm-up (not counted) | {} | {:.3} ms | {:.3} ms | {:.3} ms |",
-        warm.len(),
-        percentile(&warm, 0.5),
-        percentile(&warm, 0.99),
-        warm.last().copied().unwrap_or(0.0)
-    );
-    println!(
-        "| all | {} | {:.3} ms | {:.3} ms | {:.3} ms |",
-        latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or(0.0)
-    );
+    latency_row("warm-up (not counted)", &warm);
+    latency_row("all", &latencies);
+    if let (Some(first), Some(last)) = (slow.first(), slow.last()) {
+        println!("{} measured requests took over 20 ms, sent between {:.1} s and {:.1} s", slow.len(), first.0, last.0);
+    }
+
     let (rss, hwm) = rss_mib();
     println!("process memory after serving: RSS {rss:.0} MiB, peak {hwm:.0} MiB");
     let _ = stop.send(());

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use kizuna_recs::ease::EaseSettings;
 use kizuna_recs::eval::{self, Dataset, Interaction, Metrics, Split, SplitKind};
+use kizuna_recs::ials::IalsSettings;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum RecsCommand {
-    /// Evaluate popularity and the personalized model (EASE) on a dataset folder
+    /// Evaluate popularity and the personalized models (EASE, iALS) on a dataset folder
     Eval {
         /// A dataset folder, e.g. ../shared/datasets/ml-100k
         #[arg(long)]
@@ -89,7 +90,11 @@ pub fn run(command: RecsCommand) -> Result<()> {
                 },
                 ..EaseSettings::default()
             };
-            let results = vec![evaluate_popularity(&parts), evaluate_ease(&parts, &settings)?];
+            let results = vec![
+                evaluate_popularity(&parts),
+                evaluate_ease(&parts, &settings)?,
+                evaluate_ials(&parts, &IalsSettings::default()),
+            ];
             let report = Report {
                 dataset: data.name.clone(),
                 split: kind.as_str(),
@@ -144,6 +149,16 @@ pub fn evaluate_ease(split: &Split, settings: &EaseSettings) -> Result<StrategyR
     let train_seconds = started.elapsed().as_secs_f64();
     let ranked = eval::rank_with(split, &model, settings, 100);
     Ok(StrategyResult { strategy: "ease".into(), metrics: eval::score(split, &ranked), train_seconds })
+}
+
+/// Implicit ALS trained on the split's training part (values as given); the time is training alone.
+pub fn evaluate_ials(split: &Split, settings: &IalsSettings) -> StrategyResult {
+    let cells: Vec<(u32, u32, f32)> = split.train.iter().map(|i| (i.user, i.item, i.weight)).collect();
+    let started = Instant::now();
+    let model = kizuna_recs::ials::IalsModel::train(&cells, settings);
+    let train_seconds = started.elapsed().as_secs_f64();
+    let ranked = eval::rank_ials(split, &model, 100);
+    StrategyResult { strategy: "ials".into(), metrics: eval::score(split, &ranked), train_seconds }
 }
 
 /// Reads a dataset folder (see the module docs for the formats).

@@ -1,0 +1,125 @@
+//! The personalized model behind `for_you` and `because_you`: EASE while the catalog's interacted products fit
+//! its dense inverse, iALS beyond (see [`ModelChoice`]).
+
+use crate::ItemIx;
+use crate::ease::{EaseModel, EaseSettings, history_vector};
+use crate::ials::{IalsModel, IalsSettings};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelChoice {
+    /// EASE when at most `ease.max_items` products have interactions, iALS when more do.
+    #[default]
+    Auto,
+    /// EASE on the `ease.max_items` most interacted products (the rest only through other strategies).
+    Ease,
+    Ials,
+}
+
+#[derive(Debug, Clone)]
+pub enum CfModel {
+    Ease(EaseModel),
+    Ials(IalsModel),
+}
+
+/// What training needs: `(user, item, weight)` cells and the settings.
+pub fn train(
+    cells: &[(u32, ItemIx, f32)],
+    choice: ModelChoice,
+    ease: &EaseSettings,
+    ials: &IalsSettings,
+) -> Result<CfModel, crate::ease::EaseError> {
+    let use_ials = match choice {
+        ModelChoice::Ease => false,
+        ModelChoice::Ials => true,
+        ModelChoice::Auto => {
+            let mut items: Vec<ItemIx> = cells.iter().map(|c| c.1).collect();
+            items.sort_unstable();
+            items.dedup();
+            items.len() > ease.max_items
+        }
+    };
+    if !use_ials {
+        return EaseModel::train(cells, ease).map(CfModel::Ease);
+    }
+    if cells.is_empty() {
+        return Err(crate::ease::EaseError::Empty);
+    }
+    // iALS values: the same capped sums as EASE's input.
+    let mut merged = cells.to_vec();
+    merged.sort_unstable_by_key(|c| (c.0, c.1));
+    merged.dedup_by(|a, b| {
+        if a.0 == b.0 && a.1 == b.1 {
+            b.2 += a.2;
+            true
+        } else {
+            false
+        }
+    });
+    for c in &mut merged {
+        c.2 = c.2.min(ease.max_value);
+    }
+    let mut model = IalsModel::train(&merged, ials);
+    model.max_value = ease.max_value;
+    model.recency_half_life = ease.recency_half_life;
+    Ok(CfModel::Ials(model))
+}
+
+impl CfModel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CfModel::Ease(_) => "ease",
+            CfModel::Ials(_) => "ials",
+        }
+    }
+
+    pub fn item_count(&self) -> usize {
+        match self {
+            CfModel::Ease(m) => m.item_count(),
+            CfModel::Ials(m) => m.item_count(),
+        }
+    }
+
+    pub fn knows(&self, item: ItemIx) -> bool {
+        match self {
+            CfModel::Ease(m) => m.knows(item),
+            CfModel::Ials(m) => m.knows(item),
+        }
+    }
+
+    /// Scores for a history of `(item, weight, time)`; history items included (callers filter).
+    pub fn score_history(&self, touches: Vec<(ItemIx, f32, i64)>) -> (Vec<(ItemIx, f32)>, Vec<ItemIx>) {
+        let (max_value, half_life) = match self {
+            CfModel::Ease(m) => (m.settings.max_value, m.settings.recency_half_life),
+            CfModel::Ials(m) => (m.max_value, m.recency_half_life),
+        };
+        let input = history_vector(touches, max_value, half_life);
+        let seen: Vec<ItemIx> = input.iter().map(|x| x.0).collect();
+        let scores = match self {
+            CfModel::Ease(m) => m.score(&input),
+            CfModel::Ials(m) => {
+                let user = m.fold_in(&input);
+                let mut dense = Vec::new();
+                m.score_dense(&user, &mut dense);
+                // Only the best few hundred matter to any placement.
+                let mut all: Vec<(ItemIx, f32)> = dense.iter().enumerate().map(|(p, s)| (m.item_at(p), *s)).collect();
+                let keep = 500.min(all.len());
+                if keep > 0 && all.len() > keep {
+                    all.select_nth_unstable_by(keep - 1, |a, b| b.1.total_cmp(&a.1));
+                    all.truncate(keep);
+                }
+                all
+            }
+        };
+        (scores, seen)
+    }
+
+    /// Products the model associates with one product, best first.
+    pub fn neighbors_of(&self, item: ItemIx) -> Vec<(ItemIx, f32)> {
+        match self {
+            CfModel::Ease(m) => m.neighbors_of(item).collect(),
+            CfModel::Ials(m) => m.similar(item, 200),
+        }
+    }
+}
