@@ -19,11 +19,14 @@ pub struct IalsSettings {
     pub iterations: usize,
     pub cg_steps: usize,
     pub seed: u64,
+    /// Closest products kept per product: candidates for a person's picks and "because you…" (0: none kept;
+    /// then every product is scored, which is slow on large catalogs).
+    pub neighbors: usize,
 }
 
 impl Default for IalsSettings {
     fn default() -> Self {
-        Self { factors: 64, regularization: 10.0, alpha: 1.0, iterations: 15, cg_steps: 3, seed: 1 }
+        Self { factors: 64, regularization: 10.0, alpha: 1.0, iterations: 15, cg_steps: 3, seed: 1, neighbors: 100 }
     }
 }
 
@@ -39,6 +42,8 @@ pub struct IalsModel {
     gram: Vec<f32>,
     user_vectors: Vec<f32>,
     settings: IalsSettings,
+    /// Per model position: the closest products by cosine of item vectors (position, similarity), best first.
+    neighbors: Vec<Vec<(u32, f32)>>,
     /// How a history becomes input values (set by whoever trains it; see `ease::history_vector`).
     pub max_value: f32,
     pub recency_half_life: Option<f32>,
@@ -146,6 +151,46 @@ fn half_step(targets: &mut [f32], others: &[f32], rows: &[Vec<(u32, f32)>], k: u
     });
 }
 
+/// Each item's `keep` nearest items by cosine, from blocked dense products of the normalised item vectors.
+fn neighbors(vectors: &[f32], k: usize, keep: usize) -> Vec<Vec<(u32, f32)>> {
+    let n = vectors.len() / k.max(1);
+    if keep == 0 || n == 0 {
+        return vec![Vec::new(); n];
+    }
+    let norms: Vec<f32> = vectors.chunks_exact(k).map(|y| dot(y, y).sqrt().max(1e-12)).collect();
+    let normed = faer::Mat::<f32>::from_fn(n, k, |i, j| vectors[i * k + j] / norms[i]);
+    let transposed = normed.transpose().to_owned();
+    const BLOCK: usize = 256;
+    let mut out = Vec::with_capacity(n);
+    let mut sims = faer::Mat::<f32>::zeros(BLOCK.min(n), n);
+    let mut line: Vec<(u32, f32)> = Vec::with_capacity(n);
+    for start in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - start);
+        let mut dst = sims.as_mut().subrows_mut(0, rows);
+        faer::linalg::matmul::matmul(
+            dst.as_mut(),
+            faer::Accum::Replace,
+            normed.as_ref().subrows(start, rows),
+            transposed.as_ref(),
+            1.0f32,
+            faer::get_global_parallelism(),
+        );
+        for r in 0..rows {
+            line.clear();
+            let me = start + r;
+            line.extend((0..n).filter(|&q| q != me).map(|q| (q as u32, dst[(r, q)])));
+            let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+            if line.len() > keep {
+                line.select_nth_unstable_by(keep - 1, order);
+                line.truncate(keep);
+            }
+            line.sort_by(order);
+            out.push(line.clone());
+        }
+    }
+    out
+}
+
 impl IalsModel {
     /// Trains on `(user, item, value)`; users are numbered densely from 0.
     pub fn train(interactions: &[(u32, ItemIx, f32)], settings: &IalsSettings) -> IalsModel {
@@ -180,7 +225,9 @@ impl IalsModel {
             half_step(&mut item_vectors, &user_vectors, &by_item, k, settings);
         }
         let gram = gram(&item_vectors, k, settings.regularization);
+        let neighbors = neighbors(&item_vectors, k, settings.neighbors);
         IalsModel {
+            neighbors,
             factors: k,
             items,
             position,
@@ -222,6 +269,28 @@ impl IalsModel {
         x
     }
 
+    /// Scores for a user vector of the neighbours of the history's products (two-stage retrieval: candidates
+    /// from the kept neighbours, then the exact score), or of every product when no neighbours are kept.
+    pub fn score_candidates(&self, user: &[f32], history: &[(ItemIx, f32)]) -> Vec<(ItemIx, f32)> {
+        let k = self.factors;
+        let mut candidates: Vec<u32> = history
+            .iter()
+            .filter_map(|(i, _)| self.position.get(i))
+            .flat_map(|&p| self.neighbors.get(p as usize).into_iter().flatten().map(|&(q, _)| q))
+            .collect();
+        if candidates.is_empty() {
+            let mut dense = Vec::new();
+            self.score_dense(user, &mut dense);
+            return dense.iter().enumerate().map(|(p, s)| (self.items[p], *s)).collect();
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .map(|q| (self.items[q as usize], dot(user, &self.item_vectors[q as usize * k..(q as usize + 1) * k])))
+            .collect()
+    }
+
     /// Scores of every modelled product for a user vector, by model position.
     pub fn score_dense(&self, user: &[f32], out: &mut Vec<f32>) {
         out.clear();
@@ -234,9 +303,12 @@ impl IalsModel {
         self.user_vectors.get(u * k..(u + 1) * k).unwrap_or(&[])
     }
 
-    /// Products closest to one product (dot product of item vectors), best first.
+    /// Products closest to one product (cosine of item vectors), best first.
     pub fn similar(&self, item: ItemIx, limit: usize) -> Vec<(ItemIx, f32)> {
         let Some(&p) = self.position.get(&item) else { return Vec::new() };
+        if let Some(list) = self.neighbors.get(p as usize).filter(|l| !l.is_empty()) {
+            return list.iter().take(limit).map(|&(q, s)| (self.items[q as usize], s)).collect();
+        }
         let k = self.factors;
         let anchor = &self.item_vectors[p as usize * k..(p as usize + 1) * k];
         let mut scored: Vec<(ItemIx, f32)> = self

@@ -100,16 +100,7 @@ impl CfModel {
             CfModel::Ease(m) => m.score(&input),
             CfModel::Ials(m) => {
                 let user = m.fold_in(&input);
-                let mut dense = Vec::new();
-                m.score_dense(&user, &mut dense);
-                // Only the best few hundred matter to any placement.
-                let mut all: Vec<(ItemIx, f32)> = dense.iter().enumerate().map(|(p, s)| (m.item_at(p), *s)).collect();
-                let keep = 500.min(all.len());
-                if keep > 0 && all.len() > keep {
-                    all.select_nth_unstable_by(keep - 1, |a, b| b.1.total_cmp(&a.1));
-                    all.truncate(keep);
-                }
-                all
+                m.score_candidates(&user, &input)
             }
         };
         (scores, seen)

@@ -411,7 +411,8 @@ fn serving(args: &RecsArgs) -> Result<()> {
     let model = recs.train()?;
     let (rss_model, _) = rss_mib();
     println!(
-        "model: EASE on the {} most interacted products from {} profiles ({} touches; {:.1}% of {} profile–product pairs on modelled products) trained in {:.1} s; process RSS {:.0} MiB",
+        "model: {} on the {} most interacted products from {} profiles ({} touches; {:.1}% of {} profile–product pairs on modelled products) trained in {:.1} s; process RSS {:.0} MiB",
+        model.kind,
         model.items,
         model.users,
         model.interactions,
@@ -551,9 +552,6 @@ async fn http_load(
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     warm.sort_by(f64::total_cmp);
-    if let (Some(first), Some(last)) = (slow.first(), slow.last()) {
-        println!("{} measured requests took over 20 ms, sent between {:.1} s and {:.1} s", slow.len(), first.0, last.0);
-    }
     println!(
         "\nloopback HTTP (load generator in the same process, on the same 2 cores): {} requests measured after {warm_up} of warm-up, {achieved:.0}/s, {failed} failed",
         latencies.len()
