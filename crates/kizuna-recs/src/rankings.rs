@@ -80,42 +80,49 @@ impl Rankings {
         let mut windows = settings.bestseller_windows.clone();
         windows.sort_unstable();
         windows.dedup();
-        let bestsellers = windows
-            .iter()
-            .map(|&w| {
-                let from = today - w as i32 + 1;
-                // Units bought first; carts and views only break ties among equal sellers (a product nobody
-                // bought is no bestseller).
-                let scored = (0..n)
-                    .map(|ix| {
-                        let [views, carts, units] = signals.window(ix, from, today);
-                        (ix, if units > 0.0 { units + carts * 1e-3 + views * 1e-6 } else { 0.0 })
-                    })
-                    .collect();
-                (w, lists(signals, scored, len))
-            })
-            .collect();
-
         let recent = settings.trending_recent_days.max(1) as i32;
         let baseline = settings.trending_baseline_days.max(1) as i32;
-        let trending_scores = (0..n)
-            .map(|ix| {
-                let mut weighted = 0.0f32;
-                let mut weights = 0.0f32;
-                for back in 0..recent {
-                    let day = today - back;
-                    let [v, c, p] = signals.window(ix, day, day);
-                    let w = 0.5f32.powi(back);
-                    weighted += w * (v + 3.0 * c + 5.0 * p);
-                    weights += w;
+        // One pass over each product's daily counters fills every window.
+        let mut best: Vec<Vec<(ItemIx, f32)>> = vec![Vec::with_capacity(n as usize); windows.len()];
+        let mut trending_scores = Vec::with_capacity(n as usize);
+        for ix in 0..n {
+            let mut sums = vec![[0f32; 3]; windows.len()];
+            let mut weighted = 0f32;
+            let mut base = 0f32;
+            for (day, counts) in signals.daily(ix) {
+                let back = today - day;
+                if back < 0 {
+                    continue;
                 }
-                let rate = weighted / weights;
-                let [v, c, p] = signals.window(ix, today - recent - baseline + 1, today - recent);
-                let base = (v + 3.0 * c + 5.0 * p) / baseline as f32;
-                let score = if rate > base { rate * ((rate + 1.0) / (base + 1.0)).ln() } else { 0.0 };
-                (ix, score)
-            })
-            .collect();
+                for (w, sum) in windows.iter().zip(sums.iter_mut()) {
+                    if back < *w as i32 {
+                        for k in 0..3 {
+                            sum[k] += counts[k];
+                        }
+                    }
+                }
+                let activity = counts[0] + 3.0 * counts[1] + 5.0 * counts[2];
+                if back < recent {
+                    weighted += 0.5f32.powi(back) * activity;
+                } else if back < recent + baseline {
+                    base += activity;
+                }
+            }
+            for (list, [views, carts, units]) in best.iter_mut().zip(sums) {
+                // Units bought first; carts and views only break ties among equal sellers (a product nobody
+                // bought is no bestseller).
+                if units > 0.0 {
+                    list.push((ix, units + carts * 1e-3 + views * 1e-6));
+                }
+            }
+            let weights: f32 = (0..recent).map(|b| 0.5f32.powi(b)).sum();
+            let rate = weighted / weights;
+            let base = base / baseline as f32;
+            if rate > base {
+                trending_scores.push((ix, rate * ((rate + 1.0) / (base + 1.0)).ln()));
+            }
+        }
+        let bestsellers = windows.iter().zip(best).map(|(&w, scored)| (w, lists(signals, scored, len))).collect();
 
         let since = now - i64::from(settings.new_arrival_days) * crate::DAY;
         let arrivals = signals

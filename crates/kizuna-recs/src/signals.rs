@@ -375,6 +375,11 @@ impl Signals {
         self.profiles.len()
     }
 
+    /// A product's daily (day, [views, carts, units]) counters, oldest first.
+    pub fn daily(&self, item: ItemIx) -> impl Iterator<Item = (i32, [f32; 3])> + '_ {
+        self.daily.get(item as usize).into_iter().flatten().copied()
+    }
+
     /// Views, carts and units bought of a product on days `from..=to`.
     pub fn window(&self, item: ItemIx, from: i32, to: i32) -> [f32; 3] {
         let mut sum = [0.0; 3];
