@@ -297,6 +297,12 @@ impl IalsModel {
         out.extend(self.item_vectors.chunks_exact(self.factors).map(|y| dot(user, y)));
     }
 
+    /// Drops the training users' vectors: serving folds people in from their histories and never reads them.
+    pub fn without_training_vectors(mut self) -> Self {
+        self.user_vectors = Vec::new();
+        self
+    }
+
     /// The training vector of user `u` (evaluation).
     pub fn user_vector(&self, u: usize) -> &[f32] {
         let k = self.factors;

@@ -60,7 +60,7 @@ pub fn train(
     for c in &mut merged {
         c.2 = c.2.min(ease.max_value);
     }
-    let mut model = IalsModel::train(&merged, ials);
+    let mut model = IalsModel::train(&merged, ials).without_training_vectors();
     model.max_value = ease.max_value;
     model.recency_half_life = ease.recency_half_life;
     Ok(CfModel::Ials(model))
