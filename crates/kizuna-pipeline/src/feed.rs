@@ -57,17 +57,19 @@ pub struct Committed {
 /// Receives every commit, on the writer thread: it must only hand the commit over (e.g. to a channel).
 pub type FeedSink = Box<dyn Fn(Committed) + Send>;
 
-/// One sink that hands every commit to each of `sinks`, in order (each consumer gets its own copy).
-pub fn fan_out(mut sinks: Vec<FeedSink>) -> FeedSink {
-    match sinks.len() {
-        1 => sinks.remove(0),
-        _ => Box::new(move |committed: Committed| {
-            if let Some((last, rest)) = sinks.split_last() {
-                for sink in rest {
-                    sink(committed.clone());
-                }
-                last(committed);
-            }
-        }),
+impl Committed {
+    /// A copy holding only the events `keep` accepts (by name) and every other change: what a consumer that
+    /// reads few event kinds needs, without copying the properties of the rest.
+    pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Committed {
+        let changes = self
+            .changes
+            .iter()
+            .filter(|c| match c {
+                FeedChange::Event { event, .. } => keep(&event.name),
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        Committed { at: self.at, changes }
     }
 }

@@ -9,6 +9,6 @@
 mod feed;
 mod writer;
 
-pub use feed::{Committed, FedEvent, FeedChange, FeedSink, fan_out};
+pub use feed::{Committed, FedEvent, FeedChange, FeedSink};
 
 pub use writer::{ErasureReceipt, IngestReceipt, Pipeline, PipelineConfig, PipelineError};

@@ -61,6 +61,8 @@ pub enum RecsError {
     Store(#[from] StoreError),
     #[error("model training failed: {0}")]
     Training(String),
+    #[error("no product views, carts or orders to learn from yet")]
+    NothingToLearn,
 }
 
 pub type RecsResult<T> = Result<T, RecsError>;
@@ -135,6 +137,10 @@ struct Inner {
     model: RwLock<Option<(Arc<CfModel>, ModelInfo)>>,
     placements: RwLock<HashMap<String, ListedPlacement>>,
     training: Mutex<()>,
+    /// Saving or deleting a placement and reloading the map happen one at a time.
+    placement_writes: Mutex<()>,
+    /// Dropped by `stop()` to end the training thread.
+    stop_training: Mutex<Option<mpsc::Sender<()>>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     settings: RecsSettings,
@@ -187,6 +193,7 @@ impl Recommender {
                 tastes.insert(profile.id, Taste::from_computed(&computed));
             }
         }
+        let now = clock.now().timestamp();
         let mut after_seq = 0;
         let mut events = 0usize;
         loop {
@@ -196,7 +203,8 @@ impl Recommender {
                 let Some(message) = kizuna_ingest::Event::from_stored(body, String::new()) else { continue };
                 let properties =
                     message.properties().map_or(serde_json::Value::Null, |p| serde_json::Value::Object(p.clone()));
-                if signals.apply_event(event.profile_id, &event.name, message.timestamp.timestamp(), &properties) {
+                let at = message.timestamp.timestamp().min(now);
+                if signals.apply_event(event.profile_id, &event.name, at, &properties) {
                     events += 1;
                 }
             }
@@ -231,6 +239,8 @@ impl Recommender {
                 model: RwLock::new(None),
                 placements: RwLock::new(HashMap::new()),
                 training: Mutex::new(()),
+                placement_writes: Mutex::new(()),
+                stop_training: Mutex::new(None),
                 store,
                 clock,
                 settings,
@@ -244,9 +254,11 @@ impl Recommender {
             .spawn(move || feed.consume(receiver))
             .map_err(|e| RecsError::Training(format!("cannot start the feed thread: {e}")))?;
         let trainer = recommender.clone();
+        let (stop_training, stop) = mpsc::channel();
+        *recommender.inner.stop_training.lock() = Some(stop_training);
         std::thread::Builder::new()
             .name("recs-train".into())
-            .spawn(move || trainer.train_periodically())
+            .spawn(move || trainer.train_periodically(stop))
             .map_err(|e| RecsError::Training(format!("cannot start the training thread: {e}")))?;
         Ok(recommender)
     }
@@ -270,7 +282,19 @@ impl Recommender {
         }
     }
 
+    /// A sink that hands recommendations a copy of each commit with only what they read (product events and
+    /// every non-event change), then passes the commit itself on to `next` — so the writer thread never copies
+    /// the properties of events recommendations ignore.
+    pub fn feed_sink_then(&self, next: FeedSink) -> FeedSink {
+        let mine = self.feed_sink();
+        Box::new(move |committed: Committed| {
+            mine(committed.filtered(is_product_event));
+            next(committed);
+        })
+    }
+
     pub fn stop(&self) {
+        self.inner.stop_training.lock().take();
         let _ = self.inner.sender.lock().send(Input::Stop);
     }
 
@@ -279,7 +303,14 @@ impl Recommender {
         let mut last_build = Instant::now();
         loop {
             match receiver.recv_timeout(every) {
-                Ok(Input::Commit(committed)) => self.apply(committed),
+                Ok(Input::Commit(committed)) => {
+                    // A bug in one commit's handling must not stop every later one from counting.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(committed))).is_err() {
+                        tracing::error!(
+                            "recommendations skipped a commit after a panic; counters may be off until restart"
+                        );
+                    }
+                }
                 Ok(Input::Sync(done)) => {
                     self.rebuild_rankings();
                     last_build = Instant::now();
@@ -290,7 +321,9 @@ impl Recommender {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if last_build.elapsed() >= every {
-                let stale = self.inner.rankings.read().generation != self.inner.live.read().signals.generation();
+                // One lock at a time (status and serving take them in other orders).
+                let built = self.inner.rankings.read().generation;
+                let stale = built != self.inner.live.read().signals.generation();
                 if stale {
                     self.rebuild_rankings();
                 }
@@ -300,6 +333,8 @@ impl Recommender {
     }
 
     fn apply(&self, committed: Committed) {
+        // Counters never see the future: a client clock ahead (or a forged timestamp) counts as now.
+        let now = self.inner.clock.now().timestamp();
         let mut live = self.inner.live.write();
         let live = &mut *live;
         // Places first: a commit's purchases count where the buyer is after it.
@@ -313,7 +348,7 @@ impl Recommender {
         for change in committed.changes {
             match change {
                 FeedChange::Event { profile, event } => {
-                    live.signals.apply_event(profile, &event.name, event.at.timestamp(), &event.properties);
+                    live.signals.apply_event(profile, &event.name, event.at.timestamp().min(now), &event.properties);
                 }
                 FeedChange::Merged { from, into } => {
                     live.signals.merge(from, into);
@@ -322,7 +357,7 @@ impl Recommender {
                 FeedChange::Rebuilt { profile, events } => {
                     live.signals.rebuild_history(
                         profile,
-                        events.iter().map(|e| (e.name.as_str(), e.at.timestamp(), &e.properties)),
+                        events.iter().map(|e| (e.name.as_str(), e.at.timestamp().min(now), &e.properties)),
                     );
                 }
                 FeedChange::Removed { profile, .. } => {
@@ -355,18 +390,22 @@ impl Recommender {
         self.rebuild_rankings();
     }
 
-    fn train_periodically(&self) {
+    fn train_periodically(&self, stop: mpsc::Receiver<()>) {
         let minutes = self.inner.settings.retrain_minutes;
         if minutes == 0 {
             return;
         }
-        if let Err(e) = self.train() {
-            tracing::warn!(error = %e, "initial recommendation model training failed");
-        }
+        let every = Duration::from_secs(u64::from(minutes) * 60);
         loop {
-            std::thread::sleep(Duration::from_secs(u64::from(minutes) * 60));
-            if let Err(e) = self.train() {
-                tracing::warn!(error = %e, "recommendation model training failed");
+            // A panic in training must not end retraining for good.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.train())) {
+                Ok(Ok(_)) | Ok(Err(RecsError::NothingToLearn)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "recommendation model training failed"),
+                Err(_) => tracing::error!("recommendation model training panicked; the previous model stays"),
+            }
+            match stop.recv_timeout(every) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
     }
@@ -386,8 +425,11 @@ impl Recommender {
         };
         let started = Instant::now();
         let settings = &self.inner.settings;
-        let model = kizuna_recs::model::train(&cells, settings.model, &settings.ease, &settings.ials)
-            .map_err(|e| RecsError::Training(e.to_string()))?;
+        let model =
+            kizuna_recs::model::train(&cells, settings.model, &settings.ease, &settings.ials).map_err(|e| match e {
+                kizuna_recs::ease::EaseError::Empty => RecsError::NothingToLearn,
+                other => RecsError::Training(other.to_string()),
+            })?;
         let (covered, pairs) = match &model {
             CfModel::Ease(m) => (m.covered_interactions, m.interactions),
             CfModel::Ials(_) => {
@@ -420,16 +462,19 @@ impl Recommender {
     /// Whether this live profile is known here (merged-away and erased ones are forgotten).
     pub fn knows(&self, profile: ProfileKey) -> bool {
         let live = self.inner.live.read();
-        live.tastes.contains_key(&profile) || live.signals.history(profile).is_some()
+        live.tastes.contains_key(&profile) || live.signals.knows(profile)
     }
 
     pub fn status(&self) -> Status {
-        let live = self.inner.live.read();
         let rankings = self.inner.rankings.read().clone();
+        let (products, profiles_with_history, baskets) = {
+            let live = self.inner.live.read();
+            (live.signals.items.len(), live.signals.profile_count(), live.signals.baskets())
+        };
         Status {
-            products: live.signals.items.len(),
-            profiles_with_history: live.signals.profile_count(),
-            baskets: live.signals.baskets(),
+            products,
+            profiles_with_history,
+            baskets,
             rankings_built_at: DateTime::from_timestamp(rankings.built_at, 0).unwrap_or_default(),
             model: self.inner.model.read().as_ref().map(|(_, info)| info.clone()),
         }
@@ -453,7 +498,7 @@ impl Recommender {
         }
         let places = match &query.places {
             Some(p) => p.clone(),
-            None => query.profile.map(|p| live.signals.places_of(p).to_vec()).unwrap_or_default(),
+            None => query.profile.map(|p| live.signals.places_of(p)).unwrap_or_default(),
         };
         let request = Request {
             profile: query.profile,
@@ -493,6 +538,7 @@ impl Recommender {
     /// Validates and saves a placement (creating or replacing it).
     pub fn save_placement(&self, placement: &Placement) -> RecsResult<ListedPlacement> {
         placement.validate()?;
+        let _one_at_a_time = self.inner.placement_writes.lock();
         let json = serde_json::to_value(placement).map_err(StoreError::from)?;
         self.inner.store.save_placement(&placement.name, &json, self.inner.clock.now())?;
         self.reload_placements()?;
@@ -500,6 +546,7 @@ impl Recommender {
     }
 
     pub fn delete_placement(&self, name: &str) -> RecsResult<()> {
+        let _one_at_a_time = self.inner.placement_writes.lock();
         if self.inner.store.delete_placement(name)? {
             return self.reload_placements();
         }

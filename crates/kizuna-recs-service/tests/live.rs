@@ -128,6 +128,19 @@ fn histories_follow_merges_and_erasure_and_survive_a_restart() {
 }
 
 #[test]
+fn a_future_timestamp_counts_as_now_and_cannot_wipe_a_products_counters() {
+    let node = Node::start();
+    let next_year = (node.clock.now() + Duration::days(365)).to_rfc3339();
+    let mut forged = order("u1", "o1", &["p3"]);
+    forged["timestamp"] = json!(next_year);
+    node.send(forged);
+    node.send(order("u2", "o2", &["p3"]));
+    node.send(order("u3", "o3", &["p4"]));
+    // Both p3 orders count today: p3 first with 2, then p4.
+    assert_eq!(node.ids("home_bestsellers", Query::default()), ["p3", "p4"]);
+}
+
+#[test]
 fn time_passing_moves_windows_under_the_test_clock() {
     let node = Node::start();
     node.send(order("u1", "o1", &["p1"]));

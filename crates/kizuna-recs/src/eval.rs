@@ -152,6 +152,9 @@ pub fn score(split: &Split, ranked: &[Vec<u32>]) -> Metrics {
 
 /// The `k` best-scored items, skipping `seen` (sorted), best first; ties by item number.
 pub fn top_k(scores: &[f32], seen: &[u32], k: usize) -> Vec<u32> {
+    if k == 0 {
+        return Vec::new();
+    }
     let mut candidates: Vec<(u32, f32)> = scores
         .iter()
         .enumerate()

@@ -2,7 +2,8 @@
 //! solved by a few conjugate-gradient steps per row (Takács, Pilászy & Tikk 2011), as the Python `implicit`
 //! library does. Confidence `1 + alpha·value` on observed pairs, 1 elsewhere; preference 1 on observed pairs.
 //! Unlike EASE its cost grows linearly with the catalog, so it serves catalogs too large for a dense item–item
-//! inverse; a person's vector is folded in at request time from their history.
+//! inverse (the neighbour lists that make serving fast are quadratic, and kept up to
+//! [`MAX_NEIGHBOR_PRODUCTS`]); a person's vector is folded in at request time from their history.
 
 use crate::ItemIx;
 use rand::{Rng, SeedableRng};
@@ -151,21 +152,26 @@ fn half_step(targets: &mut [f32], others: &[f32], rows: &[Vec<(u32, f32)>], k: u
     });
 }
 
+/// Products beyond which no neighbour lists are kept (their cost is products² × factors).
+pub const MAX_NEIGHBOR_PRODUCTS: usize = 200_000;
+
 /// Each item's `keep` nearest items by cosine, from blocked dense products of the normalised item vectors.
 fn neighbors(vectors: &[f32], k: usize, keep: usize) -> Vec<Vec<(u32, f32)>> {
     let n = vectors.len() / k.max(1);
-    if keep == 0 || n == 0 {
+    // Quadratic in products: past this many, requests score every product instead (slower, still exact).
+    if keep == 0 || n == 0 || n > MAX_NEIGHBOR_PRODUCTS {
         return vec![Vec::new(); n];
     }
     let norms: Vec<f32> = vectors.chunks_exact(k).map(|y| dot(y, y).sqrt().max(1e-12)).collect();
     let normed = faer::Mat::<f32>::from_fn(n, k, |i, j| vectors[i * k + j] / norms[i]);
     let transposed = normed.transpose().to_owned();
-    const BLOCK: usize = 256;
+    // About 64 MB of similarities at a time.
+    let block = (16_000_000 / n).clamp(16, 256);
     let mut out = Vec::with_capacity(n);
-    let mut sims = faer::Mat::<f32>::zeros(BLOCK.min(n), n);
+    let mut sims = faer::Mat::<f32>::zeros(block.min(n), n);
     let mut line: Vec<(u32, f32)> = Vec::with_capacity(n);
-    for start in (0..n).step_by(BLOCK) {
-        let rows = BLOCK.min(n - start);
+    for start in (0..n).step_by(block) {
+        let rows = block.min(n - start);
         let mut dst = sims.as_mut().subrows_mut(0, rows);
         faer::linalg::matmul::matmul(
             dst.as_mut(),

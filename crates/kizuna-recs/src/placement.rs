@@ -37,6 +37,9 @@ pub struct PlacementError {
 
 pub const MAX_LIMIT: usize = 100;
 
+/// Names the API uses beside placement names under `/api/recommendations/`.
+const RESERVED_NAMES: &[&str] = &["status", "train", "placements"];
+
 impl Placement {
     pub fn validate(&self) -> Result<(), PlacementError> {
         let err = |field: &str, message: &str| Err(PlacementError { field: field.into(), message: message.into() });
@@ -45,6 +48,9 @@ impl Placement {
             && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !name_ok {
             return err("name", "use 1 to 64 characters of a-z, 0-9, _ and -");
+        }
+        if RESERVED_NAMES.contains(&self.name.as_str()) {
+            return err("name", "status, train and placements are API paths; choose another name");
         }
         if !(1..=MAX_LIMIT).contains(&self.limit) {
             return err("limit", "must be between 1 and 100");

@@ -49,9 +49,10 @@ pub struct Rankings {
     near: HashMap<String, Ranked>,
 }
 
+/// The best `len` by score; equal scores keep their order in `scored`.
 fn top(mut scored: Vec<(ItemIx, f32)>, len: usize) -> Ranked {
     scored.retain(|(_, s)| *s > 0.0);
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
     scored.truncate(len);
     scored
 }
@@ -83,7 +84,7 @@ impl Rankings {
         let recent = settings.trending_recent_days.max(1) as i32;
         let baseline = settings.trending_baseline_days.max(1) as i32;
         // One pass over each product's daily counters fills every window.
-        let mut best: Vec<Vec<(ItemIx, f32)>> = vec![Vec::with_capacity(n as usize); windows.len()];
+        let mut best: Vec<Vec<(ItemIx, [f32; 3])>> = vec![Vec::with_capacity(n as usize); windows.len()];
         let mut trending_scores = Vec::with_capacity(n as usize);
         for ix in 0..n {
             let mut sums = vec![[0f32; 3]; windows.len()];
@@ -108,11 +109,10 @@ impl Rankings {
                     base += activity;
                 }
             }
-            for (list, [views, carts, units]) in best.iter_mut().zip(sums) {
-                // Units bought first; carts and views only break ties among equal sellers (a product nobody
-                // bought is no bestseller).
-                if units > 0.0 {
-                    list.push((ix, units + carts * 1e-3 + views * 1e-6));
+            for (list, counts) in best.iter_mut().zip(sums) {
+                // A product nobody bought is no bestseller.
+                if counts[2] > 0.0 {
+                    list.push((ix, counts));
                 }
             }
             let weights: f32 = (0..recent).map(|b| 0.5f32.powi(b)).sum();
@@ -122,7 +122,20 @@ impl Rankings {
                 trending_scores.push((ix, rate * ((rate + 1.0) / (base + 1.0)).ln()));
             }
         }
-        let bestsellers = windows.iter().zip(best).map(|(&w, scored)| (w, lists(signals, scored, len))).collect();
+        // Units bought first; carts, then views, only break ties among equal sellers.
+        let bestsellers = windows
+            .iter()
+            .zip(best)
+            .map(|(&w, mut counts)| {
+                counts.sort_by(|a, b| {
+                    (b.1[2], b.1[1], b.1[0])
+                        .partial_cmp(&(a.1[2], a.1[1], a.1[0]))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then(a.0.cmp(&b.0))
+                });
+                (w, lists(signals, counts.into_iter().map(|(ix, c)| (ix, c[2])).collect(), len))
+            })
+            .collect();
 
         let since = now - i64::from(settings.new_arrival_days) * crate::DAY;
         let arrivals = signals
@@ -137,10 +150,11 @@ impl Rankings {
             .collect();
 
         let near = signals
-            .place_keys()
-            .filter_map(|place| {
-                let counts = signals.place_counts(place)?;
-                Some((place.clone(), top(counts.iter().map(|(i, c)| (*i, *c)).collect(), len)))
+            .place_units()
+            .map(|(place, counts)| {
+                let mut scored: Vec<(ItemIx, f32)> = counts.iter().map(|(i, c)| (*i, *c)).collect();
+                scored.sort_unstable_by_key(|x| x.0);
+                (place.to_owned(), top(scored, len))
             })
             .collect();
 

@@ -120,9 +120,13 @@ pub fn recommend(
         _ => HashMap::new(),
     };
     let excluded_ids: HashSet<&str> = rules.exclude_products.iter().map(String::as_str).collect();
+    let catalog_only = rules.catalog_only && signals.has_catalog();
     let allowed = |ix: ItemIx, strategy: &str| -> bool {
         let item = signals.items.item(ix);
         let product = &item.product;
+        if catalog_only && !item.in_catalog {
+            return false;
+        }
         if rules.in_stock_only && !product.in_stock {
             return false;
         }
@@ -206,7 +210,8 @@ pub fn recommend(
                 (s, c)
             })
             .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.0.cmp(&b.1.0)));
+        // Stable: equal scores keep the strategy's order (its ranking, or product order).
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         for (score, (item, _, reason)) in scored {
             if out.len() >= limit {
                 break;

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 pub struct Rules {
     /// Only products in stock (products the catalog does not have count as in stock).
     pub in_stock_only: bool,
+    /// Once the store has a catalog, only its products (not products that only events have mentioned).
+    pub catalog_only: bool,
     /// Never show what the person already bought…
     pub exclude_purchased: bool,
     /// …unless it is a product people re-buy (a replenishment interval is known for it).
@@ -30,6 +32,7 @@ impl Default for Rules {
     fn default() -> Self {
         Self {
             in_stock_only: true,
+            catalog_only: true,
             exclude_purchased: true,
             rebuy_replenishable: true,
             exclude_context: true,

@@ -84,17 +84,18 @@ impl History {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct ProfileEntry {
-    history: History,
-    places: Vec<String>,
-}
-
 /// Per product, per day: views, carts and purchased units.
 type Daily = Vec<(i32, [f32; 3])>;
 
+/// Products that events may add beyond the catalog (unknown ids are kept with what the event said about them;
+/// past this many, events about further unknown products are ignored).
+pub const MAX_EVENT_PRODUCTS: usize = 200_000;
+
 /// The counters recommendations learn from, updated event by event. Aggregates hold no personal data; the
 /// per-profile histories are dropped when a person is erased.
+///
+/// Event times must not lie in the future (callers clamp them to now): daily counters keep the `keep_days`
+/// before the newest day seen.
 #[derive(Debug, Clone)]
 pub struct Signals {
     pub items: ItemIndex,
@@ -105,11 +106,18 @@ pub struct Signals {
     co_view: Vec<HashMap<ItemIx, u32>>,
     /// Per product: sum of days between a person's consecutive purchases of it, and how many such gaps.
     repeat_gaps: Vec<(f64, u32)>,
-    /// Per product: how many people bought it (within their kept histories).
+    /// Per product: how many people bought it, and how many of them bought it again.
     buyers: Vec<u32>,
-    /// Per place key (`country:JP`, `region:JP/13`, `city:Tokyo`): purchased units per product.
-    places: HashMap<String, HashMap<ItemIx, f32>>,
-    profiles: HashMap<ProfileKey, ProfileEntry>,
+    rebuyers: Vec<u32>,
+    /// Place keys (`country:jp`, `region:jp/13`, `city:tokyo`) by number, and purchased units per product in
+    /// each place.
+    place_names: Vec<String>,
+    place_ids: HashMap<String, u32>,
+    place_units: Vec<HashMap<ItemIx, f32>>,
+    histories: HashMap<ProfileKey, History>,
+    profile_places: HashMap<ProfileKey, Vec<u32>>,
+    catalog_products: usize,
+    event_products: usize,
     /// Days of daily counters kept (the longest window any ranking reads).
     pub keep_days: i32,
     /// Co-views count when two products are viewed by one person within this many seconds.
@@ -128,8 +136,14 @@ impl Default for Signals {
             co_view: Vec::new(),
             repeat_gaps: Vec::new(),
             buyers: Vec::new(),
-            places: HashMap::new(),
-            profiles: HashMap::new(),
+            rebuyers: Vec::new(),
+            place_names: Vec::new(),
+            place_ids: HashMap::new(),
+            place_units: Vec::new(),
+            histories: HashMap::new(),
+            profile_places: HashMap::new(),
+            catalog_products: 0,
+            event_products: 0,
             keep_days: 90,
             co_view_window: 30 * 60,
             generation: 0,
@@ -162,6 +176,15 @@ impl Signals {
 
     /// Adds or replaces a catalog product.
     pub fn upsert_product(&mut self, product: Product) -> ItemIx {
+        let known = self.items.ix(&product.id).map(|ix| self.items.item(ix).in_catalog);
+        match known {
+            None => self.catalog_products += 1,
+            Some(false) => {
+                self.catalog_products += 1;
+                self.event_products -= 1;
+            }
+            Some(true) => {}
+        }
         let ix = self.items.upsert(product);
         self.grow();
         self.generation += 1;
@@ -176,10 +199,17 @@ impl Signals {
         self.co_view.resize_with(n, HashMap::new);
         self.repeat_gaps.resize(n, (0.0, 0));
         self.buyers.resize(n, 0);
+        self.rebuyers.resize(n, 0);
     }
 
     fn observe(&mut self, props: &Value) -> Option<ItemIx> {
         let id = product_id(props)?;
+        if self.items.ix(&id).is_none() {
+            if self.event_products >= MAX_EVENT_PRODUCTS {
+                return None;
+            }
+            self.event_products += 1;
+        }
         let ix = self.items.observe(&id, || product_from_event(&id, props));
         if self.daily.len() < self.items.len() {
             self.grow();
@@ -199,7 +229,7 @@ impl Signals {
         }
         for touch in &touches {
             self.count(profile, *touch);
-            self.profiles.entry(profile).or_default().history.add(*touch);
+            self.histories.entry(profile).or_default().add(*touch);
         }
         self.generation += 1;
         true
@@ -260,77 +290,113 @@ impl Signals {
             let cut = last_day - self.keep_days;
             daily.retain(|(d, _)| *d >= cut);
         }
-        let entry = self.profiles.entry(profile).or_default();
+        let history = self.histories.entry(profile).or_default();
         match touch.kind {
             Kind::View => {
                 let window = self.co_view_window;
-                let others: Vec<ItemIx> = entry
-                    .history
-                    .touches
-                    .iter()
-                    .filter(|t| t.kind == Kind::View && t.item != touch.item && (t.at - touch.at).abs() <= window)
-                    .map(|t| t.item)
-                    .collect();
-                for other in others {
-                    *self.co_view[touch.item as usize].entry(other).or_default() += 1;
-                    *self.co_view[other as usize].entry(touch.item).or_default() += 1;
+                let near = |t: &&Touch| t.kind == Kind::View && (t.at - touch.at).abs() <= window;
+                // A pair counts once per person per window: not again when this product was already viewed
+                // in the window, and each other product once however often it was viewed.
+                if !history.touches.iter().filter(near).any(|t| t.item == touch.item) {
+                    let mut others: Vec<ItemIx> = history.touches.iter().filter(near).map(|t| t.item).collect();
+                    others.sort_unstable();
+                    others.dedup();
+                    for other in others {
+                        *self.co_view[touch.item as usize].entry(other).or_default() += 1;
+                        *self.co_view[other as usize].entry(touch.item).or_default() += 1;
+                    }
                 }
             }
             Kind::Purchase => {
-                if !entry.history.bought(touch.item) {
+                let before =
+                    history.touches.iter().filter(|t| t.item == touch.item && t.kind == Kind::Purchase).count();
+                if before == 0 {
                     self.buyers[touch.item as usize] += 1;
+                } else if before == 1 {
+                    self.rebuyers[touch.item as usize] += 1;
                 }
-                if let Some(before) = entry.history.last_purchase_before(touch.item, touch.at)
-                    && touch.at - before >= DAY
+                if let Some(earlier) = history.last_purchase_before(touch.item, touch.at)
+                    && touch.at - earlier >= DAY
                 {
                     let gap = &mut self.repeat_gaps[touch.item as usize];
-                    gap.0 += (touch.at - before) as f64 / DAY as f64;
+                    gap.0 += (touch.at - earlier) as f64 / DAY as f64;
                     gap.1 += 1;
                 }
-                for place in &entry.places {
-                    *self.places.entry(place.clone()).or_default().entry(touch.item).or_default() += touch.units;
+                if let Some(places) = self.profile_places.get(&profile) {
+                    for &place in places {
+                        *self.place_units[place as usize].entry(touch.item).or_default() += touch.units;
+                    }
                 }
             }
             Kind::Cart => {}
         }
     }
 
-    /// Where a profile is (place keys such as `country:JP`, `city:Tokyo`): its purchases count there.
+    fn place_id(&mut self, key: &str) -> u32 {
+        if let Some(&id) = self.place_ids.get(key) {
+            return id;
+        }
+        let id = self.place_names.len() as u32;
+        self.place_names.push(key.to_owned());
+        self.place_ids.insert(key.to_owned(), id);
+        self.place_units.push(HashMap::new());
+        id
+    }
+
+    /// Adds (`sign` 1) or removes (−1) a history's purchases in these places.
+    fn count_places(&mut self, purchases: &[(ItemIx, f32)], places: &[u32], sign: f32) {
+        for &place in places {
+            let counts = &mut self.place_units[place as usize];
+            for &(item, units) in purchases {
+                let c = counts.entry(item).or_default();
+                *c = (*c + sign * units).max(0.0);
+            }
+        }
+    }
+
+    fn purchases_of(&self, profile: ProfileKey) -> Vec<(ItemIx, f32)> {
+        self.histories.get(&profile).map_or_else(Vec::new, |h| {
+            h.touches.iter().filter(|t| t.kind == Kind::Purchase).map(|t| (t.item, t.units)).collect()
+        })
+    }
+
+    /// Where a profile is (place keys such as `country:jp`, `city:tokyo`): its purchases count there.
     pub fn set_places(&mut self, profile: ProfileKey, places: Vec<String>) {
-        let entry = self.profiles.entry(profile).or_default();
-        if entry.places == places {
+        let ids: Vec<u32> = places.iter().map(|p| self.place_id(p)).collect();
+        if self.profile_places.get(&profile).map_or(ids.is_empty(), |old| *old == ids) {
             return;
         }
-        let purchases: Vec<(ItemIx, f32)> =
-            entry.history.touches.iter().filter(|t| t.kind == Kind::Purchase).map(|t| (t.item, t.units)).collect();
-        let old = std::mem::replace(&mut entry.places, places.clone());
-        for place in old {
-            if let Some(counts) = self.places.get_mut(&place) {
-                for (item, units) in &purchases {
-                    if let Some(c) = counts.get_mut(item) {
-                        *c = (*c - units).max(0.0);
-                    }
-                }
-            }
-        }
-        for place in places {
-            let counts = self.places.entry(place).or_default();
-            for (item, units) in &purchases {
-                *counts.entry(*item).or_default() += units;
-            }
+        let purchases = self.purchases_of(profile);
+        let old = self.profile_places.remove(&profile).unwrap_or_default();
+        self.count_places(&purchases, &old, -1.0);
+        self.count_places(&purchases, &ids, 1.0);
+        if !ids.is_empty() {
+            self.profile_places.insert(profile, ids);
         }
         self.generation += 1;
     }
 
-    /// `from` was merged into `into`: one history now.
+    /// `from` was merged into `into`: one history now, counted where `into` is (or where `from` was, when
+    /// `into`'s place is unknown).
     pub fn merge(&mut self, from: ProfileKey, into: ProfileKey) {
-        let Some(gone) = self.profiles.remove(&from) else { return };
-        let target = self.profiles.entry(into).or_default();
-        for touch in gone.history.touches {
-            target.history.add(touch);
+        let gone_history = self.histories.remove(&from);
+        let gone_places = self.profile_places.remove(&from).unwrap_or_default();
+        let gone_purchases: Vec<(ItemIx, f32)> = gone_history.as_ref().map_or_else(Vec::new, |h| {
+            h.touches.iter().filter(|t| t.kind == Kind::Purchase).map(|t| (t.item, t.units)).collect()
+        });
+        self.count_places(&gone_purchases, &gone_places, -1.0);
+        if !self.profile_places.contains_key(&into) && !gone_places.is_empty() {
+            let into_purchases = self.purchases_of(into);
+            self.count_places(&into_purchases, &gone_places, 1.0);
+            self.profile_places.insert(into, gone_places);
         }
-        if target.places.is_empty() {
-            target.places = gone.places;
+        let target_places = self.profile_places.get(&into).cloned().unwrap_or_default();
+        self.count_places(&gone_purchases, &target_places, 1.0);
+        if let Some(gone) = gone_history {
+            let target = self.histories.entry(into).or_default();
+            for touch in gone.touches {
+                target.add(touch);
+            }
         }
         self.generation += 1;
     }
@@ -338,7 +404,8 @@ impl Signals {
     /// A person was erased or left without identifiers: their history goes (aggregate counters stay: they
     /// hold no personal data).
     pub fn remove(&mut self, profile: ProfileKey) {
-        if self.profiles.remove(&profile).is_some() {
+        let had = self.histories.remove(&profile).is_some();
+        if self.profile_places.remove(&profile).is_some() || had {
             self.generation += 1;
         }
     }
@@ -355,24 +422,48 @@ impl Signals {
                 history.add(touch);
             }
         }
-        self.profiles.entry(profile).or_default().history = history;
+        let places = self.profile_places.get(&profile).cloned().unwrap_or_default();
+        let old = self.purchases_of(profile);
+        self.count_places(&old, &places, -1.0);
+        let new: Vec<(ItemIx, f32)> =
+            history.touches.iter().filter(|t| t.kind == Kind::Purchase).map(|t| (t.item, t.units)).collect();
+        self.count_places(&new, &places, 1.0);
+        if history.touches.is_empty() {
+            self.histories.remove(&profile);
+        } else {
+            self.histories.insert(profile, history);
+        }
         self.generation += 1;
     }
 
     pub fn history(&self, profile: ProfileKey) -> Option<&History> {
-        self.profiles.get(&profile).map(|e| &e.history)
+        self.histories.get(&profile)
     }
 
-    pub fn places_of(&self, profile: ProfileKey) -> &[String] {
-        self.profiles.get(&profile).map_or(&[], |e| e.places.as_slice())
+    /// The place keys a profile's purchases count in, most specific first.
+    pub fn places_of(&self, profile: ProfileKey) -> Vec<String> {
+        self.profile_places
+            .get(&profile)
+            .map_or_else(Vec::new, |ids| ids.iter().map(|&id| self.place_names[id as usize].clone()).collect())
     }
 
+    /// Whether this profile is known here (it has a history or a place).
+    pub fn knows(&self, profile: ProfileKey) -> bool {
+        self.histories.contains_key(&profile) || self.profile_places.contains_key(&profile)
+    }
+
+    /// Profiles with a history.
     pub fn profiles(&self) -> impl Iterator<Item = (ProfileKey, &History)> {
-        self.profiles.iter().map(|(k, e)| (*k, &e.history))
+        self.histories.iter().map(|(k, h)| (*k, h))
     }
 
     pub fn profile_count(&self) -> usize {
-        self.profiles.len()
+        self.histories.len()
+    }
+
+    /// Whether the store has a catalog (products upserted, not only seen in events).
+    pub fn has_catalog(&self) -> bool {
+        self.catalog_products > 0
     }
 
     /// A product's daily (day, [views, carts, units]) counters, oldest first.
@@ -416,22 +507,19 @@ impl Signals {
         (n > 0).then(|| (sum / f64::from(n), n))
     }
 
-    /// A product people re-buy: tagged `replenishable`, or at least three re-orders known and re-ordered by
-    /// one buyer in seven or more (shoes bought twice by chance are not consumables).
+    /// A product people re-buy: tagged `replenishable`, or bought again by at least two people and by at least
+    /// 15% of its buyers (shoes bought twice by chance are not consumables).
     pub fn replenishable(&self, item: ItemIx) -> bool {
         if self.items.product(item).tags.iter().any(|t| t.eq_ignore_ascii_case("replenishable")) {
             return true;
         }
-        let repeats = self.repeat_gaps.get(item as usize).map_or(0, |g| g.1);
+        let rebuyers = self.rebuyers.get(item as usize).copied().unwrap_or(0);
         let buyers = self.buyers.get(item as usize).copied().unwrap_or(0);
-        repeats >= 3 && f64::from(repeats) >= 0.15 * f64::from(buyers)
+        rebuyers >= 2 && f64::from(rebuyers) >= 0.15 * f64::from(buyers)
     }
 
-    pub fn place_counts(&self, place: &str) -> Option<&HashMap<ItemIx, f32>> {
-        self.places.get(place)
-    }
-
-    pub fn place_keys(&self) -> impl Iterator<Item = &String> {
-        self.places.keys()
+    /// Every place with its purchased units per product.
+    pub fn place_units(&self) -> impl Iterator<Item = (&str, &HashMap<ItemIx, f32>)> {
+        self.place_names.iter().map(String::as_str).zip(&self.place_units)
     }
 }

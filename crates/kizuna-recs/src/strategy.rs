@@ -77,6 +77,9 @@ pub(crate) struct Sources<'a> {
     pub model: Option<&'a CfModel>,
 }
 
+/// Context products `similar_items` looks at (each brings up to 5,000 of its categories' products).
+const SIMILAR_CONTEXT: usize = 3;
+
 /// The price band of a price, as profiles name theirs.
 pub fn price_band(price: f64) -> &'static str {
     match price {
@@ -152,7 +155,25 @@ impl Strategy {
             .or_else(|| request.taste.and_then(|t| t.categories.first()).map(|(c, _)| c.as_str()))
     }
 
+    /// Candidates, best-first for ranked lists; others in product order, so that equal scores always come out
+    /// in the same order.
     pub(crate) fn candidates(&self, sources: &Sources<'_>, request: &Request<'_>, want: usize) -> Vec<Candidate> {
+        let mut out = self.find(sources, request, want);
+        let ranked = matches!(
+            self,
+            Strategy::Bestsellers { .. }
+                | Strategy::Trending { .. }
+                | Strategy::NewArrivals { .. }
+                | Strategy::RecentlyViewed
+                | Strategy::PopularNearYou
+        );
+        if !ranked {
+            out.sort_by_key(|c| c.0);
+        }
+        out
+    }
+
+    fn find(&self, sources: &Sources<'_>, request: &Request<'_>, want: usize) -> Vec<Candidate> {
         let signals = sources.signals;
         let title = |ix: ItemIx| signals.items.product(ix).title.clone();
         let ranked = |list: &[(ItemIx, f32)], reason: &str| -> Vec<Candidate> {
@@ -184,7 +205,8 @@ impl Strategy {
             }
             Strategy::SimilarItems => self.similar(signals, request),
             Strategy::FrequentlyBoughtTogether { min_support } => {
-                let mut scores: HashMap<ItemIx, (f32, ItemIx)> = HashMap::new();
+                // Per candidate: summed score, and the context product that contributed most (for the reason).
+                let mut scores: HashMap<ItemIx, (f32, f32, ItemIx)> = HashMap::new();
                 let total = signals.baskets() as f32;
                 for &a in &request.context {
                     let n_a = signals.baskets_with(a) as f32;
@@ -201,14 +223,15 @@ impl Strategy {
                         // Confidence finds what goes with the product; the square root of lift discounts
                         // products that are in every basket anyway.
                         let score = confidence * lift.sqrt();
-                        let slot = scores.entry(b).or_insert((0.0, a));
-                        if score > slot.0 {
-                            slot.1 = a;
+                        let slot = scores.entry(b).or_insert((0.0, 0.0, a));
+                        if score > slot.1 {
+                            slot.1 = score;
+                            slot.2 = a;
                         }
                         slot.0 += score;
                     }
                 }
-                scores.into_iter().map(|(b, (s, a))| (b, s, format!("bought together with {}", title(a)))).collect()
+                scores.into_iter().map(|(b, (s, _, a))| (b, s, format!("bought together with {}", title(a)))).collect()
             }
             Strategy::ForYou => {
                 let (Some(model), Some(history)) = (sources.model, request.profile.and_then(|p| signals.history(p)))
@@ -297,7 +320,8 @@ impl Strategy {
 
     fn similar(&self, signals: &Signals, request: &Request<'_>) -> Vec<Candidate> {
         let mut scores: HashMap<ItemIx, (f32, ItemIx)> = HashMap::new();
-        for &p in &request.context {
+        // The first few context products say enough, and bound the work of a long cart.
+        for &p in request.context.iter().take(SIMILAR_CONTEXT) {
             let base = signals.items.product(p);
             let co_views: HashMap<ItemIx, u32> = signals.co_views(p).collect();
             let max_co = co_views.values().copied().max().unwrap_or(0).max(1) as f32;

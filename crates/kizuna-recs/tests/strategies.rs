@@ -358,6 +358,7 @@ fn placements_are_validated_with_field_paths() {
         "fallback[0]"
     );
     assert!(serde_json::from_value::<Placement>(json!({"name": "x", "strategy": {"type": "telepathy"}})).is_err());
+    assert_eq!(bad(json!({"name": "status", "strategy": {"type": "trending"}})), "name");
     for p in kizuna_recs::starter_placements() {
         p.validate().expect("starter placements are valid");
     }
@@ -428,4 +429,80 @@ fn implicit_als_serves_for_you_when_the_catalog_outgrows_ease() {
     let within =
         kizuna_recs::model::train(&cells(&s), ModelChoice::Auto, &EaseSettings::default(), &ials).expect("train");
     assert_eq!(within.name(), "ease");
+}
+
+#[test]
+fn merges_move_place_counters_with_the_purchases() {
+    let mut s = catalog();
+    let us = kizuna_recs::place_keys(Some("US"), None, None);
+    let jp = kizuna_recs::place_keys(Some("JP"), None, None);
+    let fr = kizuna_recs::place_keys(Some("FR"), None, None);
+    s.set_places(1, us.clone());
+    order(&mut s, 1, NOW - DAY, &["p3"]);
+    s.set_places(2, jp.clone());
+    order(&mut s, 2, NOW - DAY, &["p5"]);
+    s.merge(1, 2);
+    let p = placement(Strategy::PopularNearYou, no_rules(), vec![]);
+    let near = |s: &Signals, places: &[String]| run(s, &p, &Request { places: places.to_vec(), ..req(None) }, None);
+    assert!(near(&s, &us).is_empty(), "the buyer lives in JP now");
+    // One unit each: equal, in product order.
+    assert_eq!(near(&s, &jp), ["p3", "p5"]);
+    s.set_places(2, fr.clone());
+    assert!(near(&s, &jp).is_empty());
+    assert_eq!(near(&s, &fr), ["p3", "p5"]);
+}
+
+#[test]
+fn co_views_count_a_pair_once_per_person_and_window() {
+    let mut s = catalog();
+    for (t, id) in [(0, "p1"), (60, "p2"), (120, "p1"), (180, "p2")] {
+        view(&mut s, 1, NOW - 1000 + t, id);
+    }
+    let p1 = s.items.ix("p1").expect("p1");
+    let p2 = s.items.ix("p2").expect("p2");
+    assert_eq!(s.co_views(p1).collect::<Vec<_>>(), [(p2, 1)]);
+}
+
+#[test]
+fn products_only_events_mention_are_not_served_once_a_catalog_exists() {
+    let mut s = Signals::default();
+    for i in 0..3 {
+        s.apply_event(i, "Order Completed", NOW - DAY, &json!({"order_id": format!("o{i}"), "products": [{"product_id": "ghost", "name": "Phish", "url": "https://phish"}]}));
+    }
+    let best = placement(Strategy::Bestsellers { window_days: 30, per_category: false }, no_rules(), vec![]);
+    // No catalog at all: what events describe is all there is.
+    assert_eq!(run(&s, &best, &req(None), None), ["ghost"]);
+    s.upsert_product(product("p1", "shoes", "acme", 10.0));
+    order(&mut s, 9, NOW - DAY, &["p1"]);
+    assert_eq!(run(&s, &best, &req(None), None), ["p1"]);
+    let open = Rules { catalog_only: false, ..no_rules() };
+    assert_eq!(
+        run(
+            &s,
+            &placement(Strategy::Bestsellers { window_days: 30, per_category: false }, open, vec![]),
+            &req(None),
+            None
+        ),
+        ["ghost", "p1"]
+    );
+}
+
+#[test]
+fn bestseller_ties_break_on_carts_and_never_beat_units() {
+    let mut s = catalog();
+    for i in 0..5 {
+        order(&mut s, i, NOW - DAY, &["p1"]);
+    }
+    for i in 0..6 {
+        order(&mut s, 10 + i, NOW - DAY, &["p2"]);
+    }
+    for i in 0..5 {
+        order(&mut s, 20 + i, NOW - DAY, &["p3"]);
+    }
+    // Many carts cannot lift five units above six; they do break the tie between p1 and p3.
+    for i in 0..1500 {
+        s.apply_event(100 + i, "Product Added", NOW - DAY, &json!({"product_id": "p3"}));
+    }
+    let best = placement(Strategy::Bestsellers { window_days: 30, per_category: false }, no_rules(), vec![]);
+    assert_eq!(run(&s, &best, &req(None), None), ["p2", "p3", "p1"]);
 }

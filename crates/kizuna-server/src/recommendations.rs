@@ -43,6 +43,7 @@ impl From<RecsError> for ApiError {
             RecsError::InvalidPlacement(e) => KizunaError::new(Code::InvalidPlacement, e.message).with_field(e.field),
             RecsError::BuiltIn => KizunaError::new(Code::PlacementBuiltIn, e.to_string()).with_field("name"),
             RecsError::Training(message) => KizunaError::internal(message),
+            RecsError::NothingToLearn => KizunaError::new(Code::NothingToLearn, e.to_string()),
         };
         ApiError(error)
     }
@@ -107,6 +108,9 @@ async fn serve(
         None => None,
     };
     let get = |k: &str| params.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+    if get("region").is_some() && get("country").is_none() {
+        return Err(invalid_param("region", "a region needs its country (country=JP&region=13)"));
+    }
     let places = (get("country").is_some() || get("region").is_some() || get("city").is_some())
         .then(|| place_keys(get("country"), get("region"), get("city")));
     let recs = recommender(&state)?;

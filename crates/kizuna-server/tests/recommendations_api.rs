@@ -264,3 +264,12 @@ async fn training_personalizes_and_new_products_arrive_at_once() {
     assert_eq!(st["products"], 6);
     assert!(st["model"]["trained_at"].is_string());
 }
+
+#[tokio::test]
+async fn training_an_empty_store_says_there_is_nothing_to_learn() {
+    let server = TestServer::start().await;
+    assert_error(&server.admin(Method::POST, "/api/recommendations/train", None).await, 409, "nothing_to_learn", None);
+    let (status, body) = server.admin_get("/api/recommendations/for_you?user_id=nobody").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"], json!([]));
+}

@@ -56,6 +56,9 @@ pub struct RecsArgs {
 }
 
 pub fn run(args: RecsArgs) -> Result<()> {
+    if args.rate == 0 || args.seconds == 0 || args.products == 0 || args.profiles == 0 || args.runs == 0 {
+        bail!("--rate, --seconds, --products, --profiles and --runs must be at least 1");
+    }
     if args.part == "accuracy" || args.part == "all" {
         accuracy(&args)?;
     }

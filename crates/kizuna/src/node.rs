@@ -53,7 +53,7 @@ pub fn start_node(config: &Config) -> Result<Node> {
         Membership::start(store.clone(), clock.clone(), settings).context("cannot start the segment engine")?;
     let recommender = Recommender::start(store.clone(), clock.clone(), config.recommendations.clone())
         .context("cannot start recommendations")?;
-    let feed = kizuna_pipeline::fan_out(vec![membership.feed_sink(), recommender.feed_sink()]);
+    let feed = recommender.feed_sink_then(membership.feed_sink());
     let pipeline = Pipeline::start_with_feed(store.clone(), config.pipeline(), clock.clone(), Some(feed))
         .context("cannot start the pipeline")?;
     Ok(Node { store, pipeline, membership, recommender, clock, _lock: lock })

@@ -51,7 +51,7 @@ impl TestServer {
             kizuna_recs_service::RecsSettings { rebuild_ms: 50, retrain_minutes: 0, ..Default::default() },
         )
         .expect("recommendations");
-        let feed = kizuna_pipeline::fan_out(vec![membership.feed_sink(), recommender.feed_sink()]);
+        let feed = recommender.feed_sink_then(membership.feed_sink());
         let pipeline = Pipeline::start_with_feed(store.clone(), config, clock.clone(), Some(feed)).expect("pipeline");
         let state = AppState::new(store.clone(), pipeline, clock, limits, identifiers).expect("state");
         state.set_membership(membership.clone());
