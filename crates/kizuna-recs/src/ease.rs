@@ -93,19 +93,7 @@ impl EaseModel {
         if !(settings.lambda.is_finite() && settings.lambda > 0.0) {
             return Err(EaseError::BadLambda);
         }
-        // One value per (user, item), capped.
-        let mut cells: Vec<(u32, ItemIx, f32)> = interactions.to_vec();
-        cells.sort_unstable_by_key(|&(u, i, _)| (u, i));
-        let mut merged: Vec<(u32, ItemIx, f32)> = Vec::with_capacity(cells.len());
-        for (u, i, w) in cells {
-            match merged.last_mut() {
-                Some(last) if last.0 == u && last.1 == i => last.2 += w,
-                _ => merged.push((u, i, w)),
-            }
-        }
-        for cell in &mut merged {
-            cell.2 = cell.2.min(settings.max_value);
-        }
+        let merged = crate::model::sum_cells(interactions, settings.max_value);
         if merged.is_empty() {
             return Err(EaseError::Empty);
         }

@@ -181,6 +181,15 @@ pub fn popularity(split: &Split, k: usize) -> Vec<Vec<u32>> {
     split.seen.iter().map(|seen| top_k(&counts, seen, k)).collect()
 }
 
+/// The top `k` of a model's scores by model position, over all items (items the model lacks rank last).
+fn top_of_model(dense: &[f32], item_at: impl Fn(usize) -> u32, scores: &mut [f32], seen: &[u32], k: usize) -> Vec<u32> {
+    scores.iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
+    for (p, s) in dense.iter().enumerate() {
+        scores[item_at(p) as usize] = *s;
+    }
+    top_k(scores, seen, k)
+}
+
 /// Ranks every user with a trained model over all items (their training interactions as the history).
 pub fn rank_with(
     split: &Split,
@@ -200,11 +209,7 @@ pub fn rank_with(
         .map(|(h, seen)| {
             let input = crate::ease::history_vector(h, settings.max_value, settings.recency_half_life);
             model.score_dense(&input, &mut dense);
-            scores.iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
-            for (p, s) in dense.iter().enumerate() {
-                scores[model.item_at(p) as usize] = *s;
-            }
-            top_k(&scores, seen, k)
+            top_of_model(&dense, |p| model.item_at(p), &mut scores, seen, k)
         })
         .collect()
 }
@@ -223,11 +228,7 @@ pub fn rank_ials(split: &Split, model: &crate::ials::IalsModel, k: usize) -> Vec
                 return Vec::new();
             }
             model.score_dense(user, &mut dense);
-            scores.iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
-            for (p, s) in dense.iter().enumerate() {
-                scores[model.item_at(p) as usize] = *s;
-            }
-            top_k(&scores, seen, k)
+            top_of_model(&dense, |p| model.item_at(p), &mut scores, seen, k)
         })
         .collect()
 }

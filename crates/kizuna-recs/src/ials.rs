@@ -198,7 +198,7 @@ fn neighbors(vectors: &[f32], k: usize, keep: usize) -> Vec<Vec<(u32, f32)>> {
 }
 
 impl IalsModel {
-    /// Trains on `(user, item, value)`; users are numbered densely from 0.
+    /// Trains on `(user, item, value)` (values of the same pair are summed); users are numbered densely from 0.
     pub fn train(interactions: &[(u32, ItemIx, f32)], settings: &IalsSettings) -> IalsModel {
         let k = settings.factors.max(1);
         let mut items: Vec<ItemIx> = interactions.iter().map(|c| c.1).collect();
@@ -208,17 +208,8 @@ impl IalsModel {
         let users = interactions.iter().map(|c| c.0 as usize + 1).max().unwrap_or(0);
         let mut by_user: Vec<Vec<(u32, f32)>> = vec![Vec::new(); users];
         let mut by_item: Vec<Vec<(u32, f32)>> = vec![Vec::new(); items.len()];
-        let mut cells: Vec<(u32, u32, f32)> = interactions.iter().map(|&(u, i, v)| (u, position[&i], v)).collect();
-        cells.sort_unstable_by_key(|c| (c.0, c.1));
-        cells.dedup_by(|a, b| {
-            if a.0 == b.0 && a.1 == b.1 {
-                b.2 += a.2;
-                true
-            } else {
-                false
-            }
-        });
-        for (u, p, v) in cells {
+        for (u, i, v) in crate::model::sum_cells(interactions, f32::INFINITY) {
+            let p = position[&i];
             by_user[u as usize].push((p, v));
             by_item[p as usize].push((u, v));
         }

@@ -6,6 +6,23 @@ use crate::ease::{EaseModel, EaseSettings, history_vector};
 use crate::ials::{IalsModel, IalsSettings};
 use serde::{Deserialize, Serialize};
 
+/// One value per (user, item): the sum of its weights, capped at `cap`; sorted by user, then item.
+pub fn sum_cells(cells: &[(u32, ItemIx, f32)], cap: f32) -> Vec<(u32, ItemIx, f32)> {
+    let mut sorted = cells.to_vec();
+    sorted.sort_unstable_by_key(|&(u, i, _)| (u, i));
+    let mut merged: Vec<(u32, ItemIx, f32)> = Vec::with_capacity(sorted.len());
+    for (u, i, w) in sorted {
+        match merged.last_mut() {
+            Some(last) if last.0 == u && last.1 == i => last.2 += w,
+            _ => merged.push((u, i, w)),
+        }
+    }
+    for cell in &mut merged {
+        cell.2 = cell.2.min(cap);
+    }
+    merged
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelChoice {
@@ -47,19 +64,7 @@ pub fn train(
         return Err(crate::ease::EaseError::Empty);
     }
     // iALS values: the same capped sums as EASE's input.
-    let mut merged = cells.to_vec();
-    merged.sort_unstable_by_key(|c| (c.0, c.1));
-    merged.dedup_by(|a, b| {
-        if a.0 == b.0 && a.1 == b.1 {
-            b.2 += a.2;
-            true
-        } else {
-            false
-        }
-    });
-    for c in &mut merged {
-        c.2 = c.2.min(ease.max_value);
-    }
+    let merged = sum_cells(cells, ease.max_value);
     let mut model = IalsModel::train(&merged, ials).without_training_vectors();
     model.max_value = ease.max_value;
     model.recency_half_life = ease.recency_half_life;

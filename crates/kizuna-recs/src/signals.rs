@@ -471,20 +471,7 @@ impl Signals {
         self.daily.get(item as usize).into_iter().flatten().copied()
     }
 
-    /// Views, carts and units bought of a product on days `from..=to`.
-    pub fn window(&self, item: ItemIx, from: i32, to: i32) -> [f32; 3] {
-        let mut sum = [0.0; 3];
-        for (day, counts) in self.daily.get(item as usize).into_iter().flatten() {
-            if (from..=to).contains(day) {
-                for k in 0..3 {
-                    sum[k] += counts[k];
-                }
-            }
-        }
-        sum
-    }
-
-    /// Baskets with both products, baskets with `a`, baskets with `b`, all baskets.
+    /// Products bought in the same baskets as `a`, with how many baskets had both.
     pub fn co_purchase(&self, a: ItemIx) -> impl Iterator<Item = (ItemIx, u32)> + '_ {
         self.co_purchase.get(a as usize).into_iter().flatten().map(|(b, n)| (*b, *n))
     }
