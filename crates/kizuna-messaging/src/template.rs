@@ -13,8 +13,8 @@ use serde_json::{Value as Json, json};
 use std::sync::Arc;
 
 /// A template as stored and sent through the API.
+/// Unknown fields are refused by [`Content`] (serde cannot refuse them on a struct that flattens another).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TemplateDefinition {
     #[serde(default)]
     pub description: String,

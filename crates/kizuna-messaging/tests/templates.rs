@@ -205,6 +205,6 @@ fn webhook_payloads_must_render_to_json() {
         other => panic!("{other:?}"),
     }
     let compiled = renderer.compile(&def("{\"name\": {{ profile.first_name }}}")).expect("compiles");
-    let error = renderer.render(&compiled, &context()).err().expect("not JSON");
+    let error = renderer.render(&compiled, &context()).expect_err("not JSON");
     assert_eq!(error.part, "payload");
 }

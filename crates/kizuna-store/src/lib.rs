@@ -6,6 +6,7 @@
 //! commit together with one fsync, and nothing is acknowledged before its transaction committed.
 
 pub mod codec;
+pub mod messages;
 mod model;
 mod sqlite;
 
@@ -134,6 +135,9 @@ pub trait Store: Send + Sync + 'static {
     fn load_identity(&self, visit: &mut dyn FnMut(IdentityRow)) -> StoreResult<ProfileId>;
     /// The single writer. Call once; the pipeline owns it.
     fn writer(&self) -> StoreResult<Box<dyn StoreWriter>>;
+
+    /// Messaging's tables: templates, the outbox and delivery log, suppressions, touches, attribution.
+    fn messages(&self) -> &dyn messages::MessageStore;
 }
 
 pub trait StoreWriter: Send {

@@ -20,11 +20,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_segments.sql")),
     (4, include_str!("../migrations/0004_segment_membership_moved.sql")),
     (5, include_str!("../migrations/0005_recommendations.sql")),
+    (6, include_str!("../migrations/0006_messaging.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
 const DERIVED_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/derived/0001_segment_membership.sql"))];
 
+mod messages;
 mod segments;
 
 /// How hard a commit pushes data to disk.
@@ -276,6 +278,10 @@ fn merge_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String
 }
 
 impl Store for SqliteStore {
+    fn messages(&self) -> &dyn crate::messages::MessageStore {
+        self
+    }
+
     fn create_source(&self, name: &str, trusted: bool, data_kind: DataKind, now: DateTime<Utc>) -> StoreResult<Source> {
         let name = name.trim();
         if name.is_empty() {

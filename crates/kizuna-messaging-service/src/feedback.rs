@@ -1,0 +1,236 @@
+//! The feedback loop: opens, clicks, unsubscribes and bounces become events on the profile (so segments and
+//! flows can use them), and orders are attributed to the message that earned them.
+
+use crate::{Messenger, MessagingError, MessagingResult};
+use chrono::{DateTime, Utc};
+use kizuna_identity::ProfileId;
+use kizuna_ingest::{Event, MessageType};
+use kizuna_messaging::attribution::{Touch, TouchKind, attribute};
+use kizuna_messaging::tracking::{Token, is_machine_open};
+use kizuna_messaging::{Channel, Purpose};
+use kizuna_pipeline::{Committed, FeedChange, FeedSink};
+use kizuna_store::messages::{AttributionRow, StoredMessage};
+use serde_json::{Map, Value, json};
+
+fn channel_label(channel: &str) -> &'static str {
+    match Channel::parse(channel) {
+        Some(Channel::Email) => "Email",
+        Some(Channel::Sms) => "SMS",
+        Some(Channel::Line) => "LINE",
+        _ => "Webhook",
+    }
+}
+
+impl Messenger {
+    fn token_message(&self, token: &str) -> MessagingResult<(Token, StoredMessage)> {
+        let token = self.signer().verify(token).map_err(|_| MessagingError::BadToken)?;
+        let message = self
+            .store()
+            .messages()
+            .message(token.message_id())?
+            .ok_or_else(|| MessagingError::MessageNotFound(token.message_id().into()))?;
+        Ok((token, message))
+    }
+
+    async fn record_event(&self, profile: Option<ProfileId>, name: &str, properties: Value) -> MessagingResult<()> {
+        let (Some(profile), Some((pipeline, source))) = (profile, self.feedback()) else { return Ok(()) };
+        let mut body = Map::new();
+        body.insert("event".into(), Value::String(name.into()));
+        body.insert("properties".into(), properties);
+        let event = Event::internal(MessageType::Track, body, self.clock().now());
+        pipeline
+            .append(profile, &source, event)
+            .await
+            .map_err(|e| MessagingError::Send(format!("could not record {name}: {e}")))
+    }
+
+    fn properties(message: &StoredMessage) -> Value {
+        json!({"message_id": message.id, "template": message.template, "template_version": message.template_version,
+               "flow": message.flow, "campaign": message.campaign, "channel": message.channel})
+    }
+
+    /// The open pixel was loaded.
+    pub async fn open(&self, token: &str, user_agent: &str) -> MessagingResult<()> {
+        let (token, message) = self.token_message(token)?;
+        if !matches!(token, Token::Open { .. }) {
+            return Err(MessagingError::BadToken);
+        }
+        let now = self.clock().now();
+        let machine = is_machine_open(user_agent, message.sent_at.map(|s| (now - s).num_seconds()));
+        self.store().messages().record_touch(&message.id, "open", machine, None, now)?;
+        let mut properties = Self::properties(&message);
+        properties["machine_open"] = json!(machine);
+        self.record_event(message.profile_id, &format!("{} Opened", channel_label(&message.channel)), properties).await
+    }
+
+    /// A tracked link was followed: returns where to send the person.
+    pub async fn click(&self, token: &str) -> MessagingResult<String> {
+        let (token, message) = self.token_message(token)?;
+        let Token::Click { u, .. } = token else { return Err(MessagingError::BadToken) };
+        let now = self.clock().now();
+        self.store().messages().record_touch(&message.id, "click", false, Some(&u), now)?;
+        let mut properties = Self::properties(&message);
+        properties["url"] = json!(u);
+        self.record_event(message.profile_id, &format!("{} Link Clicked", channel_label(&message.channel)), properties)
+            .await?;
+        Ok(u)
+    }
+
+    /// One-click unsubscribe (RFC 8058) or the preference page's "unsubscribe from all": marketing consent on
+    /// the message's channel is withdrawn and the address suppressed for marketing.
+    pub async fn unsubscribe(&self, token: &str, topic: Option<&str>) -> MessagingResult<StoredMessage> {
+        let (token, message) = self.token_message(token)?;
+        if !matches!(token, Token::Unsubscribe { .. }) {
+            return Err(MessagingError::BadToken);
+        }
+        let now = self.clock().now();
+        let Some((pipeline, source)) = self.feedback() else {
+            return Err(MessagingError::Send("unsubscribes need the ingest pipeline".into()));
+        };
+        let Some(profile) = message.profile_id else { return Ok(message) };
+        let mut traits = Map::new();
+        match topic {
+            Some(topic) => {
+                // Leave one topic: the others stay.
+                let current = self.store().profile(profile)?.map(|p| p.state.trait_values()).unwrap_or_default();
+                let mut topics: Vec<Value> =
+                    current.get("unsubscribed_topics").and_then(Value::as_array).cloned().unwrap_or_default();
+                if !topics.iter().any(|t| t.as_str() == Some(topic)) {
+                    topics.push(json!(topic));
+                }
+                traits.insert("unsubscribed_topics".into(), Value::Array(topics));
+            }
+            None => {
+                traits.insert("consent".into(), json!({message.channel.clone(): {Purpose::Marketing.as_str(): "denied"}}));
+                if let Some(address) = &message.recipient {
+                    self.store().messages().suppress(&message.channel, address, "unsubscribe", now)?;
+                }
+            }
+        }
+        let mut body = Map::new();
+        body.insert("traits".into(), Value::Object(traits));
+        body.insert("context".into(), json!({"consentSource": "unsubscribe link"}));
+        pipeline
+            .append(profile, &source, Event::internal(MessageType::Identify, body, now))
+            .await
+            .map_err(|e| MessagingError::Send(e.to_string()))?;
+        let mut properties = Self::properties(&message);
+        properties["topic"] = json!(topic);
+        self.record_event(message.profile_id, "Unsubscribed", properties).await?;
+        Ok(message)
+    }
+
+    /// A provider reported a bounce or complaint for a message.
+    pub async fn report_bounce(&self, message_id: &str, kind: &str, detail: &str) -> MessagingResult<()> {
+        let message =
+            self.store().messages().message(message_id)?.ok_or_else(|| MessagingError::MessageNotFound(message_id.into()))?;
+        let now = self.clock().now();
+        let (state, event, suppress) = match kind {
+            "hard_bounce" | "bounce" => ("bounced", "Bounced", Some("hard_bounce")),
+            "soft_bounce" => ("bounced", "Bounced", None),
+            "complaint" => (message.state.as_str(), "Marked as Spam", Some("complaint")),
+            "delivered" => ("delivered", "", None),
+            other => {
+                return Err(MessagingError::Invalid {
+                    field: "type".into(),
+                    message: format!("`{other}` is not one of hard_bounce, soft_bounce, complaint, delivered"),
+                });
+            }
+        };
+        if let (Some(reason), Some(address)) = (suppress, &message.recipient) {
+            self.store().messages().suppress(&message.channel, address, reason, now)?;
+        }
+        let reason = if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") };
+        let t = kizuna_store::messages::Transition {
+            id: message.id.clone(),
+            state: state.into(),
+            reason,
+            due_at: None,
+            recipient: None,
+            provider_id: None,
+            attempted: false,
+            sent: false,
+        };
+        self.store().messages().record(&[t], now)?;
+        if !event.is_empty() {
+            let mut properties = Self::properties(&message);
+            properties["kind"] = json!(kind);
+            self.record_event(message.profile_id, &format!("{} {event}", channel_label(&message.channel)), properties)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Attributes an order to the message that earned it (idempotent per order id).
+    pub fn attribute_order(
+        &self,
+        profile: ProfileId,
+        order_id: &str,
+        revenue: f64,
+        currency: Option<String>,
+        at: DateTime<Utc>,
+    ) -> MessagingResult<Option<String>> {
+        let windows = &self.settings().attribution;
+        let rows = self.store().messages().touches(profile, at - windows.lookback())?;
+        let touches: Vec<Touch> = rows
+            .into_iter()
+            .map(|r| Touch {
+                message_id: r.message_id,
+                kind: if r.kind == "click" { TouchKind::Click } else { TouchKind::Open },
+                at: r.at,
+                machine: r.machine,
+            })
+            .collect();
+        let Some(winner) = attribute(at, &touches, windows) else { return Ok(None) };
+        let row = AttributionRow {
+            order_id: order_id.to_owned(),
+            profile_id: profile,
+            message_id: winner.message_id.clone(),
+            touch: winner.kind.as_str().into(),
+            revenue,
+            currency,
+            at,
+        };
+        self.store().messages().record_attribution(&row)?;
+        Ok(Some(row.message_id))
+    }
+}
+
+/// A feed sink that hands `Order Completed` events to attribution (on its own thread: the writer only sends
+/// them over), then passes the commit on to `next`.
+pub fn attribution_sink(messenger: &Messenger, next: FeedSink) -> FeedSink {
+    let (sender, receiver) = std::sync::mpsc::channel::<(ProfileId, Value, DateTime<Utc>)>();
+    let me = messenger.clone();
+    let spawned = std::thread::Builder::new().name("kizuna-attribution".into()).spawn(move || {
+        for (profile, properties, at) in receiver {
+            let Some(order_id) = properties.get("order_id").and_then(|o| match o {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let revenue = ["revenue", "total", "value"]
+                .iter()
+                .find_map(|k| properties.get(*k).and_then(Value::as_f64))
+                .unwrap_or(0.0);
+            let currency = properties.get("currency").and_then(Value::as_str).map(str::to_owned);
+            if let Err(e) = me.attribute_order(profile, &order_id, revenue, currency, at) {
+                tracing::error!(error = %e, order = %order_id, "attribution failed");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start attribution");
+    }
+    Box::new(move |committed: Committed| {
+        for change in &committed.changes {
+            if let FeedChange::Event { profile, event } = change
+                && event.name == "Order Completed"
+            {
+                let _ = sender.send((*profile, event.properties.clone(), event.at));
+            }
+        }
+        next(committed);
+    })
+}

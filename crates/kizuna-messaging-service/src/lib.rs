@@ -1,0 +1,701 @@
+//! Messaging at run time. Every message is queued durably first (the outbox is also the delivery log), then a
+//! worker takes what is due — most urgent priority first — passes each through the send governor, renders it,
+//! hands it to its channel and records the outcome; every state change is recorded with its reason.
+//!
+//! Never sent twice: the state is `sending` (committed) before a message leaves, `sent` after. A crash in
+//! between leaves `sending`: channels whose provider deduplicates by our key (LINE's retry key, the webhook's
+//! idempotency key) are retried; email and SMS, which cannot be deduplicated at the provider, are marked
+//! `failed` with the reason so a person can decide — never resent blindly, never silently lost.
+
+mod feedback;
+mod profile;
+
+pub use feedback::attribution_sink;
+pub use kizuna_channels::{LineSettings, SmsSettings, SmtpSettings, SmtpTls, WebhookSettings};
+
+use chrono::{DateTime, Duration, Utc};
+use kizuna_channels::{Channel as Transport, Outgoing, SendError};
+use kizuna_identity::ProfileId;
+use kizuna_messaging::governor::{Candidate, Decision, Policy, decide};
+use kizuna_messaging::template::CompiledTemplate;
+use kizuna_messaging::tracking::{Links, Signer};
+use kizuna_messaging::{
+    Channel, MessageState, Priority, ProductPicker, Purpose, RenderContext, Rendered, Renderer, TemplateDefinition,
+    TemplateError,
+};
+use kizuna_pipeline::Pipeline;
+use kizuna_store::messages::{NewMessage, StoredMessage, Transition};
+use kizuna_store::{Source, Store, StoreError};
+use kizuna_types::Clock;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingSettings {
+    /// The public URL of this Kizuna, for tracking and unsubscribe links.
+    pub public_url: String,
+    /// Store settings templates see as `store`: name, url, currency, locale, timezone.
+    pub store: Value,
+    pub policy: Policy,
+    pub attribution: kizuna_messaging::attribution::Windows,
+    pub email: Option<SmtpSettings>,
+    pub sms: Option<SmsSettings>,
+    pub line: Option<LineSettings>,
+    pub webhook: Option<WebhookSettings>,
+    /// Messages taken per worker round, and sent at once.
+    pub batch: usize,
+    /// Attempts before a message that keeps failing temporarily is marked failed.
+    pub max_attempts: i64,
+}
+
+impl Default for MessagingSettings {
+    fn default() -> Self {
+        MessagingSettings {
+            public_url: "http://127.0.0.1:8080".into(),
+            store: json!({"name": "Kizuna demo store", "currency": "USD", "locale": "en-US", "timezone": "UTC"}),
+            policy: Policy::default(),
+            attribution: Default::default(),
+            email: None,
+            sms: None,
+            line: None,
+            webhook: None,
+            batch: 200,
+            max_attempts: 6,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("template `{0}` not found")]
+    TemplateNotFound(String),
+    #[error("invalid template: {0}")]
+    InvalidTemplate(TemplateError),
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("profile {0} not found")]
+    ProfileNotFound(ProfileId),
+    #[error("message `{0}` not found")]
+    MessageNotFound(String),
+    #[error("no {0} channel is configured")]
+    ChannelNotConfigured(Channel),
+    #[error("could not render: {0}")]
+    Render(String),
+    #[error("the link is invalid or was tampered with")]
+    BadToken,
+    #[error("sending failed: {0}")]
+    Send(String),
+}
+
+pub type MessagingResult<T> = Result<T, MessagingError>;
+
+fn invalid(field: &str, message: impl Into<String>) -> MessagingError {
+    MessagingError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// A message to queue: a template for a profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub template: String,
+    #[serde(deserialize_with = "profile_id_from_text")]
+    pub profile_id: ProfileId,
+    #[serde(default = "default_priority")]
+    pub priority: Priority,
+    /// The triggering event: `{name, properties, timestamp}`.
+    #[serde(default)]
+    pub event: Value,
+    /// The same key never makes a second message (a flow step run, a campaign and person).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub flow: Option<String>,
+    #[serde(default)]
+    pub campaign: Option<String>,
+    /// Not before this time.
+    #[serde(default)]
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+fn default_priority() -> Priority {
+    Priority::Flow
+}
+
+fn profile_id_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ProfileId, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+        Value::Number(n) => n.as_u64().ok_or_else(|| serde::de::Error::custom("a profile id is a positive integer")),
+        _ => Err(serde::de::Error::custom("a profile id is a string of digits")),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Queued {
+    pub id: String,
+    /// False when the idempotency key was already used: `id` is the earlier message.
+    pub created: bool,
+}
+
+#[derive(Clone)]
+pub struct Messenger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: MessagingSettings,
+    renderer: Renderer,
+    signer: Signer,
+    channels: Mutex<HashMap<Channel, Arc<dyn Transport>>>,
+    compiled: Mutex<HashMap<(String, i64), Arc<CompiledTemplate>>>,
+    feedback: Mutex<Option<(Pipeline, Source)>>,
+    wake: tokio::sync::Notify,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+const TEMPLATE_NAME_MAX: usize = 64;
+
+impl Messenger {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: MessagingSettings,
+        picker: Arc<dyn ProductPicker>,
+    ) -> MessagingResult<Messenger> {
+        settings.policy.validate().map_err(|(field, message)| invalid(&format!("policy.{field}"), message))?;
+        let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let secret = store.messages().setting_or_insert("tracking_secret", &fresh)?;
+        let mut channels: HashMap<Channel, Arc<dyn Transport>> = HashMap::new();
+        if let Some(email) = &settings.email {
+            let smtp = kizuna_channels::SmtpChannel::new(email).map_err(|m| invalid("email", m))?;
+            channels.insert(Channel::Email, Arc::new(smtp));
+        }
+        if let Some(sms) = &settings.sms {
+            channels.insert(Channel::Sms, Arc::new(kizuna_channels::SmsChannel::new(sms.clone())));
+        }
+        if let Some(line) = &settings.line {
+            channels.insert(Channel::Line, Arc::new(kizuna_channels::LineChannel::new(line.clone())));
+        }
+        if let Some(webhook) = &settings.webhook {
+            channels.insert(Channel::Webhook, Arc::new(kizuna_channels::WebhookChannel::new(webhook.clone())));
+        }
+        Ok(Messenger {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                settings,
+                renderer: Renderer::new(picker),
+                signer: Signer::new(secret.as_bytes()),
+                channels: Mutex::new(channels),
+                compiled: Mutex::new(HashMap::new()),
+                feedback: Mutex::new(None),
+                wake: tokio::sync::Notify::new(),
+                stopped: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Replaces (or adds) the transport for its channel.
+    pub fn set_channel(&self, transport: Arc<dyn Transport>) {
+        self.inner.channels.lock().insert(transport.kind(), transport);
+    }
+
+    /// Where tracking events (opens, clicks, unsubscribes, bounces) are recorded, as `source`.
+    pub fn set_feedback(&self, pipeline: Pipeline, source: Source) {
+        *self.inner.feedback.lock() = Some((pipeline, source));
+    }
+
+    pub fn settings(&self) -> &MessagingSettings {
+        &self.inner.settings
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    // ---- templates ---------------------------------------------------------------------------------------
+
+    pub fn check_template(&self, definition: &TemplateDefinition) -> MessagingResult<()> {
+        self.inner.renderer.compile(definition).map(|_| ()).map_err(MessagingError::InvalidTemplate)
+    }
+
+    /// Saves a new version of a template after checking it compiles.
+    pub fn save_template(&self, name: &str, definition: &TemplateDefinition) -> MessagingResult<i64> {
+        let valid_name = !name.is_empty()
+            && name.len() <= TEMPLATE_NAME_MAX
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid_name {
+            return Err(invalid("name", "use 1 to 64 lower-case letters, digits, `_` or `-`"));
+        }
+        self.check_template(definition)?;
+        let json = serde_json::to_value(definition).map_err(|e| invalid("definition", e.to_string()))?;
+        Ok(self.inner.store.messages().save_template(name, &json, self.now())?)
+    }
+
+    fn compiled(&self, name: &str, version: Option<i64>) -> MessagingResult<Arc<CompiledTemplate>> {
+        let stored = self
+            .inner
+            .store
+            .messages()
+            .template(name, version)?
+            .ok_or_else(|| MessagingError::TemplateNotFound(name.to_owned()))?;
+        let key = (stored.name.clone(), stored.version);
+        if let Some(hit) = self.inner.compiled.lock().get(&key) {
+            return Ok(hit.clone());
+        }
+        let definition: TemplateDefinition = serde_json::from_value(stored.definition)
+            .map_err(|e| MessagingError::Render(format!("stored template {name} is unreadable: {e}")))?;
+        let compiled = Arc::new(self.inner.renderer.compile(&definition).map_err(MessagingError::InvalidTemplate)?);
+        self.inner.compiled.lock().insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    // ---- rendering ---------------------------------------------------------------------------------------
+
+    fn context(&self, profile: Option<&profile::Recipient>, event: &Value, message_id: &str) -> RenderContext {
+        let links = Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id };
+        RenderContext {
+            profile: profile.map(|p| p.template_data.clone()).unwrap_or_else(|| json!({})),
+            event: event.clone(),
+            store: self.inner.settings.store.clone(),
+            recipient: json!({
+                "timezone": profile.and_then(|p| p.timezone.clone()),
+                "locale": profile.and_then(|p| p.locale.clone()),
+            }),
+            message: json!({
+                "id": message_id,
+                "unsubscribe_url": links.unsubscribe_url(),
+                "preferences_url": links.preferences_url(),
+            }),
+            now: self.now().to_rfc3339(),
+        }
+    }
+
+    /// Renders and adds tracking: links become click redirects, email gets the open pixel.
+    fn render_tracked(&self, template: &CompiledTemplate, context: &RenderContext, message_id: &str) -> MessagingResult<Rendered> {
+        let rendered =
+            self.inner.renderer.render(template, context).map_err(|e| MessagingError::Render(e.to_string()))?;
+        let links = Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id };
+        Ok(match rendered {
+            Rendered::Email { subject, preheader, html, text } => {
+                Rendered::Email { subject, preheader, html: links.track_html(&html), text: links.track_text(&text) }
+            }
+            Rendered::Sms { body } => Rendered::Sms { body: links.track_text(&body) },
+            other => other,
+        })
+    }
+
+    /// Renders a template (saved, or a draft definition) for a real profile or sample data, without sending.
+    pub fn preview(
+        &self,
+        template: Result<&str, &TemplateDefinition>,
+        profile_id: Option<ProfileId>,
+        event: &Value,
+    ) -> MessagingResult<Rendered> {
+        let compiled = match template {
+            Ok(name) => self.compiled(name, None)?,
+            Err(definition) => {
+                Arc::new(self.inner.renderer.compile(definition).map_err(MessagingError::InvalidTemplate)?)
+            }
+        };
+        let recipient = match profile_id {
+            Some(id) => Some(self.recipient(id)?.ok_or(MessagingError::ProfileNotFound(id))?),
+            None => Some(profile::Recipient::sample()),
+        };
+        let context = self.context(recipient.as_ref(), event, "preview");
+        self.inner.renderer.render(&compiled, &context).map_err(|e| MessagingError::Render(e.to_string()))
+    }
+
+    fn recipient(&self, id: ProfileId) -> MessagingResult<Option<profile::Recipient>> {
+        Ok(self.inner.store.profile(id)?.map(|p| profile::Recipient::of(&p)))
+    }
+
+    // ---- queueing ----------------------------------------------------------------------------------------
+
+    /// Queues messages durably (one transaction); they are sent by the worker.
+    pub fn enqueue(&self, requests: &[SendRequest]) -> MessagingResult<Vec<Queued>> {
+        let now = self.now();
+        let mut rows = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            let field = |f: &str| if requests.len() == 1 { f.to_owned() } else { format!("messages[{i}].{f}") };
+            let compiled = self.compiled(&request.template, None).map_err(|e| match e {
+                MessagingError::TemplateNotFound(_) => invalid(&field("template"), e.to_string()),
+                other => other,
+            })?;
+            if self.inner.store.live_profile_id(request.profile_id)?.is_none() {
+                return Err(invalid(&field("profile_id"), format!("profile {} not found", request.profile_id)));
+            }
+            if !(request.event.is_null() || request.event.is_object()) {
+                return Err(invalid(&field("event"), "the event is an object"));
+            }
+            let stored = self.inner.store.messages().template(&request.template, None)?;
+            let version = stored.map(|t| t.version).unwrap_or(1);
+            let definition = &compiled.definition;
+            rows.push(NewMessage {
+                id: uuid::Uuid::new_v4().to_string(),
+                idempotency_key: request.idempotency_key.clone(),
+                profile_id: Some(request.profile_id),
+                channel: definition.content.channel().as_str().into(),
+                purpose: definition.purpose.as_str().into(),
+                priority: if definition.purpose == Purpose::Transactional {
+                    Priority::Transactional.rank()
+                } else {
+                    request.priority.rank()
+                },
+                template: request.template.clone(),
+                template_version: version,
+                flow: request.flow.clone(),
+                campaign: request.campaign.clone(),
+                context: json!({"event": request.event}),
+                recipient: None,
+                test: false,
+                due_at: request.send_at.unwrap_or(now).max(now),
+            });
+        }
+        let queued = self.inner.store.messages().enqueue(&rows, now)?;
+        self.inner.wake.notify_one();
+        Ok(queued.into_iter().map(|(id, created)| Queued { id, created }).collect())
+    }
+
+    /// Renders a template for a profile (or sample data) and sends it at once to `to`, outside the governor:
+    /// the "send a test" button. Recorded in the log as a test.
+    pub async fn send_test(&self, template: &str, to: &str, profile_id: Option<ProfileId>) -> MessagingResult<String> {
+        let compiled = self.compiled(template, None)?;
+        let channel = compiled.definition.content.channel();
+        let transport = self.transport(channel)?;
+        let recipient = match profile_id {
+            Some(id) => self.recipient(id)?.ok_or(MessagingError::ProfileNotFound(id))?,
+            None => profile::Recipient::sample(),
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let context = self.context(Some(&recipient), &Value::Null, &id);
+        let rendered = self.render_tracked(&compiled, &context, &id)?;
+        let now = self.now();
+        let version = self.inner.store.messages().template(template, None)?.map(|t| t.version).unwrap_or(1);
+        self.inner.store.messages().enqueue(
+            &[NewMessage {
+                id: id.clone(),
+                idempotency_key: None,
+                profile_id,
+                channel: channel.as_str().into(),
+                purpose: compiled.definition.purpose.as_str().into(),
+                priority: Priority::Transactional.rank(),
+                template: template.into(),
+                template_version: version,
+                flow: None,
+                campaign: None,
+                context: json!({"test": true}),
+                recipient: Some(to.into()),
+                test: true,
+                // Never picked up by the worker: it is sent right here.
+                due_at: now + Duration::days(36500),
+            }],
+            now,
+        )?;
+        let outgoing = Outgoing {
+            message_id: id.clone(),
+            to: to.to_owned(),
+            purpose: compiled.definition.purpose,
+            unsubscribe_url: Some(
+                Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id: &id }
+                    .unsubscribe_url(),
+            ),
+            rendered,
+        };
+        let outcome = transport.send(&outgoing).await;
+        let transition = outcome_transition(&id, to, outcome.clone(), 0, self.inner.settings.max_attempts, now);
+        self.inner.store.messages().record(&[transition], self.now())?;
+        outcome.map(|_| id).map_err(|e| MessagingError::Send(e.to_string()))
+    }
+
+    fn transport(&self, channel: Channel) -> MessagingResult<Arc<dyn Transport>> {
+        self.inner.channels.lock().get(&channel).cloned().ok_or(MessagingError::ChannelNotConfigured(channel))
+    }
+
+    // ---- the worker --------------------------------------------------------------------------------------
+
+    /// After a restart: settles messages a crash left in `sending` (see the crate docs).
+    pub fn recover(&self) -> MessagingResult<usize> {
+        let stuck = self.inner.store.messages().sending_messages()?;
+        let transitions: Vec<Transition> = stuck
+            .iter()
+            .map(|m| {
+                let idempotent = matches!(Channel::parse(&m.channel), Some(Channel::Line | Channel::Webhook));
+                if idempotent {
+                    transition(&m.id, MessageState::Queued, "resumed after a restart: the provider deduplicates by the message id")
+                } else {
+                    transition(
+                        &m.id,
+                        MessageState::Failed,
+                        "interrupted: the server stopped while handing it over; the outcome is unknown, so it is not resent (retry it to send anyway)",
+                    )
+                }
+            })
+            .collect();
+        self.inner.store.messages().record(&transitions, self.now())?;
+        Ok(transitions.len())
+    }
+
+    /// Puts a failed or dropped message back in the queue.
+    pub fn retry(&self, id: &str) -> MessagingResult<()> {
+        let message = self.inner.store.messages().message(id)?.ok_or_else(|| MessagingError::MessageNotFound(id.into()))?;
+        if !matches!(message.state.as_str(), "failed" | "dropped" | "suppressed") {
+            return Err(invalid("state", format!("only failed, dropped or suppressed messages are retried (this one is {})", message.state)));
+        }
+        let mut t = transition(id, MessageState::Queued, "retry requested");
+        t.due_at = Some(self.now());
+        self.inner.store.messages().record(&[t], self.now())?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// One round: takes due messages, decides, sends, records. Returns how many it took.
+    pub async fn process_due(&self) -> MessagingResult<usize> {
+        let now = self.now();
+        let due = self.inner.store.messages().due_messages(now, self.inner.settings.batch.max(1))?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut settled = Vec::new();
+        let mut sending = Vec::new();
+        let mut to_send = Vec::new();
+        for message in &due {
+            match self.prepare(message, now) {
+                Ok(Prepared::Settled(t)) => settled.push(t),
+                Ok(Prepared::Send(outgoing, transport)) => {
+                    let mut t = transition(&message.id, MessageState::Sending, "allowed by the governor");
+                    t.recipient = Some(outgoing.to.clone());
+                    sending.push(t);
+                    to_send.push((message.attempts, outgoing, transport));
+                }
+                Err(e) => settled.push(transition(&message.id, MessageState::Failed, &e.to_string())),
+            }
+        }
+        settled.extend(sending);
+        // Durable before anything leaves: a crash from here on is settled by `recover`.
+        self.inner.store.messages().record(&settled, now)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (attempts, outgoing, transport) in to_send {
+            tasks.spawn(async move {
+                let outcome = transport.send(&outgoing).await;
+                (attempts, outgoing, outcome)
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((attempts, outgoing, outcome)) = joined else { continue };
+            if let Err(SendError::Bounced(detail)) = &outcome {
+                let channel = outgoing.rendered_channel();
+                self.inner.store.messages().suppress(channel.as_str(), &outgoing.to, "hard_bounce", self.now())?;
+                tracing::info!(message = %outgoing.message_id, %detail, "hard bounce: address suppressed");
+            }
+            outcomes.push(outcome_transition(
+                &outgoing.message_id,
+                &outgoing.to,
+                outcome,
+                attempts,
+                self.inner.settings.max_attempts,
+                self.now(),
+            ));
+        }
+        self.inner.store.messages().record(&outcomes, self.now())?;
+        Ok(due.len())
+    }
+
+    fn prepare(&self, message: &StoredMessage, now: DateTime<Utc>) -> MessagingResult<Prepared> {
+        let channel = Channel::parse(&message.channel).ok_or_else(|| invalid("channel", "unknown channel"))?;
+        let purpose = Purpose::parse(&message.purpose).unwrap_or(Purpose::Marketing);
+        let priority = Priority::ALL.into_iter().find(|p| p.rank() == message.priority).unwrap_or(Priority::Campaign);
+        let Some(profile_id) = message.profile_id else {
+            return Err(invalid("profile_id", "a queued message needs a profile"));
+        };
+        let Some(recipient) = self.recipient(profile_id)? else {
+            return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, "profile_gone: erased or merged away")));
+        };
+        let address = match channel {
+            Channel::Webhook => self.inner.settings.webhook.as_ref().map(|w| w.url.clone()),
+            other => recipient.address(other),
+        };
+        let suppressed = match &address {
+            Some(address) if channel.reaches_a_person() => {
+                self.inner.store.messages().suppression(channel.as_str(), address)?.filter(|s| {
+                    // A hard bounce stops everything; unsubscribes and complaints stop marketing only.
+                    purpose == Purpose::Marketing || s.reason == "hard_bounce"
+                })
+            }
+            _ => None,
+        };
+        let lookback = self.inner.settings.policy.lookback(channel);
+        let sends = if purpose == Purpose::Marketing && lookback > Duration::zero() {
+            self.inner.store.messages().sent_times(profile_id, channel.as_str(), purpose.as_str(), now - lookback)?
+        } else {
+            Vec::new()
+        };
+        let compiled = self.compiled(&message.template, Some(message.template_version))?;
+        let topic_unsubscribed = compiled
+            .definition
+            .topic
+            .as_ref()
+            .is_some_and(|topic| recipient.unsubscribed_topics.iter().any(|t| t == topic));
+        let candidate = Candidate {
+            channel,
+            purpose,
+            priority,
+            has_address: address.is_some(),
+            consent: recipient.consent(channel, purpose),
+            suppressed: suppressed.as_ref().map(|s| s.reason.as_str()),
+            topic_unsubscribed,
+            timezone: recipient.timezone.as_deref(),
+            recent_sends: &sends,
+            created_at: message.created_at,
+        };
+        match decide(&self.inner.settings.policy, &candidate, now) {
+            Decision::Send => {}
+            Decision::Defer { until, reason } => {
+                let mut t = transition(&message.id, MessageState::Deferred, &reason);
+                t.due_at = Some(until);
+                return Ok(Prepared::Settled(t));
+            }
+            Decision::Drop { reason } => return Ok(Prepared::Settled(transition(&message.id, MessageState::Dropped, &reason))),
+            Decision::Suppress { reason } => {
+                return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, &reason)));
+            }
+        }
+        let Ok(transport) = self.transport(channel) else {
+            return Ok(Prepared::Settled(transition(&message.id, MessageState::Failed, &format!("no {channel} channel is configured"))));
+        };
+        let event = message.context.get("event").cloned().unwrap_or(Value::Null);
+        let context = self.context(Some(&recipient), &event, &message.id);
+        let rendered = match self.render_tracked(&compiled, &context, &message.id) {
+            Ok(r) => r,
+            Err(e) => return Ok(Prepared::Settled(transition(&message.id, MessageState::Failed, &format!("render_error: {e}")))),
+        };
+        let links = Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id: &message.id };
+        Ok(Prepared::Send(
+            Outgoing {
+                message_id: message.id.clone(),
+                to: address.unwrap_or_default(),
+                purpose,
+                rendered,
+                unsubscribe_url: Some(links.unsubscribe_url()),
+            },
+            transport,
+        ))
+    }
+
+    /// Runs the worker until [`Messenger::stop`]: a round whenever messages are queued, and at least every
+    /// `idle` to pick up deferred ones.
+    pub fn spawn_worker(&self, idle: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        if let Err(e) = me.recover() {
+            tracing::error!(error = %e, "could not settle messages left in sending");
+        }
+        tokio::spawn(async move {
+            while !me.inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                match me.process_due().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "messaging round failed"),
+                }
+                let _ = tokio::time::timeout(idle, me.inner.wake.notified()).await;
+            }
+        })
+    }
+
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.inner.signer
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub(crate) fn feedback(&self) -> Option<(Pipeline, Source)> {
+        self.inner.feedback.lock().clone()
+    }
+}
+
+enum Prepared {
+    Settled(Transition),
+    Send(Outgoing, Arc<dyn Transport>),
+}
+
+trait RenderedChannel {
+    fn rendered_channel(&self) -> Channel;
+}
+
+impl RenderedChannel for Outgoing {
+    fn rendered_channel(&self) -> Channel {
+        match self.rendered {
+            Rendered::Email { .. } => Channel::Email,
+            Rendered::Sms { .. } => Channel::Sms,
+            Rendered::Line { .. } => Channel::Line,
+            Rendered::Webhook { .. } => Channel::Webhook,
+        }
+    }
+}
+
+fn transition(id: &str, state: MessageState, reason: &str) -> Transition {
+    Transition {
+        id: id.to_owned(),
+        state: state.as_str().into(),
+        reason: reason.to_owned(),
+        due_at: None,
+        recipient: None,
+        provider_id: None,
+        attempted: false,
+        sent: false,
+    }
+}
+
+/// Retries back off 1, 4, 16, 64… minutes, capped at 6 hours.
+fn backoff(attempts: i64) -> Duration {
+    Duration::minutes(4_i64.saturating_pow(attempts.clamp(0, 6) as u32).min(360))
+}
+
+fn outcome_transition(
+    id: &str,
+    to: &str,
+    outcome: Result<kizuna_channels::Receipt, SendError>,
+    attempts_before: i64,
+    max_attempts: i64,
+    now: DateTime<Utc>,
+) -> Transition {
+    let mut t = match &outcome {
+        Ok(receipt) => {
+            let mut t = transition(id, MessageState::Sent, "accepted by the provider");
+            t.provider_id = receipt.provider_id.clone();
+            t.sent = true;
+            t
+        }
+        Err(SendError::Bounced(detail)) => transition(id, MessageState::Bounced, &format!("hard_bounce: {detail}")),
+        Err(SendError::Permanent(detail)) => transition(id, MessageState::Failed, detail),
+        Err(SendError::Retryable(detail)) if attempts_before + 1 >= max_attempts => {
+            transition(id, MessageState::Failed, &format!("gave up after {} attempts: {detail}", attempts_before + 1))
+        }
+        Err(SendError::Retryable(detail)) => {
+            let mut t = transition(id, MessageState::Deferred, &format!("retry: {detail}"));
+            t.due_at = Some(now + backoff(attempts_before));
+            t
+        }
+    };
+    t.recipient = Some(to.to_owned());
+    t.attempted = true;
+    t
+}

@@ -1,0 +1,103 @@
+//! What messaging reads of a profile: addresses, consent, time zone, locale, and the template data.
+
+use kizuna_identity::IdKind;
+use kizuna_messaging::governor::Consent;
+use kizuna_messaging::{Channel, Purpose};
+use kizuna_profiles::ConsentStatus;
+use kizuna_store::StoredProfile;
+use serde_json::{Value, json};
+
+pub(crate) struct Recipient {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub line: Option<String>,
+    pub timezone: Option<String>,
+    pub locale: Option<String>,
+    consent: std::collections::BTreeMap<String, std::collections::BTreeMap<String, ConsentStatus>>,
+    pub unsubscribed_topics: Vec<String>,
+    /// `profile` in templates: traits at the top level, plus `id`, the addresses and `computed`.
+    pub template_data: Value,
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+impl Recipient {
+    pub fn of(profile: &StoredProfile) -> Recipient {
+        let identity = |kind: IdKind| profile.identities.iter().find(|i| i.kind == kind).map(|i| i.value.clone());
+        let traits = profile.state.trait_values();
+        let computed = profile.state.computed.summary();
+        let timezone = text(traits.get("timezone")).or_else(|| text(computed.get("timezone")));
+        let locale = text(traits.get("locale")).or_else(|| text(computed.get("locale")));
+        let email = identity(IdKind::Email).or_else(|| text(traits.get("email")).map(|e| e.to_lowercase()));
+        let phone = identity(IdKind::Phone);
+        let line = identity(IdKind::LineUserId);
+        let unsubscribed_topics = traits
+            .get("unsubscribed_topics")
+            .and_then(Value::as_array)
+            .map(|topics| topics.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut data = serde_json::Map::new();
+        for (k, v) in traits {
+            data.insert(k, v);
+        }
+        data.insert("id".into(), json!(profile.id.to_string()));
+        data.insert("email".into(), json!(email));
+        data.insert("phone".into(), json!(phone));
+        data.insert("computed".into(), computed);
+        if let Some(scores) = &profile.scores {
+            data.insert("predictions".into(), scores.clone());
+        }
+        let consent = profile
+            .state
+            .consent
+            .iter()
+            .map(|(channel, purposes)| {
+                (channel.clone(), purposes.iter().map(|(purpose, entry)| (purpose.clone(), entry.status)).collect())
+            })
+            .collect();
+        Recipient {
+            email,
+            phone,
+            line,
+            timezone,
+            locale,
+            consent,
+            unsubscribed_topics,
+            template_data: Value::Object(data),
+        }
+    }
+
+    /// Sample data for previews without a profile.
+    pub fn sample() -> Recipient {
+        Recipient {
+            email: Some("sample@example.com".into()),
+            phone: Some("+819000000000".into()),
+            line: Some("U0000000000000000000000000000000".into()),
+            timezone: None,
+            locale: None,
+            consent: Default::default(),
+            unsubscribed_topics: Vec::new(),
+            template_data: json!({"id": "0", "first_name": "Sample", "last_name": "Customer",
+                                  "email": "sample@example.com", "computed": {"orders_count": 2, "revenue": 120.0}}),
+        }
+    }
+
+    pub fn address(&self, channel: Channel) -> Option<String> {
+        match channel {
+            Channel::Email => self.email.clone(),
+            Channel::Sms => self.phone.clone(),
+            Channel::Line => self.line.clone(),
+            Channel::Webhook => None,
+        }
+    }
+
+    pub fn consent(&self, channel: Channel, purpose: Purpose) -> Consent {
+        match self.consent.get(channel.as_str()).and_then(|p| p.get(purpose.as_str())) {
+            Some(ConsentStatus::Granted) => Consent::Granted,
+            Some(ConsentStatus::Denied) => Consent::Denied,
+            None => Consent::Unknown,
+        }
+    }
+}

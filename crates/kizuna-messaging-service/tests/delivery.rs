@@ -1,0 +1,469 @@
+//! Messaging end to end below HTTP: the real store and ingest pipeline under a test clock, email through a real
+//! SMTP server process (aiosmtpd) with the received MIME parsed by Python's `email` package, and LINE, SMS and
+//! webhook providers as local HTTP fakes that check each request.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chrono::{Duration, TimeZone, Utc};
+use kizuna_identity::{IdKind, Identifier};
+use kizuna_ingest::parse_message;
+use kizuna_messaging::{PickRequest, ProductPicker, TemplateDefinition};
+use kizuna_messaging_service::{
+    LineSettings, MessagingError, MessagingSettings, Messenger, SendRequest, SmsSettings, SmtpSettings, SmtpTls,
+    WebhookSettings, attribution_sink,
+};
+use kizuna_pipeline::{Pipeline, PipelineConfig};
+use kizuna_profiles::DataKind;
+use kizuna_store::messages::{MessageFilter, Transition};
+use kizuna_store::{Durability, Source, SqliteStore, Store};
+use kizuna_types::{Clock, TestClock};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = root.join(".venv/bin/python");
+    assert!(venv.exists(), "run scripts/test once: it installs aiosmtpd into .venv");
+    venv
+}
+
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    fn start() -> SmtpSink {
+        let dir = tempfile::tempdir().expect("dir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py");
+        let mut child = Command::new(python())
+            .arg(&script)
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start aiosmtpd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("READY line");
+        let port = line.trim().strip_prefix("READY ").and_then(|p| p.parse().ok()).expect("port");
+        SmtpSink { child, port, dir }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        files.sort();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parse_mime.py");
+        files
+            .iter()
+            .map(|f| {
+                let out = Command::new(python()).arg(&script).arg(f).output().expect("parse");
+                serde_json::from_slice(&out.stdout).expect("parsed JSON")
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct ThreeTeas;
+
+impl ProductPicker for ThreeTeas {
+    fn pick(&self, _placement: &str, request: &PickRequest) -> Result<Vec<Value>, String> {
+        Ok((1..=request.limit)
+            .map(|i| json!({"id": format!("t{i}"), "name": format!("Sencha {i}"), "price": 1200 * i as i64,
+                             "url": format!("https://tea.example/p/t{i}")}))
+            .collect())
+    }
+}
+
+struct Node {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    clock: TestClock,
+    pipeline: Pipeline,
+    source: Source,
+    messenger: Messenger,
+}
+
+/// 2026-12-01 03:00 UTC: noon in Tokyo.
+fn noon_tokyo() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).single().expect("time")
+}
+
+impl Node {
+    fn start(settings: MessagingSettings) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = TestClock::at(noon_tokyo());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), Durability::Process).expect("store"));
+        let source = store.create_source("web", true, DataKind::FirstParty, clock.now()).expect("source");
+        let messenger =
+            Messenger::new(store.clone(), Arc::new(clock.clone()), settings, Arc::new(ThreeTeas)).expect("messenger");
+        let pipeline = Pipeline::start_with_feed(
+            store.clone(),
+            PipelineConfig::default(),
+            Arc::new(clock.clone()),
+            Some(attribution_sink(&messenger, Box::new(|_| {}))),
+        )
+        .expect("pipeline");
+        messenger.set_feedback(pipeline.clone(), source.clone());
+        Node { _dir: dir, store, clock, pipeline, source, messenger }
+    }
+
+    async fn send(&self, message: Value) {
+        let event = parse_message(message, self.clock.now()).expect("valid message");
+        self.pipeline.ingest(&self.source, vec![event]).await.expect("ingest");
+    }
+
+    /// A customer who opted in to marketing email, in Tokyo.
+    async fn customer(&self, user: &str, email: &str) -> u64 {
+        self.send(json!({"type": "identify", "userId": user, "traits": {
+            "email": email, "first_name": "Aiko", "timezone": "Asia/Tokyo",
+            "phone": "+81 90-1234-5678", "line_user_id": format!("U{user}"),
+            "consent": {"email": {"marketing": "granted"}, "sms": {"marketing": "granted"}, "line": {"marketing": "granted"}}}}))
+            .await;
+        self.store.profile_by_identifier(&Identifier::new(IdKind::UserId, user)).expect("lookup").expect("profile")
+    }
+
+    fn template(&self, name: &str, definition: Value) {
+        let definition: TemplateDefinition = serde_json::from_value(definition).expect("definition");
+        self.messenger.save_template(name, &definition).expect("saved");
+    }
+
+    fn request(&self, template: &str, profile: u64) -> SendRequest {
+        serde_json::from_value(json!({"template": template, "profile_id": profile.to_string(),
+            "event": {"name": "Checkout Started", "properties": {"products": [{"product_id": "cart-1"}]}}}))
+        .expect("request")
+    }
+
+    fn state(&self, id: &str) -> String {
+        self.store.messages().message(id).expect("read").expect("message").state
+    }
+}
+
+fn email_settings(port: u16) -> MessagingSettings {
+    MessagingSettings {
+        public_url: "https://crm.tea.example".into(),
+        store: json!({"name": "Kyoto Tea", "currency": "JPY", "locale": "ja-JP", "timezone": "Asia/Tokyo"}),
+        email: Some(SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            from: "Kyoto Tea <news@tea.example>".into(),
+            reply_to: None,
+            pool_size: 2,
+            rate_per_second: 0.0,
+        }),
+        ..MessagingSettings::default()
+    }
+}
+
+fn cart_template() -> Value {
+    json!({"channel": "email", "purpose": "marketing",
+           "subject": "{{ profile.first_name | default: \"Hi\" }}, your cart is waiting",
+           "preheader": "Still thinking?",
+           "html": "<html><body><p>Hello {{ profile.first_name }}</p>{% recommend placement: \"cart_cross_sell\", limit: 3 %}\
+                    <ul>{% for p in recommendations %}<li><a href=\"{{ p.url }}\">{{ p.name }}</a> {{ p.price | money }}</li>{% endfor %}</ul>\
+                    <p><a href=\"{{ message.unsubscribe_url }}\">Unsubscribe</a></p></body></html>"})
+}
+
+fn token_after<'a>(text: &'a str, marker: &str) -> &'a str {
+    let start = text.find(marker).map(|i| i + marker.len()).expect("marker present");
+    let rest = &text[start..];
+    let end = rest.find(|c: char| c == '"' || c == '>' || c.is_whitespace() || c == ')').unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_through_a_real_smtp_server_with_tracking_unsubscribe_and_attribution() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("cart", cart_template());
+
+    let mut request = node.request("cart", aiko);
+    request.idempotency_key = Some("cart-flow:run-1".into());
+    let queued = node.messenger.enqueue(std::slice::from_ref(&request)).expect("queued");
+    assert!(queued[0].created);
+    // The same key again is the same message.
+    let again = node.messenger.enqueue(&[request]).expect("queued");
+    assert_eq!((again[0].id.as_str(), again[0].created), (queued[0].id.as_str(), false));
+    assert_eq!(node.messenger.process_due().await.expect("round"), 1);
+    let id = queued[0].id.clone();
+    assert_eq!(node.state(&id), "sent");
+
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "exactly one email");
+    let mail = &received[0];
+    let headers = &mail["headers"];
+    assert_eq!(mail["content_type"], "multipart/alternative");
+    assert_eq!(headers["Subject"], "Aiko, your cart is waiting");
+    assert_eq!(headers["To"], "aiko@example.com");
+    assert_eq!(headers["From"], "Kyoto Tea <news@tea.example>");
+    assert_eq!(headers["Message-ID"], format!("<{id}@tea.example>"));
+    assert_eq!(headers["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click");
+    let unsubscribe = headers["List-Unsubscribe"].as_str().expect("List-Unsubscribe");
+    assert!(unsubscribe.starts_with("<https://crm.tea.example/t/u/"), "{unsubscribe}");
+    let html = mail["html"].as_str().expect("html part");
+    let text = mail["text"].as_str().expect("text part");
+    assert!(html.contains("Still thinking?"), "preheader in the body");
+    for (i, price) in [(1, "¥1,200"), (2, "¥2,400"), (3, "¥3,600")] {
+        assert!(html.contains(&format!("Sencha {i}</a> {price}")), "{html}");
+        assert!(text.contains(&format!("Sencha {i}")), "{text}");
+    }
+    assert!(html.contains("https://crm.tea.example/t/o/"), "open pixel");
+    assert!(!html.contains("https://tea.example/p/t1"), "product links are wrapped for click tracking");
+
+    // A click redirects to where the message pointed; a tampered token is refused.
+    let click = token_after(html, "https://crm.tea.example/t/c/");
+    assert_eq!(node.messenger.click(click).await.expect("click"), "https://tea.example/p/t1");
+    let mut tampered = click.to_owned();
+    tampered.insert(3, 'x');
+    assert!(matches!(node.messenger.click(&tampered).await, Err(MessagingError::BadToken)));
+    let events = node.store.events(aiko, &Default::default()).expect("events");
+    assert!(events.iter().any(|e| e.body["event"] == "Email Link Clicked"), "the click is a profile event");
+
+    // An order two hours after the click is attributed to the message.
+    node.clock.advance(Duration::hours(2));
+    node.send(json!({"type": "track", "userId": "u1", "event": "Order Completed",
+                     "properties": {"order_id": "o-1", "revenue": 3600, "currency": "JPY"}}))
+        .await;
+    let mut report = Vec::new();
+    for _ in 0..100 {
+        report = node.store.messages().report("template", node.clock.now() - Duration::days(1)).expect("report");
+        if report.first().is_some_and(|r| r.orders == 1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(report[0].key.as_deref(), Some("cart"));
+    assert_eq!((report[0].sent, report[0].clicked, report[0].orders, report[0].revenue), (1, 1, 1, 3600.0));
+
+    // One-click unsubscribe: the next marketing email is suppressed, never sent.
+    let token = token_after(unsubscribe, "https://crm.tea.example/t/u/");
+    node.messenger.unsubscribe(token, None).await.expect("unsubscribed");
+    node.clock.advance(Duration::days(2));
+    let next = node.messenger.enqueue(&[node.request("cart", aiko)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&next[0].id), "suppressed");
+    let log = node.store.messages().decisions(&next[0].id).expect("decisions");
+    assert_eq!(log.last().map(|d| d.reason.as_str()), Some("suppressed: unsubscribe"), "{log:?}");
+    let profile = node.store.profile(aiko).expect("read").expect("profile");
+    assert_eq!(profile.state.consent["email"]["marketing"].status, kizuna_profiles::ConsentStatus::Denied);
+    let events = node.store.events(aiko, &Default::default()).expect("events");
+    assert!(events.iter().any(|e| e.body["event"] == "Unsubscribed"));
+    assert_eq!(sink.received().len(), 1, "nothing more was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_defer_caps_hold_and_hard_bounces_suppress() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    let gone = node.customer("u2", "bounce@example.com").await;
+    node.template("cart", cart_template());
+    // 22:00 in Tokyo: deferred to 08:00 local.
+    node.clock.set(noon_tokyo() + Duration::hours(10));
+    let queued = node.messenger.enqueue(&[node.request("cart", aiko), node.request("cart", gone)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&queued[0].id), "deferred");
+    let message = node.store.messages().message(&queued[0].id).expect("read").expect("message");
+    assert_eq!(message.due_at, noon_tokyo() + Duration::hours(20));
+    assert_eq!(node.messenger.process_due().await.expect("round"), 0, "nothing due before the morning");
+    node.clock.set(noon_tokyo() + Duration::hours(20));
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&queued[0].id), "sent");
+    assert_eq!(node.state(&queued[1].id), "bounced");
+    let suppressed = node.store.messages().suppression("email", "bounce@example.com").expect("read");
+    assert_eq!(suppressed.map(|s| s.reason).as_deref(), Some("hard_bounce"));
+    // A second marketing email within 16 hours waits for the cap.
+    let second = node.messenger.enqueue(&[node.request("cart", aiko)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&second[0].id), "deferred");
+    let reason = node.store.messages().message(&second[0].id).expect("read").and_then(|m| m.reason).unwrap_or_default();
+    assert!(reason.contains("frequency_cap"), "{reason}");
+    assert_eq!(sink.received().len(), 1);
+    let listed = node.store.messages().messages(&MessageFilter { state: Some("deferred".into()), limit: 10, ..Default::default() });
+    assert_eq!(listed.expect("list").len(), 1);
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    requests: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+}
+
+async fn record(State(fake): State<Fake>, headers: HeaderMap, body: String) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let mut requests = fake.requests.lock().expect("lock");
+    let key = headers.get("x-line-retry-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let duplicate = key.is_some() && requests.iter().any(|(h, _)| h.get("x-line-retry-key").and_then(|v| v.to_str().ok()) == key.as_deref());
+    requests.push((headers, body));
+    if duplicate {
+        return (StatusCode::CONFLICT, [("x-line-accepted-request-id", "req-1")], "{}".into());
+    }
+    (StatusCode::OK, [("x-line-request-id", "req-1")], json!({"sid": "SM123", "status": "queued"}).to_string())
+}
+
+async fn fake_provider() -> (String, Fake) {
+    let fake = Fake::default();
+    let app = Router::new()
+        .route("/v2/bot/message/push", post(record))
+        .route("/2010-04-01/Accounts/{sid}/Messages.json", post(record))
+        .route("/hook", post(record))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, fake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_sms_and_webhooks_send_the_provider_request_shapes() {
+    let (url, fake) = fake_provider().await;
+    let node = Node::start(MessagingSettings {
+        public_url: "https://crm.tea.example".into(),
+        store: json!({"currency": "JPY", "locale": "ja-JP"}),
+        sms: Some(SmsSettings {
+            base_url: url.clone(),
+            account_sid: "AC1".into(),
+            auth_token: "tok".into(),
+            from: "+15005550006".into(),
+            stop_text: "STOP で配信停止".into(),
+            rate_per_second: 0.0,
+        }),
+        line: Some(LineSettings { base_url: url.clone(), channel_access_token: "line-token".into(), rate_per_second: 0.0 }),
+        webhook: Some(WebhookSettings { url: format!("{url}/hook"), secret: "whsec".into() }),
+        ..MessagingSettings::default()
+    });
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("sms", json!({"channel": "sms", "body": "{{ profile.first_name }}: https://tea.example/cart"}));
+    node.template("line", json!({"channel": "line", "text": "{{ profile.first_name }}さん",
+                                 "carousel": {"placement": "for_you", "limit": 2}}));
+    node.template("hook", json!({"channel": "webhook", "purpose": "transactional",
+                                 "payload": "{\"profile\": {{ profile.id | json }}, \"event\": {{ event.name | json }}}"}));
+    let queued = node
+        .messenger
+        .enqueue(&[node.request("sms", aiko), node.request("line", aiko), node.request("hook", aiko)])
+        .expect("queued");
+    node.messenger.process_due().await.expect("round");
+    for q in &queued {
+        assert_eq!(node.state(&q.id), "sent", "{}", q.id);
+    }
+    let requests = fake.requests.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 3);
+    let find = |pred: &dyn Fn(&HeaderMap, &str) -> bool| requests.iter().find(|(h, b)| pred(h, b)).cloned().expect("request");
+    let (headers, body) = find(&|h, _| h.contains_key("x-line-retry-key"));
+    assert_eq!(headers["authorization"], "Bearer line-token");
+    assert_eq!(headers["x-line-retry-key"], queued[1].id.as_str());
+    let body: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["to"], "Uu1");
+    assert_eq!(body["messages"][0], json!({"type": "text", "text": "Aikoさん"}));
+    assert_eq!(body["messages"][1]["contents"]["contents"].as_array().map(Vec::len), Some(2));
+    let (headers, body) = find(&|_, b| b.contains("Body="));
+    assert!(headers["authorization"].to_str().unwrap_or_default().starts_with("Basic "));
+    let form: Vec<(String, String)> = url_decode(&body);
+    let field = |k: &str| form.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(field("To"), "+819012345678");
+    assert_eq!(field("From"), "+15005550006");
+    assert!(field("Body").starts_with("Aiko: https://crm.tea.example/t/c/"), "{}", field("Body"));
+    assert!(field("Body").ends_with("STOP で配信停止"));
+    let (headers, body) = find(&|h, _| h.contains_key("x-kizuna-signature"));
+    let signature = headers["x-kizuna-signature"].to_str().unwrap_or_default();
+    let t: i64 = signature.split(',').next().and_then(|p| p.strip_prefix("t=")).and_then(|t| t.parse().ok()).expect("t");
+    assert_eq!(signature, kizuna_channels::webhook_signature("whsec", t, body.as_bytes()), "the receiver can verify");
+    assert_ne!(signature, kizuna_channels::webhook_signature("other", t, body.as_bytes()));
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json"), json!({"profile": aiko.to_string(), "event": "Checkout Started"}));
+}
+
+fn url_decode(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.replace('+', " ").into_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_send_sends_nothing_twice() {
+    let sink = SmtpSink::start();
+    let (url, fake) = fake_provider().await;
+    let mut settings = email_settings(sink.port);
+    settings.line = Some(LineSettings { base_url: url, channel_access_token: "t".into(), rate_per_second: 0.0 });
+    let node = Node::start(settings);
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("cart", cart_template());
+    node.template("line", json!({"channel": "line", "text": "hi"}));
+    let queued = node.messenger.enqueue(&[node.request("cart", aiko), node.request("line", aiko)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(sink.received().len(), 1);
+    assert_eq!(fake.requests.lock().expect("lock").len(), 1);
+    // As if the server died after handing both over but before recording the outcome.
+    let stuck: Vec<Transition> = queued
+        .iter()
+        .map(|q| Transition {
+            id: q.id.clone(),
+            state: "sending".into(),
+            reason: "allowed by the governor".into(),
+            due_at: None,
+            recipient: None,
+            provider_id: None,
+            attempted: false,
+            sent: false,
+        })
+        .collect();
+    node.store.messages().record(&stuck, node.clock.now()).expect("record");
+    let restarted = Messenger::new(node.store.clone(), Arc::new(node.clock.clone()), email_settings(sink.port), Arc::new(ThreeTeas))
+        .expect("messenger");
+    restarted.set_channel(Arc::new(kizuna_channels::LineChannel::new(LineSettings {
+        base_url: fake_url(&fake, &node),
+        channel_access_token: "t".into(),
+        rate_per_second: 0.0,
+    })));
+    assert_eq!(restarted.recover().expect("recover"), 2);
+    restarted.process_due().await.expect("round");
+    // Email cannot be deduplicated at the server: not resent, marked failed with the reason.
+    assert_eq!(node.state(&queued[0].id), "failed");
+    assert_eq!(sink.received().len(), 1, "no second email");
+    // LINE was retried with the same retry key: LINE answered 409 and delivered nothing new.
+    assert_eq!(node.state(&queued[1].id), "sent");
+    let requests = fake.requests.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].0["x-line-retry-key"], requests[1].0["x-line-retry-key"]);
+}
+
+fn fake_url(_fake: &Fake, node: &Node) -> String {
+    node.messenger.settings().line.as_ref().map(|l| l.base_url.clone()).unwrap_or_default()
+}

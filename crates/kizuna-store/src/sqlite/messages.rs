@@ -1,0 +1,464 @@
+//! SQLite implementation of [`MessageStore`].
+
+use super::{SqliteStore, from_ms, ms};
+use crate::messages::{
+    AttributionRow, Decision, MessageFilter, MessageStore, NewMessage, ReportRow, StoredMessage, StoredTemplate,
+    Suppression, TouchRow, Transition,
+};
+use crate::{StoreError, StoreResult};
+use chrono::{DateTime, Utc};
+use kizuna_identity::ProfileId;
+use rusqlite::{OptionalExtension, Row, params};
+
+const MESSAGE_COLUMNS: &str = "id, idempotency_key, profile_id, channel, purpose, priority, template, template_version, \
+     flow, campaign, context, recipient, state, reason, due_at, attempts, provider_id, test, created_at, updated_at, \
+     sent_at, opened_at, clicked_at";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let context: String = r.get(10)?;
+    Ok(StoredMessage {
+        id: r.get(0)?,
+        idempotency_key: r.get(1)?,
+        profile_id: r.get::<_, Option<i64>>(2)?.map(|p| p as ProfileId),
+        channel: r.get(3)?,
+        purpose: r.get(4)?,
+        priority: r.get(5)?,
+        template: r.get(6)?,
+        template_version: r.get(7)?,
+        flow: r.get(8)?,
+        campaign: r.get(9)?,
+        context: serde_json::from_str(&context).unwrap_or(serde_json::Value::Null),
+        recipient: r.get(11)?,
+        state: r.get(12)?,
+        reason: r.get(13)?,
+        due_at: from_ms(r.get(14)?),
+        attempts: r.get(15)?,
+        provider_id: r.get(16)?,
+        test: r.get::<_, i64>(17)? != 0,
+        created_at: from_ms(r.get(18)?),
+        updated_at: from_ms(r.get(19)?),
+        sent_at: r.get::<_, Option<i64>>(20)?.map(from_ms),
+        opened_at: r.get::<_, Option<i64>>(21)?.map(from_ms),
+        clicked_at: r.get::<_, Option<i64>>(22)?.map(from_ms),
+    })
+}
+
+fn template_row(r: &Row<'_>) -> rusqlite::Result<(String, i64, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_template((name, version, definition, created): (String, i64, String, i64)) -> StoreResult<StoredTemplate> {
+    Ok(StoredTemplate { name, version, definition: serde_json::from_str(&definition)?, created_at: from_ms(created) })
+}
+
+impl MessageStore for SqliteStore {
+    fn save_template(&self, name: &str, definition: &serde_json::Value, now: DateTime<Utc>) -> StoreResult<i64> {
+        let text = serde_json::to_string(definition)?;
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let version: i64 = tx
+                .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM msg_templates WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })?;
+            tx.execute(
+                "INSERT INTO msg_templates (name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, version, text, ms(now)],
+            )?;
+            tx.execute(
+                "INSERT INTO msg_template_heads (name, version, deleted) VALUES (?1, ?2, 0)
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, deleted = 0",
+                params![name, version],
+            )?;
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    fn template(&self, name: &str, version: Option<i64>) -> StoreResult<Option<StoredTemplate>> {
+        self.with_reader(|conn| {
+            let row = match version {
+                Some(v) => conn
+                    .query_row(
+                        "SELECT name, version, definition, created_at FROM msg_templates WHERE name = ?1 AND version = ?2",
+                        params![name, v],
+                        template_row,
+                    )
+                    .optional()?,
+                None => conn
+                    .query_row(
+                        "SELECT t.name, t.version, t.definition, t.created_at FROM msg_template_heads h
+                         JOIN msg_templates t ON t.name = h.name AND t.version = h.version
+                         WHERE h.name = ?1 AND h.deleted = 0",
+                        [name],
+                        template_row,
+                    )
+                    .optional()?,
+            };
+            row.map(to_template).transpose()
+        })
+    }
+
+    fn templates(&self) -> StoreResult<Vec<StoredTemplate>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.name, t.version, t.definition, t.created_at FROM msg_template_heads h
+                 JOIN msg_templates t ON t.name = h.name AND t.version = h.version
+                 WHERE h.deleted = 0 ORDER BY h.name",
+            )?;
+            let rows = stmt.query_map([], template_row)?;
+            rows.map(|r| to_template(r?)).collect()
+        })
+    }
+
+    fn delete_template(&self, name: &str) -> StoreResult<bool> {
+        self.with_writer(|conn| {
+            Ok(conn.execute("UPDATE msg_template_heads SET deleted = 1 WHERE name = ?1 AND deleted = 0", [name])? > 0)
+        })
+    }
+
+    fn enqueue(&self, messages: &[NewMessage], now: DateTime<Utc>) -> StoreResult<Vec<(String, bool)>> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let mut out = Vec::with_capacity(messages.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO msg_messages (id, idempotency_key, profile_id, channel, purpose, priority, template,
+                         template_version, flow, campaign, context, recipient, state, reason, due_at, test,
+                         created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', 'queued', ?13, ?14, ?15, ?15)
+                     ON CONFLICT (idempotency_key) DO NOTHING",
+                )?;
+                let mut decision = tx.prepare_cached(
+                    "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES (?1, ?2, 'queued', ?3)",
+                )?;
+                let mut existing = tx.prepare_cached("SELECT id FROM msg_messages WHERE idempotency_key = ?1")?;
+                for m in messages {
+                    let inserted = insert.execute(params![
+                        m.id,
+                        m.idempotency_key,
+                        m.profile_id.map(|p| p as i64),
+                        m.channel,
+                        m.purpose,
+                        m.priority,
+                        m.template,
+                        m.template_version,
+                        m.flow,
+                        m.campaign,
+                        serde_json::to_string(&m.context)?,
+                        m.recipient,
+                        ms(m.due_at),
+                        i64::from(m.test),
+                        ms(now),
+                    ])? > 0;
+                    if inserted {
+                        let why = match (&m.flow, &m.campaign) {
+                            (Some(flow), _) => format!("queued by flow {flow}"),
+                            (_, Some(campaign)) => format!("queued by campaign {campaign}"),
+                            _ => "queued".to_owned(),
+                        };
+                        decision.execute(params![m.id, ms(now), why])?;
+                        out.push((m.id.clone(), true));
+                    } else {
+                        let key = m.idempotency_key.as_deref().unwrap_or_default();
+                        let id: String = existing.query_row([key], |r| r.get(0))?;
+                        out.push((id, false));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn due_messages(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<StoredMessage>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM msg_messages
+                 WHERE state IN ('queued', 'deferred') AND due_at <= ?1
+                 ORDER BY priority, due_at LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![ms(now), limit as i64], message_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn sending_messages(&self) -> StoreResult<Vec<StoredMessage>> {
+        self.with_reader(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM msg_messages WHERE state = 'sending'"))?;
+            let rows = stmt.query_map([], message_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn record(&self, transitions: &[Transition], now: DateTime<Utc>) -> StoreResult<()> {
+        if transitions.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE msg_messages SET state = ?2, reason = ?3, due_at = COALESCE(?4, due_at),
+                         recipient = COALESCE(?5, recipient), provider_id = COALESCE(?6, provider_id),
+                         attempts = attempts + ?7, sent_at = CASE WHEN ?8 THEN ?9 ELSE sent_at END, updated_at = ?9
+                     WHERE id = ?1",
+                )?;
+                let mut decision = tx.prepare_cached(
+                    "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for t in transitions {
+                    update.execute(params![
+                        t.id,
+                        t.state,
+                        t.reason,
+                        t.due_at.map(ms),
+                        t.recipient,
+                        t.provider_id,
+                        i64::from(t.attempted),
+                        t.sent,
+                        ms(now),
+                    ])?;
+                    decision.execute(params![t.id, ms(now), t.state, t.reason])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn message(&self, id: &str) -> StoreResult<Option<StoredMessage>> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .query_row(&format!("SELECT {MESSAGE_COLUMNS} FROM msg_messages WHERE id = ?1"), [id], message_row)
+                .optional()?)
+        })
+    }
+
+    fn messages(&self, filter: &MessageFilter) -> StoreResult<Vec<StoredMessage>> {
+        self.with_reader(|conn| {
+            let before = match &filter.before {
+                Some(id) => conn
+                    .query_row("SELECT created_at, id FROM msg_messages WHERE id = ?1", [id], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()?,
+                None => None,
+            };
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM msg_messages
+                 WHERE (?1 IS NULL OR profile_id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR channel = ?3)
+                   AND (?4 IS NULL OR template = ?4) AND (?5 IS NULL OR flow = ?5)
+                   AND (?6 IS NULL OR created_at < ?6 OR (created_at = ?6 AND id < ?7))
+                 ORDER BY created_at DESC, id DESC LIMIT ?8"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    filter.profile_id.map(|p| p as i64),
+                    filter.state,
+                    filter.channel,
+                    filter.template,
+                    filter.flow,
+                    before.as_ref().map(|b| b.0),
+                    before.as_ref().map(|b| b.1.clone()),
+                    filter.limit.max(1) as i64,
+                ],
+                message_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn decisions(&self, id: &str) -> StoreResult<Vec<Decision>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT at, state, reason FROM msg_decisions WHERE message_id = ?1 ORDER BY rowid",
+            )?;
+            let rows =
+                stmt.query_map([id], |r| Ok(Decision { at: from_ms(r.get(0)?), state: r.get(1)?, reason: r.get(2)? }))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn sent_times(
+        &self,
+        profile: ProfileId,
+        channel: &str,
+        purpose: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sent_at FROM msg_messages
+                 WHERE profile_id = ?1 AND channel = ?2 AND sent_at >= ?3 AND purpose = ?4 AND test = 0
+                   AND state IN ('sending', 'sent', 'delivered')",
+            )?;
+            let rows = stmt.query_map(params![profile as i64, channel, ms(since), purpose], |r| r.get::<_, i64>(0))?;
+            rows.map(|r| Ok(from_ms(r?))).collect()
+        })
+    }
+
+    fn suppress(&self, channel: &str, address: &str, reason: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "INSERT INTO msg_suppressions (channel, address, reason, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (channel, address) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+                params![channel, address, reason, ms(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn unsuppress(&self, channel: &str, address: &str) -> StoreResult<bool> {
+        self.with_writer(|conn| {
+            Ok(conn.execute("DELETE FROM msg_suppressions WHERE channel = ?1 AND address = ?2", [channel, address])?
+                > 0)
+        })
+    }
+
+    fn suppression(&self, channel: &str, address: &str) -> StoreResult<Option<Suppression>> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT channel, address, reason, at FROM msg_suppressions WHERE channel = ?1 AND address = ?2",
+                    [channel, address],
+                    suppression_row,
+                )
+                .optional()?)
+        })
+    }
+
+    fn suppressions(&self, limit: usize) -> StoreResult<Vec<Suppression>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel, address, reason, at FROM msg_suppressions ORDER BY at DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], suppression_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn record_touch(
+        &self,
+        message_id: &str,
+        kind: &str,
+        machine: bool,
+        url: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let column = match kind {
+            "open" => "opened_at",
+            "click" => "clicked_at",
+            other => return Err(StoreError::Invalid(format!("unknown touch kind {other}"))),
+        };
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let profile: Option<Option<i64>> = tx
+                .query_row("SELECT profile_id FROM msg_messages WHERE id = ?1", [message_id], |r| r.get(0))
+                .optional()?;
+            let Some(profile) = profile else { return Ok(false) };
+            tx.execute(
+                "INSERT INTO msg_touches (message_id, profile_id, kind, at, machine, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![message_id, profile, kind, ms(at), i64::from(machine), url],
+            )?;
+            if !machine {
+                tx.execute(
+                    &format!("UPDATE msg_messages SET {column} = COALESCE({column}, ?2) WHERE id = ?1"),
+                    params![message_id, ms(at)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn touches(&self, profile: ProfileId, since: DateTime<Utc>) -> StoreResult<Vec<TouchRow>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT message_id, kind, at, machine FROM msg_touches WHERE profile_id = ?1 AND at >= ?2",
+            )?;
+            let rows = stmt.query_map(params![profile as i64, ms(since)], |r| {
+                Ok(TouchRow {
+                    message_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    at: from_ms(r.get(2)?),
+                    machine: r.get::<_, i64>(3)? != 0,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn record_attribution(&self, row: &AttributionRow) -> StoreResult<bool> {
+        self.with_writer(|conn| {
+            Ok(conn.execute(
+                "INSERT INTO msg_attributions (order_id, profile_id, message_id, touch, revenue, currency, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (order_id) DO NOTHING",
+                params![
+                    row.order_id,
+                    row.profile_id as i64,
+                    row.message_id,
+                    row.touch,
+                    row.revenue,
+                    row.currency,
+                    ms(row.at)
+                ],
+            )? > 0)
+        })
+    }
+
+    fn report(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<ReportRow>> {
+        let key = match group {
+            "template" | "flow" | "channel" | "campaign" => group,
+            other => return Err(StoreError::Invalid(format!("cannot group by {other}"))),
+        };
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT m.{key},
+                        SUM(m.sent_at IS NOT NULL),
+                        SUM(m.opened_at IS NOT NULL),
+                        SUM(EXISTS (SELECT 1 FROM msg_touches t WHERE t.message_id = m.id AND t.kind = 'open' AND t.machine = 1)
+                            AND m.opened_at IS NULL),
+                        SUM(m.clicked_at IS NOT NULL),
+                        COALESCE(SUM(a.orders), 0),
+                        COALESCE(SUM(a.revenue), 0)
+                 FROM msg_messages m
+                 LEFT JOIN (SELECT message_id, COUNT(*) AS orders, SUM(revenue) AS revenue
+                            FROM msg_attributions GROUP BY message_id) a ON a.message_id = m.id
+                 WHERE m.created_at >= ?1 AND m.test = 0
+                 GROUP BY m.{key} ORDER BY m.{key}"
+            ))?;
+            let rows = stmt.query_map([ms(since)], |r| {
+                Ok(ReportRow {
+                    key: r.get(0)?,
+                    sent: r.get(1)?,
+                    opened: r.get(2)?,
+                    machine_opened: r.get(3)?,
+                    clicked: r.get(4)?,
+                    orders: r.get(5)?,
+                    revenue: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        })
+    }
+
+    fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        self.with_writer(|conn| {
+            conn.execute("INSERT INTO msg_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING", [
+                key, value,
+            ])?;
+            Ok(conn.query_row("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0))?)
+        })
+    }
+}
+
+fn suppression_row(r: &Row<'_>) -> rusqlite::Result<Suppression> {
+    Ok(Suppression { channel: r.get(0)?, address: r.get(1)?, reason: r.get(2)?, at: from_ms(r.get(3)?) })
+}
