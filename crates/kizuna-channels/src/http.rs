@@ -175,11 +175,8 @@ impl Channel for LineChannel {
                 .send()
                 .await
                 .map_err(|e| network(e, "LINE"))?;
-            let request_id = response
-                .headers()
-                .get("x-line-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let request_id =
+                response.headers().get("x-line-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
             if response.status() == reqwest::StatusCode::CONFLICT {
                 // Accepted on an earlier attempt with this retry key.
                 let accepted = response
@@ -208,9 +205,8 @@ pub struct WebhookSettings {
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` — the timestamp inside the signature stops replays.
 pub fn webhook_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| {
-        <Hmac<sha2::Sha256>>::new_from_slice(b"kizuna").expect("HMAC takes any key length")
-    });
+    let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| <Hmac<sha2::Sha256>>::new_from_slice(b"kizuna").expect("HMAC takes any key length"));
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);

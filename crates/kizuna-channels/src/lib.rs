@@ -6,7 +6,9 @@ mod email;
 mod http;
 
 pub use email::{SmtpChannel, SmtpSettings, SmtpTls};
-pub use http::{LineChannel, LineSettings, SmsChannel, SmsSettings, WebhookChannel, WebhookSettings, webhook_signature};
+pub use http::{
+    LineChannel, LineSettings, SmsChannel, SmsSettings, WebhookChannel, WebhookSettings, webhook_signature,
+};
 
 use kizuna_messaging::{Purpose, Rendered};
 use std::future::Future;

@@ -1,14 +1,15 @@
 //! The feedback loop: opens, clicks, unsubscribes and bounces become events on the profile (so segments and
 //! flows can use them), and orders are attributed to the message that earned them.
 
-use crate::{Messenger, MessagingError, MessagingResult};
+use crate::{MessagingError, MessagingResult, Messenger};
 use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
 use kizuna_ingest::{Event, MessageType};
-use kizuna_messaging::attribution::{Touch, TouchKind, attribute};
+use kizuna_messaging::attribution::{Touch, TouchKind, Windows, attribute};
 use kizuna_messaging::tracking::{Token, is_machine_open};
 use kizuna_messaging::{Channel, Purpose};
 use kizuna_pipeline::{Committed, FeedChange, FeedSink};
+use kizuna_store::Store;
 use kizuna_store::messages::{AttributionRow, StoredMessage};
 use serde_json::{Map, Value, json};
 
@@ -84,9 +85,6 @@ impl Messenger {
             return Err(MessagingError::BadToken);
         }
         let now = self.clock().now();
-        let Some((pipeline, source)) = self.feedback() else {
-            return Err(MessagingError::Send("unsubscribes need the ingest pipeline".into()));
-        };
         let Some(profile) = message.profile_id else { return Ok(message) };
         let mut traits = Map::new();
         match topic {
@@ -101,29 +99,112 @@ impl Messenger {
                 traits.insert("unsubscribed_topics".into(), Value::Array(topics));
             }
             None => {
-                traits.insert("consent".into(), json!({message.channel.clone(): {Purpose::Marketing.as_str(): "denied"}}));
+                traits.insert(
+                    "consent".into(),
+                    json!({message.channel.clone(): {Purpose::Marketing.as_str(): "denied"}}),
+                );
                 if let Some(address) = &message.recipient {
                     self.store().messages().suppress(&message.channel, address, "unsubscribe", now)?;
                 }
             }
         }
-        let mut body = Map::new();
-        body.insert("traits".into(), Value::Object(traits));
-        body.insert("context".into(), json!({"consentSource": "unsubscribe link"}));
-        pipeline
-            .append(profile, &source, Event::internal(MessageType::Identify, body, now))
-            .await
-            .map_err(|e| MessagingError::Send(e.to_string()))?;
+        self.set_traits(profile, traits, "unsubscribe link").await?;
         let mut properties = Self::properties(&message);
         properties["topic"] = json!(topic);
         self.record_event(message.profile_id, "Unsubscribed", properties).await?;
         Ok(message)
     }
 
+    async fn set_traits(&self, profile: ProfileId, traits: Map<String, Value>, why: &str) -> MessagingResult<()> {
+        let Some((pipeline, source)) = self.feedback() else {
+            return Err(MessagingError::Send("preference changes need the ingest pipeline".into()));
+        };
+        let mut body = Map::new();
+        body.insert("traits".into(), Value::Object(traits));
+        body.insert("context".into(), json!({"consentSource": why}));
+        pipeline
+            .append(profile, &source, Event::internal(MessageType::Identify, body, self.clock().now()))
+            .await
+            .map_err(|e| MessagingError::Send(e.to_string()))
+    }
+
+    /// The topics of the message's channel, each with whether the recipient still gets it, and the channel.
+    pub fn preferences(&self, token: &str) -> MessagingResult<(Vec<(String, bool)>, String)> {
+        let (token, message) = self.token_message(token)?;
+        if !matches!(token, Token::Unsubscribe { .. }) {
+            return Err(MessagingError::BadToken);
+        }
+        let left: Vec<String> = match message.profile_id {
+            Some(p) => self
+                .store()
+                .profile(p)?
+                .and_then(|p| p.state.trait_values().get("unsubscribed_topics").cloned())
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut topics: Vec<String> = self
+            .store()
+            .messages()
+            .templates()?
+            .iter()
+            .filter(|t| t.definition.get("channel").and_then(Value::as_str) == Some(message.channel.as_str()))
+            .filter_map(|t| t.definition.get("topic").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        let listed = topics.into_iter().map(|t| (t.clone(), !left.contains(&t))).collect();
+        Ok((listed, message.channel))
+    }
+
+    /// Keeps the recipient on `keep` and off the channel's other topics.
+    pub async fn set_topics(&self, token: &str, keep: &[String]) -> MessagingResult<()> {
+        let (topics, _) = self.preferences(token)?;
+        let (_, message) = self.token_message(token)?;
+        let Some(profile) = message.profile_id else { return Ok(()) };
+        let off: Vec<Value> = topics.into_iter().filter(|(t, _)| !keep.contains(t)).map(|(t, _)| json!(t)).collect();
+        let mut traits = Map::new();
+        traits.insert("unsubscribed_topics".into(), Value::Array(off));
+        self.set_traits(profile, traits, "preference page").await
+    }
+
+    /// An inbound text: STOP (and its synonyms) withdraws SMS marketing consent and suppresses the number;
+    /// START gives it back. Returns whether the sender was unsubscribed.
+    pub async fn inbound_sms(&self, from: &str, body: &str) -> MessagingResult<bool> {
+        let word = body.trim().to_uppercase();
+        let stop =
+            ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "停止", "配信停止"].contains(&word.as_str());
+        let start = ["START", "UNSTOP", "YES"].contains(&word.as_str());
+        if !stop && !start {
+            return Ok(false);
+        }
+        let now = self.clock().now();
+        let phone = kizuna_identity::Identifier::normalised(kizuna_identity::IdKind::Phone, from, None)
+            .map(|i| i.value)
+            .unwrap_or_else(|| from.trim().to_owned());
+        if stop {
+            self.store().messages().suppress("sms", &phone, "unsubscribe", now)?;
+        } else {
+            self.store().messages().unsuppress("sms", &phone)?;
+        }
+        let identifier = kizuna_identity::Identifier::new(kizuna_identity::IdKind::Phone, phone);
+        if let Some(profile) = self.store().profile_by_identifier(&identifier)? {
+            let mut traits = Map::new();
+            traits.insert("consent".into(), json!({"sms": {"marketing": if stop { "denied" } else { "granted" }}}));
+            self.set_traits(profile, traits, "inbound SMS").await?;
+            let name = if stop { "Unsubscribed" } else { "Subscribed" };
+            self.record_event(Some(profile), name, json!({"channel": "sms", "keyword": word})).await?;
+        }
+        Ok(stop)
+    }
+
     /// A provider reported a bounce or complaint for a message.
     pub async fn report_bounce(&self, message_id: &str, kind: &str, detail: &str) -> MessagingResult<()> {
-        let message =
-            self.store().messages().message(message_id)?.ok_or_else(|| MessagingError::MessageNotFound(message_id.into()))?;
+        let message = self
+            .store()
+            .messages()
+            .message(message_id)?
+            .ok_or_else(|| MessagingError::MessageNotFound(message_id.into()))?;
         let now = self.clock().now();
         let (state, event, suppress) = match kind {
             "hard_bounce" | "bounce" => ("bounced", "Bounced", Some("hard_bounce")),
@@ -160,47 +241,50 @@ impl Messenger {
         }
         Ok(())
     }
+}
 
-    /// Attributes an order to the message that earned it (idempotent per order id).
-    pub fn attribute_order(
-        &self,
-        profile: ProfileId,
-        order_id: &str,
-        revenue: f64,
-        currency: Option<String>,
-        at: DateTime<Utc>,
-    ) -> MessagingResult<Option<String>> {
-        let windows = &self.settings().attribution;
-        let rows = self.store().messages().touches(profile, at - windows.lookback())?;
-        let touches: Vec<Touch> = rows
-            .into_iter()
-            .map(|r| Touch {
-                message_id: r.message_id,
-                kind: if r.kind == "click" { TouchKind::Click } else { TouchKind::Open },
-                at: r.at,
-                machine: r.machine,
-            })
-            .collect();
-        let Some(winner) = attribute(at, &touches, windows) else { return Ok(None) };
-        let row = AttributionRow {
-            order_id: order_id.to_owned(),
-            profile_id: profile,
-            message_id: winner.message_id.clone(),
-            touch: winner.kind.as_str().into(),
-            revenue,
-            currency,
-            at,
-        };
-        self.store().messages().record_attribution(&row)?;
-        Ok(Some(row.message_id))
-    }
+/// Attributes an order to the message that earned it (idempotent per order id).
+fn attribute_order(
+    store: &dyn Store,
+    windows: &Windows,
+    profile: ProfileId,
+    order_id: &str,
+    revenue: f64,
+    currency: Option<String>,
+    at: DateTime<Utc>,
+) -> MessagingResult<Option<String>> {
+    let rows = store.messages().touches(profile, at - windows.lookback())?;
+    let touches: Vec<Touch> = rows
+        .into_iter()
+        .map(|r| Touch {
+            message_id: r.message_id,
+            kind: if r.kind == "click" { TouchKind::Click } else { TouchKind::Open },
+            at: r.at,
+            machine: r.machine,
+        })
+        .collect();
+    let Some(winner) = attribute(at, &touches, windows) else { return Ok(None) };
+    let row = AttributionRow {
+        order_id: order_id.to_owned(),
+        profile_id: profile,
+        message_id: winner.message_id.clone(),
+        touch: winner.kind.as_str().into(),
+        revenue,
+        currency,
+        at,
+    };
+    store.messages().record_attribution(&row)?;
+    Ok(Some(row.message_id))
 }
 
 /// A feed sink that hands `Order Completed` events to attribution (on its own thread: the writer only sends
 /// them over), then passes the commit on to `next`.
 pub fn attribution_sink(messenger: &Messenger, next: FeedSink) -> FeedSink {
     let (sender, receiver) = std::sync::mpsc::channel::<(ProfileId, Value, DateTime<Utc>)>();
-    let me = messenger.clone();
+    // The thread holds the store, not the messenger: dropping the last messenger closes SMTP connections, which
+    // needs the async runtime this thread does not have.
+    let store = messenger.store().clone();
+    let windows = messenger.settings().attribution.clone();
     let spawned = std::thread::Builder::new().name("kizuna-attribution".into()).spawn(move || {
         for (profile, properties, at) in receiver {
             let Some(order_id) = properties.get("order_id").and_then(|o| match o {
@@ -215,7 +299,7 @@ pub fn attribution_sink(messenger: &Messenger, next: FeedSink) -> FeedSink {
                 .find_map(|k| properties.get(*k).and_then(Value::as_f64))
                 .unwrap_or(0.0);
             let currency = properties.get("currency").and_then(Value::as_str).map(str::to_owned);
-            if let Err(e) = me.attribute_order(profile, &order_id, revenue, currency, at) {
+            if let Err(e) = attribute_order(store.as_ref(), &windows, profile, &order_id, revenue, currency, at) {
                 tracing::error!(error = %e, order = %order_id, "attribution failed");
             }
         }

@@ -279,7 +279,12 @@ impl Messenger {
     }
 
     /// Renders and adds tracking: links become click redirects, email gets the open pixel.
-    fn render_tracked(&self, template: &CompiledTemplate, context: &RenderContext, message_id: &str) -> MessagingResult<Rendered> {
+    fn render_tracked(
+        &self,
+        template: &CompiledTemplate,
+        context: &RenderContext,
+        message_id: &str,
+    ) -> MessagingResult<Rendered> {
         let rendered =
             self.inner.renderer.render(template, context).map_err(|e| MessagingError::Render(e.to_string()))?;
         let links = Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id };
@@ -445,9 +450,13 @@ impl Messenger {
 
     /// Puts a failed or dropped message back in the queue.
     pub fn retry(&self, id: &str) -> MessagingResult<()> {
-        let message = self.inner.store.messages().message(id)?.ok_or_else(|| MessagingError::MessageNotFound(id.into()))?;
+        let message =
+            self.inner.store.messages().message(id)?.ok_or_else(|| MessagingError::MessageNotFound(id.into()))?;
         if !matches!(message.state.as_str(), "failed" | "dropped" | "suppressed") {
-            return Err(invalid("state", format!("only failed, dropped or suppressed messages are retried (this one is {})", message.state)));
+            return Err(invalid(
+                "state",
+                format!("only failed, dropped or suppressed messages are retried (this one is {})", message.state),
+            ));
         }
         let mut t = transition(id, MessageState::Queued, "retry requested");
         t.due_at = Some(self.now());
@@ -517,7 +526,11 @@ impl Messenger {
             return Err(invalid("profile_id", "a queued message needs a profile"));
         };
         let Some(recipient) = self.recipient(profile_id)? else {
-            return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, "profile_gone: erased or merged away")));
+            return Ok(Prepared::Settled(transition(
+                &message.id,
+                MessageState::Suppressed,
+                "profile_gone: erased or merged away",
+            )));
         };
         let address = match channel {
             Channel::Webhook => self.inner.settings.webhook.as_ref().map(|w| w.url.clone()),
@@ -563,21 +576,34 @@ impl Messenger {
                 t.due_at = Some(until);
                 return Ok(Prepared::Settled(t));
             }
-            Decision::Drop { reason } => return Ok(Prepared::Settled(transition(&message.id, MessageState::Dropped, &reason))),
+            Decision::Drop { reason } => {
+                return Ok(Prepared::Settled(transition(&message.id, MessageState::Dropped, &reason)));
+            }
             Decision::Suppress { reason } => {
                 return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, &reason)));
             }
         }
         let Ok(transport) = self.transport(channel) else {
-            return Ok(Prepared::Settled(transition(&message.id, MessageState::Failed, &format!("no {channel} channel is configured"))));
+            return Ok(Prepared::Settled(transition(
+                &message.id,
+                MessageState::Failed,
+                &format!("no {channel} channel is configured"),
+            )));
         };
         let event = message.context.get("event").cloned().unwrap_or(Value::Null);
         let context = self.context(Some(&recipient), &event, &message.id);
         let rendered = match self.render_tracked(&compiled, &context, &message.id) {
             Ok(r) => r,
-            Err(e) => return Ok(Prepared::Settled(transition(&message.id, MessageState::Failed, &format!("render_error: {e}")))),
+            Err(e) => {
+                return Ok(Prepared::Settled(transition(
+                    &message.id,
+                    MessageState::Failed,
+                    &format!("render_error: {e}"),
+                )));
+            }
         };
-        let links = Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id: &message.id };
+        let links =
+            Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id: &message.id };
         Ok(Prepared::Send(
             Outgoing {
                 message_id: message.id.clone(),

@@ -20,74 +20,19 @@ use kizuna_store::messages::{MessageFilter, Transition};
 use kizuna_store::{Durability, Source, SqliteStore, Store};
 use kizuna_types::{Clock, TestClock};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-fn python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = root.join(".venv/bin/python");
-    assert!(venv.exists(), "run scripts/test once: it installs aiosmtpd into .venv");
-    venv
-}
-
-struct SmtpSink {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl SmtpSink {
-    fn start() -> SmtpSink {
-        let dir = tempfile::tempdir().expect("dir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py");
-        let mut child = Command::new(python())
-            .arg(&script)
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start aiosmtpd");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("READY line");
-        let port = line.trim().strip_prefix("READY ").and_then(|p| p.parse().ok()).expect("port");
-        SmtpSink { child, port, dir }
-    }
-
-    fn received(&self) -> Vec<Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .expect("dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        files.sort();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parse_mime.py");
-        files
-            .iter()
-            .map(|f| {
-                let out = Command::new(python()).arg(&script).arg(f).output().expect("parse");
-                serde_json::from_slice(&out.stdout).expect("parsed JSON")
-            })
-            .collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use kizuna_testkit::SmtpSink;
 
 struct ThreeTeas;
 
 impl ProductPicker for ThreeTeas {
     fn pick(&self, _placement: &str, request: &PickRequest) -> Result<Vec<Value>, String> {
         Ok((1..=request.limit)
-            .map(|i| json!({"id": format!("t{i}"), "name": format!("Sencha {i}"), "price": 1200 * i as i64,
-                             "url": format!("https://tea.example/p/t{i}")}))
+            .map(|i| {
+                json!({"id": format!("t{i}"), "name": format!("Sencha {i}"), "price": 1200 * i as i64,
+                             "url": format!("https://tea.example/p/t{i}")})
+            })
             .collect())
     }
 }
@@ -300,7 +245,11 @@ async fn quiet_hours_defer_caps_hold_and_hard_bounces_suppress() {
     let reason = node.store.messages().message(&second[0].id).expect("read").and_then(|m| m.reason).unwrap_or_default();
     assert!(reason.contains("frequency_cap"), "{reason}");
     assert_eq!(sink.received().len(), 1);
-    let listed = node.store.messages().messages(&MessageFilter { state: Some("deferred".into()), limit: 10, ..Default::default() });
+    let listed = node.store.messages().messages(&MessageFilter {
+        state: Some("deferred".into()),
+        limit: 10,
+        ..Default::default()
+    });
     assert_eq!(listed.expect("list").len(), 1);
 }
 
@@ -309,10 +258,15 @@ struct Fake {
     requests: Arc<Mutex<Vec<(HeaderMap, String)>>>,
 }
 
-async fn record(State(fake): State<Fake>, headers: HeaderMap, body: String) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn record(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let mut requests = fake.requests.lock().expect("lock");
     let key = headers.get("x-line-retry-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let duplicate = key.is_some() && requests.iter().any(|(h, _)| h.get("x-line-retry-key").and_then(|v| v.to_str().ok()) == key.as_deref());
+    let duplicate = key.is_some()
+        && requests.iter().any(|(h, _)| h.get("x-line-retry-key").and_then(|v| v.to_str().ok()) == key.as_deref());
     requests.push((headers, body));
     if duplicate {
         return (StatusCode::CONFLICT, [("x-line-accepted-request-id", "req-1")], "{}".into());
@@ -347,14 +301,21 @@ async fn line_sms_and_webhooks_send_the_provider_request_shapes() {
             stop_text: "STOP で配信停止".into(),
             rate_per_second: 0.0,
         }),
-        line: Some(LineSettings { base_url: url.clone(), channel_access_token: "line-token".into(), rate_per_second: 0.0 }),
+        line: Some(LineSettings {
+            base_url: url.clone(),
+            channel_access_token: "line-token".into(),
+            rate_per_second: 0.0,
+        }),
         webhook: Some(WebhookSettings { url: format!("{url}/hook"), secret: "whsec".into() }),
         ..MessagingSettings::default()
     });
     let aiko = node.customer("u1", "aiko@example.com").await;
     node.template("sms", json!({"channel": "sms", "body": "{{ profile.first_name }}: https://tea.example/cart"}));
-    node.template("line", json!({"channel": "line", "text": "{{ profile.first_name }}さん",
-                                 "carousel": {"placement": "for_you", "limit": 2}}));
+    node.template(
+        "line",
+        json!({"channel": "line", "text": "{{ profile.first_name }}さん",
+                                 "carousel": {"placement": "for_you", "limit": 2}}),
+    );
     node.template("hook", json!({"channel": "webhook", "purpose": "transactional",
                                  "payload": "{\"profile\": {{ profile.id | json }}, \"event\": {{ event.name | json }}}"}));
     let queued = node
@@ -367,7 +328,8 @@ async fn line_sms_and_webhooks_send_the_provider_request_shapes() {
     }
     let requests = fake.requests.lock().expect("lock").clone();
     assert_eq!(requests.len(), 3);
-    let find = |pred: &dyn Fn(&HeaderMap, &str) -> bool| requests.iter().find(|(h, b)| pred(h, b)).cloned().expect("request");
+    let find =
+        |pred: &dyn Fn(&HeaderMap, &str) -> bool| requests.iter().find(|(h, b)| pred(h, b)).cloned().expect("request");
     let (headers, body) = find(&|h, _| h.contains_key("x-line-retry-key"));
     assert_eq!(headers["authorization"], "Bearer line-token");
     assert_eq!(headers["x-line-retry-key"], queued[1].id.as_str());
@@ -385,35 +347,18 @@ async fn line_sms_and_webhooks_send_the_provider_request_shapes() {
     assert!(field("Body").ends_with("STOP で配信停止"));
     let (headers, body) = find(&|h, _| h.contains_key("x-kizuna-signature"));
     let signature = headers["x-kizuna-signature"].to_str().unwrap_or_default();
-    let t: i64 = signature.split(',').next().and_then(|p| p.strip_prefix("t=")).and_then(|t| t.parse().ok()).expect("t");
+    let t: i64 =
+        signature.split(',').next().and_then(|p| p.strip_prefix("t=")).and_then(|t| t.parse().ok()).expect("t");
     assert_eq!(signature, kizuna_channels::webhook_signature("whsec", t, body.as_bytes()), "the receiver can verify");
     assert_ne!(signature, kizuna_channels::webhook_signature("other", t, body.as_bytes()));
-    assert_eq!(serde_json::from_str::<Value>(&body).expect("json"), json!({"profile": aiko.to_string(), "event": "Checkout Started"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json"),
+        json!({"profile": aiko.to_string(), "event": "Checkout Started"})
+    );
 }
 
 fn url_decode(body: &str) -> Vec<(String, String)> {
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.replace('+', " ").into_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
-            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(body.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,8 +390,13 @@ async fn a_restart_mid_send_sends_nothing_twice() {
         })
         .collect();
     node.store.messages().record(&stuck, node.clock.now()).expect("record");
-    let restarted = Messenger::new(node.store.clone(), Arc::new(node.clock.clone()), email_settings(sink.port), Arc::new(ThreeTeas))
-        .expect("messenger");
+    let restarted = Messenger::new(
+        node.store.clone(),
+        Arc::new(node.clock.clone()),
+        email_settings(sink.port),
+        Arc::new(ThreeTeas),
+    )
+    .expect("messenger");
     restarted.set_channel(Arc::new(kizuna_channels::LineChannel::new(LineSettings {
         base_url: fake_url(&fake, &node),
         channel_access_token: "t".into(),

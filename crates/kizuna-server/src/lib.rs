@@ -5,6 +5,7 @@ mod admin;
 mod analytics;
 mod error;
 mod ingest;
+mod messaging;
 mod ops;
 mod products;
 mod recommendations;
@@ -50,6 +51,7 @@ struct Inner {
     analytics: RwLock<Analytics>,
     membership: RwLock<Option<kizuna_membership::Membership>>,
     recommender: RwLock<Option<kizuna_recs_service::Recommender>>,
+    messenger: RwLock<Option<kizuna_messaging_service::Messenger>>,
     /// Bounds handlers that read the store on blocking threads (the store keeps 8 reader connections).
     blocking_reads: tokio::sync::Semaphore,
 }
@@ -93,6 +95,7 @@ impl AppState {
                 analytics: RwLock::new(Analytics::default()),
                 membership: RwLock::new(None),
                 recommender: RwLock::new(None),
+                messenger: RwLock::new(None),
                 blocking_reads: tokio::sync::Semaphore::new(8),
             }),
         })
@@ -133,6 +136,15 @@ impl AppState {
         self.inner.recommender.read().clone()
     }
 
+    /// Serves the messaging API and tracking links from this messenger.
+    pub fn set_messenger(&self, messenger: kizuna_messaging_service::Messenger) {
+        *self.inner.messenger.write() = Some(messenger);
+    }
+
+    pub fn messenger(&self) -> Option<kizuna_messaging_service::Messenger> {
+        self.inner.messenger.read().clone()
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
@@ -166,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         .merge(products::routes())
         .merge(segments::routes())
         .merge(recommendations::routes())
+        .merge(messaging::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(observe))

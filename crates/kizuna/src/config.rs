@@ -55,6 +55,9 @@ pub struct FileConfig {
     pub analytics: Option<kizuna_jobs::AnalyticsSettings>,
     /// Recommendations: ranking windows, the EASE model's settings, retraining interval (`[recommendations]`).
     pub recommendations: Option<kizuna_recs_service::RecsSettings>,
+    /// Messaging: the public URL for tracking links, store settings, governor policy, attribution windows and
+    /// the channels' providers (`[messaging]`, `[messaging.email]`, `[messaging.sms]`, `[messaging.line]`…).
+    pub messaging: Option<kizuna_messaging_service::MessagingSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +73,7 @@ pub struct Config {
     pub analytics_interval_minutes: u32,
     pub analytics: kizuna_jobs::AnalyticsSettings,
     pub recommendations: kizuna_recs_service::RecsSettings,
+    pub messaging: kizuna_messaging_service::MessagingSettings,
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -133,6 +137,17 @@ impl Config {
                 .unwrap_or(360),
             analytics: file.analytics.unwrap_or_default(),
             recommendations: file.recommendations.unwrap_or_default(),
+            messaging: {
+                let public_url = env::<String>("KIZUNA_PUBLIC_URL")?;
+                let explicit = file.messaging.is_some();
+                let mut messaging = file.messaging.unwrap_or_default();
+                if let Some(url) = public_url {
+                    messaging.public_url = url;
+                } else if !explicit {
+                    messaging.public_url = format!("http://{listen}");
+                }
+                messaging
+            },
         })
     }
 

@@ -3,6 +3,7 @@
 use crate::config::Config;
 use anyhow::{Context, Result};
 use kizuna_membership::{Membership, MembershipSettings};
+use kizuna_messaging_service::Messenger;
 use kizuna_pipeline::Pipeline;
 use kizuna_recs_service::Recommender;
 use kizuna_server::AppState;
@@ -36,6 +37,7 @@ pub struct Node {
     pub pipeline: Pipeline,
     pub membership: Membership,
     pub recommender: Recommender,
+    pub messenger: Messenger,
     pub clock: Arc<dyn Clock>,
     _lock: File,
 }
@@ -53,10 +55,59 @@ pub fn start_node(config: &Config) -> Result<Node> {
         Membership::start(store.clone(), clock.clone(), settings).context("cannot start the segment engine")?;
     let recommender = Recommender::start(store.clone(), clock.clone(), config.recommendations.clone())
         .context("cannot start recommendations")?;
-    let feed = recommender.feed_sink_then(membership.feed_sink());
+    let picker = Arc::new(RecommendedProducts(recommender.clone()));
+    let messenger = Messenger::new(store.clone(), clock.clone(), config.messaging.clone(), picker)
+        .context("cannot start messaging (check [messaging])")?;
+    let feed =
+        kizuna_messaging_service::attribution_sink(&messenger, recommender.feed_sink_then(membership.feed_sink()));
     let pipeline = Pipeline::start_with_feed(store.clone(), config.pipeline(), clock.clone(), Some(feed))
         .context("cannot start the pipeline")?;
-    Ok(Node { store, pipeline, membership, recommender, clock, _lock: lock })
+    let messaging_source = source_named(store.as_ref(), MESSAGING_SOURCE, clock.now())?;
+    messenger.set_feedback(pipeline.clone(), messaging_source);
+    Ok(Node { store, pipeline, membership, recommender, messenger, clock, _lock: lock })
+}
+
+/// The source that records what messaging learns about people: opens, clicks, unsubscribes, bounces.
+pub const MESSAGING_SOURCE: &str = "kizuna-messaging";
+
+fn source_named(store: &dyn Store, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<kizuna_store::Source> {
+    if let Some(source) = store.source_by_name(name)? {
+        return Ok(source);
+    }
+    match store.create_source(name, true, kizuna_profiles::DataKind::FirstParty, now) {
+        Ok(source) => Ok(source),
+        Err(kizuna_store::StoreError::AlreadyExists(_)) => {
+            store.source_by_name(name)?.context("the messaging source vanished")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `{% recommend %}` and LINE carousels, served in-process by the recommender.
+struct RecommendedProducts(Recommender);
+
+impl kizuna_messaging::ProductPicker for RecommendedProducts {
+    fn pick(&self, placement: &str, request: &kizuna_messaging::PickRequest) -> Result<Vec<serde_json::Value>, String> {
+        let query = kizuna_recs_service::Query {
+            profile: request.profile_id,
+            products: request.products.clone(),
+            places: None,
+            limit: Some(request.limit),
+        };
+        let answer = self.0.recommend(placement, &query).map_err(|e| e.to_string())?;
+        Ok(answer
+            .items
+            .iter()
+            .map(|item| {
+                let p = &item.product;
+                serde_json::json!({
+                    "id": p.id, "name": p.title, "price": p.price, "currency": p.currency,
+                    "compare_at_price": p.compare_at_price, "url": p.url, "image_url": p.image,
+                    "brand": p.brand, "category": p.categories.first(), "reason": item.reason,
+                })
+            })
+            .collect())
+    }
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -84,8 +135,12 @@ pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpL
     state.set_analytics(config.analytics.clone(), Some(scheduler.clone()));
     state.set_membership(node.membership.clone());
     state.set_recommender(node.recommender.clone());
+    state.set_messenger(node.messenger.clone());
+    let worker = node.messenger.spawn_worker(std::time::Duration::from_secs(1));
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "kizuna listening");
     kizuna_server::serve(listener, state, shutdown_signal()).await?;
+    node.messenger.stop();
+    let _ = worker.await;
     tokio::task::spawn_blocking(move || scheduler.shutdown()).await?;
     Ok(())
 }

@@ -20,6 +20,7 @@ pub struct TestServer {
     pub store: Arc<dyn Store>,
     pub membership: kizuna_membership::Membership,
     pub recommender: kizuna_recs_service::Recommender,
+    pub messenger: kizuna_messaging_service::Messenger,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -31,6 +32,18 @@ impl TestServer {
     }
 
     pub async fn start_with(limits: kizuna_ingest::Limits) -> Self {
+        Self::start_full(limits, kizuna_messaging_service::MessagingSettings::default()).await
+    }
+
+    /// With messaging configured (its worker runs every 50 ms).
+    pub async fn start_messaging(settings: kizuna_messaging_service::MessagingSettings) -> Self {
+        Self::start_full(kizuna_ingest::Limits::default(), settings).await
+    }
+
+    pub async fn start_full(
+        limits: kizuna_ingest::Limits,
+        messaging: kizuna_messaging_service::MessagingSettings,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), Durability::Process).expect("open store"));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -51,11 +64,24 @@ impl TestServer {
             kizuna_recs_service::RecsSettings { rebuild_ms: 50, retrain_minutes: 0, ..Default::default() },
         )
         .expect("recommendations");
-        let feed = recommender.feed_sink_then(membership.feed_sink());
+        let messenger = kizuna_messaging_service::Messenger::new(
+            store.clone(),
+            clock.clone(),
+            messaging,
+            Arc::new(kizuna_messaging::NoProducts),
+        )
+        .expect("messaging");
+        let feed =
+            kizuna_messaging_service::attribution_sink(&messenger, recommender.feed_sink_then(membership.feed_sink()));
         let pipeline = Pipeline::start_with_feed(store.clone(), config, clock.clone(), Some(feed)).expect("pipeline");
+        let messaging_source =
+            store.create_source("kizuna-messaging", true, DataKind::FirstParty, now).expect("messaging source");
+        messenger.set_feedback(pipeline.clone(), messaging_source);
         let state = AppState::new(store.clone(), pipeline, clock, limits, identifiers).expect("state");
         state.set_membership(membership.clone());
         state.set_recommender(recommender.clone());
+        state.set_messenger(messenger.clone());
+        messenger.spawn_worker(std::time::Duration::from_millis(50));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -71,6 +97,7 @@ impl TestServer {
             store,
             membership,
             recommender,
+            messenger,
             shutdown: Some(tx),
             handle: Some(handle),
             _dir: dir,
@@ -133,6 +160,7 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.messenger.stop();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -56,8 +56,8 @@ impl MessageStore for SqliteStore {
         let text = serde_json::to_string(definition)?;
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let version: i64 = tx
-                .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM msg_templates WHERE name = ?1", [name], |r| {
+            let version: i64 =
+                tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM msg_templates WHERE name = ?1", [name], |r| {
                     r.get(0)
                 })?;
             tx.execute(
@@ -271,9 +271,8 @@ impl MessageStore for SqliteStore {
 
     fn decisions(&self, id: &str) -> StoreResult<Vec<Decision>> {
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT at, state, reason FROM msg_decisions WHERE message_id = ?1 ORDER BY rowid",
-            )?;
+            let mut stmt = conn
+                .prepare_cached("SELECT at, state, reason FROM msg_decisions WHERE message_id = ?1 ORDER BY rowid")?;
             let rows =
                 stmt.query_map([id], |r| Ok(Decision { at: from_ms(r.get(0)?), state: r.get(1)?, reason: r.get(2)? }))?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -451,9 +450,10 @@ impl MessageStore for SqliteStore {
 
     fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
         self.with_writer(|conn| {
-            conn.execute("INSERT INTO msg_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING", [
-                key, value,
-            ])?;
+            conn.execute(
+                "INSERT INTO msg_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                [key, value],
+            )?;
             Ok(conn.query_row("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0))?)
         })
     }
