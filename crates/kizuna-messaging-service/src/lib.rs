@@ -46,8 +46,11 @@ pub struct MessagingSettings {
     pub sms: Option<SmsSettings>,
     pub line: Option<LineSettings>,
     pub webhook: Option<WebhookSettings>,
-    /// Messages taken per worker round, and sent at once.
+    /// Messages taken per worker round.
     pub batch: usize,
+    /// Messages handed to providers at the same time (match the SMTP pool size: more only opens and closes
+    /// extra connections).
+    pub concurrency: usize,
     /// Attempts before a message that keeps failing temporarily is marked failed.
     pub max_attempts: i64,
 }
@@ -64,6 +67,7 @@ impl Default for MessagingSettings {
             line: None,
             webhook: None,
             batch: 200,
+            concurrency: 8,
             max_attempts: 6,
         }
     }
@@ -491,8 +495,11 @@ impl Messenger {
         // Durable before anything leaves: a crash from here on is settled by `recover`.
         self.inner.store.messages().record(&settled, now)?;
         let mut tasks = tokio::task::JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.inner.settings.concurrency.max(1)));
         for (attempts, outgoing, transport) in to_send {
+            let slots = slots.clone();
             tasks.spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let outcome = transport.send(&outgoing).await;
                 (attempts, outgoing, outcome)
             });

@@ -9,6 +9,7 @@ pub mod line;
 mod liquid_ext;
 pub mod model;
 pub mod money;
+pub mod starters;
 pub mod template;
 pub mod text;
 pub mod tracking;

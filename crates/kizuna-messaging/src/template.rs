@@ -156,12 +156,30 @@ pub struct RenderContext {
     pub now: String,
 }
 
+/// Fields every product in an event's `products` has (as nil when missing): inside `{% for %}` Liquid reads
+/// plain values, which are strict about missing keys.
+const EVENT_PRODUCT_FIELDS: &[&str] =
+    &["product_id", "sku", "name", "price", "quantity", "category", "brand", "variant", "url", "image_url", "coupon"];
+
+fn with_product_fields(event: &Json) -> Json {
+    let mut event = event.clone();
+    if let Some(products) = event.pointer_mut("/properties/products").and_then(Json::as_array_mut) {
+        for product in products.iter_mut().filter_map(Json::as_object_mut) {
+            for field in EVENT_PRODUCT_FIELDS {
+                product.entry(*field).or_insert(Json::Null);
+            }
+        }
+    }
+    event
+}
+
 impl RenderContext {
     fn globals(&self) -> Data {
         let mut globals = Data::map();
+        let event = with_product_fields(&self.event);
         for (key, value) in [
             ("profile", &self.profile),
-            ("event", &self.event),
+            ("event", &event),
             ("store", &self.store),
             ("recipient", &self.recipient),
             ("message", &self.message),

@@ -78,13 +78,14 @@ fn missing_variables_fall_back_instead_of_failing() {
     let (renderer, _) = renderer();
     let def = email(
         "Hi {{ profile.first_name | default: \"there\" }}",
-        "<p>{{ profile.nickname | default: \"friend\" }}|{{ profile.address.city }}|{{ nothing.at.all }}|{% if profile.vip %}VIP{% endif %}</p>",
+        "<p>{{ profile.nickname | default: \"friend\" }}|{{ profile.address.city }}|{{ nothing.at.all }}|{% if profile.vip %}VIP{% endif %}</p>\
+         {% for item in event.properties.products %}[{{ item.name | default: item.product_id }}]{% endfor %}",
         None,
     );
     let mut ctx = context();
     let (subject, html, _) = render_email(&renderer, &def, &ctx);
     assert_eq!(subject, "Hi Aiko");
-    assert_eq!(html, "<p>friend|||</p>");
+    assert_eq!(html, "<p>friend|||</p>[cart-1][cart-2]", "products without a name fall back inside loops too");
     ctx.profile = json!({"id": "7"});
     let (subject, _, _) = render_email(&renderer, &def, &ctx);
     assert_eq!(subject, "Hi there");

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/templates", get(list_templates))
         .route("/api/templates/preview", post(preview_draft))
+        .route("/api/templates/starters", get(starters))
         .route("/api/templates/{name}", get(get_template).put(put_template).delete(delete_template))
         .route("/api/templates/{name}/preview", post(preview_saved))
         .route("/api/templates/{name}/test", post(test_send))
@@ -96,6 +97,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + '
 async fn list_templates(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let templates = state.store().messages().templates()?;
     Ok(axum::Json(json!({"templates": templates})))
+}
+
+/// Starter templates (welcome, cart and browse abandonment, review request, win-back, LINE and SMS): PUT one
+/// under a name to use it.
+async fn starters(_: Admin) -> axum::Json<Value> {
+    let starters: Vec<Value> = kizuna_messaging::starters::starter_templates()
+        .into_iter()
+        .map(|(name, definition)| json!({"name": name, "definition": definition}))
+        .collect();
+    axum::Json(json!({"starters": starters}))
 }
 
 async fn get_template(

@@ -23,6 +23,8 @@ pub enum Which {
     Segments(crate::bench_segments::SegmentsArgs),
     /// Recommendations: EASE vs implicit's ALS on ML-100k, and serving latency on 50k products / 1M profiles
     Recs(crate::bench_recs::RecsArgs),
+    /// Messaging: cart emails with a 3-product recommendation block rendered and handed to SMTP servers
+    Messaging(crate::bench_messaging::MessagingArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +68,7 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
         Which::Analytics(args) => crate::bench_analytics::run(args),
         Which::Segments(args) => crate::bench_segments::run(config, args),
         Which::Recs(args) => crate::bench_recs::run(args),
+        Which::Messaging(args) => crate::bench_messaging::run(config, args),
     }
 }
 

@@ -37,6 +37,9 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     let segments = starter_segments(&node)?;
     node.recommender.sync();
     let model = node.recommender.train().context("recommendation model training failed")?;
+    for (name, definition) in kizuna_messaging::starters::starter_templates() {
+        node.messenger.save_template(name, &definition).with_context(|| format!("starter template {name}"))?;
+    }
     let counts = node.store.counts()?;
     let example = (0..customers)
         .filter_map(|i| {
@@ -99,6 +102,31 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     println!(
         "       -d '{{\"userId\":\"cust_0\",\"event\":\"Product Viewed\",\"properties\":{{\"product_id\":\"p1\"}}}}'"
     );
+    if let Some(p) = &example {
+        let cart = simulator.products().first().map(|product| product.id.clone()).unwrap_or_default();
+        let event = serde_json::json!({"name": "Checkout Started",
+            "properties": {"value": 120, "products": [{"product_id": cart, "name": "the item in the cart", "quantity": 1}]}});
+        if let Ok(kizuna_messaging::Rendered::Email { subject, text, .. }) =
+            node.messenger.preview(Ok("cart_abandonment"), Some(p.id), &event)
+        {
+            println!();
+            println!(
+                "  messaging: {} starter templates; the cart-abandonment email for profile {}:",
+                kizuna_messaging::starters::starter_templates().len(),
+                p.id
+            );
+            println!("    Subject: {subject}");
+            for line in text.lines().filter(|l| !l.trim().is_empty()).take(8) {
+                println!("    | {line}");
+            }
+        }
+        println!(
+            "  curl -H 'Authorization: Bearer {admin_key}' -H 'Content-Type: application/json' {base}/api/templates/cart_abandonment/preview -d '{{\"profile_id\":\"{}\"}}'",
+            p.id
+        );
+    }
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/templates");
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/messages");
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/analytics/rfm");
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/analytics/journey");
     println!("  curl {base}/openapi.json   curl {base}/metrics");
