@@ -7,7 +7,8 @@ mod http;
 
 pub use email::{SmtpChannel, SmtpSettings, SmtpTls};
 pub use http::{
-    LineChannel, LineSettings, SmsChannel, SmsSettings, WebhookChannel, WebhookSettings, webhook_signature,
+    LineChannel, LineSettings, SmsChannel, SmsSettings, WebhookChannel, WebhookSettings, twilio_signature_valid,
+    webhook_signature,
 };
 
 use kizuna_messaging::{Purpose, Rendered};

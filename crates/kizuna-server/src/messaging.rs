@@ -375,14 +375,39 @@ async fn provider_status(_: Admin, State(state): State<AppState>, body: Bytes) -
 }
 
 /// An inbound SMS (Twilio posts `From` and `Body` as a form): STOP and its synonyms withdraw SMS consent.
-async fn inbound_sms(_: Admin, State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+/// Authenticated by Twilio's `X-Twilio-Signature` (over `public_url` + the path), or an admin Bearer key.
+async fn inbound_sms(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let messenger = messenger(&state)?;
+    if headers.contains_key(header::AUTHORIZATION) {
+        crate::admin::authorize(&headers, &state)?;
+    } else {
+        let sms =
+            messenger.settings().sms.as_ref().ok_or_else(|| {
+                ApiError(KizunaError::new(Code::ChannelNotConfigured, "no SMS provider is configured"))
+            })?;
+        let signature = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let url = format!("{}{}", messenger.settings().public_url.trim_end_matches('/'), uri);
+        let params: Vec<(String, String)> =
+            form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        if !kizuna_channels::twilio_signature_valid(&sms.auth_token, &url, &params, signature) {
+            return Err(ApiError(KizunaError::new(
+                Code::InvalidApiKey,
+                "send an admin Bearer key or a valid X-Twilio-Signature",
+            )));
+        }
+    }
     let form: HashMap<String, String> = url_form(&body);
     let from = form.get("From").cloned().unwrap_or_default();
     let text = form.get("Body").cloned().unwrap_or_default();
     if from.is_empty() {
         return Err(ApiError(KizunaError::new(Code::MissingField, "the form needs From").with_field("From")));
     }
-    let stopped = messenger(&state)?.inbound_sms(&from, &text).await?;
+    let stopped = messenger.inbound_sms(&from, &text).await?;
     let reply = if stopped { "You are unsubscribed and will receive no more messages." } else { "" };
     let twiml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{}</Response>",

@@ -48,6 +48,14 @@ async fn templates_messages_tracking_and_unsubscribe_over_http() {
             pool_size: 1,
             rate_per_second: 0.0,
         }),
+        sms: Some(kizuna_messaging_service::SmsSettings {
+            base_url: "http://127.0.0.1:9".into(),
+            account_sid: "AC1".into(),
+            auth_token: "twilio-token".into(),
+            from: "+15005550006".into(),
+            stop_text: "Reply STOP to opt out.".into(),
+            rate_per_second: 0.0,
+        }),
         // The server runs on the wall clock: quiet hours are tested under a test clock in the service's tests.
         policy: kizuna_messaging::governor::Policy { quiet_hours: None, ..Default::default() },
         ..MessagingSettings::default()
@@ -194,5 +202,34 @@ async fn templates_messages_tracking_and_unsubscribe_over_http() {
     assert_error(&answer, 400, "invalid_parameter", Some("state"));
     let answer = server.admin_get("/api/messages/nope").await;
     assert_error(&answer, 404, "message_not_found", None);
+
+    // Inbound SMS: STOP withdraws SMS marketing consent. Twilio signs its requests; an unsigned or wrongly
+    // signed one is refused (the signature check itself is tested with Twilio's documented example).
+    server
+        .backend(
+            "/v1/identify",
+            json!({"userId": "u3", "traits": {"phone": "+81 90-1111-2222",
+            "consent": {"sms": {"marketing": "granted"}}}}),
+        )
+        .await;
+    let form = "From=%2B819011112222&Body=STOP";
+    let post = |signature: Option<&str>| {
+        let mut request = server
+            .client
+            .post(server.url("/hooks/sms/inbound"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form);
+        if let Some(signature) = signature {
+            request = request.header("x-twilio-signature", signature);
+        }
+        request
+    };
+    assert_error(&server.raw(post(None)).await, 401, "invalid_api_key", None);
+    assert_error(&server.raw(post(Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA="))).await, 401, "invalid_api_key", None);
+    let response = post(None).bearer_auth(&server.admin_key).send().await.expect("inbound");
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap_or_default().contains("unsubscribed"));
+    let profile = server.profile("user_id", "u3").await;
+    assert_eq!(profile["consent"]["sms"]["marketing"]["status"], "denied");
     server.stop().await;
 }
