@@ -94,6 +94,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + '
 
 // ---- templates ---------------------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/templates", tag = "templates",
+    responses((status = 200, description = "{templates: [{name, version, definition, created_at}]}")), security(("admin_key" = [])))]
 async fn list_templates(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let templates = state.store().messages().templates()?;
     Ok(axum::Json(json!({"templates": templates})))
@@ -101,6 +103,8 @@ async fn list_templates(_: Admin, State(state): State<AppState>) -> ApiResult<ax
 
 /// Starter templates (welcome, cart and browse abandonment, review request, win-back, LINE and SMS): PUT one
 /// under a name to use it.
+#[utoipa::path(get, path = "/api/templates/starters", tag = "templates",
+    responses((status = 200, description = "{starters: [{name, definition}]}")), security(("admin_key" = [])))]
 async fn starters(_: Admin) -> axum::Json<Value> {
     let starters: Vec<Value> = kizuna_messaging::starters::starter_templates()
         .into_iter()
@@ -109,6 +113,8 @@ async fn starters(_: Admin) -> axum::Json<Value> {
     axum::Json(json!({"starters": starters}))
 }
 
+#[utoipa::path(get, path = "/api/templates/{name}", tag = "templates",
+    responses((status = 200, description = "The current (or `?version=N`) version")), security(("admin_key" = [])))]
 async fn get_template(
     _: Admin,
     State(state): State<AppState>,
@@ -127,6 +133,8 @@ async fn get_template(
     Ok(axum::Json(json!(template)))
 }
 
+#[utoipa::path(put, path = "/api/templates/{name}", tag = "templates",
+    responses((status = 200, description = "{version}; 400 invalid_template names the part, line and column")), security(("admin_key" = [])))]
 async fn put_template(
     _: Admin,
     State(state): State<AppState>,
@@ -139,6 +147,8 @@ async fn put_template(
     Ok(axum::Json(json!({"version": version})))
 }
 
+#[utoipa::path(delete, path = "/api/templates/{name}", tag = "templates",
+    responses((status = 200, description = "Deleted (its versions stay for the delivery log)")), security(("admin_key" = [])))]
 async fn delete_template(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     if state.store().messages().delete_template(&name)? {
         Ok(StatusCode::NO_CONTENT)
@@ -162,6 +172,8 @@ fn preview_profile(body: &PreviewBody) -> ApiResult<Option<u64>> {
     body.profile_id.as_deref().map(parse_profile_id).transpose()
 }
 
+#[utoipa::path(post, path = "/api/templates/{name}/preview", tag = "templates",
+    responses((status = 200, description = "The rendered message for {profile_id?, event?}")), security(("admin_key" = [])))]
 async fn preview_saved(
     _: Admin,
     State(state): State<AppState>,
@@ -175,6 +187,8 @@ async fn preview_saved(
     Ok(axum::Json(json!(rendered)))
 }
 
+#[utoipa::path(post, path = "/api/templates/preview", tag = "templates",
+    responses((status = 200, description = "The rendered draft {definition, profile_id?, event?}")), security(("admin_key" = [])))]
 async fn preview_draft(_: Admin, State(state): State<AppState>, body: Bytes) -> ApiResult<axum::Json<Value>> {
     let body: PreviewBody = json_body(&body)?;
     let profile = preview_profile(&body)?;
@@ -196,6 +210,8 @@ struct TestBody {
     profile_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/templates/{name}/test", tag = "templates",
+    responses((status = 200, description = "{id, state}: sent now to {to}, outside the governor")), security(("admin_key" = [])))]
 async fn test_send(
     _: Admin,
     State(state): State<AppState>,
@@ -222,6 +238,8 @@ enum EnqueueBody {
     One(SendRequest),
 }
 
+#[utoipa::path(post, path = "/api/messages", tag = "messages",
+    responses((status = 200, description = "202 {messages: [{id, created}]}")), security(("admin_key" = [])))]
 async fn enqueue(_: Admin, State(state): State<AppState>, body: Bytes) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     // Parsed as one message first for precise errors; `{messages: [...]}` for a batch.
     let requests = match serde_json::from_slice::<Value>(&body) {
@@ -239,6 +257,8 @@ async fn enqueue(_: Admin, State(state): State<AppState>, body: Bytes) -> ApiRes
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"messages": queued}))))
 }
 
+#[utoipa::path(get, path = "/api/messages", tag = "messages",
+    responses((status = 200, description = "The delivery log, newest first: {messages, next_before}")), security(("admin_key" = [])))]
 async fn list_messages(
     _: Admin,
     State(state): State<AppState>,
@@ -279,6 +299,8 @@ async fn list_messages(
     Ok(axum::Json(json!({"messages": messages, "next_before": next})))
 }
 
+#[utoipa::path(get, path = "/api/messages/{id}", tag = "messages",
+    responses((status = 200, description = "{message, decisions}")), security(("admin_key" = [])))]
 async fn get_message(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
     let message = state
         .store()
@@ -289,11 +311,15 @@ async fn get_message(_: Admin, State(state): State<AppState>, Path(id): Path<Str
     Ok(axum::Json(json!({"message": message, "decisions": decisions})))
 }
 
+#[utoipa::path(post, path = "/api/messages/{id}/retry", tag = "messages",
+    responses((status = 200, description = "202: a failed, dropped or suppressed message is queued again")), security(("admin_key" = [])))]
 async fn retry(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     messenger(&state)?.retry(&id)?;
     Ok(StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(get, path = "/api/messaging/report", tag = "messages",
+    responses((status = 200, description = "Sent, opened, machine-opened, clicked, orders and revenue per group")), security(("admin_key" = [])))]
 async fn report(
     _: Admin,
     State(state): State<AppState>,
@@ -320,6 +346,8 @@ async fn report(
 
 // ---- suppressions ------------------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/suppressions", tag = "messages",
+    responses((status = 200, description = "{suppressions}")), security(("admin_key" = [])))]
 async fn list_suppressions(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     Ok(axum::Json(json!({"suppressions": state.store().messages().suppressions(1000)?})))
 }
@@ -331,6 +359,8 @@ fn check_channel(channel: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(put, path = "/api/suppressions/{channel}/{address}", tag = "messages",
+    responses((status = 200, description = "Suppressed")), security(("admin_key" = [])))]
 async fn add_suppression(
     _: Admin,
     State(state): State<AppState>,
@@ -341,6 +371,8 @@ async fn add_suppression(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/suppressions/{channel}/{address}", tag = "messages",
+    responses((status = 200, description = "No longer suppressed")), security(("admin_key" = [])))]
 async fn remove_suppression(
     _: Admin,
     State(state): State<AppState>,
@@ -368,6 +400,8 @@ struct StatusBody {
 }
 
 /// Bounces, complaints and deliveries reported by a provider (or a relay's bounce processor), by message id.
+#[utoipa::path(post, path = "/hooks/messages/status", tag = "messages",
+    responses((status = 200, description = "{message_id, type: hard_bounce|soft_bounce|complaint|delivered, detail?}")), security(("admin_key" = [])))]
 async fn provider_status(_: Admin, State(state): State<AppState>, body: Bytes) -> ApiResult<StatusCode> {
     let body: StatusBody = json_body(&body)?;
     messenger(&state)?.report_bounce(&body.message_id, &body.kind, &body.detail).await?;
@@ -376,6 +410,8 @@ async fn provider_status(_: Admin, State(state): State<AppState>, body: Bytes) -
 
 /// An inbound SMS (Twilio posts `From` and `Body` as a form): STOP and its synonyms withdraw SMS consent.
 /// Authenticated by Twilio's `X-Twilio-Signature` (over `public_url` + the path), or an admin Bearer key.
+#[utoipa::path(post, path = "/hooks/sms/inbound", tag = "messages",
+    responses((status = 200, description = "TwiML; STOP withdraws SMS consent (X-Twilio-Signature or admin key)")))]
 async fn inbound_sms(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -433,6 +469,8 @@ fn user_agent(headers: &HeaderMap) -> String {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
+#[utoipa::path(get, path = "/t/o/{token}", tag = "tracking",
+    responses((status = 200, description = "A 1x1 GIF; records the open")))]
 async fn open_pixel(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -442,12 +480,16 @@ async fn open_pixel(
     Ok(([(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store, max-age=0")], PIXEL).into_response())
 }
 
+#[utoipa::path(get, path = "/t/c/{token}", tag = "tracking",
+    responses((status = 200, description = "302 to the signed destination; 400 for a tampered token")))]
 async fn click(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     let destination = messenger(&state)?.click(&token).await?;
     Ok((StatusCode::FOUND, [(header::LOCATION, destination)]).into_response())
 }
 
 /// RFC 8058: the mailbox provider POSTs `List-Unsubscribe=One-Click`; no page, no confirmation.
+#[utoipa::path(post, path = "/t/u/{token}", tag = "tracking",
+    responses((status = 200, description = "RFC 8058 one-click unsubscribe")))]
 async fn unsubscribe_one_click(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     messenger(&state)?.unsubscribe(&token, None).await?;
     Ok(Html(page("Unsubscribed", "<p>You are unsubscribed. You will not receive these messages any more.</p>"))
@@ -467,6 +509,8 @@ fn escape(text: &str) -> String {
 }
 
 /// The link in the message body: a confirmation page (mail scanners follow links; a GET never unsubscribes).
+#[utoipa::path(get, path = "/t/u/{token}", tag = "tracking",
+    responses((status = 200, description = "A confirmation page (a GET never unsubscribes)")))]
 async fn unsubscribe_page(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Html<String>> {
     let messenger = messenger(&state)?;
     messenger.signer().verify(&token).map_err(|_| ApiError::from(MessagingError::BadToken))?;
@@ -481,6 +525,8 @@ async fn unsubscribe_page(State(state): State<AppState>, Path(token): Path<Strin
     )))
 }
 
+#[utoipa::path(get, path = "/t/p/{token}", tag = "tracking",
+    responses((status = 200, description = "The preference page")))]
 async fn preferences_page(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Html<String>> {
     let messenger = messenger(&state)?;
     let (topics, channel) = messenger.preferences(&token)?;
@@ -506,6 +552,8 @@ async fn preferences_page(State(state): State<AppState>, Path(token): Path<Strin
     )))
 }
 
+#[utoipa::path(post, path = "/t/p/{token}", tag = "tracking",
+    responses((status = 200, description = "Saves topics, or unsubscribes from all marketing on the channel")))]
 async fn preferences_save(
     State(state): State<AppState>,
     Path(token): Path<String>,

@@ -71,11 +71,20 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::recommendations::serve, crate::recommendations::list_placements, crate::recommendations::get_placement,
         crate::recommendations::put_placement, crate::recommendations::delete_placement,
         crate::recommendations::status, crate::recommendations::train,
+        crate::messaging::list_templates, crate::messaging::starters, crate::messaging::get_template,
+        crate::messaging::put_template, crate::messaging::delete_template, crate::messaging::preview_saved,
+        crate::messaging::preview_draft, crate::messaging::test_send, crate::messaging::enqueue,
+        crate::messaging::list_messages, crate::messaging::get_message, crate::messaging::retry,
+        crate::messaging::report, crate::messaging::list_suppressions, crate::messaging::add_suppression,
+        crate::messaging::remove_suppression, crate::messaging::provider_status, crate::messaging::inbound_sms,
+        crate::messaging::open_pixel, crate::messaging::click, crate::messaging::unsubscribe_one_click,
+        crate::messaging::unsubscribe_page, crate::messaging::preferences_page, crate::messaging::preferences_save,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),
     tags((name = "ingest", description = "Segment HTTP tracking API: /v1/identify, track, page, screen, group, alias, batch (also /v1/i, t, p, s, g, a, b)"),
-         (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "segments"), (name = "recommendations"), (name = "admin"))
+         (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "segments"), (name = "recommendations"),
+         (name = "templates"), (name = "messages"), (name = "tracking", description = "Public links in messages: open pixel, click redirect, unsubscribe, preferences"), (name = "admin"))
 )]
 pub struct ApiDoc;
 
