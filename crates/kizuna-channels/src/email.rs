@@ -46,6 +46,9 @@ pub struct SmtpSettings {
     /// Messages per second at most (0 = unlimited).
     #[serde(default)]
     pub rate_per_second: f64,
+    /// A PEM file with an extra root certificate to trust (a private relay's own CA).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -104,6 +107,7 @@ pub struct SmtpChannel {
 /// Servers drop idle clients after a while; an older pooled connection is not trusted.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 const TIMEOUT: Duration = Duration::from_secs(30);
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn smtp_error(e: lettre::transport::smtp::Error) -> SendError {
     if e.is_permanent() {
@@ -129,7 +133,14 @@ impl SmtpChannel {
         let tls = match settings.tls {
             SmtpTls::None => None,
             SmtpTls::Starttls | SmtpTls::Tls => {
-                Some(TlsParameters::new(settings.host.clone()).map_err(|e| format!("tls: {e}"))?)
+                let mut builder = TlsParameters::builder(settings.host.clone());
+                if let Some(path) = &settings.ca_file {
+                    let pem = std::fs::read(path).map_err(|e| format!("ca_file {path}: {e}"))?;
+                    let certificate = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                        .map_err(|e| format!("ca_file {path}: {e}"))?;
+                    builder = builder.add_root_certificate(certificate);
+                }
+                Some(builder.build().map_err(|e| format!("tls: {e}"))?)
             }
         };
         let credentials = match (&settings.username, &settings.password) {
@@ -259,23 +270,37 @@ impl Channel for SmtpChannel {
         Box::pin(async move {
             let email = self.build(message)?;
             self.rate.wait().await;
-            let mut connection = self.checkout().await?;
-            match connection.send(email.envelope(), &email.formatted()).await {
-                Ok(response) => {
-                    self.checkin(connection).await;
-                    // Servers answer "250 2.0.0 Ok: queued as ABC123": keep the queue id.
-                    let text = response.message().collect::<Vec<_>>().join(" ");
-                    let id = text.rsplit(' ').next().filter(|s| !s.is_empty()).map(str::to_owned);
-                    Ok(Receipt { provider_id: id })
-                }
-                Err(e) => {
-                    // A refused recipient leaves the session usable (lettre sent RSET); anything else does not.
-                    if e.is_permanent() || e.is_transient() {
-                        self.checkin(connection).await;
-                    }
-                    Err(smtp_error(e))
-                }
-            }
+            // Bounds the whole exchange: a server that stops answering (or lettre waiting on one after a refused
+            // AUTH — seen with aiosmtpd, until its 300 s idle timeout) must not hold a send slot.
+            tokio::time::timeout(SEND_TIMEOUT, self.deliver(&email)).await.map_err(|_| {
+                SendError::Retryable(format!(
+                    "no answer from {} within {} s",
+                    self.settings.host,
+                    SEND_TIMEOUT.as_secs()
+                ))
+            })?
         })
+    }
+}
+
+impl SmtpChannel {
+    async fn deliver(&self, email: &Message) -> Result<Receipt, SendError> {
+        let mut connection = self.checkout().await?;
+        match connection.send(email.envelope(), &email.formatted()).await {
+            Ok(response) => {
+                self.checkin(connection).await;
+                // Servers answer "250 2.0.0 Ok: queued as ABC123": keep the queue id.
+                let text = response.message().collect::<Vec<_>>().join(" ");
+                let id = text.rsplit(' ').next().filter(|s| !s.is_empty()).map(str::to_owned);
+                Ok(Receipt { provider_id: id })
+            }
+            Err(e) => {
+                // A refused recipient leaves the session usable (lettre sent RSET); anything else does not.
+                if e.is_permanent() || e.is_transient() {
+                    self.checkin(connection).await;
+                }
+                Err(smtp_error(e))
+            }
+        }
     }
 }

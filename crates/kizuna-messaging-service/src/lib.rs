@@ -419,7 +419,8 @@ impl Messenger {
             rendered,
         };
         let outcome = transport.send(&outgoing).await;
-        let transition = outcome_transition(&id, to, outcome.clone(), 0, self.inner.settings.max_attempts, now);
+        // A test is sent once: a temporary failure is reported, not retried later.
+        let transition = outcome_transition(&id, to, outcome.clone(), 0, 1, now);
         self.inner.store.messages().record(&[transition], self.now())?;
         outcome.map(|_| id).map_err(|e| MessagingError::Send(e.to_string()))
     }
@@ -479,10 +480,17 @@ impl Messenger {
         let mut settled = Vec::new();
         let mut sending = Vec::new();
         let mut to_send = Vec::new();
+        // Sends decided earlier in this round count against caps too (they are not committed as sent yet).
+        let mut this_round: HashMap<(ProfileId, String), Vec<DateTime<Utc>>> = HashMap::new();
         for message in &due {
-            match self.prepare(message, now) {
+            let key = (message.profile_id.unwrap_or_default(), message.channel.clone());
+            let earlier = this_round.get(&key).map(Vec::as_slice).unwrap_or_default();
+            match self.prepare(message, now, earlier) {
                 Ok(Prepared::Settled(t)) => settled.push(t),
                 Ok(Prepared::Send(outgoing, transport)) => {
+                    if message.purpose == Purpose::Marketing.as_str() {
+                        this_round.entry(key).or_default().push(now);
+                    }
                     let mut t = transition(&message.id, MessageState::Sending, "allowed by the governor");
                     t.recipient = Some(outgoing.to.clone());
                     sending.push(t);
@@ -525,7 +533,12 @@ impl Messenger {
         Ok(due.len())
     }
 
-    fn prepare(&self, message: &StoredMessage, now: DateTime<Utc>) -> MessagingResult<Prepared> {
+    fn prepare(
+        &self,
+        message: &StoredMessage,
+        now: DateTime<Utc>,
+        earlier_this_round: &[DateTime<Utc>],
+    ) -> MessagingResult<Prepared> {
         let channel = Channel::parse(&message.channel).ok_or_else(|| invalid("channel", "unknown channel"))?;
         let purpose = Purpose::parse(&message.purpose).unwrap_or(Purpose::Marketing);
         let priority = Priority::ALL.into_iter().find(|p| p.rank() == message.priority).unwrap_or(Priority::Campaign);
@@ -554,7 +567,14 @@ impl Messenger {
         };
         let lookback = self.inner.settings.policy.lookback(channel);
         let sends = if purpose == Purpose::Marketing && lookback > Duration::zero() {
-            self.inner.store.messages().sent_times(profile_id, channel.as_str(), purpose.as_str(), now - lookback)?
+            let mut sends = self.inner.store.messages().sent_times(
+                profile_id,
+                channel.as_str(),
+                purpose.as_str(),
+                now - lookback,
+            )?;
+            sends.extend_from_slice(earlier_this_round);
+            sends
         } else {
             Vec::new()
         };

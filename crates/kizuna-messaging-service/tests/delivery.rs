@@ -115,6 +115,7 @@ fn email_settings(port: u16) -> MessagingSettings {
             reply_to: None,
             pool_size: 2,
             rate_per_second: 0.0,
+            ca_file: None,
         }),
         ..MessagingSettings::default()
     }
@@ -416,4 +417,53 @@ async fn a_restart_mid_send_sends_nothing_twice() {
 
 fn fake_url(_fake: &Fake, node: &Node) -> String {
     node.messenger.settings().line.as_ref().map(|l| l.base_url.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_messages_in_one_round_share_the_cap_and_transactional_ignores_it() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("cart", cart_template());
+    node.template(
+        "receipt",
+        json!({"channel": "email", "purpose": "transactional",
+                                    "subject": "Your receipt", "html": "<p>Thank you</p>"}),
+    );
+    let queued = node
+        .messenger
+        .enqueue(&[node.request("cart", aiko), node.request("cart", aiko), node.request("receipt", aiko)])
+        .expect("queued");
+    node.messenger.process_due().await.expect("round");
+    let states: Vec<String> = queued.iter().map(|q| node.state(&q.id)).collect();
+    // The receipt goes first (transactional priority) and is never capped; one cart email fits the
+    // 1-per-16-hours cap, the other waits for it.
+    let mut carts = vec![states[0].as_str(), states[1].as_str()];
+    carts.sort();
+    assert_eq!((carts, states[2].as_str()), (vec!["deferred", "sent"], "sent"));
+    assert_eq!(sink.received().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_with_starttls_and_auth() {
+    let certs = tempfile::tempdir().expect("dir");
+    let (cert, key) = kizuna_testkit::self_signed_localhost(certs.path());
+    let sink = SmtpSink::start_tls(&cert, &key, "mailer:s3cret");
+    let mut settings = email_settings(sink.port);
+    let email = settings.email.as_mut().expect("email");
+    email.host = "localhost".into();
+    email.tls = SmtpTls::Starttls;
+    email.ca_file = Some(cert.display().to_string());
+    email.username = Some("mailer".into());
+    email.password = Some("s3cret".into());
+    let node = Node::start(settings);
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("cart", cart_template());
+    let queued = node.messenger.enqueue(&[node.request("cart", aiko)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&queued[0].id), "sent");
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["headers"]["X-Sink-TLS"], "yes", "sent over STARTTLS");
+    assert_eq!(received[0]["headers"]["X-Sink-Login"], "mailer", "authenticated");
 }

@@ -39,6 +39,14 @@ pub struct Policy {
     /// How late a message may still go, per priority, in hours; later it is dropped as stale ("your cart is
     /// waiting" three days on helps no one). Campaigns capped by frequency are dropped at once.
     pub max_delay_hours: MaxDelay,
+    /// Marketing only to people who opted in (Japan's Act on Specified Electronic Mail, GDPR). `false` sends to
+    /// everyone who has not refused (the US CAN-SPAM model); an explicit refusal always wins.
+    #[serde(default = "opt_in")]
+    pub marketing_requires_opt_in: bool,
+}
+
+fn opt_in() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +73,7 @@ impl Default for Policy {
             }),
             default_timezone: "UTC".into(),
             max_delay_hours: MaxDelay { abandonment: 24, flow: 72, campaign: 48 },
+            marketing_requires_opt_in: true,
         }
     }
 }
@@ -209,7 +218,7 @@ pub fn decide(policy: &Policy, candidate: &Candidate<'_>, now: DateTime<Utc>) ->
                 reason: format!("consent_denied: {} {}", candidate.channel, candidate.purpose.as_str()),
             };
         }
-        (Purpose::Marketing, Consent::Unknown) => {
+        (Purpose::Marketing, Consent::Unknown) if policy.marketing_requires_opt_in => {
             return Decision::Suppress {
                 reason: format!("no_consent: marketing on {} needs opt-in", candidate.channel),
             };

@@ -32,11 +32,16 @@ fn consent_suppression_and_address_come_first() {
     let mut c = candidate(&[], Priority::Flow);
     c.consent = Consent::Unknown;
     assert!(matches!(decide(&policy, &c, now), Decision::Suppress { reason } if reason.starts_with("no_consent")));
+    // Where the law allows marketing until someone refuses, unknown consent is enough; a refusal still wins.
+    let opt_out = Policy { marketing_requires_opt_in: false, ..Policy::default() };
+    assert_eq!(decide(&opt_out, &c, now), Decision::Send);
     // Transactional mail goes without opt-in, but not against an explicit no.
     c.purpose = Purpose::Transactional;
     assert_eq!(decide(&policy, &c, now), Decision::Send);
     c.consent = Consent::Denied;
     assert!(matches!(decide(&policy, &c, now), Decision::Suppress { reason } if reason.starts_with("consent_denied")));
+    c.purpose = Purpose::Marketing;
+    assert!(matches!(decide(&opt_out, &c, now), Decision::Suppress { reason } if reason.starts_with("consent_denied")));
     let mut c = candidate(&[], Priority::Flow);
     c.suppressed = Some("hard_bounce");
     assert_eq!(decide(&policy, &c, now), Decision::Suppress { reason: "suppressed: hard_bounce".into() });

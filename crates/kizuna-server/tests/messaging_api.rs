@@ -47,6 +47,7 @@ async fn templates_messages_tracking_and_unsubscribe_over_http() {
             reply_to: None,
             pool_size: 1,
             rate_per_second: 0.0,
+            ca_file: None,
         }),
         sms: Some(kizuna_messaging_service::SmsSettings {
             base_url: "http://127.0.0.1:9".into(),

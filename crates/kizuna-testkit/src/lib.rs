@@ -37,12 +37,24 @@ impl SmtpSink {
         Self::spawn(false)
     }
 
+    /// Starts a sink that requires STARTTLS with this certificate and AUTH with this login.
+    pub fn start_tls(cert: &Path, key: &Path, login: &str) -> SmtpSink {
+        let options =
+            ["--tls".into(), cert.display().to_string(), key.display().to_string(), "--auth".into(), login.into()];
+        Self::spawn_with(true, &options)
+    }
+
     fn spawn(keep: bool) -> SmtpSink {
+        Self::spawn_with(keep, &[])
+    }
+
+    fn spawn_with(keep: bool, options: &[String]) -> SmtpSink {
         let dir = tempfile::tempdir().expect("temp dir");
         let target = if keep { dir.path().display().to_string() } else { "-".into() };
         let mut child = Command::new(python())
             .arg(here("smtp_sink.py"))
             .arg(target)
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -76,6 +88,24 @@ impl SmtpSink {
             .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "eml")).count())
             .unwrap_or(0)
     }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 made with the openssl command: `(cert, key)` PEM
+/// files in `dir`.
+pub fn self_signed_localhost(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (Debian package openssl)");
+    assert!(status.success(), "openssl could not make a certificate");
+    (cert, key)
 }
 
 impl Drop for SmtpSink {

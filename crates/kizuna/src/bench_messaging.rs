@@ -150,6 +150,7 @@ pub fn run(config: &Config, args: MessagingArgs) -> Result<()> {
             reply_to: None,
             pool_size: args.pool,
             rate_per_second: 0.0,
+            ca_file: None,
         })
         .map_err(|e| anyhow::anyhow!(e))?;
         node.messenger.set_channel(Arc::new(smtp));
