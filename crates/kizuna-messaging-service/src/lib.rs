@@ -297,6 +297,13 @@ impl Messenger {
                 Rendered::Email { subject, preheader, html: links.track_html(&html), text: links.track_text(&text) }
             }
             Rendered::Sms { body } => Rendered::Sms { body: links.track_text(&body) },
+            // LINE opens only https links: wrap them only when this Kizuna is reachable over https.
+            Rendered::Line { mut messages } if self.inner.settings.public_url.starts_with("https://") => {
+                for message in &mut messages {
+                    track_line_links(message, &links);
+                }
+                Rendered::Line { messages }
+            }
             other => other,
         })
     }
@@ -681,6 +688,24 @@ impl Messenger {
 
     pub(crate) fn feedback(&self) -> Option<(Pipeline, Source)> {
         self.inner.feedback.lock().clone()
+    }
+}
+
+/// Wraps the links of a LINE message (text URLs, button and action `uri`s) in click redirects.
+fn track_line_links(value: &mut Value, links: &Links<'_>) {
+    match value {
+        Value::Object(map) => {
+            let is_text = map.get("type").and_then(Value::as_str) == Some("text");
+            for (key, child) in map.iter_mut() {
+                match (key.as_str(), child) {
+                    ("uri", Value::String(uri)) if uri.starts_with("https://") => *uri = links.click_url(uri),
+                    ("text", Value::String(text)) if is_text => *text = links.track_text(text),
+                    (_, child) => track_line_links(child, links),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| track_line_links(item, links)),
+        _ => {}
     }
 }
 

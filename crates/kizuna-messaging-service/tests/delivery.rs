@@ -338,6 +338,13 @@ async fn line_sms_and_webhooks_send_the_provider_request_shapes() {
     assert_eq!(body["to"], "Uu1");
     assert_eq!(body["messages"][0], json!({"type": "text", "text": "Aikoさん"}));
     assert_eq!(body["messages"][1]["contents"]["contents"].as_array().map(Vec::len), Some(2));
+    // The carousel's buttons go through click tracking to the product page.
+    let uri = body["messages"][1]["contents"]["contents"][0]["footer"]["contents"][0]["action"]["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let token = uri.strip_prefix("https://crm.tea.example/t/c/").expect("a tracked link");
+    assert_eq!(node.messenger.click(token).await.expect("click"), "https://tea.example/p/t1");
     let (headers, body) = find(&|_, b| b.contains("Body="));
     assert!(headers["authorization"].to_str().unwrap_or_default().starts_with("Basic "));
     let form: Vec<(String, String)> = url_decode(&body);
