@@ -277,16 +277,32 @@ fn attribute_order(
     Ok(Some(row.message_id))
 }
 
-/// A feed sink that hands `Order Completed` events to attribution (on its own thread: the writer only sends
-/// them over), then passes the commit on to `next`.
+/// What the attribution thread is told, in commit order.
+enum Work {
+    Order { profile: ProfileId, properties: Value, at: DateTime<Utc> },
+    Merged { from: ProfileId, into: ProfileId },
+}
+
+/// A feed sink that hands `Order Completed` events and merges to attribution (on its own thread: the writer
+/// only sends them over), then passes the commit on to `next`. Merges move the merged-away profile's messages
+/// and touches to the survivor, so a click before the merge still earns the order after it.
 pub fn attribution_sink(messenger: &Messenger, next: FeedSink) -> FeedSink {
-    let (sender, receiver) = std::sync::mpsc::channel::<(ProfileId, Value, DateTime<Utc>)>();
+    let (sender, receiver) = std::sync::mpsc::channel::<Work>();
     // The thread holds the store, not the messenger: dropping the last messenger closes SMTP connections, which
     // needs the async runtime this thread does not have.
     let store = messenger.store().clone();
     let windows = messenger.settings().attribution.clone();
     let spawned = std::thread::Builder::new().name("kizuna-attribution".into()).spawn(move || {
-        for (profile, properties, at) in receiver {
+        for work in receiver {
+            let (profile, properties, at) = match work {
+                Work::Merged { from, into } => {
+                    if let Err(e) = store.messages().move_profile(from, into) {
+                        tracing::error!(error = %e, from, into, "messages did not follow a merge");
+                    }
+                    continue;
+                }
+                Work::Order { profile, properties, at } => (profile, properties, at),
+            };
             let Some(order_id) = properties.get("order_id").and_then(|o| match o {
                 Value::String(s) => Some(s.clone()),
                 Value::Number(n) => Some(n.to_string()),
@@ -309,10 +325,18 @@ pub fn attribution_sink(messenger: &Messenger, next: FeedSink) -> FeedSink {
     }
     Box::new(move |committed: Committed| {
         for change in &committed.changes {
-            if let FeedChange::Event { profile, event } = change
-                && event.name == "Order Completed"
-            {
-                let _ = sender.send((*profile, event.properties.clone(), event.at));
+            match change {
+                FeedChange::Event { profile, event } if event.name == "Order Completed" => {
+                    let _ = sender.send(Work::Order {
+                        profile: *profile,
+                        properties: event.properties.clone(),
+                        at: event.at,
+                    });
+                }
+                FeedChange::Merged { from, into } => {
+                    let _ = sender.send(Work::Merged { from: *from, into: *into });
+                }
+                _ => {}
             }
         }
         next(committed);

@@ -474,3 +474,49 @@ async fn smtp_with_starttls_and_auth() {
     assert_eq!(received[0]["headers"]["X-Sink-TLS"], "yes", "sent over STARTTLS");
     assert_eq!(received[0]["headers"]["X-Sink-Login"], "mailer", "authenticated");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_before_a_merge_still_earns_the_order_after_it() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    // The newsletter sign-up (anonymous, with an email) and the account (a user id) start as two profiles.
+    node.send(json!({"type": "identify", "anonymousId": "anon-9", "traits": {"email": "aiko@example.com",
+        "first_name": "Aiko", "timezone": "Asia/Tokyo", "consent": {"email": {"marketing": "granted"}}}}))
+        .await;
+    node.send(json!({"type": "identify", "userId": "u1", "traits": {"plan": "member"}})).await;
+    let lookup = |kind: IdKind, value: &str| {
+        node.store.profile_by_identifier(&Identifier::new(kind, value)).expect("lookup").expect("profile")
+    };
+    let signup = lookup(IdKind::AnonymousId, "anon-9");
+    let account = lookup(IdKind::UserId, "u1");
+    assert_ne!(signup, account);
+    node.template("cart", cart_template());
+    let queued = node.messenger.enqueue(&[node.request("cart", signup)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    let html = sink.received()[0]["html"].as_str().expect("html").to_owned();
+    node.messenger.click(token_after(&html, "https://crm.tea.example/t/c/")).await.expect("click");
+
+    // Logging in links the two: the sign-up profile is merged into the account.
+    node.send(json!({"type": "track", "userId": "u1", "anonymousId": "anon-9", "event": "Product Viewed",
+                     "properties": {"product_id": "t1"}}))
+        .await;
+    let survivor = lookup(IdKind::UserId, "u1");
+    assert_eq!(lookup(IdKind::AnonymousId, "anon-9"), survivor);
+    assert_eq!(survivor, account, "the account survives, the sign-up profile is merged away");
+    node.clock.advance(Duration::hours(1));
+    node.send(json!({"type": "track", "userId": "u1", "event": "Order Completed",
+                     "properties": {"order_id": "o-9", "revenue": 5000}}))
+        .await;
+    let mut orders = 0;
+    for _ in 0..100 {
+        let report = node.store.messages().report("template", node.clock.now() - Duration::days(1)).expect("report");
+        orders = report.first().map(|r| r.orders).unwrap_or(0);
+        if orders == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(orders, 1, "the order is attributed to the message clicked before the merge");
+    let message = node.store.messages().message(&queued[0].id).expect("read").expect("message");
+    assert_eq!(message.profile_id, Some(survivor), "the delivery log follows the merge");
+}

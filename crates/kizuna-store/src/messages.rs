@@ -191,6 +191,9 @@ pub trait MessageStore: Send + Sync {
     /// `group` is `template`, `flow`, `channel` or `campaign`.
     fn report(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<ReportRow>>;
 
+    /// `from` was merged into `into`: its messages, touches and attributed orders follow.
+    fn move_profile(&self, from: ProfileId, into: ProfileId) -> StoreResult<()>;
+
     fn setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// Sets a value unless one exists; returns the value that holds.
     fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;

@@ -442,6 +442,20 @@ impl MessageStore for SqliteStore {
         })
     }
 
+    fn move_profile(&self, from: ProfileId, into: ProfileId) -> StoreResult<()> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            for table in ["msg_messages", "msg_touches", "msg_attributions"] {
+                tx.execute(
+                    &format!("UPDATE {table} SET profile_id = ?2 WHERE profile_id = ?1"),
+                    params![from as i64, into as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn setting(&self, key: &str) -> StoreResult<Option<String>> {
         self.with_reader(|conn| {
             Ok(conn.query_row("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
