@@ -243,7 +243,14 @@ impl Messenger {
         Ok(self.inner.store.messages().save_template(name, &json, self.now())?)
     }
 
-    fn compiled(&self, name: &str, version: Option<i64>) -> MessagingResult<Arc<CompiledTemplate>> {
+    /// The compiled template and its version: the current one, or the given one (then straight from the cache
+    /// when it is there — the worker asks for every message it sends).
+    fn compiled(&self, name: &str, version: Option<i64>) -> MessagingResult<(Arc<CompiledTemplate>, i64)> {
+        if let Some(version) = version
+            && let Some(hit) = self.inner.compiled.lock().get(&(name.to_owned(), version))
+        {
+            return Ok((hit.clone(), version));
+        }
         let stored = self
             .inner
             .store
@@ -252,13 +259,13 @@ impl Messenger {
             .ok_or_else(|| MessagingError::TemplateNotFound(name.to_owned()))?;
         let key = (stored.name.clone(), stored.version);
         if let Some(hit) = self.inner.compiled.lock().get(&key) {
-            return Ok(hit.clone());
+            return Ok((hit.clone(), stored.version));
         }
         let definition: TemplateDefinition = serde_json::from_value(stored.definition)
             .map_err(|e| MessagingError::Render(format!("stored template {name} is unreadable: {e}")))?;
         let compiled = Arc::new(self.inner.renderer.compile(&definition).map_err(MessagingError::InvalidTemplate)?);
         self.inner.compiled.lock().insert(key, compiled.clone());
-        Ok(compiled)
+        Ok((compiled, stored.version))
     }
 
     // ---- rendering ---------------------------------------------------------------------------------------
@@ -316,7 +323,7 @@ impl Messenger {
         event: &Value,
     ) -> MessagingResult<Rendered> {
         let compiled = match template {
-            Ok(name) => self.compiled(name, None)?,
+            Ok(name) => self.compiled(name, None)?.0,
             Err(definition) => {
                 Arc::new(self.inner.renderer.compile(definition).map_err(MessagingError::InvalidTemplate)?)
             }
@@ -341,7 +348,7 @@ impl Messenger {
         let mut rows = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
             let field = |f: &str| if requests.len() == 1 { f.to_owned() } else { format!("messages[{i}].{f}") };
-            let compiled = self.compiled(&request.template, None).map_err(|e| match e {
+            let (compiled, version) = self.compiled(&request.template, None).map_err(|e| match e {
                 MessagingError::TemplateNotFound(_) => invalid(&field("template"), e.to_string()),
                 other => other,
             })?;
@@ -351,8 +358,6 @@ impl Messenger {
             if !(request.event.is_null() || request.event.is_object()) {
                 return Err(invalid(&field("event"), "the event is an object"));
             }
-            let stored = self.inner.store.messages().template(&request.template, None)?;
-            let version = stored.map(|t| t.version).unwrap_or(1);
             let definition = &compiled.definition;
             rows.push(NewMessage {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -383,7 +388,7 @@ impl Messenger {
     /// Renders a template for a profile (or sample data) and sends it at once to `to`, outside the governor:
     /// the "send a test" button. Recorded in the log as a test.
     pub async fn send_test(&self, template: &str, to: &str, profile_id: Option<ProfileId>) -> MessagingResult<String> {
-        let compiled = self.compiled(template, None)?;
+        let (compiled, version) = self.compiled(template, None)?;
         let channel = compiled.definition.content.channel();
         let transport = self.transport(channel)?;
         let recipient = match profile_id {
@@ -394,7 +399,6 @@ impl Messenger {
         let context = self.context(Some(&recipient), &Value::Null, &id);
         let rendered = self.render_tracked(&compiled, &context, &id)?;
         let now = self.now();
-        let version = self.inner.store.messages().template(template, None)?.map(|t| t.version).unwrap_or(1);
         self.inner.store.messages().enqueue(
             &[NewMessage {
                 id: id.clone(),
@@ -585,7 +589,7 @@ impl Messenger {
         } else {
             Vec::new()
         };
-        let compiled = self.compiled(&message.template, Some(message.template_version))?;
+        let (compiled, _) = self.compiled(&message.template, Some(message.template_version))?;
         let topic_unsubscribed = compiled
             .definition
             .topic
