@@ -342,6 +342,16 @@ impl Messenger {
 
     // ---- queueing ----------------------------------------------------------------------------------------
 
+    /// Messages due and not yet handed to a channel, counted up to `cap`.
+    pub fn backlog(&self, cap: usize) -> MessagingResult<usize> {
+        Ok(self.inner.store.messages().backlog(self.now(), cap)?)
+    }
+
+    /// Whether a template of this name exists.
+    pub fn template_exists(&self, name: &str) -> MessagingResult<bool> {
+        Ok(self.inner.store.messages().template(name, None)?.is_some())
+    }
+
     /// Queues messages durably (one transaction); they are sent by the worker.
     pub fn enqueue(&self, requests: &[SendRequest]) -> MessagingResult<Vec<Queued>> {
         let now = self.now();
@@ -544,12 +554,13 @@ impl Messenger {
         Ok(due.len())
     }
 
-    fn prepare(
+    /// The governor's decision for a message, and what sending it needs when it may go.
+    fn gate(
         &self,
         message: &StoredMessage,
         now: DateTime<Utc>,
         earlier_this_round: &[DateTime<Utc>],
-    ) -> MessagingResult<Prepared> {
+    ) -> MessagingResult<(Decision, Option<Gated>)> {
         let channel = Channel::parse(&message.channel).ok_or_else(|| invalid("channel", "unknown channel"))?;
         let purpose = Purpose::parse(&message.purpose).unwrap_or(Purpose::Marketing);
         let priority = Priority::ALL.into_iter().find(|p| p.rank() == message.priority).unwrap_or(Priority::Campaign);
@@ -557,11 +568,7 @@ impl Messenger {
             return Err(invalid("profile_id", "a queued message needs a profile"));
         };
         let Some(recipient) = self.recipient(profile_id)? else {
-            return Ok(Prepared::Settled(transition(
-                &message.id,
-                MessageState::Suppressed,
-                "profile_gone: erased or merged away",
-            )));
+            return Ok((Decision::Suppress { reason: "profile_gone: erased or merged away".into() }, None));
         };
         let address = match channel {
             Channel::Webhook => self.inner.settings.webhook.as_ref().map(|w| w.url.clone()),
@@ -607,7 +614,62 @@ impl Messenger {
             recent_sends: &sends,
             created_at: message.created_at,
         };
-        match decide(&self.inner.settings.policy, &candidate, now) {
+        let decision = decide(&self.inner.settings.policy, &candidate, now);
+        Ok((decision, Some(Gated { channel, purpose, recipient, address, compiled })))
+    }
+
+    /// What the governor would decide for this template and person at `at`, had they also been sent
+    /// messages at `earlier` (a flow replay's own sends): nothing is queued or sent.
+    pub fn dry_run(
+        &self,
+        template: &str,
+        profile_id: ProfileId,
+        at: DateTime<Utc>,
+        earlier: &[DateTime<Utc>],
+    ) -> MessagingResult<Decision> {
+        let (compiled, version) = self.compiled(template, None)?;
+        let definition = &compiled.definition;
+        let rank = if definition.purpose == Purpose::Transactional {
+            Priority::Transactional.rank()
+        } else {
+            Priority::Flow.rank()
+        };
+        let message = StoredMessage {
+            id: String::new(),
+            idempotency_key: None,
+            profile_id: Some(profile_id),
+            channel: definition.content.channel().as_str().into(),
+            purpose: definition.purpose.as_str().into(),
+            priority: rank,
+            template: template.into(),
+            template_version: version,
+            flow: None,
+            campaign: None,
+            context: Value::Null,
+            recipient: None,
+            state: "queued".into(),
+            reason: None,
+            due_at: at,
+            attempts: 0,
+            provider_id: None,
+            test: false,
+            created_at: at,
+            updated_at: at,
+            sent_at: None,
+            opened_at: None,
+            clicked_at: None,
+        };
+        Ok(self.gate(&message, at, earlier)?.0)
+    }
+
+    fn prepare(
+        &self,
+        message: &StoredMessage,
+        now: DateTime<Utc>,
+        earlier_this_round: &[DateTime<Utc>],
+    ) -> MessagingResult<Prepared> {
+        let (decision, gated) = self.gate(message, now, earlier_this_round)?;
+        match decision {
             Decision::Send => {}
             Decision::Defer { until, reason } => {
                 let mut t = transition(&message.id, MessageState::Deferred, &reason);
@@ -621,6 +683,9 @@ impl Messenger {
                 return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, &reason)));
             }
         }
+        let Some(Gated { channel, purpose, recipient, address, compiled }) = gated else {
+            return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, "profile_gone")));
+        };
         let Ok(transport) = self.transport(channel) else {
             return Ok(Prepared::Settled(transition(
                 &message.id,
@@ -711,6 +776,15 @@ fn track_line_links(value: &mut Value, links: &Links<'_>) {
         Value::Array(items) => items.iter_mut().for_each(|item| track_line_links(item, links)),
         _ => {}
     }
+}
+
+/// A message the governor looked at, with what sending it needs.
+struct Gated {
+    channel: Channel,
+    purpose: Purpose,
+    recipient: profile::Recipient,
+    address: Option<String>,
+    compiled: Arc<CompiledTemplate>,
 }
 
 enum Prepared {

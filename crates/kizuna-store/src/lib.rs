@@ -6,6 +6,7 @@
 //! commit together with one fsync, and nothing is acknowledged before its transaction committed.
 
 pub mod codec;
+pub mod flows;
 pub mod messages;
 mod model;
 mod sqlite;
@@ -138,6 +139,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Messaging's tables: templates, the outbox and delivery log, suppressions, touches, attribution.
     fn messages(&self) -> &dyn messages::MessageStore;
+
+    /// Flows' tables: definitions and versions, runs with their timers, the steps they took, cursors.
+    fn flows(&self) -> &dyn flows::FlowStore;
 }
 
 pub trait StoreWriter: Send {

@@ -149,6 +149,9 @@ pub trait MessageStore: Send + Sync {
     fn template(&self, name: &str, version: Option<i64>) -> StoreResult<Option<StoredTemplate>>;
     fn templates(&self) -> StoreResult<Vec<StoredTemplate>>;
     fn delete_template(&self, name: &str) -> StoreResult<bool>;
+    /// Messages waiting to go (queued or deferred and due at `now`), counted up to `cap`: how far delivery is
+    /// behind, for producers that should slow down.
+    fn backlog(&self, now: DateTime<Utc>, cap: usize) -> StoreResult<usize>;
 
     /// Queues messages durably in one transaction. A message whose idempotency key is already known is not
     /// queued again; the answer has, per message, the id that holds its key and whether it is new.

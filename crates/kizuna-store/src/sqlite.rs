@@ -21,11 +21,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_segment_membership_moved.sql")),
     (5, include_str!("../migrations/0005_recommendations.sql")),
     (6, include_str!("../migrations/0006_messaging.sql")),
+    (7, include_str!("../migrations/0007_flows.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
 const DERIVED_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/derived/0001_segment_membership.sql"))];
 
+mod flows;
 mod messages;
 mod segments;
 
@@ -279,6 +281,10 @@ fn merge_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String
 
 impl Store for SqliteStore {
     fn messages(&self) -> &dyn crate::messages::MessageStore {
+        self
+    }
+
+    fn flows(&self) -> &dyn crate::flows::FlowStore {
         self
     }
 

@@ -116,6 +116,18 @@ impl MessageStore for SqliteStore {
         })
     }
 
+    fn backlog(&self, now: DateTime<Utc>, cap: usize) -> StoreResult<usize> {
+        self.with_reader(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM msg_messages WHERE state IN ('queued', 'deferred') AND due_at <= ?1
+                 LIMIT ?2)",
+                params![ms(now), cap as i64],
+                |r| r.get(0),
+            )?;
+            Ok(n as usize)
+        })
+    }
+
     fn enqueue(&self, messages: &[NewMessage], now: DateTime<Utc>) -> StoreResult<Vec<(String, bool)>> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;

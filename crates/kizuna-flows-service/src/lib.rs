@@ -1,0 +1,470 @@
+//! # kizuna-flows-service — the durable flow engine
+//!
+//! Every person's run is a row in the store with its timer (`due_at`, indexed). The engine works in rounds;
+//! each round reads new segment transitions and new events **by cursor** from the store (so nothing that was
+//! acknowledged is missed across a restart), wakes the runs that are due (an index range, never a scan of all
+//! runs), moves each through the pure machine (`kizuna-flows`), carries out the actions the steps asked for,
+//! and then writes the runs, their steps and the cursors in one transaction.
+//!
+//! Actions happen before the write, and each carries an idempotency key made of the run and the step visit: a
+//! crash between the two re-executes the same steps from the last written state, and messaging (which keeps
+//! the keys) queues each message once. That is at-least-once execution made effectively-once.
+//!
+//! Backpressure: when messaging has more than `backlog_limit` messages due and not yet handed to a channel,
+//! the engine stops starting and advancing runs until it drains; the inputs wait in the store.
+
+mod delivery;
+mod engine;
+pub mod person;
+mod replay;
+mod report;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use kizuna_flows::validate::{self, FlowError, Resolver};
+use kizuna_flows::{FlowDefinition, Run};
+use kizuna_identity::ProfileId;
+use kizuna_pipeline::{Committed, FeedChange, FeedSink, Pipeline};
+use kizuna_store::flows::StoredFlow;
+use kizuna_store::{Source, Store, StoreError};
+use kizuna_types::Clock;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+pub use delivery::{Delivery, verdict};
+pub use replay::{SimReport, SimRequest};
+pub use report::FlowReport;
+
+#[derive(Debug, Clone)]
+pub struct FlowSettings {
+    /// Inputs (transitions, events) and due runs handled per round.
+    pub batch: usize,
+    /// The longest sleep between rounds when nothing wakes the engine.
+    pub idle: std::time::Duration,
+    /// Pause while messaging has this many messages waiting.
+    pub backlog_limit: usize,
+    /// The zone of people whose own is unknown (the store's).
+    pub default_timezone: String,
+    /// For computed attributes in conditions (`computed.journey_stage`).
+    pub purchase_window_days: f64,
+    /// Signs webhook steps' requests (`X-Kizuna-Signature: t=…,v1=…`).
+    pub webhook_secret: Option<String>,
+    /// Keep each due run's lateness (actual − scheduled) for the benchmark.
+    pub record_lateness: bool,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        Self {
+            batch: 1_000,
+            idle: std::time::Duration::from_secs(1),
+            backlog_limit: 50_000,
+            default_timezone: "UTC".into(),
+            purchase_window_days: 30.0,
+            webhook_secret: None,
+            record_lateness: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowsError {
+    #[error(transparent)]
+    Invalid(#[from] FlowError),
+    #[error("flow \"{0}\" does not exist")]
+    NotFound(String),
+    #[error("flow run {0} does not exist")]
+    RunNotFound(i64),
+    #[error("flow \"{0}\" is not active")]
+    NotActive(String),
+    #[error("profile {0} not found")]
+    ProfileNotFound(ProfileId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type FlowsResult<T> = Result<T, FlowsError>;
+
+/// A flow as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowInfo {
+    pub name: String,
+    pub status: String,
+    /// The latest saved version.
+    pub version: i64,
+    /// The version new entrants get (none until activated).
+    pub live_version: Option<i64>,
+    pub definition: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Engine counters since start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EngineStats {
+    pub rounds: u64,
+    pub runs_started: u64,
+    pub steps_executed: u64,
+    pub sends_queued: u64,
+    pub entries_refused: u64,
+    pub backpressure_pauses: u64,
+}
+
+/// Follow-up work from the change feed: merges and erasures.
+#[derive(Debug, Clone, Copy)]
+enum ProfileChange {
+    Merged { from: ProfileId, into: ProfileId },
+    Erased(ProfileId),
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    delivery: Arc<dyn Delivery>,
+    settings: FlowSettings,
+    default_zone: Tz,
+    effects: Mutex<Option<(Pipeline, Source)>>,
+    http: reqwest::Client,
+    definitions: Mutex<HashMap<(i64, i64), Arc<FlowDefinition>>>,
+    /// One round at a time; API enrolment takes it too.
+    round: tokio::sync::Mutex<()>,
+    next_run_id: AtomicI64,
+    wake: Notify,
+    stopped: AtomicBool,
+    stats: Mutex<EngineStats>,
+    lateness_ms: Mutex<Vec<i64>>,
+    profile_changes: Mutex<Vec<ProfileChange>>,
+    /// Test hook: the next round stops after its actions and before its write, as a kill would.
+    crash_before_write: AtomicBool,
+}
+
+/// The handle to the flow engine; cheap to clone.
+#[derive(Clone)]
+pub struct FlowEngine {
+    inner: Arc<Inner>,
+}
+
+struct StoreResolver<'a> {
+    store: &'a dyn Store,
+    delivery: &'a dyn Delivery,
+}
+
+impl Resolver for StoreResolver<'_> {
+    fn template_exists(&self, name: &str) -> bool {
+        self.delivery.template_exists(name)
+    }
+
+    fn segment_exists(&self, name: &str) -> bool {
+        self.store.segment_by_name(name).ok().flatten().is_some()
+    }
+}
+
+impl FlowEngine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        delivery: Arc<dyn Delivery>,
+        settings: FlowSettings,
+    ) -> FlowsResult<FlowEngine> {
+        let default_zone = settings.default_timezone.parse::<Tz>().map_err(|_| FlowError {
+            field: "default_timezone".into(),
+            message: format!("unknown zone {}", settings.default_timezone),
+        })?;
+        let next = store.flows().max_run_id()? + 1;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| StoreError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(FlowEngine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                delivery,
+                settings,
+                default_zone,
+                effects: Mutex::new(None),
+                http,
+                definitions: Mutex::new(HashMap::new()),
+                round: tokio::sync::Mutex::new(()),
+                next_run_id: AtomicI64::new(next),
+                wake: Notify::new(),
+                stopped: AtomicBool::new(false),
+                stats: Mutex::new(EngineStats::default()),
+                lateness_ms: Mutex::new(Vec::new()),
+                profile_changes: Mutex::new(Vec::new()),
+                crash_before_write: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Where profile updates, tags and points are recorded (as events of this source).
+    pub fn set_effects(&self, pipeline: Pipeline, source: Source) {
+        *self.inner.effects.lock() = Some((pipeline, source));
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Wakes the engine (new events or transitions are waiting).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.inner.stats.lock().clone()
+    }
+
+    /// The lateness of every due run executed since the last call, in milliseconds (with `record_lateness`).
+    pub fn take_lateness(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.inner.lateness_ms.lock())
+    }
+
+    /// Passes every commit on to `next`, keeping merges and erasures for the engine: a merged-away person's
+    /// runs move to the survivor, an erased person's runs are deleted.
+    pub fn feed_sink_then(&self, next: FeedSink) -> FeedSink {
+        let me = self.clone();
+        Box::new(move |committed: Committed| {
+            let changes: Vec<ProfileChange> = committed
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    FeedChange::Merged { from, into } => Some(ProfileChange::Merged { from: *from, into: *into }),
+                    FeedChange::Removed { profile, erased: true } => Some(ProfileChange::Erased(*profile)),
+                    _ => None,
+                })
+                .collect();
+            let has_events = committed.changes.iter().any(|c| matches!(c, FeedChange::Event { .. }));
+            if !changes.is_empty() {
+                me.inner.profile_changes.lock().extend(changes);
+            }
+            if has_events {
+                me.wake();
+            }
+            next(committed)
+        })
+    }
+
+    // ---- definitions -------------------------------------------------------------------------------------
+
+    /// Reads and checks a definition without saving it.
+    pub fn check(&self, definition: &serde_json::Value) -> FlowsResult<FlowDefinition> {
+        let def = validate::from_json(definition)?;
+        let resolver = StoreResolver { store: self.inner.store.as_ref(), delivery: self.inner.delivery.as_ref() };
+        validate::check(&def, &resolver)?;
+        Ok(def)
+    }
+
+    /// Saves a new version. A draft stays a draft; an active flow gives new entrants the new version, while
+    /// people inside finish on the version they entered ([`FlowEngine::migrate`] moves them explicitly).
+    pub fn save(&self, name: &str, definition: &serde_json::Value) -> FlowsResult<FlowInfo> {
+        check_name(name)?;
+        let def = self.check(definition)?;
+        let normalized = serde_json::to_value(&def).map_err(StoreError::from)?;
+        let now = self.now();
+        let stored = self.inner.store.flows().save_flow(name, &normalized, now)?;
+        if stored.status == "active" {
+            self.inner.store.flows().set_flow_status(stored.id, "active", Some(stored.version), now)?;
+        }
+        self.info(name)
+    }
+
+    pub fn info(&self, name: &str) -> FlowsResult<FlowInfo> {
+        let flow = self.stored(name)?;
+        let version = self
+            .inner
+            .store
+            .flows()
+            .flow_version(flow.id, flow.version)?
+            .ok_or_else(|| FlowsError::NotFound(name.into()))?;
+        Ok(FlowInfo {
+            name: flow.name,
+            status: flow.status,
+            version: flow.version,
+            live_version: flow.live_version,
+            definition: version.definition,
+            created_at: flow.created_at,
+            updated_at: flow.updated_at,
+        })
+    }
+
+    pub fn list(&self) -> FlowsResult<Vec<FlowInfo>> {
+        let names: Vec<String> = self.inner.store.flows().list_flows()?.into_iter().map(|f| f.name).collect();
+        names.iter().map(|n| self.info(n)).collect()
+    }
+
+    /// One saved version's definition.
+    pub fn version(&self, name: &str, version: i64) -> FlowsResult<serde_json::Value> {
+        let flow = self.stored(name)?;
+        let found = self.inner.store.flows().flow_version(flow.id, version)?;
+        found.map(|v| v.definition).ok_or_else(|| FlowsError::NotFound(format!("{name} version {version}")))
+    }
+
+    pub fn versions(&self, name: &str) -> FlowsResult<Vec<(i64, DateTime<Utc>)>> {
+        let flow = self.stored(name)?;
+        Ok(self.inner.store.flows().flow_versions(flow.id)?)
+    }
+
+    pub(crate) fn stored(&self, name: &str) -> FlowsResult<StoredFlow> {
+        self.inner.store.flows().flow(name)?.ok_or_else(|| FlowsError::NotFound(name.into()))
+    }
+
+    /// Starts the flow: new triggers (from now on) enter the latest version; paused runs continue.
+    pub fn activate(&self, name: &str) -> FlowsResult<FlowInfo> {
+        let flow = self.stored(name)?;
+        // References may have gone since the flow was saved (a deleted template).
+        let definition = self.version(name, flow.version)?;
+        self.check(&definition)?;
+        self.inner.store.flows().set_flow_status(flow.id, "active", Some(flow.version), self.now())?;
+        self.wake();
+        self.info(name)
+    }
+
+    /// The kill switch: nobody enters, no step runs, timers wait; [`FlowEngine::activate`] resumes.
+    pub fn pause(&self, name: &str) -> FlowsResult<FlowInfo> {
+        let flow = self.stored(name)?;
+        self.inner.store.flows().set_flow_status(flow.id, "paused", None, self.now())?;
+        self.info(name)
+    }
+
+    /// Deletes the flow with its runs and their history.
+    pub fn delete(&self, name: &str) -> FlowsResult<()> {
+        let flow = self.stored(name)?;
+        self.inner.store.flows().delete_flow(flow.id)?;
+        Ok(())
+    }
+
+    pub(crate) fn definition(&self, flow_id: i64, version: i64) -> FlowsResult<Arc<FlowDefinition>> {
+        if let Some(def) = self.inner.definitions.lock().get(&(flow_id, version)) {
+            return Ok(def.clone());
+        }
+        let stored = self
+            .inner
+            .store
+            .flows()
+            .flow_version(flow_id, version)?
+            .ok_or_else(|| FlowsError::NotFound(format!("flow {flow_id} version {version}")))?;
+        let def = Arc::new(validate::from_json(&stored.definition)?);
+        self.inner.definitions.lock().insert((flow_id, version), def.clone());
+        Ok(def)
+    }
+
+    /// Runs of older versions move to the latest one when their current step still exists there.
+    pub async fn migrate(&self, name: &str) -> FlowsResult<usize> {
+        let flow = self.stored(name)?;
+        let latest = self.definition(flow.id, flow.version)?;
+        let _round = self.inner.round.lock().await;
+        let mut moved = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.inner.store.flows().runs(Some(flow.id), None, None, after, 1_000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for row in page {
+                let keeps_step = row.step.as_deref().is_none_or(|s| latest.step(s).is_some());
+                if row.version != flow.version && engine::is_live(&row.status) && keeps_step {
+                    let mut row = row;
+                    row.version = flow.version;
+                    moved.push(row);
+                }
+            }
+        }
+        let batch = kizuna_store::flows::FlowBatch { runs: moved, ..Default::default() };
+        let count = batch.runs.len();
+        self.inner.store.flows().apply_flow_batch(&batch, self.now())?;
+        Ok(count)
+    }
+
+    // ---- runs ---------------------------------------------------------------------------------------------
+
+    pub fn run(&self, id: i64) -> FlowsResult<(Run, String, Vec<kizuna_store::flows::StepRow>)> {
+        let row = self.inner.store.flows().run(id)?.ok_or(FlowsError::RunNotFound(id))?;
+        let flow = self.inner.store.flows().flow_by_id(row.flow_id)?.map(|f| f.name).unwrap_or_default();
+        let steps = self.inner.store.flows().run_steps(id)?;
+        Ok((engine::from_row(&row), flow, steps))
+    }
+
+    /// A flow's runs (optionally of one status), or a person's runs in every flow.
+    pub fn runs(
+        &self,
+        flow: Option<&str>,
+        profile: Option<ProfileId>,
+        status: Option<&str>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> FlowsResult<Vec<(Run, String)>> {
+        let flow_id = flow.map(|name| self.stored(name).map(|f| f.id)).transpose()?;
+        let rows = self.inner.store.flows().runs(flow_id, profile, status, after, limit)?;
+        let mut names: HashMap<i64, String> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(row.flow_id) {
+                slot.insert(self.inner.store.flows().flow_by_id(row.flow_id)?.map(|f| f.name).unwrap_or_default());
+            }
+            out.push((engine::from_row(&row), names.get(&row.flow_id).cloned().unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    // ---- the loop -----------------------------------------------------------------------------------------
+
+    /// Runs rounds until [`FlowEngine::stop`]: at once when woken, when the next timer is due, and at least
+    /// every `idle`.
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while !me.inner.stopped.load(Ordering::SeqCst) {
+                let worked = match me.round().await {
+                    Ok(worked) => worked,
+                    Err(e) => {
+                        tracing::error!(error = %e, "flow round failed; retrying");
+                        false
+                    }
+                };
+                if worked {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                let mut sleep = me.inner.settings.idle;
+                if let Ok(Some(due)) = me.inner.store.flows().next_due() {
+                    let until = (due - me.now()).to_std().unwrap_or_default();
+                    sleep = sleep.min(until.max(std::time::Duration::from_millis(1)));
+                }
+                let _ = tokio::time::timeout(sleep, me.inner.wake.notified()).await;
+            }
+        })
+    }
+
+    /// For crash tests: the next round carries out its actions and then fails before it writes, leaving the
+    /// store as a `kill -9` at the worst moment would.
+    #[doc(hidden)]
+    pub fn crash_before_next_write(&self) {
+        self.inner.crash_before_write.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+}
+
+fn check_name(name: &str) -> FlowsResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(FlowError { field: "name".into(), message: "a flow name is 1–100 letters, digits, '_' or '-'".into() }
+            .into())
+    }
+}

@@ -1,0 +1,401 @@
+//! SQLite implementation of [`FlowStore`].
+
+use super::{SqliteStore, from_ms, ms};
+use crate::flows::{FlowBatch, FlowCounts, FlowStore, FlowVersion, PriorRunsRow, RunRow, StepRow, StoredFlow};
+use crate::{StoreError, StoreResult};
+use chrono::{DateTime, Utc};
+use kizuna_identity::ProfileId;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+const FLOW_COLUMNS: &str =
+    "id, name, status, version, live_version, since_event_seq, since_transition_seq, created_at, updated_at";
+
+const RUN_COLUMNS: &str = "id, flow_id, version, profile_id, status, step, due_at, entered_at, trigger, visits, arm, \
+     holdout, goal_until, converted_at, revenue, exit_reason, ended_at";
+
+fn flow_row(r: &Row<'_>) -> rusqlite::Result<StoredFlow> {
+    Ok(StoredFlow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        status: r.get(2)?,
+        version: r.get(3)?,
+        live_version: r.get(4)?,
+        since_event_seq: r.get(5)?,
+        since_transition_seq: r.get(6)?,
+        created_at: from_ms(r.get(7)?),
+        updated_at: from_ms(r.get(8)?),
+    })
+}
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let trigger: String = r.get(8)?;
+    Ok(RunRow {
+        id: r.get(0)?,
+        flow_id: r.get(1)?,
+        version: r.get(2)?,
+        profile_id: r.get::<_, i64>(3)? as ProfileId,
+        status: r.get(4)?,
+        step: r.get(5)?,
+        due_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
+        entered_at: from_ms(r.get(7)?),
+        trigger: serde_json::from_str(&trigger).unwrap_or(serde_json::Value::Null),
+        visits: r.get(9)?,
+        arm: r.get(10)?,
+        holdout: r.get::<_, i64>(11)? != 0,
+        goal_until: r.get::<_, Option<i64>>(12)?.map(from_ms),
+        converted_at: r.get::<_, Option<i64>>(13)?.map(from_ms),
+        revenue: r.get(14)?,
+        exit_reason: r.get(15)?,
+        ended_at: r.get::<_, Option<i64>>(16)?.map(from_ms),
+    })
+}
+
+fn query_runs(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<Vec<RunRow>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, run_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn flow_where(conn: &Connection, clause: &str, param: impl rusqlite::ToSql) -> StoreResult<Option<StoredFlow>> {
+    Ok(conn.query_row(&format!("SELECT {FLOW_COLUMNS} FROM flows WHERE {clause}"), [param], flow_row).optional()?)
+}
+
+impl FlowStore for SqliteStore {
+    fn save_flow(&self, name: &str, definition: &serde_json::Value, now: DateTime<Utc>) -> StoreResult<StoredFlow> {
+        let text = serde_json::to_string(definition)?;
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO flows (name, status, version, live_version, created_at, updated_at)
+                 VALUES (?1, 'draft', 0, NULL, ?2, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, ms(now)],
+            )?;
+            tx.execute(
+                "UPDATE flows SET version = version + 1, updated_at = ?2 WHERE name = ?1",
+                params![name, ms(now)],
+            )?;
+            let flow = flow_where(&tx, "name = ?1", name)?
+                .ok_or_else(|| StoreError::Invalid(format!("flow {name} vanished while saving")))?;
+            tx.execute(
+                "INSERT INTO flow_versions (flow_id, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![flow.id, flow.version, text, ms(now)],
+            )?;
+            tx.commit()?;
+            Ok(flow)
+        })
+    }
+
+    fn flow(&self, name: &str) -> StoreResult<Option<StoredFlow>> {
+        self.with_reader(|conn| flow_where(conn, "name = ?1", name))
+    }
+
+    fn flow_by_id(&self, id: i64) -> StoreResult<Option<StoredFlow>> {
+        self.with_reader(|conn| flow_where(conn, "id = ?1", id))
+    }
+
+    fn list_flows(&self) -> StoreResult<Vec<StoredFlow>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {FLOW_COLUMNS} FROM flows ORDER BY name"))?;
+            Ok(stmt.query_map([], flow_row)?.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn flow_version(&self, flow_id: i64, version: i64) -> StoreResult<Option<FlowVersion>> {
+        self.with_reader(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT version, definition, created_at FROM flow_versions WHERE flow_id = ?1 AND version = ?2",
+                    params![flow_id, version],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+                )
+                .optional()?;
+            row.map(|(version, definition, created)| {
+                Ok(FlowVersion {
+                    version,
+                    definition: serde_json::from_str(&definition)?,
+                    created_at: from_ms(created),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn flow_versions(&self, flow_id: i64) -> StoreResult<Vec<(i64, DateTime<Utc>)>> {
+        self.with_reader(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT version, created_at FROM flow_versions WHERE flow_id = ?1 ORDER BY version DESC")?;
+            let rows = stmt.query_map([flow_id], |r| Ok((r.get::<_, i64>(0)?, from_ms(r.get(1)?))))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn set_flow_status(
+        &self,
+        flow_id: i64,
+        status: &str,
+        live_version: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let heads = match live_version {
+            Some(_) => Some(self.input_heads()?),
+            None => None,
+        };
+        self.with_writer(|conn| {
+            conn.execute(
+                "UPDATE flows SET status = ?2, live_version = COALESCE(?3, live_version),
+                     since_event_seq = COALESCE(?5, since_event_seq),
+                     since_transition_seq = COALESCE(?6, since_transition_seq), updated_at = ?4
+                 WHERE id = ?1",
+                params![flow_id, status, live_version, ms(now), heads.map(|h| h.0), heads.map(|h| h.1)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn input_heads(&self) -> StoreResult<(i64, i64)> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),
+                        (SELECT COALESCE(MAX(seq), 0) FROM derived.segment_transitions)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+    }
+
+    fn delete_flow(&self, flow_id: i64) -> StoreResult<()> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM flow_steps WHERE flow_id = ?1", [flow_id])?;
+            tx.execute("DELETE FROM flow_runs WHERE flow_id = ?1", [flow_id])?;
+            tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
+            tx.execute("DELETE FROM flows WHERE id = ?1", [flow_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn flow_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row("SELECT position FROM flow_cursors WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+        })
+    }
+
+    fn apply_flow_batch(&self, batch: &FlowBatch, now: DateTime<Utc>) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO flow_runs (id, flow_id, version, profile_id, status, step, due_at, entered_at, trigger,
+                         visits, arm, holdout, goal_until, converted_at, revenue, exit_reason, ended_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                     ON CONFLICT (id) DO UPDATE SET profile_id = excluded.profile_id, status = excluded.status,
+                         step = excluded.step, due_at = excluded.due_at, visits = excluded.visits, arm = excluded.arm,
+                         holdout = excluded.holdout, converted_at = excluded.converted_at, revenue = excluded.revenue,
+                         exit_reason = excluded.exit_reason, ended_at = excluded.ended_at,
+                         updated_at = excluded.updated_at",
+                )?;
+                for run in &batch.runs {
+                    upsert.execute(params![
+                        run.id,
+                        run.flow_id,
+                        run.version,
+                        run.profile_id as i64,
+                        run.status,
+                        run.step,
+                        run.due_at.map(ms),
+                        ms(run.entered_at),
+                        serde_json::to_string(&run.trigger)?,
+                        run.visits,
+                        run.arm,
+                        i64::from(run.holdout),
+                        run.goal_until.map(ms),
+                        run.converted_at.map(ms),
+                        run.revenue,
+                        run.exit_reason,
+                        run.ended_at.map(ms),
+                        ms(now),
+                    ])?;
+                }
+                let mut step = tx.prepare_cached(
+                    "INSERT INTO flow_steps (run_id, visit, flow_id, step, kind, outcome, action, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (run_id, visit) DO NOTHING",
+                )?;
+                for (flow_id, s) in &batch.steps {
+                    let action = s.action.as_ref().map(serde_json::to_string).transpose()?;
+                    step.execute(params![s.run_id, s.visit, flow_id, s.step, s.kind, s.outcome, action, ms(s.at)])?;
+                }
+                let mut cursor = tx.prepare_cached(
+                    "INSERT INTO flow_cursors (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                )?;
+                for (name, position) in &batch.cursors {
+                    cursor.execute(params![name, position])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn max_run_id(&self) -> StoreResult<i64> {
+        self.with_reader(|conn| Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM flow_runs", [], |r| r.get(0))?))
+    }
+
+    fn due_runs(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<RunRow>> {
+        self.with_reader(|conn| {
+            query_runs(
+                conn,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM flow_runs WHERE due_at IS NOT NULL AND due_at <= ?1
+                       AND flow_id IN (SELECT id FROM flows WHERE status = 'active')
+                     ORDER BY due_at LIMIT ?2"
+                ),
+                params![ms(now), limit as i64],
+            )
+        })
+    }
+
+    fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.with_reader(|conn| {
+            let due: Option<i64> = conn.query_row(
+                "SELECT MIN(due_at) FROM flow_runs WHERE due_at IS NOT NULL
+                       AND flow_id IN (SELECT id FROM flows WHERE status = 'active')",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(due.map(from_ms))
+        })
+    }
+
+    fn open_runs(&self, profile: ProfileId, at: DateTime<Utc>) -> StoreResult<Vec<RunRow>> {
+        self.with_reader(|conn| {
+            query_runs(
+                conn,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM flow_runs WHERE profile_id = ?1
+                     AND (status IN ('active', 'waiting', 'holdout')
+                          OR (converted_at IS NULL AND goal_until IS NOT NULL AND goal_until >= ?2))
+                     ORDER BY id"
+                ),
+                params![profile as i64, ms(at)],
+            )
+        })
+    }
+
+    fn prior_runs(&self, flow_id: i64, profile: ProfileId) -> StoreResult<PriorRunsRow> {
+        self.with_reader(|conn| {
+            let (live, last): (i64, Option<i64>) = conn.query_row(
+                "SELECT COALESCE(SUM(status IN ('active', 'waiting', 'holdout')), 0), MAX(entered_at)
+                 FROM flow_runs WHERE profile_id = ?1 AND flow_id = ?2",
+                params![profile as i64, flow_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(PriorRunsRow { live: live as usize, last_entered: last.map(from_ms) })
+        })
+    }
+
+    fn run(&self, id: i64) -> StoreResult<Option<RunRow>> {
+        self.with_reader(|conn| {
+            Ok(query_runs(conn, &format!("SELECT {RUN_COLUMNS} FROM flow_runs WHERE id = ?1"), [id])?.pop())
+        })
+    }
+
+    fn runs(
+        &self,
+        flow_id: Option<i64>,
+        profile: Option<ProfileId>,
+        status: Option<&str>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<RunRow>> {
+        self.with_reader(|conn| {
+            query_runs(
+                conn,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM flow_runs
+                     WHERE (?1 IS NULL OR flow_id = ?1) AND (?2 IS NULL OR profile_id = ?2)
+                       AND (?3 IS NULL OR status = ?3) AND id > ?4
+                     ORDER BY id LIMIT ?5"
+                ),
+                params![flow_id, profile.map(|p| p as i64), status, after.unwrap_or(0), limit as i64],
+            )
+        })
+    }
+
+    fn run_steps(&self, run_id: i64) -> StoreResult<Vec<StepRow>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT run_id, visit, step, kind, outcome, action, at FROM flow_steps WHERE run_id = ?1 ORDER BY visit",
+            )?;
+            let rows = stmt.query_map([run_id], |r| {
+                let action: Option<String> = r.get(5)?;
+                Ok(StepRow {
+                    run_id: r.get(0)?,
+                    visit: r.get(1)?,
+                    step: r.get(2)?,
+                    kind: r.get(3)?,
+                    outcome: r.get(4)?,
+                    action: action.and_then(|a| serde_json::from_str(&a).ok()),
+                    at: from_ms(r.get(6)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn flow_counts(&self, flow_id: i64) -> StoreResult<FlowCounts> {
+        self.with_reader(|conn| {
+            let pairs = |sql: &str| -> StoreResult<Vec<(String, i64)>> {
+                let mut stmt = conn.prepare(sql)?;
+                let rows = stmt.query_map([flow_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            };
+            let by_status =
+                pairs("SELECT status, COUNT(*) FROM flow_runs WHERE flow_id = ?1 GROUP BY status ORDER BY status")?;
+            let by_exit_reason = pairs(
+                "SELECT exit_reason, COUNT(*) FROM flow_runs WHERE flow_id = ?1 AND exit_reason IS NOT NULL
+                 GROUP BY exit_reason ORDER BY exit_reason",
+            )?;
+            let mut stmt = conn.prepare(
+                "SELECT step, outcome, COUNT(*) FROM flow_steps WHERE flow_id = ?1 GROUP BY step, outcome
+                 ORDER BY step, outcome",
+            )?;
+            let by_step =
+                stmt.query_map([flow_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = conn.prepare(
+                "SELECT arm, holdout, COUNT(*), COUNT(converted_at), COALESCE(SUM(revenue), 0) FROM flow_runs
+                 WHERE flow_id = ?1 GROUP BY arm, holdout ORDER BY arm, holdout",
+            )?;
+            let by_arm = stmt
+                .query_map([flow_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(FlowCounts { by_status, by_exit_reason, by_step, by_arm })
+        })
+    }
+
+    fn move_flow_runs(&self, from: ProfileId, into: ProfileId) -> StoreResult<usize> {
+        self.with_writer(|conn| {
+            Ok(conn.execute(
+                "UPDATE flow_runs SET profile_id = ?2 WHERE profile_id = ?1",
+                params![from as i64, into as i64],
+            )?)
+        })
+    }
+
+    fn forget_flow_profile(&self, profile: ProfileId) -> StoreResult<usize> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM flow_steps WHERE run_id IN (SELECT id FROM flow_runs WHERE profile_id = ?1)",
+                [profile as i64],
+            )?;
+            let n = tx.execute("DELETE FROM flow_runs WHERE profile_id = ?1", [profile as i64])?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+}
