@@ -108,7 +108,7 @@ pub(crate) struct Work<'a> {
 }
 
 impl<'a> Work<'a> {
-    fn new(engine: &'a FlowEngine, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(engine: &'a FlowEngine, now: DateTime<Utc>) -> Self {
         Work {
             engine,
             now,
@@ -267,7 +267,7 @@ impl<'a> Work<'a> {
     }
 
     /// Carries out the actions of the round's steps, then writes runs, steps and cursors in one transaction.
-    async fn finish(mut self) -> FlowsResult<()> {
+    pub(crate) async fn finish(mut self) -> FlowsResult<()> {
         if self.is_empty() {
             return Ok(());
         }
@@ -408,6 +408,7 @@ impl FlowEngine {
         let flows = self.active_flows()?;
         let mut worked = self.consume_transitions(&flows).await?;
         worked |= self.consume_events(&flows).await?;
+        worked |= self.sweep_calendar(&flows).await?;
         worked |= self.run_due().await?;
         Ok(worked)
     }

@@ -18,6 +18,7 @@ mod engine;
 pub mod person;
 mod replay;
 mod report;
+mod timed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct FlowSettings {
     pub webhook_secret: Option<String>,
     /// Keep each due run's lateness (actual − scheduled) for the benchmark.
     pub record_lateness: bool,
+    /// How often date triggers (birthdays) are swept: a firing starts at most this late.
+    pub date_sweep: chrono::Duration,
 }
 
 impl Default for FlowSettings {
@@ -68,6 +71,7 @@ impl Default for FlowSettings {
             purchase_window_days: 30.0,
             webhook_secret: None,
             record_lateness: false,
+            date_sweep: chrono::Duration::minutes(15),
         }
     }
 }

@@ -66,6 +66,7 @@ struct Node {
     messenger: Messenger,
     recorder: Arc<Recorder>,
     engine: FlowEngine,
+    membership: kizuna_membership::Membership,
 }
 
 /// 2026-12-01 03:00 UTC: noon in Tokyo, outside quiet hours.
@@ -100,21 +101,30 @@ impl Node {
             FlowSettings::default(),
         )
         .expect("engine");
+        let membership = kizuna_membership::Membership::start(
+            store.clone(),
+            Arc::new(clock.clone()),
+            kizuna_membership::MembershipSettings::default(),
+        )
+        .expect("segments");
         let pipeline = Pipeline::start_with_feed(
             store.clone(),
             PipelineConfig::default(),
             Arc::new(clock.clone()),
-            Some(engine.feed_sink_then(Box::new(|_| {}))),
+            Some(engine.feed_sink_then(membership.feed_sink())),
         )
         .expect("pipeline");
         engine.set_effects(pipeline.clone(), source.clone());
-        Node { dir, store, clock, pipeline, source, messenger, recorder, engine }
+        Node { dir, store, clock, pipeline, source, messenger, recorder, engine, membership }
     }
 
     /// Stops everything and starts again on the same data directory: what a restart after a crash sees.
     fn restart(self) -> Node {
-        let Node { dir, pipeline, clock, source, .. } = self;
-        tokio::task::block_in_place(|| pipeline.shutdown());
+        let Node { dir, pipeline, clock, source, membership, .. } = self;
+        tokio::task::block_in_place(|| {
+            pipeline.shutdown();
+            membership.shutdown();
+        });
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), Durability::Process).expect("store"));
         Self::open(dir, store, clock, source)
     }
@@ -146,6 +156,7 @@ impl Node {
 
     /// Rounds until the engine has nothing left to do now, then lets messaging hand out what was queued.
     async fn settle(&self) {
+        self.membership.sync().await.expect("segments");
         while self.engine.round().await.expect("round") {}
         while self.messenger.process_due().await.expect("messaging") > 0 {}
     }
@@ -392,4 +403,124 @@ async fn replay_predicts_live_execution() {
     assert_eq!(report.summary.sends.get("send"), Some(&2));
     // Nothing was sent by the replay.
     assert_eq!(node.recorder.sent().len(), 2);
+}
+
+#[derive(Clone, Default)]
+struct Hooks(Arc<Mutex<Vec<(String, Value)>>>);
+
+async fn hook_server() -> (String, Hooks) {
+    use axum::routing::post;
+    let hooks = Hooks::default();
+    let recorded = hooks.clone();
+    let app = axum::Router::new().route(
+        "/task",
+        post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+            let recorded = recorded.clone();
+            async move {
+                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                if let Ok(mut hooks) = recorded.0.lock() {
+                    hooks.push((key, body.0));
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/task"), hooks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_date_schedule_triggers_and_profile_actions() {
+    let node = Node::start();
+    node.template("vip_welcome", "welcome to VIP");
+    node.template("birthday", "happy birthday");
+    node.template("news", "this week");
+    let (url, hooks) = hook_server().await;
+    let vip = kizuna_segments::parse("traits.spend >= 1000").expect("condition");
+    node.membership.save("vip", "", vip).await.expect("segment");
+    node.engine
+        .save(
+            "vip_tier",
+            &json!({"trigger": {"segment_entered": "vip"}, "entry": {"reentry": "never"}, "steps": [
+            {"id": "tag", "type": "tag", "add": ["vip", "gold"], "next": "untag"},
+            {"id": "untag", "type": "tag", "remove": ["gold"], "next": "tier"},
+            {"id": "tier", "type": "update_profile", "traits": {"tier": "vip"}, "next": "points"},
+            {"id": "points", "type": "award_points", "points": 500, "reason": "vip", "next": "task"},
+            {"id": "task", "type": "webhook", "url": url, "body": {"task": "call"}, "next": "hello"},
+            {"id": "hello", "type": "send", "template": "vip_welcome"}]}),
+        )
+        .expect("saved");
+    node.engine.activate("vip_tier").expect("active");
+    node.engine
+        .save(
+            "birthday",
+            &json!({"trigger": {"date": {"attribute": "traits.birthday", "offset": "-1d", "at": "09:00"}},
+            "steps": [{"id": "gift", "type": "send", "template": "birthday"}]}),
+        )
+        .expect("saved");
+    node.engine.activate("birthday").expect("active");
+    node.engine
+        .save(
+            "newsletter",
+            &json!({"trigger": {"schedule": {"at": "04:00", "segment": "vip"}},
+            "steps": [{"id": "send", "type": "send", "template": "news"}]}),
+        )
+        .expect("saved");
+    node.engine.activate("newsletter").expect("active");
+    node.settle().await;
+
+    let aiko = node.customer("aiko").await;
+    node.customer("ben").await;
+    node.send(json!({"type": "identify", "userId": "aiko", "traits": {"spend": 1500, "birthday": "1990-12-03"}})).await;
+    node.send(json!({"type": "identify", "userId": "ben", "traits": {"spend": 10, "birthday": "1985-06-01"}})).await;
+    node.settle().await;
+    // The segment entry ran the VIP steps: tags, trait, points as events through the pipeline, the webhook.
+    node.settle().await;
+    let profile = node.store.profile(aiko).expect("read").expect("profile");
+    let traits = profile.state.trait_values();
+    assert_eq!(traits.get("tags"), Some(&json!(["vip"])));
+    assert_eq!(traits.get("tier"), Some(&json!("vip")));
+    let events = node
+        .store
+        .events(
+            aiko,
+            &kizuna_store::EventFilter {
+                kinds: vec!["Loyalty Points Awarded".into()],
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].body["properties"]["points"], json!(500));
+    let calls = hooks.0.lock().map(|h| h.clone()).unwrap_or_default();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].0.starts_with("flow:"), "idempotency key {}", calls[0].0);
+    assert_eq!(calls[0].1["data"], json!({"task": "call"}));
+    assert_eq!(calls[0].1["profile"]["traits"]["spend"], json!(1500));
+    assert_eq!(node.recorder.sent(), vec![("aiko@example.com".to_string(), "welcome to VIP".to_string())]);
+
+    // 2026-12-01 12:00 JST now. Aiko's birthday is 12-03: the flow fires 12-02 09:00 Tokyo (00:00 UTC), once a
+    // sweep runs after it; the schedule fires at 04:00 in the store's zone (UTC) every day for VIP members.
+    let t0 = node.clock.now();
+    node.at(t0 + Duration::minutes(70)).await; // 04:10 UTC (13:10 in Tokyo): the newsletter
+    assert_eq!(node.recorder.sent().len(), 2);
+    assert_eq!(node.recorder.sent()[1].1, "this week");
+    node.at(Utc.with_ymd_and_hms(2026, 12, 2, 0, 20, 0).single().expect("time")).await;
+    let sent = node.recorder.sent();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[2], ("aiko@example.com".to_string(), "happy birthday".to_string()));
+    let runs = node.engine.runs(Some("birthday"), None, None, None, 10).expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].0.entered_at, Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).single().expect("time"));
+    // Leaving and re-entering VIP does not start the once-only flow again.
+    node.send(json!({"type": "identify", "userId": "aiko", "traits": {"spend": 1}})).await;
+    node.settle().await;
+    node.send(json!({"type": "identify", "userId": "aiko", "traits": {"spend": 2000}})).await;
+    node.settle().await;
+    assert_eq!(node.engine.runs(Some("vip_tier"), None, None, None, 10).expect("runs").len(), 1);
 }

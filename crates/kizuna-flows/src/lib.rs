@@ -18,7 +18,7 @@ pub mod starters;
 pub mod time;
 pub mod validate;
 
-pub use definition::{FlowDefinition, Step, StepKind, Trigger};
+pub use definition::{DateTrigger, FlowDefinition, Step, StepKind, Trigger};
 pub use machine::{Action, PersonContext, Run, RunStatus, StepRecord, TriggerInfo};
 pub use validate::{FlowError, Resolver};
 

@@ -98,6 +98,102 @@ pub fn starter_templates() -> Vec<(&'static str, TemplateDefinition)> {
             ),
         ),
         (
+            "welcome_2",
+            email(
+                "marketing",
+                Some("newsletter"),
+                "Welcome series, second email: our bestsellers",
+                "Our bestsellers, picked for you",
+                "What customers come back for",
+                &format!("<h1>The ones people come back for</h1>\
+                 {{% recommend placement: \"home_bestsellers\", limit: 3 %}}<table><tr>{PRODUCT_GRID}</tr></table>"),
+            ),
+        ),
+        (
+            "welcome_3",
+            email(
+                "marketing",
+                Some("offers"),
+                "Welcome series, third email: a first-order offer",
+                "{{ profile.first_name | default: \"Hi\" }}, a welcome gift for your first order",
+                "Use it this week",
+                "<h1>A gift for your first order</h1><p>Use code <strong>WELCOME10</strong> at checkout this week.</p>\
+                 <p><a href=\"{{ store.url }}\">Shop now</a></p>",
+            ),
+        ),
+        (
+            "cart_abandonment_2",
+            email(
+                "marketing",
+                None,
+                "Cart abandonment, second reminder",
+                "Your cart is still saved",
+                "The items may not stay in stock",
+                "<h1>Your cart is still here</h1>\
+                 <ul>{% for item in event.properties.products %}<li>{{ item.name }}</li>{% endfor %}</ul>\
+                 <p><a href=\"{{ event.properties.cart_url | default: store.url }}\">Complete your order</a></p>",
+            ),
+        ),
+        (
+            "post_purchase_education",
+            email(
+                "marketing",
+                Some("tips"),
+                "After an order: how to get the most from what they bought",
+                "Getting the most from your order",
+                "Tips from our team",
+                "<h1>Tips for your new things</h1>\
+                 <ul>{% for item in event.properties.products %}<li>{{ item.name }}: how to use and care for it</li>{% endfor %}</ul>",
+            ),
+        ),
+        (
+            "cross_sell",
+            email(
+                "marketing",
+                Some("offers"),
+                "After an order: what goes well with it",
+                "Goes well with your last order",
+                "Picked to match",
+                &format!("<h1>Picked to go with your order</h1>\
+                 {{% recommend placement: \"cart_cross_sell\", limit: 3 %}}<table><tr>{PRODUCT_GRID}</tr></table>"),
+            ),
+        ),
+        (
+            "birthday_offer",
+            email(
+                "marketing",
+                Some("offers"),
+                "Birthday offer",
+                "Happy birthday, {{ profile.first_name | default: \"friend\" }}!",
+                "A little gift from us",
+                "<h1>Happy birthday!</h1><p>We added a gift to your account: use <strong>BIRTHDAY</strong> this month.</p>",
+            ),
+        ),
+        (
+            "vip_welcome",
+            email(
+                "marketing",
+                None,
+                "VIP tier reached",
+                "Welcome to VIP, {{ profile.first_name | default: \"friend\" }}",
+                "Your new perks",
+                "<h1>You are one of our VIPs</h1><p>Free shipping on every order and early access to new arrivals.</p>",
+            ),
+        ),
+        (
+            "replenishment_reminder",
+            email(
+                "marketing",
+                None,
+                "Replenishment: time to restock what they bought",
+                "Running low?",
+                "Restock in one click",
+                "<h1>Time to restock?</h1>\
+                 <ul>{% for item in event.properties.products %}<li>{{ item.name }}</li>{% endfor %}</ul>\
+                 <p><a href=\"{{ store.url }}\">Order again</a></p>",
+            ),
+        ),
+        (
             "line_cart_reminder",
             serde_json::from_value(json!({
                 "channel": "line", "purpose": "marketing",
