@@ -34,19 +34,21 @@ use kizuna_store::flows::StoredFlow;
 use kizuna_store::{Source, Store, StoreError};
 use kizuna_types::Clock;
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use delivery::{Delivery, verdict};
 pub use replay::{SimReport, SimRequest};
 pub use report::FlowReport;
 
-#[derive(Debug, Clone)]
+/// `[flows]` in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FlowSettings {
     /// Inputs (transitions, events) and due runs handled per round.
     pub batch: usize,
-    /// The longest sleep between rounds when nothing wakes the engine.
-    pub idle: std::time::Duration,
+    /// The longest sleep between rounds when nothing wakes the engine, in milliseconds.
+    pub idle_ms: u64,
     /// Pause while messaging has this many messages waiting.
     pub backlog_limit: usize,
     /// The zone of people whose own is unknown (the store's).
@@ -55,23 +57,24 @@ pub struct FlowSettings {
     pub purchase_window_days: f64,
     /// Signs webhook steps' requests (`X-Kizuna-Signature: t=…,v1=…`).
     pub webhook_secret: Option<String>,
+    /// How often date triggers (birthdays) are swept, in minutes: a firing starts at most this late.
+    pub date_sweep_minutes: u32,
     /// Keep each due run's lateness (actual − scheduled) for the benchmark.
+    #[serde(skip)]
     pub record_lateness: bool,
-    /// How often date triggers (birthdays) are swept: a firing starts at most this late.
-    pub date_sweep: chrono::Duration,
 }
 
 impl Default for FlowSettings {
     fn default() -> Self {
         Self {
             batch: 1_000,
-            idle: std::time::Duration::from_secs(1),
+            idle_ms: 1_000,
             backlog_limit: 50_000,
             default_timezone: "UTC".into(),
             purchase_window_days: 30.0,
             webhook_secret: None,
+            date_sweep_minutes: 15,
             record_lateness: false,
-            date_sweep: chrono::Duration::minutes(15),
         }
     }
 }
@@ -438,7 +441,7 @@ impl FlowEngine {
                     tokio::task::yield_now().await;
                     continue;
                 }
-                let mut sleep = me.inner.settings.idle;
+                let mut sleep = std::time::Duration::from_millis(me.inner.settings.idle_ms.max(1));
                 if let Ok(Some(due)) = me.inner.store.flows().next_due() {
                     let until = (due - me.now()).to_std().unwrap_or_default();
                     sleep = sleep.min(until.max(std::time::Duration::from_millis(1)));

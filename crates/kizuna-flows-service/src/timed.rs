@@ -34,7 +34,7 @@ impl FlowEngine {
                         continue;
                     };
                     let since = from_ms(since);
-                    if now - since < self.inner.settings.date_sweep {
+                    if now - since < Duration::minutes(i64::from(self.inner.settings.date_sweep_minutes)) {
                         continue;
                     }
                     self.sweep_dates(flow, trigger, since, now).await?;

@@ -4,6 +4,7 @@
 mod admin;
 mod analytics;
 mod error;
+mod flows;
 mod ingest;
 mod messaging;
 mod ops;
@@ -52,6 +53,7 @@ struct Inner {
     membership: RwLock<Option<kizuna_membership::Membership>>,
     recommender: RwLock<Option<kizuna_recs_service::Recommender>>,
     messenger: RwLock<Option<kizuna_messaging_service::Messenger>>,
+    flows: RwLock<Option<kizuna_flows_service::FlowEngine>>,
     /// Bounds handlers that read the store on blocking threads (the store keeps 8 reader connections).
     blocking_reads: tokio::sync::Semaphore,
 }
@@ -96,6 +98,7 @@ impl AppState {
                 membership: RwLock::new(None),
                 recommender: RwLock::new(None),
                 messenger: RwLock::new(None),
+                flows: RwLock::new(None),
                 blocking_reads: tokio::sync::Semaphore::new(8),
             }),
         })
@@ -145,6 +148,15 @@ impl AppState {
         self.inner.messenger.read().clone()
     }
 
+    /// Serves the flows API from this engine.
+    pub fn set_flows(&self, engine: kizuna_flows_service::FlowEngine) {
+        *self.inner.flows.write() = Some(engine);
+    }
+
+    pub fn flows(&self) -> Option<kizuna_flows_service::FlowEngine> {
+        self.inner.flows.read().clone()
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
@@ -179,6 +191,7 @@ pub fn router(state: AppState) -> Router {
         .merge(segments::routes())
         .merge(recommendations::routes())
         .merge(messaging::routes())
+        .merge(flows::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(observe))

@@ -79,12 +79,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::messaging::remove_suppression, crate::messaging::provider_status, crate::messaging::inbound_sms,
         crate::messaging::open_pixel, crate::messaging::click, crate::messaging::unsubscribe_one_click,
         crate::messaging::unsubscribe_page, crate::messaging::preferences_page, crate::messaging::preferences_save,
+        crate::flows::list, crate::flows::check, crate::flows::starters, crate::flows::install_starter,
+        crate::flows::get_one, crate::flows::put_flow, crate::flows::delete_flow, crate::flows::versions,
+        crate::flows::version, crate::flows::activate, crate::flows::pause, crate::flows::migrate,
+        crate::flows::enroll, crate::flows::simulate, crate::flows::runs, crate::flows::report, crate::flows::run,
+        crate::flows::profile_runs,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),
     tags((name = "ingest", description = "Segment HTTP tracking API: /v1/identify, track, page, screen, group, alias, batch (also /v1/i, t, p, s, g, a, b)"),
          (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "segments"), (name = "recommendations"),
-         (name = "templates"), (name = "messages"), (name = "tracking", description = "Public links in messages: open pixel, click redirect, unsubscribe, preferences"), (name = "admin"))
+         (name = "templates"), (name = "messages"), (name = "flows", description = "Automated journeys: definitions, starters, activation, replay, runs, reports"), (name = "tracking", description = "Public links in messages: open pixel, click redirect, unsubscribe, preferences"), (name = "admin"))
 )]
 pub struct ApiDoc;
 

@@ -65,6 +65,7 @@ codes! {
     InvalidFlow => (400, "invalid_flow", "The flow definition is malformed or breaks a rule (unknown or unreachable step, missing branch, cycle without a wait, unknown template or segment); `field` names where."),
     FlowNotActive => (409, "flow_not_active", "The flow must be active for this (activate it first)."),
     RunNotFound => (404, "run_not_found", "No flow run has this id."),
+    FlowExists => (409, "flow_exists", "A flow with this name already exists; PUT saves a new version of it."),
     AnalyticsRunNotFound => (404, "analytics_run_not_found", "No analytics run has this id, or none has succeeded yet."),
     UnsupportedMediaType => (415, "unsupported_media_type", "Send application/json, optionally gzip-encoded."),
     Unavailable => (503, "unavailable", "The server is shutting down or overloaded; retry later."),

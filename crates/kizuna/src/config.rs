@@ -58,6 +58,8 @@ pub struct FileConfig {
     /// Messaging: the public URL for tracking links, store settings, governor policy, attribution windows and
     /// the channels' providers (`[messaging]`, `[messaging.email]`, `[messaging.sms]`, `[messaging.line]`…).
     pub messaging: Option<kizuna_messaging_service::MessagingSettings>,
+    /// Flows: round size, backpressure, the default time zone, the webhook signing secret (`[flows]`).
+    pub flows: Option<kizuna_flows_service::FlowSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +76,7 @@ pub struct Config {
     pub analytics: kizuna_jobs::AnalyticsSettings,
     pub recommendations: kizuna_recs_service::RecsSettings,
     pub messaging: kizuna_messaging_service::MessagingSettings,
+    pub flows: kizuna_flows_service::FlowSettings,
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -120,6 +123,11 @@ impl Config {
             Some(list) => list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             None => file.custom_identifiers.unwrap_or_default(),
         };
+        let flows_explicit = file.flows.as_ref().is_some_and(|f| f.default_timezone != "UTC");
+        let mut flows = file.flows.clone().unwrap_or_default();
+        if let Some(analytics) = &file.analytics {
+            flows.purchase_window_days = analytics.purchase_window_days;
+        }
         Ok(Self {
             data_dir,
             listen,
@@ -146,8 +154,13 @@ impl Config {
                 } else if !explicit {
                     messaging.public_url = format!("http://{listen}");
                 }
+                if !flows_explicit {
+                    // People without a zone of their own are in the store's.
+                    flows.default_timezone = messaging.policy.default_timezone.clone();
+                }
                 messaging
             },
+            flows,
         })
     }
 

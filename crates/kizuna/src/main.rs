@@ -12,6 +12,7 @@ mod bench_recs;
 mod bench_segments;
 mod config;
 mod demo;
+mod flow;
 mod import;
 mod node;
 mod recs;
@@ -86,6 +87,11 @@ enum Command {
         #[command(subcommand)]
         command: segment::SegmentCommand,
     },
+    /// Flows: check, replay over history, create (from a file or a starter), activate, pause, list, report
+    Flow {
+        #[command(subcommand)]
+        command: flow::FlowCommand,
+    },
     /// Recommendations: offline evaluation on a dataset folder
     Recs {
         #[command(subcommand)]
@@ -139,6 +145,7 @@ fn main() -> Result<()> {
         Command::Key { action } => key(&config, action),
         Command::Analytics { command } => analytics::run(command),
         Command::Segment { command } => segment::run(&config, command),
+        Command::Flow { command } => flow::run(&config, command),
         Command::Recs { command } => recs::run(command),
         Command::Bench { which } => bench::run(&config, which),
     }

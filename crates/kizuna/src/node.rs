@@ -38,6 +38,7 @@ pub struct Node {
     pub membership: Membership,
     pub recommender: Recommender,
     pub messenger: Messenger,
+    pub flows: kizuna_flows_service::FlowEngine,
     pub clock: Arc<dyn Clock>,
     _lock: File,
 }
@@ -58,17 +59,30 @@ pub fn start_node(config: &Config) -> Result<Node> {
     let picker = Arc::new(RecommendedProducts(recommender.clone()));
     let messenger = Messenger::new(store.clone(), clock.clone(), config.messaging.clone(), picker)
         .context("cannot start messaging (check [messaging])")?;
-    let feed =
-        kizuna_messaging_service::attribution_sink(&messenger, recommender.feed_sink_then(membership.feed_sink()));
+    let flows = kizuna_flows_service::FlowEngine::new(
+        store.clone(),
+        clock.clone(),
+        Arc::new(messenger.clone()),
+        config.flows.clone(),
+    )
+    .context("cannot start the flow engine (check [flows])")?;
+    let feed = kizuna_messaging_service::attribution_sink(
+        &messenger,
+        flows.feed_sink_then(recommender.feed_sink_then(membership.feed_sink())),
+    );
     let pipeline = Pipeline::start_with_feed(store.clone(), config.pipeline(), clock.clone(), Some(feed))
         .context("cannot start the pipeline")?;
     let messaging_source = source_named(store.as_ref(), MESSAGING_SOURCE, clock.now())?;
     messenger.set_feedback(pipeline.clone(), messaging_source);
-    Ok(Node { store, pipeline, membership, recommender, messenger, clock, _lock: lock })
+    flows.set_effects(pipeline.clone(), source_named(store.as_ref(), FLOWS_SOURCE, clock.now())?);
+    Ok(Node { store, pipeline, membership, recommender, messenger, flows, clock, _lock: lock })
 }
 
 /// The source that records what messaging learns about people: opens, clicks, unsubscribes, bounces.
 pub const MESSAGING_SOURCE: &str = "kizuna-messaging";
+
+/// The source of what flows do to profiles: traits and tags set by a step, loyalty points awarded.
+pub const FLOWS_SOURCE: &str = "kizuna-flows";
 
 fn source_named(store: &dyn Store, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<kizuna_store::Source> {
     if let Some(source) = store.source_by_name(name)? {
@@ -77,7 +91,7 @@ fn source_named(store: &dyn Store, name: &str, now: chrono::DateTime<chrono::Utc
     match store.create_source(name, true, kizuna_profiles::DataKind::FirstParty, now) {
         Ok(source) => Ok(source),
         Err(kizuna_store::StoreError::AlreadyExists(_)) => {
-            store.source_by_name(name)?.context("the messaging source vanished")
+            store.source_by_name(name)?.with_context(|| format!("the {name} source vanished"))
         }
         Err(e) => Err(e.into()),
     }
@@ -136,9 +150,13 @@ pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpL
     state.set_membership(node.membership.clone());
     state.set_recommender(node.recommender.clone());
     state.set_messenger(node.messenger.clone());
+    state.set_flows(node.flows.clone());
     let worker = node.messenger.spawn_worker(std::time::Duration::from_secs(1));
+    let flows = node.flows.spawn();
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "kizuna listening");
     kizuna_server::serve(listener, state, shutdown_signal()).await?;
+    node.flows.stop();
+    let _ = flows.await;
     node.messenger.stop();
     let _ = worker.await;
     tokio::task::spawn_blocking(move || scheduler.shutdown()).await?;

@@ -21,6 +21,7 @@ pub struct TestServer {
     pub membership: kizuna_membership::Membership,
     pub recommender: kizuna_recs_service::Recommender,
     pub messenger: kizuna_messaging_service::Messenger,
+    pub flows: kizuna_flows_service::FlowEngine,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -71,16 +72,29 @@ impl TestServer {
             Arc::new(kizuna_messaging::NoProducts),
         )
         .expect("messaging");
-        let feed =
-            kizuna_messaging_service::attribution_sink(&messenger, recommender.feed_sink_then(membership.feed_sink()));
+        let flows = kizuna_flows_service::FlowEngine::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(messenger.clone()),
+            kizuna_flows_service::FlowSettings { idle_ms: 50, ..Default::default() },
+        )
+        .expect("flows");
+        let feed = kizuna_messaging_service::attribution_sink(
+            &messenger,
+            flows.feed_sink_then(recommender.feed_sink_then(membership.feed_sink())),
+        );
         let pipeline = Pipeline::start_with_feed(store.clone(), config, clock.clone(), Some(feed)).expect("pipeline");
         let messaging_source =
             store.create_source("kizuna-messaging", true, DataKind::FirstParty, now).expect("messaging source");
         messenger.set_feedback(pipeline.clone(), messaging_source);
+        let flows_source = store.create_source("kizuna-flows", true, DataKind::FirstParty, now).expect("flows source");
+        flows.set_effects(pipeline.clone(), flows_source);
         let state = AppState::new(store.clone(), pipeline, clock, limits, identifiers).expect("state");
         state.set_membership(membership.clone());
         state.set_recommender(recommender.clone());
         state.set_messenger(messenger.clone());
+        state.set_flows(flows.clone());
+        flows.spawn();
         messenger.spawn_worker(std::time::Duration::from_millis(50));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -98,6 +112,7 @@ impl TestServer {
             membership,
             recommender,
             messenger,
+            flows,
             shutdown: Some(tx),
             handle: Some(handle),
             _dir: dir,
@@ -160,6 +175,7 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.flows.stop();
         self.messenger.stop();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
