@@ -19,6 +19,8 @@ use crate::person::{LivePerson, fact};
 use crate::{FlowEngine, FlowsError, FlowsResult, ProfileChange};
 
 const EVENTS_CURSOR: &str = "events";
+/// Batches of due runs a round may take before it reads new inputs.
+const TIMER_ROUNDS: usize = 10;
 const TRANSITIONS_CURSOR: &str = "segment_transitions";
 
 pub(crate) fn is_live(status: &str) -> bool {
@@ -400,16 +402,34 @@ impl FlowEngine {
         let _round = self.inner.round.lock().await;
         self.inner.stats.lock().rounds += 1;
         self.apply_profile_changes()?;
-        let limit = self.inner.settings.backlog_limit;
-        if self.inner.delivery.backlog(limit) >= limit {
+        // Backpressure in two steps. Past `backlog_limit` messages waiting, new entrants only trickle in (a
+        // tenth of a batch per round: never starved by a wave of timers, never flooding messaging); past twice
+        // that, timers wait too. Below it, timers go first, so a burst of new entrants never makes the people
+        // already inside late, and inputs get their turn after at most `TIMER_ROUNDS` batches (they wait
+        // durably in the store meanwhile).
+        let limit = self.inner.settings.backlog_limit.max(1);
+        let backlog = self.inner.delivery.backlog(2 * limit);
+        if backlog >= 2 * limit {
             self.inner.stats.lock().backpressure_pauses += 1;
             return Ok(false);
         }
+        let mut worked = false;
+        for _ in 0..TIMER_ROUNDS {
+            if !self.run_due().await? {
+                break;
+            }
+            worked = true;
+        }
+        let admit = if backlog >= limit {
+            self.inner.stats.lock().backpressure_pauses += 1;
+            (self.inner.settings.batch / 10).max(1)
+        } else {
+            self.inner.settings.batch
+        };
         let flows = self.active_flows()?;
-        let mut worked = self.consume_transitions(&flows).await?;
-        worked |= self.consume_events(&flows).await?;
+        worked |= self.consume_transitions(&flows, admit).await?;
+        worked |= self.consume_events(&flows, admit).await?;
         worked |= self.sweep_calendar(&flows).await?;
-        worked |= self.run_due().await?;
         Ok(worked)
     }
 
@@ -436,9 +456,9 @@ impl FlowEngine {
         }
     }
 
-    async fn consume_transitions(&self, flows: &[LiveFlow]) -> FlowsResult<bool> {
+    async fn consume_transitions(&self, flows: &[LiveFlow], limit: usize) -> FlowsResult<bool> {
         let (after, fresh) = self.cursor(TRANSITIONS_CURSOR, |me| Ok(me.inner.store.flows().input_heads()?.1))?;
-        let filter = TransitionFilter { after_seq: after, limit: self.inner.settings.batch, ..Default::default() };
+        let filter = TransitionFilter { after_seq: after, limit, ..Default::default() };
         let transitions = self.inner.store.segment_transitions(&filter)?;
         let mut work = Work::new(self, self.now());
         let Some(last) = transitions.last().map(|t| t.seq) else {
@@ -467,7 +487,7 @@ impl FlowEngine {
         Ok(true)
     }
 
-    async fn consume_events(&self, flows: &[LiveFlow]) -> FlowsResult<bool> {
+    async fn consume_events(&self, flows: &[LiveFlow], limit: usize) -> FlowsResult<bool> {
         let (after, fresh) = self.cursor(EVENTS_CURSOR, |me| Ok(me.inner.store.flows().input_heads()?.0))?;
         // Names that matter: triggers of active flows, and what any flow's runs wait for.
         let mut triggers: HashSet<String> = HashSet::new();
@@ -485,7 +505,7 @@ impl FlowEngine {
             }
         }
         let wanted = |name: &str| triggers.contains(name) || awaited.contains(name);
-        let (events, last) = self.inner.store.scan_events(after, self.inner.settings.batch, &wanted)?;
+        let (events, last) = self.inner.store.scan_events(after, limit, &wanted)?;
         let mut work = Work::new(self, self.now());
         let Some(last) = last.filter(|l| *l > after) else {
             if fresh {

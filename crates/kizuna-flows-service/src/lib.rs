@@ -45,11 +45,15 @@ pub use report::FlowReport;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlowSettings {
-    /// Inputs (transitions, events) and due runs handled per round.
+    /// Inputs (transitions, events) and due runs handled per round, each round one transaction (and one fsync)
+    /// for flows and one for the messages it queues. Larger rounds keep timers on time under a burst (measured:
+    /// 1,000 → p99 1.5 s late, 4,000 → 0.6 s, for 50k timers due within 4 s) but hold SQLite's write lock
+    /// longer, which ingestion shares.
     pub batch: usize,
     /// The longest sleep between rounds when nothing wakes the engine, in milliseconds.
     pub idle_ms: u64,
-    /// Pause while messaging has this many messages waiting.
+    /// Admit no new entrants while messaging has this many messages due and not yet handed to a channel
+    /// (a few seconds of its work: enough to keep it busy, little to lose in priority to later sends).
     pub backlog_limit: usize,
     /// The zone of people whose own is unknown (the store's).
     pub default_timezone: String,
@@ -67,9 +71,9 @@ pub struct FlowSettings {
 impl Default for FlowSettings {
     fn default() -> Self {
         Self {
-            batch: 1_000,
+            batch: 2_000,
             idle_ms: 1_000,
-            backlog_limit: 50_000,
+            backlog_limit: 10_000,
             default_timezone: "UTC".into(),
             purchase_window_days: 30.0,
             webhook_secret: None,

@@ -12,6 +12,8 @@ use crate::{FlowEngine, FlowsResult};
 pub struct StepReport {
     pub step: String,
     pub executions: i64,
+    /// People inside the flow at this step now (waiting at it, or due to run it next).
+    pub in_progress: i64,
     /// Executions by outcome (`sent`, `then`, `else`, a branch name, `failed: …`).
     pub outcomes: BTreeMap<String, i64>,
 }
@@ -62,10 +64,17 @@ impl FlowEngine {
             let entry = steps.entry(step.clone()).or_insert_with(|| StepReport {
                 step,
                 executions: 0,
+                in_progress: 0,
                 outcomes: BTreeMap::new(),
             });
             entry.executions += n;
             *entry.outcomes.entry(outcome).or_default() += n;
+        }
+        for (step, n) in counts.waiting_at {
+            steps
+                .entry(step.clone())
+                .or_insert_with(|| StepReport { step, executions: 0, in_progress: 0, outcomes: BTreeMap::new() })
+                .in_progress = n;
         }
         let mut holdout = Outcome::default();
         let mut arms: BTreeMap<Option<String>, Outcome> = BTreeMap::new();

@@ -305,7 +305,7 @@ async fn a_crash_between_actions_and_write_neither_loses_nor_repeats_a_step() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn versions_pause_and_backlog() {
+async fn versions_and_the_kill_switch() {
     let node = Node::start();
     node.template("w1", "first version");
     node.template("w2", "second version");
@@ -523,4 +523,87 @@ async fn segment_date_schedule_triggers_and_profile_actions() {
     node.send(json!({"type": "identify", "userId": "aiko", "traits": {"spend": 2000}})).await;
     node.settle().await;
     assert_eq!(node.engine.runs(Some("vip_tier"), None, None, None, 10).expect("runs").len(), 1);
+}
+
+/// A messaging stand-in whose backlog the test sets.
+#[derive(Default)]
+struct SlowDelivery {
+    backlog: std::sync::atomic::AtomicUsize,
+    queued: Mutex<Vec<(u64, String)>>,
+}
+
+impl kizuna_flows_service::Delivery for SlowDelivery {
+    fn enqueue(&self, sends: &[kizuna_messaging_service::SendRequest]) -> Result<(), String> {
+        let mut queued = self.queued.lock().map_err(|_| "poisoned".to_string())?;
+        queued.extend(sends.iter().map(|s| (s.profile_id, s.template.clone())));
+        Ok(())
+    }
+    fn backlog(&self, cap: usize) -> usize {
+        self.backlog.load(std::sync::atomic::Ordering::SeqCst).min(cap)
+    }
+    fn template_exists(&self, _name: &str) -> bool {
+        true
+    }
+    fn dry_run(
+        &self,
+        _template: &str,
+        _profile: u64,
+        _at: DateTime<Utc>,
+        _earlier: &[DateTime<Utc>],
+    ) -> kizuna_flows::simulate::SendVerdict {
+        kizuna_flows::simulate::SendVerdict { decision: "send".into(), reason: "allowed".into(), until: None }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_slows_entrants_first_and_timers_only_past_twice_the_limit() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let node = Node::start();
+    let delivery = Arc::new(SlowDelivery::default());
+    let settings = FlowSettings { backlog_limit: 10, batch: 10, ..FlowSettings::default() };
+    let engine =
+        FlowEngine::new(node.store.clone(), Arc::new(node.clock.clone()), delivery.clone(), settings).expect("engine");
+    engine.save("hello", &series()).expect("saved");
+    engine.activate("hello").expect("active");
+    let settle = || async {
+        node.membership.sync().await.expect("segments");
+        while engine.round().await.expect("round") {}
+    };
+    let runs = || engine.runs(Some("hello"), None, None, None, 100).expect("runs").len();
+    let queued = |p: u64| delivery.queued.lock().map(|q| q.iter().filter(|(who, _)| *who == p).count()).unwrap_or(0);
+    settle().await;
+    let a = node.customer("a").await;
+    node.track("a", "Signed Up", json!({})).await;
+    settle().await;
+    assert_eq!((runs(), queued(a)), (1, 1));
+    // Over the limit: new entrants trickle in, one (a tenth of a batch of 10) per round.
+    delivery.backlog.store(15, SeqCst);
+    for user in ["b", "c", "d"] {
+        node.customer(user).await;
+        node.track(user, "Signed Up", json!({})).await;
+    }
+    node.membership.sync().await.expect("segments");
+    // Inputs are read a tenth of a batch (one row of the event log here) per round.
+    let mut rounds = 0;
+    while runs() < 2 && rounds < 20 {
+        engine.round().await.expect("round");
+        rounds += 1;
+    }
+    assert_eq!(runs(), 2, "one more entrant after {rounds} rounds");
+    assert!(rounds > 1, "not all inputs at once");
+    assert!(engine.stats().backpressure_pauses > 0);
+    // Past twice the limit everything waits, timers included.
+    delivery.backlog.store(25, SeqCst);
+    node.clock.set(node.clock.now() + Duration::days(1));
+    settle().await;
+    assert_eq!((runs(), queued(a)), (2, 1));
+    // Between the two, timers keep their time while entrants still trickle.
+    delivery.backlog.store(15, SeqCst);
+    engine.round().await.expect("round");
+    assert_eq!(queued(a), 2, "the person inside got their second message");
+    assert!(runs() < 4);
+    // Caught up: everyone waiting is admitted.
+    delivery.backlog.store(0, SeqCst);
+    settle().await;
+    assert_eq!(runs(), 4);
 }

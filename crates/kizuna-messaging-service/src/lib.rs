@@ -66,7 +66,7 @@ impl Default for MessagingSettings {
             sms: None,
             line: None,
             webhook: None,
-            batch: 200,
+            batch: 500,
             concurrency: 8,
             max_attempts: 6,
         }
@@ -356,12 +356,21 @@ impl Messenger {
     pub fn enqueue(&self, requests: &[SendRequest]) -> MessagingResult<Vec<Queued>> {
         let now = self.now();
         let mut rows = Vec::with_capacity(requests.len());
+        // A flow round queues thousands of messages of one or two templates: read each template once.
+        let mut templates: HashMap<&str, (Arc<CompiledTemplate>, i64)> = HashMap::new();
         for (i, request) in requests.iter().enumerate() {
             let field = |f: &str| if requests.len() == 1 { f.to_owned() } else { format!("messages[{i}].{f}") };
-            let (compiled, version) = self.compiled(&request.template, None).map_err(|e| match e {
-                MessagingError::TemplateNotFound(_) => invalid(&field("template"), e.to_string()),
-                other => other,
-            })?;
+            let (compiled, version) = match templates.get(request.template.as_str()) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = self.compiled(&request.template, None).map_err(|e| match e {
+                        MessagingError::TemplateNotFound(_) => invalid(&field("template"), e.to_string()),
+                        other => other,
+                    })?;
+                    templates.insert(request.template.as_str(), found.clone());
+                    found
+                }
+            };
             if self.inner.store.live_profile_id(request.profile_id)?.is_none() {
                 return Err(invalid(&field("profile_id"), format!("profile {} not found", request.profile_id)));
             }

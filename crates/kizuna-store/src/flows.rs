@@ -97,6 +97,8 @@ pub struct FlowCounts {
     pub by_exit_reason: Vec<(String, i64)>,
     /// Per step: (step, outcome, executions).
     pub by_step: Vec<(String, String, i64)>,
+    /// People inside now, by the step they wait at or will run next.
+    pub waiting_at: Vec<(String, i64)>,
     /// Per arm and hold-out: (arm, holdout, entered, converted, revenue).
     pub by_arm: Vec<(Option<String>, bool, i64, i64, f64)>,
 }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_recommendations.sql")),
     (6, include_str!("../migrations/0006_messaging.sql")),
     (7, include_str!("../migrations/0007_flows.sql")),
+    (8, include_str!("../migrations/0008_messaging_queue_indexes.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -837,15 +838,26 @@ impl Checkpointer {
     const INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
     /// 4,096 frames: the WAL stays near 32 MiB (main, 8 KiB pages) or 16 MiB (derived, 4 KiB pages).
     const RESTART_AFTER_FRAMES: i64 = 4_096;
+    /// How long a checkpoint waits for readers or writers before it gives up until the next interval.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
     fn start(conn: Connection, thread_name: &str) -> StoreResult<Self> {
+        // A restarting checkpoint holds every writer back while it waits for readers of older snapshots; with
+        // the writers' 10 s patience it could stall them all for 10 s behind one long read, and they then
+        // failed with "database is locked" (measured: after loading 1M profiles). It gives up quickly
+        // instead and tries again at the next interval.
+        conn.busy_timeout(Self::PATIENCE)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new().name(thread_name.into()).spawn(move || {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Self::INTERVAL);
-                if let Err(error) = Self::checkpoint(&conn) {
-                    tracing::warn!(%error, "WAL checkpoint failed; will retry");
+                match Self::checkpoint(&conn) {
+                    Ok(()) => {}
+                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                        tracing::debug!("WAL checkpoint deferred: readers or a writer busy");
+                    }
+                    Err(error) => tracing::warn!(%error, "WAL checkpoint failed; will retry"),
                 }
             }
             if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {

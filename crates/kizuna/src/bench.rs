@@ -25,6 +25,8 @@ pub enum Which {
     Recs(crate::bench_recs::RecsArgs),
     /// Messaging: cart emails with a 3-product recommendation block rendered and handed to SMTP servers
     Messaging(crate::bench_messaging::MessagingArgs),
+    /// Flows: 1M profiles enter a 3-step flow at once by segment entry; time to all first messages, timers
+    Flows(crate::bench_flows::FlowsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -69,6 +71,7 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
         Which::Segments(args) => crate::bench_segments::run(config, args),
         Which::Recs(args) => crate::bench_recs::run(args),
         Which::Messaging(args) => crate::bench_messaging::run(config, args),
+        Which::Flows(args) => crate::bench_flows::run(config, args),
     }
 }
 

@@ -40,6 +40,19 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     for (name, definition) in kizuna_messaging::starters::starter_templates() {
         node.messenger.save_template(name, &definition).with_context(|| format!("starter template {name}"))?;
     }
+    // Every starter flow as a draft (its templates and segments are installed above); nothing runs until it is
+    // activated, but each can be replayed over the simulated history.
+    let mut flows = Vec::new();
+    for starter in kizuna_flows::starters::starter_flows() {
+        match node.flows.save(starter.name, &starter.definition) {
+            Ok(_) => flows.push(starter.name),
+            Err(e) => tracing::warn!(flow = starter.name, error = %e, "starter flow not installed"),
+        }
+    }
+    let replay = node
+        .flows
+        .simulate("cart_abandonment", &kizuna_flows_service::SimRequest { days: 30, sample: 0, definition: None })
+        .map_err(|e| anyhow::anyhow!("replaying the cart flow: {e}"))?;
     let counts = node.store.counts()?;
     let example = (0..customers)
         .filter_map(|i| {
@@ -127,6 +140,24 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     }
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/templates");
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/messages");
+    println!();
+    let s = &replay.summary;
+    println!("  flows: {} starter flows installed as drafts ({})", flows.len(), flows.join(", "));
+    println!(
+        "  cart_abandonment replayed over the last 30 days of history ({:.0} ms, nothing sent): {} would enter, \
+         {} emails would go, {} deferred or suppressed, {} converted within 5 days ({:.2} revenue)",
+        replay.took_ms,
+        s.entered,
+        s.sends.get("send").copied().unwrap_or(0),
+        s.sends.iter().filter(|(k, _)| k.as_str() != "send").map(|(_, v)| v).sum::<u64>(),
+        s.converted,
+        s.revenue
+    );
+    println!(
+        "  curl -H 'Authorization: Bearer {admin_key}' -H 'Content-Type: application/json' {base}/api/flows/cart_abandonment/simulate -d '{{\"days\":30,\"sample\":3}}'"
+    );
+    println!("  curl -X POST -H 'Authorization: Bearer {admin_key}' {base}/api/flows/cart_abandonment/activate");
+    println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/flows");
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/analytics/rfm");
     println!("  curl -H 'Authorization: Bearer {admin_key}' {base}/api/analytics/journey");
     println!("  curl {base}/openapi.json   curl {base}/metrics");

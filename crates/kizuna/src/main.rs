@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod analytics;
 mod bench;
 mod bench_analytics;
+mod bench_flows;
 mod bench_messaging;
 mod bench_recs;
 mod bench_segments;
