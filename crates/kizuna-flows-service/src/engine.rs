@@ -402,17 +402,10 @@ impl FlowEngine {
         let _round = self.inner.round.lock().await;
         self.inner.stats.lock().rounds += 1;
         self.apply_profile_changes()?;
-        // Backpressure in two steps. Past `backlog_limit` messages waiting, new entrants only trickle in (a
-        // tenth of a batch per round: never starved by a wave of timers, never flooding messaging); past twice
-        // that, timers wait too. Below it, timers go first, so a burst of new entrants never makes the people
-        // already inside late, and inputs get their turn after at most `TIMER_ROUNDS` batches (they wait
-        // durably in the store meanwhile).
-        let limit = self.inner.settings.backlog_limit.max(1);
-        let backlog = self.inner.delivery.backlog(2 * limit);
-        if backlog >= 2 * limit {
-            self.inner.stats.lock().backpressure_pauses += 1;
-            return Ok(false);
-        }
+        // Timers go first and are never held back: a step runs when it is due (conditions are checked then, and
+        // a send is handed to messaging, whose queue orders delivery by priority). A burst of new entrants
+        // never makes the people already inside late; inputs get their turn after at most `TIMER_ROUNDS`
+        // batches (they wait durably in the store meanwhile).
         let mut worked = false;
         for _ in 0..TIMER_ROUNDS {
             if !self.run_due().await? {
@@ -420,7 +413,15 @@ impl FlowEngine {
             }
             worked = true;
         }
-        let admit = if backlog >= limit {
+        // Backpressure is on admission, in two steps: past `backlog_limit` messages waiting, new entrants only
+        // trickle in (a tenth of a batch per round: never starved by a wave of timers); past twice that, none
+        // until messaging catches up. The queue stays bounded by the people already admitted.
+        let limit = self.inner.settings.backlog_limit.max(1);
+        let backlog = self.inner.delivery.backlog(2 * limit);
+        let admit = if backlog >= 2 * limit {
+            self.inner.stats.lock().backpressure_pauses += 1;
+            return Ok(worked);
+        } else if backlog >= limit {
             self.inner.stats.lock().backpressure_pauses += 1;
             (self.inner.settings.batch / 10).max(1)
         } else {

@@ -187,7 +187,15 @@ impl SqliteStore {
         let mut slot = self.side_writer.lock();
         let conn = match slot.as_mut() {
             Some(conn) => conn,
-            None => slot.insert(self.connect(false)?),
+            None => {
+                let mut conn = self.connect(false)?;
+                // Write transactions take the write lock when they begin. A deferred one that reads first and
+                // writes after fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which no busy
+                // handler can wait out) when another writer or a restarting checkpoint moved the WAL on in
+                // between — measured: saving a template right after loading 1M profiles.
+                conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+                slot.insert(conn)
+            }
         };
         f(conn)
     }
@@ -198,8 +206,9 @@ impl SqliteStore {
             Some(writer) => writer,
             None => {
                 // As on the ingest writer: checkpoints done inline stall the commit that triggers them.
-                let conn = self.connect_derived()?;
+                let mut conn = self.connect_derived()?;
                 conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+                conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
                 slot.insert((conn, Checkpointer::start(self.connect_derived()?, "kizuna-derived-ck")?))
             }
         };
@@ -839,13 +848,14 @@ impl Checkpointer {
     /// 4,096 frames: the WAL stays near 32 MiB (main, 8 KiB pages) or 16 MiB (derived, 4 KiB pages).
     const RESTART_AFTER_FRAMES: i64 = 4_096;
     /// How long a checkpoint waits for readers or writers before it gives up until the next interval.
-    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
     fn start(conn: Connection, thread_name: &str) -> StoreResult<Self> {
-        // A restarting checkpoint holds every writer back while it waits for readers of older snapshots; with
-        // the writers' 10 s patience it could stall them all for 10 s behind one long read, and they then
-        // failed with "database is locked" (measured: after loading 1M profiles). It gives up quickly
-        // instead and tries again at the next interval.
+        // A restarting checkpoint holds every writer back while it waits for readers of older snapshots. With
+        // the writers' own 10 s patience it could stall them past it behind one long read, and they failed
+        // with "database is locked" (measured after loading 1M profiles); with 50 ms it never found a gap
+        // between the short reads of a busy engine and the WAL grew to 7 GB. One second: writers (10 s)
+        // outlast it, and it gives up on a long read and tries again at the next interval.
         conn.busy_timeout(Self::PATIENCE)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();

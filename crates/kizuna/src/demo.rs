@@ -145,7 +145,8 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     println!("  flows: {} starter flows installed as drafts ({})", flows.len(), flows.join(", "));
     println!(
         "  cart_abandonment replayed over the last 30 days of history ({:.0} ms, nothing sent): {} would enter, \
-         {} emails would go, {} deferred or suppressed, {} converted within 5 days ({:.2} revenue)",
+         {} emails would go, {} held back by the governor (most simulated customers never opted in to marketing \
+         email), {} converted within 5 days ({:.2} revenue)",
         replay.took_ms,
         s.entered,
         s.sends.get("send").copied().unwrap_or(0),
