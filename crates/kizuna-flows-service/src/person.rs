@@ -5,7 +5,6 @@ use chrono_tz::Tz;
 use kizuna_flows::machine::PersonContext;
 use kizuna_flows::person::Snapshot;
 use kizuna_identity::ProfileId;
-use kizuna_profiles::ConsentStatus;
 use kizuna_segments::Condition;
 use kizuna_segments::eval::EventFact;
 use kizuna_store::{EventFilter, Store, StoreResult};
@@ -33,16 +32,7 @@ pub fn load_snapshot(
         .and_then(|v| v.as_str())
         .or_else(|| computed.get("timezone").and_then(|v| v.as_str()))
         .map(str::to_string);
-    let consent = state
-        .consent
-        .iter()
-        .flat_map(|(channel, purposes)| {
-            purposes
-                .iter()
-                .filter(|(_, entry)| entry.status == ConsentStatus::Granted)
-                .map(move |(purpose, _)| (channel.clone(), purpose.clone()))
-        })
-        .collect();
+    let consent = state.granted_consents();
     let mut identifiers: Vec<String> = stored.identities.iter().map(|i| i.kind.as_str().to_string()).collect();
     identifiers.sort();
     identifiers.dedup();

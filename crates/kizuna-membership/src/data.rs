@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use kizuna_pipeline::FedEvent;
-use kizuna_profiles::ConsentStatus;
 use kizuna_profiles::ProfileState;
 use kizuna_segments::summary::{Interest, NewEvent, ProfileData};
 use kizuna_store::ScannedEvent;
@@ -46,16 +45,7 @@ pub fn profile_data(
     } else {
         serde_json::Map::new()
     };
-    let consent = state
-        .consent
-        .iter()
-        .flat_map(|(channel, purposes)| {
-            purposes
-                .iter()
-                .filter(|(_, entry)| entry.status == ConsentStatus::Granted)
-                .map(move |(purpose, _)| (channel.clone(), purpose.clone()))
-        })
-        .collect();
+    let consent = state.granted_consents();
     ProfileData {
         version,
         traits: state.trait_values(),

@@ -240,6 +240,19 @@ impl ProfileState {
         }
     }
 
+    /// The (channel, purpose) pairs whose consent is granted.
+    pub fn granted_consents(&self) -> Vec<(String, String)> {
+        self.consent
+            .iter()
+            .flat_map(|(channel, purposes)| {
+                purposes
+                    .iter()
+                    .filter(|(_, entry)| entry.status == crate::ConsentStatus::Granted)
+                    .map(move |(purpose, _)| (channel.clone(), purpose.clone()))
+            })
+            .collect()
+    }
+
     /// The public JSON form of traits: name → value.
     pub fn trait_values(&self) -> Map<String, Value> {
         self.traits.iter().map(|(k, t)| (k.clone(), t.value.clone())).collect()
