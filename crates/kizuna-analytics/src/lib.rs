@@ -91,6 +91,7 @@ pub mod diagnostics;
 pub mod fit;
 pub mod gamma_gamma;
 pub mod journey;
+pub mod kpis;
 pub mod metrics;
 pub mod pareto_nbd;
 pub mod prepare;

@@ -132,6 +132,7 @@ fn compute_and_score(
     let unit = settings.unit;
 
     let metrics = store_metrics(&buyers, &MetricsOptions { as_of: now, max_cohort_months: 24 });
+    let kpis = kizuna_analytics::kpis::period_kpis(&buyers, now, &kizuna_analytics::kpis::PERIODS);
     let rules = JourneyRules { purchase_window_days: settings.purchase_window_days };
     let funnel = journey::funnel(&facts, now, &rules);
     drop(facts);
@@ -241,6 +242,7 @@ fn compute_and_score(
     report.insert("distributions".into(), distributions(predictions.as_deref()));
     report.insert("metrics".into(), json!(metrics));
     report.insert("journey".into(), json!(funnel));
+    report.insert("kpis".into(), json!(kpis));
     let duration_ms = started.elapsed().as_secs_f64() * 1e3;
     report.insert("duration_ms".into(), json!(duration_ms));
     let summary = RunSummary {

@@ -26,18 +26,22 @@ pub fn routes() -> Router<AppState> {
         .route("/api/profiles/{id}/identities", get(profile_identities))
         .route("/api/profiles/{id}/export", get(export_profile))
         .route("/api/profiles/{id}/consent", put(set_consent))
-        .route("/api/sources", get(list_sources))
+        .route("/api/sources", get(list_sources).post(create_source))
+        .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/stats", get(stats))
 }
 
-/// Extractor that admits only requests with a valid admin API key as a Bearer token.
+/// Extractor that admits requests with a valid admin API key as a Bearer token, or a signed-in web app session
+/// (whose changes must carry the session's CSRF token).
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        authorize(&parts.headers, state)?;
+        if parts.headers.contains_key(header::AUTHORIZATION) || !crate::session::authorize_session(parts, state)? {
+            authorize(&parts.headers, state)?;
+        }
         Ok(Admin)
     }
 }
@@ -313,22 +317,31 @@ async fn set_consent(
 }
 
 /// Search profiles by a trait: `?trait=NAME&value=VALUE` (exact, case-insensitive), `limit` up to 1000.
+/// Without `trait`, pages through all profiles in id order: `?after=ID` continues from `next_after`.
 #[utoipa::path(get, path = "/api/profiles", tag = "profiles",
-    responses((status = 200, description = "{profiles: [...]}")), security(("admin_key" = [])))]
+    responses((status = 200, description = "{profiles: [...], next_after (when paging)}")), security(("admin_key" = [])))]
 async fn search_profiles(
     _: Admin,
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<axum::Json<Value>> {
-    let name = params
-        .get("trait")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| invalid_param("trait", "give the trait name to search by"))?;
-    let value = params.get("value").ok_or_else(|| invalid_param("value", "give the value to search for"))?;
     let limit = parse_number_param(&params, "limit")?.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(invalid_param("limit", "must be between 1 and 1000"));
     }
+    let Some(name) = params.get("trait").filter(|t| !t.is_empty()) else {
+        let after = params.get("after").map(|raw| parse_profile_id(raw)).transpose()?;
+        let page = state.store().scan_profiles(after, limit as usize)?;
+        let next_after = (page.len() == limit as usize).then(|| page.last().map(|(id, _)| id.to_string())).flatten();
+        let mut profiles = Vec::with_capacity(page.len());
+        for (id, _) in page {
+            if let Some(p) = state.store().profile(id)? {
+                profiles.push(profile_json(&state, &p));
+            }
+        }
+        return Ok(axum::Json(json!({"profiles": profiles, "next_after": next_after})));
+    };
+    let value = params.get("value").ok_or_else(|| invalid_param("value", "give the value to search for"))?;
     let ids = state.store().search_profiles(name, value, limit as usize)?;
     let mut profiles = Vec::with_capacity(ids.len());
     for id in ids {
@@ -343,6 +356,82 @@ async fn search_profiles(
 #[utoipa::path(get, path = "/api/sources", tag = "admin", responses((status = 200)), security(("admin_key" = [])))]
 async fn list_sources(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     Ok(axum::Json(json!({"sources": state.store().list_sources()?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSource {
+    name: String,
+    #[serde(default)]
+    trusted: bool,
+    #[serde(default)]
+    data_kind: Option<String>,
+}
+
+fn invalid_body(e: serde_json::Error) -> ApiError {
+    let code = if e.is_data() { Code::InvalidField } else { Code::MalformedJson };
+    ApiError(KizunaError::new(code, e.to_string()))
+}
+
+fn name_taken(e: kizuna_store::StoreError, what: &str) -> ApiError {
+    match e {
+        kizuna_store::StoreError::AlreadyExists(_) => {
+            ApiError(KizunaError::new(Code::InvalidField, format!("a {what} with this name exists")).with_field("name"))
+        }
+        kizuna_store::StoreError::Invalid(message) => {
+            ApiError(KizunaError::new(Code::InvalidField, message).with_field("name"))
+        }
+        other => ApiError::from(other),
+    }
+}
+
+/// Create a source: `{name, trusted?, data_kind?}`; returns it with its write key.
+#[utoipa::path(post, path = "/api/sources", tag = "admin", responses((status = 201), (status = 400)), security(("admin_key" = [])))]
+async fn create_source(
+    _: Admin,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<Value>)> {
+    let body: NewSource = serde_json::from_slice(&body).map_err(invalid_body)?;
+    let kind_name = body.data_kind.as_deref().unwrap_or("first_party");
+    let kind = kizuna_profiles::DataKind::parse(kind_name).ok_or_else(|| {
+        ApiError(
+            KizunaError::new(Code::InvalidField, format!("unknown data kind '{kind_name}'")).with_field("data_kind"),
+        )
+    })?;
+    if body.name.trim().is_empty() {
+        return Err(ApiError(KizunaError::new(Code::MissingField, "a source needs a name").with_field("name")));
+    }
+    let source = state
+        .store()
+        .create_source(body.name.trim(), body.trusted, kind, state.clock().now())
+        .map_err(|e| name_taken(e, "source"))?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(json!(source))))
+}
+
+/// Admin API keys (names and dates; the keys themselves were shown once).
+#[utoipa::path(get, path = "/api/keys", tag = "admin", responses((status = 200)), security(("admin_key" = [])))]
+async fn list_keys(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(json!({"keys": state.store().list_api_keys()?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+}
+
+/// Create an admin API key: `{name}`; the response is the only time the key is shown.
+#[utoipa::path(post, path = "/api/keys", tag = "admin", responses((status = 201), (status = 400)), security(("admin_key" = [])))]
+async fn create_key(
+    _: Admin,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<Value>)> {
+    let body: NewKey = serde_json::from_slice(&body).map_err(invalid_body)?;
+    let (key, secret) =
+        state.store().create_api_key(&body.name, state.clock().now()).map_err(|e| name_taken(e, "key"))?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(json!({"key": key, "secret": secret}))))
 }
 
 /// Counts of profiles, events, identities and products.

@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/analytics/runs", get(list_runs).post(start_run))
         .route("/api/analytics/runs/{id}", get(get_run))
         .route("/api/analytics/holdout", get(holdout))
+        .route("/api/dashboard", get(dashboard))
         .route("/api/analytics/{section}", get(section))
 }
 
@@ -174,4 +175,48 @@ async fn holdout(
         }
         Some(other) => Err(invalid_param("format", format!("'{other}' is not json or svg"))),
     }
+}
+
+/// The home page's figures for the last `days` (7, 30, 90 or 365): revenue, orders, AOV, active and new
+/// customers, repeat purchase rate with the period before and a daily series (from the latest analytics run),
+/// messages sent and attributed revenue (live), and the journey-stage funnel.
+#[utoipa::path(get, path = "/api/dashboard", tag = "analytics",
+    params(("days" = Option<i64>, Query, description = "7, 30 (default), 90 or 365")),
+    responses((status = 200, description = "{days, as_of, kpis, messaging, journey}"),
+        (status = 404, description = "No analytics run has succeeded yet")),
+    security(("admin_key" = [])))]
+async fn dashboard(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<axum::Json<Value>> {
+    let days = match params.get("days") {
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|d| kizuna_analytics::kpis::PERIODS.contains(d))
+            .ok_or_else(|| invalid_param("days", "one of 7, 30, 90, 365"))?,
+        None => 30,
+    };
+    let (run_id, report) = latest(&state)?;
+    let kpis = report["kpis"]
+        .as_array()
+        .and_then(|periods| periods.iter().find(|p| p["days"].as_i64() == Some(days)).cloned())
+        .unwrap_or(Value::Null);
+    let since = state.clock().now() - chrono::Duration::days(days);
+    let rows = state.store().messages().report("channel", since)?;
+    let messaging = json!({
+        "sent": rows.iter().map(|r| r.sent).sum::<i64>(),
+        "orders": rows.iter().map(|r| r.orders).sum::<i64>(),
+        "revenue": rows.iter().map(|r| r.revenue).sum::<f64>(),
+        "by_channel": rows,
+    });
+    Ok(axum::Json(json!({
+        "days": days,
+        "run_id": run_id,
+        "as_of": report["as_of"],
+        "kpis": kpis,
+        "messaging": messaging,
+        "journey": report["journey"],
+    })))
 }

@@ -11,6 +11,8 @@ mod ops;
 mod products;
 mod recommendations;
 mod segments;
+pub mod session;
+mod web;
 
 pub use error::{ApiError, ApiResult};
 pub use ops::ApiDoc;
@@ -54,6 +56,7 @@ struct Inner {
     recommender: RwLock<Option<kizuna_recs_service::Recommender>>,
     messenger: RwLock<Option<kizuna_messaging_service::Messenger>>,
     flows: RwLock<Option<kizuna_flows_service::FlowEngine>>,
+    sign_ins: session::SignInGuard,
     /// Bounds handlers that read the store on blocking threads (the store keeps 8 reader connections).
     blocking_reads: tokio::sync::Semaphore,
 }
@@ -99,6 +102,7 @@ impl AppState {
                 recommender: RwLock::new(None),
                 messenger: RwLock::new(None),
                 flows: RwLock::new(None),
+                sign_ins: session::SignInGuard::default(),
                 blocking_reads: tokio::sync::Semaphore::new(8),
             }),
         })
@@ -192,6 +196,8 @@ pub fn router(state: AppState) -> Router {
         .merge(recommendations::routes())
         .merge(messaging::routes())
         .merge(flows::routes())
+        .merge(session::routes())
+        .merge(web::routes())
         .merge(ops::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(observe))

@@ -31,6 +31,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/messages/{id}", get(get_message))
         .route("/api/messages/{id}/retry", post(retry))
         .route("/api/messaging/report", get(report))
+        .route("/api/settings", get(settings))
+        .route("/api/settings/channels/{channel}/test", post(test_channel))
         .route("/api/suppressions", get(list_suppressions))
         .route("/api/suppressions/{channel}/{address}", put(add_suppression).delete(remove_suppression))
         .route("/hooks/messages/status", post(provider_status))
@@ -337,11 +339,119 @@ async fn report(
             .ok_or_else(|| invalid_param("days", "1 to 3650"))?,
         None => 30,
     };
+    let by_day = match params.get("interval").map(String::as_str) {
+        None | Some("total") => false,
+        Some("day") => true,
+        Some(_) => return Err(invalid_param("interval", "total (the default) or day")),
+    };
     let since = state.clock().now() - chrono::Duration::days(days);
     let store = state.store().clone();
     let group_owned = group.to_owned();
+    if by_day {
+        let rows = blocking(move || Ok(store.messages().report_by_day(&group_owned, since)?)).await?;
+        let rows: Vec<Value> = rows
+            .into_iter()
+            .map(|(day, row)| {
+                let date = chrono::DateTime::from_timestamp(day * 86_400, 0).map(|d| d.date_naive().to_string());
+                let mut value = json!(row);
+                value["date"] = json!(date);
+                value
+            })
+            .collect();
+        return Ok(axum::Json(json!({"group": group, "days": days, "interval": "day", "rows": rows})));
+    }
     let rows = blocking(move || Ok(store.messages().report(&group_owned, since)?)).await?;
     Ok(axum::Json(json!({"group": group, "days": days, "rows": rows})))
+}
+
+/// Settings of the channels with their secrets left out.
+fn without_secrets(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(key, _)| !["password", "secret", "token", "auth", "key"].iter().any(|s| key.contains(s)))
+                .map(|(key, value)| (key, without_secrets(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The messaging settings the server runs with (from the config file and environment): store (name, currency,
+/// locale, time zone), sending policy (quiet hours, frequency caps, opt-in rule) and each channel's provider,
+/// without secrets.
+#[utoipa::path(get, path = "/api/settings", tag = "messages",
+    responses((status = 200, description = "{store, policy, channels: {email, sms, line, webhook}, public_url}")),
+    security(("admin_key" = [])))]
+async fn settings(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    let messenger = messenger(&state)?;
+    let settings = messenger.settings();
+    let channel = |value: Value| {
+        if value.is_null() {
+            json!({"configured": false})
+        } else {
+            json!({"configured": true, "settings": without_secrets(value)})
+        }
+    };
+    Ok(axum::Json(json!({
+        "store": settings.store,
+        "public_url": settings.public_url,
+        "policy": settings.policy,
+        "attribution": settings.attribution,
+        "channels": {
+            "email": channel(json!(settings.email)),
+            "sms": channel(json!(settings.sms)),
+            "line": channel(json!(settings.line)),
+            "webhook": channel(json!(settings.webhook)),
+        },
+    })))
+}
+
+/// Checks that a channel's provider answers: for email, connects to the SMTP server (TLS and login as
+/// configured) and says NOOP. Answers 200 with `{ok, message}` either way; 409 when the channel is not set up.
+#[utoipa::path(post, path = "/api/settings/channels/{channel}/test", tag = "messages",
+    responses((status = 200, description = "{ok, message}"), (status = 409, description = "The channel is not configured")),
+    security(("admin_key" = [])))]
+async fn test_channel(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let messenger = messenger(&state)?;
+    let not_configured = |name: &str| {
+        ApiError(KizunaError::new(
+            Code::ChannelNotConfigured,
+            format!("{name} has no provider settings; add [messaging.{name}] to the config file"),
+        ))
+    };
+    match channel.as_str() {
+        "email" => {
+            let email = messenger.settings().email.clone().ok_or_else(|| not_configured("email"))?;
+            let smtp = kizuna_channels::SmtpChannel::new(&email)
+                .map_err(|m| ApiError(KizunaError::new(Code::InvalidField, m).with_field("email")))?;
+            let outcome = tokio::time::timeout(std::time::Duration::from_secs(15), smtp.test_connection()).await;
+            Ok(axum::Json(match outcome {
+                Ok(Ok(())) => json!({"ok": true, "message": format!("{}:{} answered", email.host, email.port)}),
+                Ok(Err(message)) => json!({"ok": false, "message": message}),
+                Err(_) => json!({"ok": false, "message": "no answer within 15 s"}),
+            }))
+        }
+        "sms" | "line" | "webhook" => {
+            let configured = match channel.as_str() {
+                "sms" => messenger.settings().sms.is_some(),
+                "line" => messenger.settings().line.is_some(),
+                _ => messenger.settings().webhook.is_some(),
+            };
+            if !configured {
+                return Err(not_configured(&channel));
+            }
+            Ok(axum::Json(json!({
+                "ok": true,
+                "message": "configured; this provider has no connection check (its API is only called to send)",
+            })))
+        }
+        other => Err(invalid_param("channel", format!("'{other}' is not email, sms, line or webhook"))),
+    }
 }
 
 // ---- suppressions ------------------------------------------------------------------------------------------

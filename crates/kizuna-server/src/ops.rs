@@ -84,12 +84,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::flows::version, crate::flows::activate, crate::flows::pause, crate::flows::migrate,
         crate::flows::enroll, crate::flows::simulate, crate::flows::runs, crate::flows::report, crate::flows::run,
         crate::flows::profile_runs,
+        crate::session::sign_in, crate::session::current, crate::session::sign_out,
+        crate::admin::create_source, crate::admin::list_keys, crate::admin::create_key,
+        crate::analytics::dashboard, crate::segments::translate, crate::messaging::settings,
+        crate::messaging::test_channel,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),
     tags((name = "ingest", description = "Segment HTTP tracking API: /v1/identify, track, page, screen, group, alias, batch (also /v1/i, t, p, s, g, a, b)"),
          (name = "profiles"), (name = "catalog"), (name = "analytics"), (name = "segments"), (name = "recommendations"),
-         (name = "templates"), (name = "messages"), (name = "flows", description = "Automated journeys: definitions, starters, activation, replay, runs, reports"), (name = "tracking", description = "Public links in messages: open pixel, click redirect, unsubscribe, preferences"), (name = "admin"))
+         (name = "templates"), (name = "messages"), (name = "flows", description = "Automated journeys: definitions, starters, activation, replay, runs, reports"), (name = "tracking", description = "Public links in messages: open pixel, click redirect, unsubscribe, preferences"), (name = "admin"), (name = "session", description = "Signing in to the admin web app (/admin/): a session cookie, and a CSRF token to echo on changes"))
 )]
 pub struct ApiDoc;
 

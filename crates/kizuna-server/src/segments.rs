@@ -28,6 +28,7 @@ use std::collections::HashMap;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/segments", get(list).post(create))
+        .route("/api/segments/translate", post(translate))
         .route("/api/segments/preview", post(preview))
         .route("/api/segments/templates", get(templates))
         .route("/api/segments/{name}", get(get_one).put(replace).delete(delete))
@@ -249,6 +250,19 @@ async fn preview(_: Admin, State(state): State<AppState>, bytes: Bytes) -> ApiRe
         "definition": condition,
         "text": kizuna_segments::print(&condition),
     })))
+}
+
+/// Checks a definition and returns it in both forms — the builder and the text editor of the web app stay in
+/// sync through this: send `text` to get the JSON tree, or `definition` to get the text.
+#[utoipa::path(post, path = "/api/segments/translate", tag = "segments",
+    request_body(content = String, description = "{definition | text | template}", content_type = "application/json"),
+    responses((status = 200, description = "{definition, text}"), (status = 400, description = "Invalid definition")),
+    security(("admin_key" = [])))]
+async fn translate(_: Admin, bytes: Bytes) -> ApiResult<axum::Json<Value>> {
+    let body = read_body(&bytes)?;
+    let (condition, _) = condition_of(&body)?;
+    kizuna_segments::check(&condition).map_err(|e| invalid_segment("definition", e.to_string()))?;
+    Ok(axum::Json(json!({"definition": condition, "text": kizuna_segments::print(&condition)})))
 }
 
 /// The starter segments (copy one with `POST /api/segments {"name": …, "template": …}`).

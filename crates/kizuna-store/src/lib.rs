@@ -5,6 +5,7 @@
 //! Writes go through a single [`StoreWriter`] whose transactions the ingest pipeline groups: many requests
 //! commit together with one fsync, and nothing is acknowledged before its transaction committed.
 
+pub mod admins;
 pub mod codec;
 pub mod flows;
 pub mod messages;
@@ -142,6 +143,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flows' tables: definitions and versions, runs with their timers, the steps they took, cursors.
     fn flows(&self) -> &dyn flows::FlowStore;
+
+    /// The admin web app's tables: people who sign in and their sessions.
+    fn admins(&self) -> &dyn admins::AdminStore;
 }
 
 pub trait StoreWriter: Send {

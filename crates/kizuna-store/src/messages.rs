@@ -193,6 +193,9 @@ pub trait MessageStore: Send + Sync {
     fn record_attribution(&self, row: &AttributionRow) -> StoreResult<bool>;
     /// `group` is `template`, `flow`, `channel` or `campaign`.
     fn report(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<ReportRow>>;
+    /// The same figures per group and UTC day the message was created (`day` = days since 1970-01-01), for
+    /// charts over time.
+    fn report_by_day(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<(i64, ReportRow)>>;
 
     /// `from` was merged into `into`: its messages, touches and attributed orders follow.
     fn move_profile(&self, from: ProfileId, into: ProfileId) -> StoreResult<()>;

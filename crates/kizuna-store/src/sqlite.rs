@@ -23,11 +23,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_messaging.sql")),
     (7, include_str!("../migrations/0007_flows.sql")),
     (8, include_str!("../migrations/0008_messaging_queue_indexes.sql")),
+    (9, include_str!("../migrations/0009_admin.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
 const DERIVED_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/derived/0001_segment_membership.sql"))];
 
+mod admins;
 mod flows;
 mod messages;
 mod segments;
@@ -295,6 +297,10 @@ impl Store for SqliteStore {
     }
 
     fn flows(&self) -> &dyn crate::flows::FlowStore {
+        self
+    }
+
+    fn admins(&self) -> &dyn crate::admins::AdminStore {
         self
     }
 

@@ -19,6 +19,9 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     let now = node.clock.now();
     let source = node.store.create_source("demo-storefront", true, DataKind::FirstParty, now)?;
     let (_, admin_key) = node.store.create_api_key("demo-admin", now)?;
+    let admin_password = demo_admin_password();
+    let hash = kizuna_server::session::hash_password(&admin_password).map_err(|e| anyhow::anyhow!(e.message))?;
+    node.store.admins().create_admin(DEMO_ADMIN_EMAIL, &hash, now)?;
 
     let days = 365;
     let start = now - chrono::Duration::days(days);
@@ -90,6 +93,7 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
     println!("API base:       {base}");
     println!("write key:      {}", source.write_key);
     println!("admin API key:  {admin_key}");
+    println!("web app:        {base}/admin/  (sign in as {DEMO_ADMIN_EMAIL} / {admin_password})");
     println!();
     println!("Try:");
     if let Some(p) = &example {
@@ -177,6 +181,18 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         node::serve_node(&config, &node, listener).await
+    })
+}
+
+const DEMO_ADMIN_EMAIL: &str = "admin@demo.kizuna.dev";
+
+/// KIZUNA_ADMIN_PASSWORD when set (scripts and tests sign in with it), otherwise a fresh random one.
+fn demo_admin_password() -> String {
+    std::env::var("KIZUNA_ADMIN_PASSWORD").ok().filter(|p| p.chars().count() >= 10).unwrap_or_else(|| {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyz23456789";
+        let mut rng = rand::rng();
+        (0..16).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
     })
 }
 

@@ -78,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Admins of the web app (/admin/): create one (the first admin comes from here), reset a password, list
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Customer-base models (BG/NBD, Pareto/NBD, Gamma-Gamma, CLV, RFM) on a CSV of transactions
     Analytics {
         #[command(subcommand)]
@@ -129,6 +134,24 @@ enum KeyAction {
     List,
 }
 
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create an admin who signs in to the web app with this email and a password
+    Create {
+        email: String,
+        /// Read the password from the first line of stdin (otherwise from KIZUNA_ADMIN_PASSWORD, or a prompt)
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (ends the admin's sessions)
+    Password {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let listen = match &cli.command {
@@ -144,6 +167,7 @@ fn main() -> Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Source { action } => source(&config, action),
         Command::Key { action } => key(&config, action),
+        Command::Admin { action } => admin(&config, action),
         Command::Analytics { command } => analytics::run(command),
         Command::Segment { command } => segment::run(&config, command),
         Command::Flow { command } => flow::run(&config, command),
@@ -181,6 +205,49 @@ fn source(config: &Config, action: SourceAction) -> Result<()> {
                     s.trusted,
                     if s.revoked { "revoked" } else { "active" }
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The password for `admin create|password`: stdin when asked, else the environment, else a prompt.
+fn read_password(from_stdin: bool) -> Result<String> {
+    use std::io::{BufRead, Write};
+    if !from_stdin && let Ok(password) = std::env::var("KIZUNA_ADMIN_PASSWORD") {
+        return Ok(password);
+    }
+    if !from_stdin {
+        eprint!("password ({}+ characters): ", kizuna_server::session::MIN_PASSWORD_CHARS);
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn admin(config: &Config, action: AdminAction) -> Result<()> {
+    use kizuna_server::session::{hash_password, normalize_email};
+    let store = node::open_store(config)?;
+    match action {
+        AdminAction::Create { email, password_stdin } => {
+            let email = normalize_email(&email).map_err(|e| anyhow::anyhow!(e.message))?;
+            let hash = hash_password(&read_password(password_stdin)?).map_err(|e| anyhow::anyhow!(e.message))?;
+            store.admins().create_admin(&email, &hash, chrono::Utc::now())?;
+            eprintln!("created admin {email}; sign in at http://{}/admin/", config.listen);
+        }
+        AdminAction::Password { email, password_stdin } => {
+            let email = normalize_email(&email).map_err(|e| anyhow::anyhow!(e.message))?;
+            let hash = hash_password(&read_password(password_stdin)?).map_err(|e| anyhow::anyhow!(e.message))?;
+            if !store.admins().set_admin_password(&email, &hash)? {
+                anyhow::bail!("no admin has the email {email}");
+            }
+            eprintln!("password of {email} changed; their sessions ended");
+        }
+        AdminAction::List => {
+            for admin in store.admins().list_admins()? {
+                let last = admin.last_login_at.map_or_else(|| "never signed in".to_owned(), |t| t.to_rfc3339());
+                println!("{}\t{}\t{last}", admin.email, admin.created_at.to_rfc3339());
             }
         }
     }

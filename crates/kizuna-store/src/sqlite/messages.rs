@@ -428,39 +428,11 @@ impl MessageStore for SqliteStore {
     }
 
     fn report(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<ReportRow>> {
-        let key = match group {
-            "template" | "flow" | "channel" | "campaign" => group,
-            other => return Err(StoreError::Invalid(format!("cannot group by {other}"))),
-        };
-        self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT m.{key},
-                        SUM(m.sent_at IS NOT NULL),
-                        SUM(m.opened_at IS NOT NULL),
-                        SUM(EXISTS (SELECT 1 FROM msg_touches t WHERE t.message_id = m.id AND t.kind = 'open' AND t.machine = 1)
-                            AND m.opened_at IS NULL),
-                        SUM(m.clicked_at IS NOT NULL),
-                        COALESCE(SUM(a.orders), 0),
-                        COALESCE(SUM(a.revenue), 0)
-                 FROM msg_messages m
-                 LEFT JOIN (SELECT message_id, COUNT(*) AS orders, SUM(revenue) AS revenue
-                            FROM msg_attributions GROUP BY message_id) a ON a.message_id = m.id
-                 WHERE m.created_at >= ?1 AND m.test = 0
-                 GROUP BY m.{key} ORDER BY m.{key}"
-            ))?;
-            let rows = stmt.query_map([ms(since)], |r| {
-                Ok(ReportRow {
-                    key: r.get(0)?,
-                    sent: r.get(1)?,
-                    opened: r.get(2)?,
-                    machine_opened: r.get(3)?,
-                    clicked: r.get(4)?,
-                    orders: r.get(5)?,
-                    revenue: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        Ok(self.grouped_report(group, since, false)?.into_iter().map(|(_, row)| row).collect())
+    }
+
+    fn report_by_day(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<(i64, ReportRow)>> {
+        self.grouped_report(group, since, true)
     }
 
     fn move_profile(&self, from: ProfileId, into: ProfileId) -> StoreResult<()> {
@@ -496,4 +468,48 @@ impl MessageStore for SqliteStore {
 
 fn suppression_row(r: &Row<'_>) -> rusqlite::Result<Suppression> {
     Ok(Suppression { channel: r.get(0)?, address: r.get(1)?, reason: r.get(2)?, at: from_ms(r.get(3)?) })
+}
+
+impl SqliteStore {
+    fn grouped_report(&self, group: &str, since: DateTime<Utc>, by_day: bool) -> StoreResult<Vec<(i64, ReportRow)>> {
+        let key = match group {
+            "template" | "flow" | "channel" | "campaign" => group,
+            other => return Err(StoreError::Invalid(format!("cannot group by {other}"))),
+        };
+        // Integer division keeps the day bucket portable SQL (no date functions).
+        let day = if by_day { "m.created_at / 86400000" } else { "0" };
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT m.{key},
+                        SUM(m.sent_at IS NOT NULL),
+                        SUM(m.opened_at IS NOT NULL),
+                        SUM(EXISTS (SELECT 1 FROM msg_touches t WHERE t.message_id = m.id AND t.kind = 'open' AND t.machine = 1)
+                            AND m.opened_at IS NULL),
+                        SUM(m.clicked_at IS NOT NULL),
+                        COALESCE(SUM(a.orders), 0),
+                        COALESCE(SUM(a.revenue), 0),
+                        {day} AS day
+                 FROM msg_messages m
+                 LEFT JOIN (SELECT message_id, COUNT(*) AS orders, SUM(revenue) AS revenue
+                            FROM msg_attributions GROUP BY message_id) a ON a.message_id = m.id
+                 WHERE m.created_at >= ?1 AND m.test = 0
+                 GROUP BY m.{key}, day ORDER BY day, m.{key}"
+            ))?;
+            let rows = stmt.query_map([ms(since)], |r| {
+                Ok((
+                    r.get(7)?,
+                    ReportRow {
+                        key: r.get(0)?,
+                        sent: r.get(1)?,
+                        opened: r.get(2)?,
+                        machine_opened: r.get(3)?,
+                        clicked: r.get(4)?,
+                        orders: r.get(5)?,
+                        revenue: r.get(6)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
 }
