@@ -27,6 +27,8 @@ pub enum Which {
     Messaging(crate::bench_messaging::MessagingArgs),
     /// Flows: 1M profiles enter a 3-step flow at once by segment entry; time to all first messages, timers
     Flows(crate::bench_flows::FlowsArgs),
+    /// Admin web app: each page's API calls on a 1M-profile store (median and p95), and what the app ships
+    Admin(crate::bench_admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -72,6 +74,7 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
         Which::Recs(args) => crate::bench_recs::run(args),
         Which::Messaging(args) => crate::bench_messaging::run(config, args),
         Which::Flows(args) => crate::bench_flows::run(config, args),
+        Which::Admin(args) => crate::bench_admin::run(config, args),
     }
 }
 

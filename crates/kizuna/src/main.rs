@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod analytics;
 mod bench;
+mod bench_admin;
 mod bench_analytics;
 mod bench_flows;
 mod bench_messaging;

@@ -25,9 +25,8 @@ export async function render(main, _params, query) {
     try {
       const result = await get(`/api/recommendations/${encodeURIComponent(placementSelect.value)}`, params);
       mount(results, table([
-        { label: '#', value: (_, i) => '', class: 'num' },
         { label: t('recs.product'), value: (r) => productName(r.product) },
-        { label: t('recs.category'), value: (r) => r.product?.category || '' },
+        { label: t('recs.category'), value: (r) => (r.product?.categories || []).join(' › ') },
         { label: t('recs.price'), value: (r) => (r.product?.price !== undefined ? formatMoney(r.product.price, r.product.currency || undefined) : ''), class: 'num' },
         { label: t('recs.score'), value: (r) => formatNumber(r.score, { maximumFractionDigits: 3 }), class: 'num' },
         { label: t('recs.why'), value: (r) => [r.strategy, r.reason].filter(Boolean).join(' · ') },
@@ -83,5 +82,5 @@ function fact(label, value) {
 function productName(product) {
   if (!product) return '';
   if (typeof product === 'string') return product;
-  return product.name ? `${product.name} (${product.id})` : product.id;
+  return product.title ? `${product.title} (${product.id})` : product.id;
 }

@@ -75,8 +75,17 @@ export async function render(main, params, query) {
   }, 400);
   textArea.addEventListener('input', fromText);
 
+  // The root is always shown as a group so there is somewhere to add conditions; a group of one is saved as
+  // its only condition, the way the text syntax writes it.
   function drawBuilder() {
-    mount(builder, node(definition, (next) => { definition = next; drawBuilder(); changed(); }, null));
+    const kind = kindOf(definition);
+    const root = kind === 'and' || kind === 'or' ? definition : { and: [definition] };
+    mount(builder, node(root, (next) => {
+      const children = next.and || next.or;
+      definition = children && children.length === 1 ? children[0] : next;
+      drawBuilder();
+      changed();
+    }, null));
   }
 
   const save = async (event) => {
