@@ -40,7 +40,8 @@ pub struct PeriodKpis {
     pub current: PeriodFigures,
     /// The same figures for the period just before (`from - days` to `from`).
     pub previous: PeriodFigures,
-    /// One entry per day of the period, oldest first (days without orders included, as zeros).
+    /// One entry per calendar day (UTC) the period touches, oldest first, so the first partial day counts too;
+    /// days without orders are zeros. The entries add up to `current`.
     pub daily: Vec<DayFigures>,
 }
 
@@ -52,7 +53,7 @@ pub fn period_kpis(customers: &[CustomerOrders], as_of: DateTime<Utc>, periods: 
             let from = as_of - Duration::days(days);
             let current = figures(customers, from, as_of);
             let previous = figures(customers, from - Duration::days(days), from);
-            PeriodKpis { days, from, to: as_of, current, previous, daily: daily(customers, from, as_of, days) }
+            PeriodKpis { days, from, to: as_of, current, previous, daily: daily(customers, from, as_of) }
         })
         .collect()
 }
@@ -81,8 +82,9 @@ fn figures(customers: &[CustomerOrders], from: DateTime<Utc>, to: DateTime<Utc>)
     out
 }
 
-fn daily(customers: &[CustomerOrders], from: DateTime<Utc>, to: DateTime<Utc>, days: i64) -> Vec<DayFigures> {
-    let first = (from + Duration::days(1)).date_naive();
+fn daily(customers: &[CustomerOrders], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DayFigures> {
+    let first = from.date_naive();
+    let days = (to.date_naive() - first).num_days() + 1;
     let mut out: Vec<DayFigures> = (0..days)
         .filter_map(|i| first.checked_add_signed(Duration::days(i)))
         .map(|date| DayFigures { date, revenue: 0.0, orders: 0, customers: 0 })
@@ -143,8 +145,9 @@ mod tests {
         assert_eq!(week.current.repeat_purchase_rate, Some(2.0 / 3.0));
         assert_eq!(week.previous.orders, 1, "only the order of the 15th falls in the week before");
         assert_eq!(week.previous.revenue, 100.0);
-        assert_eq!(week.daily.len(), 7);
-        assert_eq!(week.daily.iter().map(|d| d.orders).sum::<u64>(), 4);
+        assert_eq!(week.daily.len(), 8, "the 21st (partly inside) to the 28th");
+        assert_eq!(week.daily.iter().map(|d| d.orders).sum::<u64>(), week.current.orders, "the days add up");
+        assert_eq!(week.daily.iter().map(|d| d.revenue).sum::<f64>(), week.current.revenue);
         let day24 = week.daily.iter().find(|d| d.date == at(24).date_naive()).expect("the 24th");
         assert_eq!((day24.orders, day24.customers, day24.revenue), (1, 1, 20.0));
         assert_eq!(week.daily.last().map(|d| d.date), Some(at(28).date_naive()));
@@ -154,7 +157,7 @@ mod tests {
     fn an_empty_store_has_zero_figures_and_no_ratios() {
         let kpis = period_kpis(&[], at(28), &PERIODS);
         assert_eq!(kpis.len(), 4);
-        assert_eq!(kpis[1].daily.len(), 30);
+        assert_eq!(kpis[1].daily.len(), 31);
         assert_eq!(kpis[0].current.aov, None);
         assert_eq!(kpis[0].current.repeat_purchase_rate, None);
     }

@@ -198,13 +198,18 @@ async fn dashboard(
             .ok_or_else(|| invalid_param("days", "one of 7, 30, 90, 365"))?,
         None => 30,
     };
-    let (run_id, report) = latest(&state)?;
+    let since = state.clock().now() - chrono::Duration::days(days);
+    let reader = state.clone();
+    let (run_id, report, rows) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        let (run_id, report) = latest(&reader)?;
+        Ok((run_id, report, reader.store().messages().report("channel", since)?))
+    })
+    .await
+    .map_err(|e| ApiError(KizunaError::internal(e.to_string())))??;
     let kpis = report["kpis"]
         .as_array()
         .and_then(|periods| periods.iter().find(|p| p["days"].as_i64() == Some(days)).cloned())
         .unwrap_or(Value::Null);
-    let since = state.clock().now() - chrono::Duration::days(days);
-    let rows = state.store().messages().report("channel", since)?;
     let messaging = json!({
         "sent": rows.iter().map(|r| r.sent).sum::<i64>(),
         "orders": rows.iter().map(|r| r.orders).sum::<i64>(),

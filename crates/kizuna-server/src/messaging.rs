@@ -364,7 +364,8 @@ async fn report(
     Ok(axum::Json(json!({"group": group, "days": days, "rows": rows})))
 }
 
-/// Settings of the channels with their secrets left out.
+/// Settings of the channels with their secrets left out: secret-named fields go, and URLs keep only their
+/// scheme and host (a webhook URL or a `user:pass@` host is itself a credential).
 fn without_secrets(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
@@ -373,8 +374,22 @@ fn without_secrets(value: Value) -> Value {
                 .map(|(key, value)| (key, without_secrets(value)))
                 .collect(),
         ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_secrets).collect()),
+        Value::String(text) => Value::String(url_origin(&text).unwrap_or(text)),
         other => other,
     }
+}
+
+/// `https://user:pw@hooks.example.com/T0/B1?x=y` → `https://hooks.example.com/…`; `None` for non-URLs.
+fn url_origin(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+        return None;
+    }
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let more = if tail.trim_start_matches('/').is_empty() { "" } else { "/…" };
+    Some(format!("{scheme}://{host}{more}"))
 }
 
 /// The messaging settings the server runs with (from the config file and environment): store (name, currency,
@@ -394,7 +409,7 @@ async fn settings(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Js
         }
     };
     Ok(axum::Json(json!({
-        "store": settings.store,
+        "store": without_secrets(settings.store.clone()),
         "public_url": settings.public_url,
         "policy": settings.policy,
         "attribution": settings.attribution,
@@ -427,8 +442,9 @@ async fn test_channel(
     match channel.as_str() {
         "email" => {
             let email = messenger.settings().email.clone().ok_or_else(|| not_configured("email"))?;
-            let smtp = kizuna_channels::SmtpChannel::new(&email)
-                .map_err(|m| ApiError(KizunaError::new(Code::InvalidField, m).with_field("email")))?;
+            let smtp = kizuna_channels::SmtpChannel::new(&email).map_err(|m| {
+                ApiError(KizunaError::new(Code::ChannelNotConfigured, format!("the email settings are unusable: {m}")))
+            })?;
             let outcome = tokio::time::timeout(std::time::Duration::from_secs(15), smtp.test_connection()).await;
             Ok(axum::Json(match outcome {
                 Ok(Ok(())) => json!({"ok": true, "message": format!("{}:{} answered", email.host, email.port)}),
@@ -684,4 +700,31 @@ async fn preferences_save(
         .collect();
     messenger.set_topics(&token, &keep).await?;
     Ok(Html(page("Saved", "<p>Your preferences are saved.</p>")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_shown_keep_no_secrets() {
+        let shown = without_secrets(json!({
+            "host": "smtp.example.com", "password": "hunter2", "api_key": "k", "auth_token": "t",
+            "url": "https://hooks.slack.example/services/T0/B1/XYZ?token=1",
+            "base_url": "https://user:pass@sms.example.com/v1", "plain": "https://example.com",
+            "nested": [{"secret": "s", "endpoint": "http://a:b@10.0.0.1:8080/x"}],
+        }));
+        assert_eq!(
+            shown,
+            json!({
+                "host": "smtp.example.com",
+                "url": "https://hooks.slack.example/…",
+                "base_url": "https://sms.example.com/…",
+                "plain": "https://example.com",
+                "nested": [{"endpoint": "http://10.0.0.1:8080/…"}],
+            })
+        );
+        assert_eq!(url_origin("no url here"), None);
+        assert_eq!(url_origin("://x"), None);
+    }
 }

@@ -328,6 +328,12 @@ async fn members(
     Ok(axum::Json(json!({"segment": name, "members": members, "next_after": next_after})))
 }
 
+/// Identifiers come from customers: a cell starting with `=`, `+`, `-` or `@` would run as a formula when a
+/// marketer opens the export in a spreadsheet, so it is quoted as text.
+fn spreadsheet_safe(value: String) -> String {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value }
+}
+
 /// Every member as CSV: profile id, since, email, phone, user id, LINE id.
 #[utoipa::path(get, path = "/api/segments/{name}/members.csv", tag = "segments",
     responses((status = 200, description = "text/csv", content_type = "text/csv"), (status = 404, description = "No such segment")),
@@ -346,7 +352,13 @@ async fn members_csv(_: Admin, State(state): State<AppState>, Path(name): Path<S
             for (profile, since) in page {
                 let identities = store.profile(profile)?.map(|p| p.identities).unwrap_or_default();
                 let first = |kind: &str| {
-                    identities.iter().find(|i| i.kind.as_str() == kind).map(|i| i.value.clone()).unwrap_or_default()
+                    let value = identities
+                        .iter()
+                        .find(|i| i.kind.as_str() == kind)
+                        .map(|i| i.value.clone())
+                        .unwrap_or_default();
+                    // Phones are normalised E.164 (`+` and digits): never a formula.
+                    if kind == "phone" { value } else { spreadsheet_safe(value) }
                 };
                 let row = [
                     profile.to_string(),

@@ -30,17 +30,33 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/session", get(current).post(sign_in).delete(sign_out))
 }
 
-/// Failed sign-ins per email, to slow down password guessing (kept in memory: a restart forgets them).
-#[derive(Default)]
+/// Guards password checks: attempts per email (to slow down guessing; kept in memory, a restart forgets them)
+/// and how many Argon2 checks run at once (each takes 19 MiB and tens of milliseconds of CPU).
 pub(crate) struct SignInGuard {
-    failures: Mutex<HashMap<String, Vec<DateTime<Utc>>>>,
+    attempts: Mutex<HashMap<String, Vec<DateTime<Utc>>>>,
+    hashing: tokio::sync::Semaphore,
+}
+
+/// Emails tracked at most; past this, emails without a recent attempt are forgotten first.
+const MAX_TRACKED_EMAILS: usize = 10_000;
+
+impl Default for SignInGuard {
+    fn default() -> Self {
+        SignInGuard { attempts: Mutex::new(HashMap::new()), hashing: tokio::sync::Semaphore::new(2) }
+    }
 }
 
 impl SignInGuard {
-    fn check(&self, email: &str, now: DateTime<Utc>) -> ApiResult<()> {
-        let mut failures = self.failures.lock();
-        let recent = failures.entry(email.to_owned()).or_default();
-        recent.retain(|at| now - *at < Duration::minutes(FAILURE_WINDOW_MINUTES));
+    /// Counts an attempt before the password is checked, so attempts sent in parallel cannot slip past the
+    /// limit; a successful sign-in clears the count.
+    fn attempt(&self, email: &str, now: DateTime<Utc>) -> ApiResult<()> {
+        let window = Duration::minutes(FAILURE_WINDOW_MINUTES);
+        let mut attempts = self.attempts.lock();
+        if attempts.len() >= MAX_TRACKED_EMAILS {
+            attempts.retain(|_, times| times.iter().any(|at| now - *at < window));
+        }
+        let recent = attempts.entry(email.to_owned()).or_default();
+        recent.retain(|at| now - *at < window);
         if recent.len() >= MAX_FAILURES {
             return Err(ApiError(KizunaError::new(
                 Code::TooManyAttempts,
@@ -49,15 +65,12 @@ impl SignInGuard {
                 ),
             )));
         }
+        recent.push(now);
         Ok(())
     }
 
-    fn failed(&self, email: &str, now: DateTime<Utc>) {
-        self.failures.lock().entry(email.to_owned()).or_default().push(now);
-    }
-
     fn succeeded(&self, email: &str) {
-        self.failures.lock().remove(email);
+        self.attempts.lock().remove(email);
     }
 }
 
@@ -152,8 +165,15 @@ pub(crate) fn signed_in(headers: &HeaderMap, state: &AppState) -> ApiResult<bool
     Ok(session_of(headers, state)?.is_some())
 }
 
-fn session_cookie(token: &str, max_age_seconds: i64) -> HeaderValue {
-    let value = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}");
+/// The public URL is https: the cookie is then never sent over plain HTTP.
+fn served_over_https(state: &AppState) -> bool {
+    state.messenger().is_some_and(|m| m.settings().public_url.starts_with("https://"))
+}
+
+fn session_cookie(token: &str, max_age_seconds: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let value =
+        format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}{secure}");
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("kizuna_session=; Max-Age=0"))
 }
 
@@ -169,16 +189,43 @@ struct SignIn {
     request_body(content = String, description = "{email, password}", content_type = "application/json"),
     responses((status = 200, description = "Signed in: email, csrf_token, expires_at; the cookie is set"),
         (status = 401, description = "Wrong email or password"), (status = 429, description = "Too many failures")))]
-async fn sign_in(State(state): State<AppState>, body: axum::body::Bytes) -> ApiResult<Response> {
+async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<Response> {
+    // A cross-site form can post text/plain that happens to parse as JSON ("login CSRF": signing the victim in
+    // as the attacker); browsers cannot send application/json cross-site without CORS, and they say where a
+    // request comes from.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        return Err(ApiError(KizunaError::new(
+            Code::UnsupportedMediaType,
+            "sign in with Content-Type: application/json",
+        )));
+    }
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"))
+    {
+        return Err(ApiError(KizunaError::new(Code::CsrfTokenMismatch, "sign in from the Kizuna app itself")));
+    }
     let body: SignIn = serde_json::from_slice(&body).map_err(|e| {
         let code = if e.is_data() { Code::InvalidField } else { Code::MalformedJson };
         ApiError(KizunaError::new(code, format!("send {{\"email\", \"password\"}}: {e}")))
     })?;
     let email = normalize_email(&body.email).map_err(ApiError)?;
     let now = state.clock().now();
-    state.inner.sign_ins.check(&email, now)?;
+    state.inner.sign_ins.attempt(&email, now)?;
     let admin = state.store().admins().admin_by_email(&email)?;
     let password = body.password;
+    let _permit = state
+        .inner
+        .sign_ins
+        .hashing
+        .acquire()
+        .await
+        .map_err(|_| ApiError(KizunaError::new(Code::Unavailable, "the server is shutting down")))?;
     // The KDF costs tens of milliseconds of CPU: off the async threads. Unknown emails are hashed against a fixed
     // hash too, so the answer takes as long whether or not the email exists.
     let (admin, matches) = tokio::task::spawn_blocking(move || {
@@ -194,7 +241,6 @@ async fn sign_in(State(state): State<AppState>, body: axum::body::Bytes) -> ApiR
     .await
     .map_err(|e| ApiError(KizunaError::internal(e.to_string())))?;
     let Some((admin, _)) = admin.filter(|_| matches) else {
-        state.inner.sign_ins.failed(&email, now);
         tracing::warn!(email, "failed admin sign-in");
         return Err(ApiError(KizunaError::new(Code::InvalidCredentials, "the email or password is wrong")));
     };
@@ -206,7 +252,9 @@ async fn sign_in(State(state): State<AppState>, body: axum::body::Bytes) -> ApiR
     tracing::info!(email = admin.email, "admin signed in");
     let mut response =
         axum::Json(json!({"email": admin.email, "csrf_token": csrf, "expires_at": expires_at})).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&token, SESSION_LIFETIME_HOURS * 3600));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&token, SESSION_LIFETIME_HOURS * 3600, served_over_https(&state)));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
@@ -236,12 +284,13 @@ async fn current(State(state): State<AppState>, headers: HeaderMap) -> ApiResult
 #[utoipa::path(delete, path = "/api/session", tag = "session",
     responses((status = 204, description = "Signed out"), (status = 403, description = "CSRF token missing")))]
 async fn sign_out(State(state): State<AppState>, parts: Parts) -> ApiResult<Response> {
-    if let Some((token, _)) = session_of(&parts.headers, &state)? {
+    // An ended session just gets its cookie cleared.
+    if let Ok(Some((token, _))) = session_of(&parts.headers, &state) {
         authorize_session(&parts, &state)?;
         state.store().admins().delete_session(&token, state.clock().now())?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0));
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0, served_over_https(&state)));
     Ok(response)
 }
 

@@ -18,8 +18,9 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/{*route}", get(shell))
 }
 
-/// The pages may load only their own scripts and styles; previews of email HTML render in a sandboxed frame.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+/// The pages may load only their own scripts and styles; previews of email HTML render in a sandboxed frame
+/// (which inherits this policy: its product images come from the store's https CDN).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; \
      script-src 'self'; frame-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
      base-uri 'none'";
 

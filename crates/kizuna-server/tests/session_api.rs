@@ -133,6 +133,26 @@ async fn wrong_passwords_are_refused_alike_and_guessing_is_slowed_down() {
         .await
         .expect("malformed");
     assert_eq!(malformed.status(), 400);
+    // Login CSRF: a cross-site form posts text/plain; a browser says a request comes from another site.
+    let plain = server
+        .client
+        .post(server.url("/api/session"))
+        .header("Content-Type", "text/plain")
+        .body(json!({"email": "ops@example.com", "password": PASSWORD}).to_string())
+        .send()
+        .await
+        .expect("text/plain");
+    assert_eq!(plain.status(), 415);
+    let cross_site = server
+        .client
+        .post(server.url("/api/session"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .json(&json!({"email": "ops@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("cross-site");
+    assert_eq!(cross_site.status(), 403);
+    assert!(cross_site.headers().get("set-cookie").is_none());
     let bad_email = sign_in(&server, "not-an-email", PASSWORD).await;
     assert_eq!(bad_email.status(), 400);
     let error: Value = bad_email.json().await.expect("json");

@@ -31,7 +31,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// A deterministic order history: every third profile buys one to four times over the last year.
 fn orders_of(i: usize, now: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         return Vec::new();
     }
     let n = 1 + (i / 3) % 4;

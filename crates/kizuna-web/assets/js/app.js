@@ -34,8 +34,12 @@ function match(pathname) {
     const regex = new RegExp('^' + pattern.replace(/:(\w+)/g, (_, name) => (names.push(name), '([^/]+)')) + '$');
     const found = path.match(regex);
     if (found) {
-      const params = Object.fromEntries(names.map((name, i) => [name, decodeURIComponent(found[i + 1])]));
-      return { section, load, params };
+      try {
+        const params = Object.fromEntries(names.map((name, i) => [name, decodeURIComponent(found[i + 1])]));
+        return { section, load, params };
+      } catch {
+        return null; // a malformed escape in the address: "not found", not a blank page
+      }
     }
   }
   return null;

@@ -37,7 +37,11 @@ export async function render(main, _params, query) {
       profiles = page.profiles;
       next = page.next_after;
     } else if (by === 'trait') {
-      profiles = (await get('/api/profiles', { trait: traitName || 'first_name', value: q, limit: 50 })).profiles;
+      if (!traitName) {
+        mount(results, h('p', { class: 'warning', role: 'alert' }, t('customers.trait_needed')));
+        return;
+      }
+      profiles = (await get('/api/profiles', { trait: traitName, value: q, limit: 50 })).profiles;
     } else {
       profiles = await findByIdentifier(q);
       if (profiles.length === 1) {
@@ -59,7 +63,9 @@ export async function render(main, _params, query) {
       { label: t('customers.stage'), value: (p) => (p.computed?.journey_stage ? t(`stage.${p.computed.journey_stage}`) : '—') },
       { label: t('customers.last_seen'), value: (p) => formatDate(p.computed?.last_seen) },
     ], profiles, { empty: t('customers.none') }),
-    next ? h('p', {}, link(`/admin/customers?after=${encodeURIComponent(next)}`, t('app.next_page'))) : null);
+    h('p', { class: 'pager' },
+      query.get('after') ? link('/admin/customers', t('app.first_page')) : null,
+      next ? link(`/admin/customers?after=${encodeURIComponent(next)}`, t('app.next_page')) : null));
 }
 
 async function findByIdentifier(q) {

@@ -44,7 +44,10 @@ export async function render(main, params) {
     mount(status, h('span', { class: 'ok' }, t('flows.valid')));
   });
   const save = act(async () => {
-    const saved = await put(base, definitionFromEditor());
+    const definition = definitionFromEditor();
+    // On a live flow the new version is what new entrants get at once; people inside finish on theirs.
+    if (flow.status === 'active' && !confirm(t('flows.confirm_save_live'))) return;
+    const saved = await put(base, definition);
     mount(status, h('span', { class: 'ok' }, t('flows.saved', { version: saved.version })));
   });
   const replay = act(async () => {
@@ -77,7 +80,8 @@ export async function render(main, params) {
       { label: t('flows.entered'), value: (a) => formatNumber(a.entered), class: 'num' },
       { label: t('flows.conversion_rate'), value: (a) => formatPercent(a.conversion_rate), class: 'num' },
       { label: t('flows.revenue'), value: (a) => formatMoney(a.revenue), class: 'num' },
-      { label: t('flows.lift'), value: (a) => (a.lift ? `${formatPercent(a.lift.difference ?? a.lift.lift)} [${formatPercent(a.lift.low)} – ${formatPercent(a.lift.high)}]` : '—') },
+      // Lift arrives in percentage points already.
+      { label: t('flows.lift'), value: (a) => (a.lift ? t('flows.lift_value', { lift: formatNumber(a.lift.lift_points, { maximumFractionDigits: 1 }), low: formatNumber(a.lift.ci95_low, { maximumFractionDigits: 1 }), high: formatNumber(a.lift.ci95_high, { maximumFractionDigits: 1 }) }) : '—') },
     ], [...report.arms, ...(report.holdout ? [{ ...report.holdout, arm: t('flows.holdout') }] : [])])) : null,
     h('section', { class: 'card' },
       h('h2', {}, h('label', { for: 'flow-definition' }, t('flows.definition'))),
@@ -192,7 +196,7 @@ function renderReplay(box, result) {
     h('div', { class: 'columns' },
       table([{ label: t('flows.step'), value: ([k]) => k }, { label: t('flows.executions'), value: ([, v]) => formatNumber(v), class: 'num' }], Object.entries(s.by_step || {}), { caption: t('flows.by_step') }),
       table([{ label: t('flows.decision'), value: ([k]) => k }, { label: t('flows.count'), value: ([, v]) => formatNumber(v), class: 'num' }], Object.entries(s.sends || {}), { caption: t('flows.sends'), empty: t('flows.no_sends') }),
-      table([{ label: t('flows.status'), value: ([k]) => k }, { label: t('flows.count'), value: ([, v]) => formatNumber(v), class: 'num' }], Object.entries({ ...s.by_status, ...Object.fromEntries(Object.entries(s.refused || {}).map(([k, v]) => [`refused: ${k}`, v])) }), { caption: t('flows.outcomes') })),
+      table([{ label: t('flows.status'), value: ([k]) => k }, { label: t('flows.count'), value: ([, v]) => formatNumber(v), class: 'num' }], Object.entries({ ...s.by_status, ...Object.fromEntries(Object.entries(s.refused || {}).map(([k, v]) => [t('flows.refused', { reason: k }), v])) }), { caption: t('flows.outcomes') })),
     h('h3', {}, t('flows.sample_paths')),
     table([
       { label: t('flows.person'), value: (r) => h('a', { href: `/admin/customers/${r.profile}`, 'data-link': true }, `#${r.profile}`) },

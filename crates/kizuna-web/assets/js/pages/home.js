@@ -51,6 +51,7 @@ export async function render(main, _params, query) {
   const stages = data.journey?.stages || [];
   mount(body,
     h('p', { class: 'muted' }, t('home.as_of', { date: formatDate(data.as_of, true), days })),
+    data.kpis ? null : h('p', { class: 'warning' }, t('home.no_kpis')),
     grid,
     h('section', { class: 'card' }, h('h2', {}, t('home.funnel')), h('p', { class: 'muted' }, t('home.funnel_hint')), funnel));
   funnelChart(funnel, { stages: stages.map((s) => ({ label: t(`stage.${s.stage}`), value: s.reached })), format: formatNumber, label: t('home.funnel'), width: 1100 });

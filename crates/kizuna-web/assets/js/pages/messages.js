@@ -10,11 +10,13 @@ const CHANNELS = ['', 'email', 'sms', 'line', 'webhook'];
 
 export async function render(main, _params, query) {
   const filters = Object.fromEntries(['state', 'channel', 'template', 'flow', 'profile_id', 'before'].map((k) => [k, query.get(k) || '']));
-  const [{ templates }, log, report] = await Promise.all([
-    get('/api/templates'),
+  // Each part fails alone (messaging may be off): the rest of the page still shows.
+  const [templatesAnswer, log, report] = await Promise.all([
+    get('/api/templates').catch((error) => ({ error, templates: [] })),
     get('/api/messages', { ...filters, limit: 50 }).catch((error) => ({ error })),
-    get('/api/messaging/report', { group: 'template', days: 30 }),
+    get('/api/messaging/report', { group: 'template', days: 30 }).catch(() => ({ rows: [] })),
   ]);
+  const templates = templatesAnswer.templates;
   const select = (name, values) => h('select', { name, 'aria-label': t(`messages.${name}`) },
     values.map((v) => h('option', { value: v, selected: v === filters[name] }, v ? v : t('messages.any'))));
   const templateInput = h('input', { type: 'text', name: 'template', value: filters.template, placeholder: t('messages.template'), 'aria-label': t('messages.template') });
@@ -37,6 +39,7 @@ export async function render(main, _params, query) {
     h('h1', {}, t('nav.messages')),
     h('section', { class: 'card' },
       h('h2', {}, t('messages.templates')),
+      templatesAnswer.error ? errorBox(templatesAnswer.error) : null,
       table([
         { label: t('messages.template'), value: (tpl) => link(`/admin/messages/templates/${encodeURIComponent(tpl.name)}`, tpl.name) },
         { label: t('messages.channel'), value: (tpl) => tpl.definition.channel },
@@ -51,7 +54,7 @@ export async function render(main, _params, query) {
       form,
       log.error ? errorBox(log.error) : table([
         { label: t('messages.created'), value: (m) => formatDate(m.created_at, true) },
-        { label: t('messages.recipient'), value: (m) => link(`/admin/customers/${m.profile_id}`, `#${m.profile_id}`) },
+        { label: t('messages.recipient'), value: (m) => (m.profile_id != null ? link(`/admin/customers/${m.profile_id}`, m.recipient || `#${m.profile_id}`) : m.recipient || '—') },
         { label: t('messages.template'), value: (m) => m.template },
         { label: t('messages.channel'), value: (m) => m.channel },
         { label: t('messages.state'), value: (m) => h('span', { class: `badge ${m.state}` }, m.state) },

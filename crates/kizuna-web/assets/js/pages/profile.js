@@ -9,9 +9,10 @@ import { displayName } from './customers.js';
 const PREDICTIONS = ['p_alive', 'churn_risk', 'predicted_clv', 'expected_orders_90d', 'next_order_expected_at', 'rfm_segment', 'rfm_score', 'journey_stage'];
 
 export async function render(main, params) {
-  const id = params.id;
-  const [profile, identities, segments, flows, messages] = await Promise.all([
-    get(`/api/profiles/${encodeURIComponent(id)}`),
+  // An id merged into another profile resolves to the survivor: everything else is asked of the survivor.
+  const profile = await get(`/api/profiles/${encodeURIComponent(params.id)}`);
+  const id = profile.id;
+  const [identities, segments, flows, messages] = await Promise.all([
     get(`/api/profiles/${encodeURIComponent(id)}/identities`),
     get(`/api/profiles/${encodeURIComponent(id)}/segments`).catch(() => ({ segments: [], history: [] })),
     get(`/api/profiles/${encodeURIComponent(id)}/flows`).catch(() => ({ runs: [] })),

@@ -46,31 +46,36 @@ export async function render(main, params, query) {
     }
   }, 400);
 
-  // Builder edit -> definition -> text.
+  // Builder edit -> definition -> text. Translations also answer out of order: only the latest counts.
+  let translateSeq = 0;
   const fromBuilder = debounce(async () => {
+    const seq = ++translateSeq;
     try {
       const result = await post('/api/segments/translate', { definition });
+      if (seq !== translateSeq) return;
       text = result.text;
       if (document.activeElement !== textArea) textArea.value = text;
       mount(textStatus, h('span', { class: 'ok' }, t('segments.in_sync')));
       refreshPreview();
     } catch (error) {
-      mount(textStatus, errorBox(error));
+      if (seq === translateSeq) mount(textStatus, errorBox(error));
     }
   }, 250);
   const changed = () => fromBuilder();
 
   // Text edit -> definition -> builder.
   const fromText = debounce(async () => {
+    const seq = ++translateSeq;
     try {
       const result = await post('/api/segments/translate', { text: textArea.value });
+      if (seq !== translateSeq) return;
       definition = result.definition;
       text = result.text;
       drawBuilder();
       mount(textStatus, h('span', { class: 'ok' }, t('segments.in_sync')));
       refreshPreview();
     } catch (error) {
-      mount(textStatus, errorBox(error));
+      if (seq === translateSeq) mount(textStatus, errorBox(error));
     }
   }, 400);
   textArea.addEventListener('input', fromText);
@@ -80,12 +85,15 @@ export async function render(main, params, query) {
   function drawBuilder() {
     const kind = kindOf(definition);
     const root = kind === 'and' || kind === 'or' ? definition : { and: [definition] };
+    // Redrawing replaces the fields: keep keyboard focus on the field with the same place in the tree.
+    const focused = document.activeElement?.dataset?.key;
     mount(builder, node(root, (next) => {
       const children = next.and || next.or;
       definition = children && children.length === 1 ? children[0] : next;
       drawBuilder();
       changed();
-    }, null));
+    }, null, 'root'));
+    if (focused) builder.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
   }
 
   const save = async (event) => {
@@ -123,8 +131,12 @@ export async function render(main, params, query) {
         existing ? h('button', {
           type: 'button', class: 'danger', onclick: async () => {
             if (!confirm(t('segments.confirm_delete', { name: existing.name }))) return;
-            await del(`/api/segments/${encodeURIComponent(existing.name)}`);
-            navigate('/admin/segments');
+            try {
+              await del(`/api/segments/${encodeURIComponent(existing.name)}`);
+              navigate('/admin/segments');
+            } catch (error) {
+              mount(saveStatus, errorBox(error));
+            }
           },
         }, t('segments.delete')) : null,
         saveStatus)),
@@ -136,7 +148,13 @@ export async function render(main, params, query) {
 }
 
 async function renderMembers(box, name, after) {
-  const page = await get(`/api/segments/${encodeURIComponent(name)}/members`, { limit: 25, after });
+  let page;
+  try {
+    page = await get(`/api/segments/${encodeURIComponent(name)}/members`, { limit: 25, after });
+  } catch (error) {
+    mount(box, h('h2', {}, t('segments.members')), errorBox(error));
+    return;
+  }
   mount(box,
     h('div', { class: 'page-head' },
       h('h2', {}, t('segments.members')),
@@ -155,15 +173,16 @@ function kindOf(n) {
 }
 
 /** One node of the definition; `set(next)` replaces it (null removes it). */
-function node(n, set, remove) {
+/** `key` names the node's place in the tree (root.0.1…), so a redraw can find the same field again. */
+function node(n, set, remove, key) {
   const kind = kindOf(n);
-  if (kind === 'and' || kind === 'or') return group(n, kind, set, remove);
+  if (kind === 'and' || kind === 'or') return group(n, kind, set, remove, key);
   if (kind === 'not') {
     return h('div', { class: 'node not' },
       h('div', { class: 'node-head' }, h('strong', {}, t('builder.not')), removeButton(remove)),
-      node(n.not, (next) => set({ not: next }), () => set(n.not)));
+      node(n.not, (next) => set({ not: next }), () => set(n.not), `${key}.not`));
   }
-  return h('div', { class: 'node leaf' }, leaf(n, kind, set), removeButton(remove),
+  return h('div', { class: 'node leaf' }, leaf(n, kind, set, key), removeButton(remove),
     h('button', { type: 'button', class: 'link', title: t('builder.negate'), onclick: () => set({ not: n }) }, t('builder.negate')));
 }
 
@@ -171,7 +190,7 @@ function removeButton(remove) {
   return remove ? h('button', { type: 'button', class: 'link danger', onclick: remove, 'aria-label': t('builder.remove') }, '✕') : null;
 }
 
-function group(n, kind, set, remove) {
+function group(n, kind, set, remove, key) {
   const children = n[kind];
   const mode = h('select', { 'aria-label': t('builder.match'), onchange: (e) => set({ [e.target.value]: children }) },
     h('option', { value: 'and', selected: kind === 'and' }, t('builder.all')),
@@ -180,18 +199,18 @@ function group(n, kind, set, remove) {
   const removeChild = (i) => () => set({ [kind]: children.filter((_, j) => j !== i) });
   return h('div', { class: `node group ${kind}` },
     h('div', { class: 'node-head' }, t('builder.match_prefix'), ' ', mode, ' ', t('builder.match_suffix'), removeButton(remove)),
-    h('div', { class: 'children' }, children.map((c, i) => node(c, replaceChild(i), removeChild(i)))),
+    h('div', { class: 'children' }, children.map((c, i) => node(c, replaceChild(i), removeChild(i), `${key}.${i}`))),
     h('div', { class: 'node-actions' },
-      h('button', { type: 'button', class: 'secondary', dataset: { add: 'condition' }, onclick: () => set({ [kind]: [...children, { attribute: { path: 'traits.', op: 'exists' } }] }) }, t('builder.add_condition')),
+      h('button', { type: 'button', class: 'secondary', dataset: { add: 'condition' }, onclick: () => set({ [kind]: [...children, { attribute: { path: 'traits.email', op: 'exists' } }] }) }, t('builder.add_condition')),
       h('button', { type: 'button', class: 'secondary', onclick: () => set({ [kind]: [...children, { or: [] }] }) }, t('builder.add_group'))));
 }
 
-function leaf(n, kind, set) {
+function leaf(n, kind, set, key) {
   if (kind === 'attribute' && SIMPLE_OPS.includes(n.attribute.op)) {
     const a = n.attribute;
-    const path = h('input', { type: 'text', value: a.path, 'aria-label': t('builder.attribute'), class: 'path' });
-    const op = h('select', { 'aria-label': t('builder.operator') }, SIMPLE_OPS.map((o) => h('option', { value: o, selected: o === a.op }, t(`op.${o}`))));
-    const value = h('input', { type: 'text', value: a.value === undefined ? '' : String(a.value), 'aria-label': t('builder.value'), hidden: a.op === 'exists' });
+    const path = h('input', { type: 'text', value: a.path, 'aria-label': t('builder.attribute'), class: 'path', dataset: { key: `${key}.path` } });
+    const op = h('select', { 'aria-label': t('builder.operator'), dataset: { key: `${key}.op` } }, SIMPLE_OPS.map((o) => h('option', { value: o, selected: o === a.op }, t(`op.${o}`))));
+    const value = h('input', { type: 'text', value: a.value === undefined ? '' : String(a.value), 'aria-label': t('builder.value'), hidden: a.op === 'exists', dataset: { key: `${key}.value` } });
     const commit = () => {
       const next = { path: path.value.trim(), op: op.value };
       if (op.value !== 'exists') next.value = parseValue(value.value, op.value);
@@ -229,6 +248,7 @@ function parseValue(raw, op) {
   if (['gt', 'gte', 'lt', 'lte'].includes(op)) return Number(trimmed);
   if (trimmed === 'true') return true;
   if (trimmed === 'false') return false;
-  if (trimmed !== '' && !Number.isNaN(Number(trimmed)) && op !== 'contains' && op !== 'starts_with') return Number(trimmed);
+  // Only a number written the way a number prints ("42", "1.5") becomes one: "01234" (a postal code) stays text.
+  if (trimmed !== '' && String(Number(trimmed)) === trimmed && op !== 'contains' && op !== 'starts_with') return Number(trimmed);
   return trimmed;
 }

@@ -4,7 +4,7 @@ import { get, post } from '../api.js';
 import { h, mount, table, errorBox } from '../dom.js';
 import { t, formatDate } from '../i18n.js';
 
-export async function render(main) {
+export async function render(main, _params, _query, newKey) {
   const [{ sources }, { keys }, settings] = await Promise.all([
     get('/api/sources'),
     get('/api/keys'),
@@ -53,13 +53,14 @@ export async function render(main) {
           event.preventDefault();
           try {
             const created = await post('/api/keys', { name: keyName.value });
-            mount(keyStatus, h('p', { class: 'ok' }, t('settings.key_shown_once')), h('code', { class: 'secret' }, created.secret));
+            render(main, null, null, created.secret);
           } catch (error) {
             mount(keyStatus, errorBox(error));
           }
         },
       }, keyName, h('button', { type: 'submit' }, t('settings.create_key'))),
-      keyStatus),
+      keyStatus,
+      newKey ? h('div', { id: 'new-key' }, h('p', { class: 'ok' }, t('settings.key_shown_once')), h('code', { class: 'secret' }, newKey)) : null),
     settings.error ? errorBox(settings.error) : [
       h('section', { class: 'card' },
         h('h2', {}, t('settings.channels')),

@@ -24,13 +24,16 @@ export async function render(main, params) {
     return (await get(`/api/profiles/by/${kind}/${encodeURIComponent(value)}`)).id;
   };
 
+  // Renders answer out of order while typing: only the latest is shown.
+  let renderSeq = 0;
   const refresh = debounce(async () => {
+    const seq = ++renderSeq;
     try {
       profileId = await resolveProfile();
       const rendered = await post('/api/templates/preview', { definition, profile_id: profileId || undefined });
-      showPreview(preview, rendered);
+      if (seq === renderSeq) showPreview(preview, rendered);
     } catch (error) {
-      mount(preview, errorBox(error));
+      if (seq === renderSeq) mount(preview, errorBox(error));
     }
   }, 300);
 
