@@ -27,7 +27,7 @@ use kizuna_pipeline::Pipeline;
 use kizuna_store::messages::{NewMessage, StoredMessage, Transition};
 use kizuna_store::{Source, Store, StoreError};
 use kizuna_types::Clock;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -155,6 +155,7 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     settings: MessagingSettings,
+    live: RwLock<LiveSettings>,
     renderer: Renderer,
     signer: Signer,
     channels: Mutex<HashMap<Channel, Arc<dyn Transport>>>,
@@ -166,6 +167,46 @@ struct Inner {
 
 const TEMPLATE_NAME_MAX: usize = 64;
 
+/// What the admin web app may change while the server runs: the store as templates see it (name, url, currency,
+/// locale, time zone) and the sending policy (quiet hours, caps, opt-in rule, default zone). Kept in the data
+/// directory once edited; from then on it takes precedence over the config file's `[messaging]` values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSettings {
+    pub store: Value,
+    pub policy: Policy,
+}
+
+const LIVE_SETTINGS_KEY: &str = "live_settings";
+
+impl LiveSettings {
+    /// Checks every field a person can get wrong in the settings form; the error names the field.
+    pub fn validate(&self) -> MessagingResult<()> {
+        self.policy.validate().map_err(|(field, message)| invalid(&format!("policy.{field}"), message))?;
+        let Some(store) = self.store.as_object() else {
+            return Err(invalid("store", "the store settings are an object: name, url, currency, locale, timezone"));
+        };
+        let text = |key: &str| store.get(key).and_then(Value::as_str);
+        if store.get("currency").is_some()
+            && !text("currency").is_some_and(|c| c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase()))
+        {
+            return Err(invalid("store.currency", "an ISO 4217 code such as JPY, USD or EUR"));
+        }
+        if store.get("timezone").is_some() && text("timezone").is_none_or(|z| z.parse::<chrono_tz::Tz>().is_err()) {
+            return Err(invalid("store.timezone", "an IANA time zone such as Asia/Tokyo"));
+        }
+        let locale_ok = |l: &str| {
+            (2..=35).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        };
+        if store.get("locale").is_some() && !text("locale").is_some_and(locale_ok) {
+            return Err(invalid("store.locale", "a language tag such as ja-JP or en-US"));
+        }
+        Ok(())
+    }
+}
+
 impl Messenger {
     pub fn new(
         store: Arc<dyn Store>,
@@ -174,6 +215,13 @@ impl Messenger {
         picker: Arc<dyn ProductPicker>,
     ) -> MessagingResult<Messenger> {
         settings.policy.validate().map_err(|(field, message)| invalid(&format!("policy.{field}"), message))?;
+        let mut live = LiveSettings { store: settings.store.clone(), policy: settings.policy.clone() };
+        if let Some(raw) = store.messages().setting(LIVE_SETTINGS_KEY)? {
+            match serde_json::from_str::<LiveSettings>(&raw) {
+                Ok(saved) if saved.validate().is_ok() => live = saved,
+                _ => tracing::warn!("the settings saved from the admin app are unreadable; using the config file's"),
+            }
+        }
         let fresh = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         let secret = store.messages().setting_or_insert("tracking_secret", &fresh)?;
         let mut channels: HashMap<Channel, Arc<dyn Transport>> = HashMap::new();
@@ -195,6 +243,7 @@ impl Messenger {
                 store,
                 clock,
                 settings,
+                live: RwLock::new(live),
                 renderer: Renderer::new(picker),
                 signer: Signer::new(secret.as_bytes()),
                 channels: Mutex::new(channels),
@@ -216,8 +265,24 @@ impl Messenger {
         *self.inner.feedback.lock() = Some((pipeline, source));
     }
 
+    /// The settings from the config file (channels, public URL…). The store and policy in force are
+    /// [`Messenger::live_settings`].
     pub fn settings(&self) -> &MessagingSettings {
         &self.inner.settings
+    }
+
+    /// The store and sending policy in force now.
+    pub fn live_settings(&self) -> LiveSettings {
+        self.inner.live.read().clone()
+    }
+
+    /// Checks, stores and applies new store settings and policy; messages decided from now on follow them.
+    pub fn update_live_settings(&self, next: LiveSettings) -> MessagingResult<LiveSettings> {
+        next.validate()?;
+        let raw = serde_json::to_string(&next).map_err(|e| invalid("settings", e.to_string()))?;
+        self.inner.store.messages().set_setting(LIVE_SETTINGS_KEY, &raw)?;
+        *self.inner.live.write() = next.clone();
+        Ok(next)
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -275,7 +340,7 @@ impl Messenger {
         RenderContext {
             profile: profile.map(|p| p.template_data.clone()).unwrap_or_else(|| json!({})),
             event: event.clone(),
-            store: self.inner.settings.store.clone(),
+            store: self.inner.live.read().store.clone(),
             recipient: json!({
                 "timezone": profile.and_then(|p| p.timezone.clone()),
                 "locale": profile.and_then(|p| p.locale.clone()),
@@ -592,7 +657,7 @@ impl Messenger {
             }
             _ => None,
         };
-        let lookback = self.inner.settings.policy.lookback(channel);
+        let lookback = self.inner.live.read().policy.lookback(channel);
         let sends = if purpose == Purpose::Marketing && lookback > Duration::zero() {
             let mut sends = self.inner.store.messages().sent_times(
                 profile_id,
@@ -623,7 +688,7 @@ impl Messenger {
             recent_sends: &sends,
             created_at: message.created_at,
         };
-        let decision = decide(&self.inner.settings.policy, &candidate, now);
+        let decision = decide(&self.inner.live.read().policy, &candidate, now);
         Ok((decision, Some(Gated { channel, purpose, recipient, address, compiled })))
     }
 

@@ -520,3 +520,38 @@ async fn a_click_before_a_merge_still_earns_the_order_after_it() {
     let message = node.store.messages().message(&queued[0].id).expect("read").expect("message");
     assert_eq!(message.profile_id, Some(survivor), "the delivery log follows the merge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_edited_in_the_admin_app_apply_at_once_and_survive_a_restart() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("cart", cart_template());
+    // Noon in Tokyo is outside the configured quiet hours (21:00–08:00); the admin makes lunchtime quiet.
+    let mut live = node.messenger.live_settings();
+    live.policy.quiet_hours = Some(kizuna_messaging::governor::QuietHours {
+        start: chrono::NaiveTime::from_hms_opt(11, 30, 0).expect("time"),
+        end: chrono::NaiveTime::from_hms_opt(13, 0, 0).expect("time"),
+    });
+    node.messenger.update_live_settings(live.clone()).expect("update");
+    let queued = node.messenger.enqueue(&[node.request("cart", aiko)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&queued[0].id), "deferred", "the edited quiet hours hold the email back");
+    let message = node.store.messages().message(&queued[0].id).expect("read").expect("message");
+    assert_eq!(message.due_at, noon_tokyo() + Duration::hours(1), "until 13:00 in Tokyo");
+
+    let mut wrong = live.clone();
+    wrong.store = json!({"currency": "yen"});
+    let refused = node.messenger.update_live_settings(wrong).expect_err("an invalid currency is refused");
+    assert!(refused.to_string().contains("ISO 4217"), "{refused}");
+    assert_eq!(node.messenger.live_settings(), live, "nothing changed");
+
+    let restarted = Messenger::new(
+        node.store.clone(),
+        Arc::new(node.clock.clone()),
+        email_settings(sink.port),
+        Arc::new(ThreeTeas),
+    )
+    .expect("messenger");
+    assert_eq!(restarted.live_settings(), live, "the edit outlives a restart and wins over the config file");
+}

@@ -330,7 +330,15 @@ async fn search_profiles(
         return Err(invalid_param("limit", "must be between 1 and 1000"));
     }
     let Some(name) = params.get("trait").filter(|t| !t.is_empty()) else {
-        let after = params.get("after").map(|raw| parse_profile_id(raw)).transpose()?;
+        if params.contains_key("value") {
+            return Err(invalid_param("trait", "give the trait name to search by"));
+        }
+        let after = params
+            .get("after")
+            .map(|raw| {
+                raw.parse::<ProfileId>().map_err(|_| invalid_param("after", format!("'{raw}' is not a profile id")))
+            })
+            .transpose()?;
         let page = state.store().scan_profiles(after, limit as usize)?;
         let next_after = (page.len() == limit as usize).then(|| page.last().map(|(id, _)| id.to_string())).flatten();
         let mut profiles = Vec::with_capacity(page.len());

@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/messages/{id}", get(get_message))
         .route("/api/messages/{id}/retry", post(retry))
         .route("/api/messaging/report", get(report))
-        .route("/api/settings", get(settings))
+        .route("/api/settings", get(settings).put(update_settings))
         .route("/api/settings/channels/{channel}/test", post(test_channel))
         .route("/api/suppressions", get(list_suppressions))
         .route("/api/suppressions/{channel}/{address}", put(add_suppression).delete(remove_suppression))
@@ -400,7 +400,12 @@ fn url_origin(text: &str) -> Option<String> {
     security(("admin_key" = [])))]
 async fn settings(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let messenger = messenger(&state)?;
+    Ok(axum::Json(settings_json(&messenger)))
+}
+
+fn settings_json(messenger: &Messenger) -> Value {
     let settings = messenger.settings();
+    let live = messenger.live_settings();
     let channel = |value: Value| {
         if value.is_null() {
             json!({"configured": false})
@@ -408,10 +413,10 @@ async fn settings(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Js
             json!({"configured": true, "settings": without_secrets(value)})
         }
     };
-    Ok(axum::Json(json!({
-        "store": without_secrets(settings.store.clone()),
+    json!({
+        "store": live.store,
         "public_url": settings.public_url,
-        "policy": settings.policy,
+        "policy": live.policy,
         "attribution": settings.attribution,
         "channels": {
             "email": channel(json!(settings.email)),
@@ -419,7 +424,51 @@ async fn settings(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Js
             "line": channel(json!(settings.line)),
             "webhook": channel(json!(settings.webhook)),
         },
-    })))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsChange {
+    store: Option<Value>,
+    policy: Option<Value>,
+}
+
+/// Change the store settings (name, url, currency, locale, timezone: the keys sent replace theirs, `null`
+/// removes one) and/or the whole sending policy. Saved in the data directory; they take precedence over the
+/// config file from then on. A change that does not validate is refused whole, naming the field.
+#[utoipa::path(put, path = "/api/settings", tag = "messages",
+    request_body(content = String, description = "{store?: {…}, policy?: {caps, quiet_hours, default_timezone, max_delay_hours, marketing_requires_opt_in}}", content_type = "application/json"),
+    responses((status = 200, description = "The settings now in force (as GET)"), (status = 400, description = "invalid_field naming the field")),
+    security(("admin_key" = [])))]
+async fn update_settings(_: Admin, State(state): State<AppState>, body: Bytes) -> ApiResult<axum::Json<Value>> {
+    let change: SettingsChange = json_body(&body)?;
+    let messenger = messenger(&state)?;
+    let mut next = messenger.live_settings();
+    if let Some(store) = change.store {
+        let Value::Object(fields) = store else {
+            return Err(ApiError(KizunaError::new(Code::InvalidField, "store is an object").with_field("store")));
+        };
+        let current = next.store.as_object_mut().ok_or_else(|| ApiError(KizunaError::internal("store settings")))?;
+        for (key, value) in fields {
+            if value.is_null() {
+                current.remove(&key);
+            } else {
+                current.insert(key, value);
+            }
+        }
+    }
+    if let Some(policy) = change.policy {
+        next.policy = serde_path_to_error::deserialize(policy).map_err(|e| {
+            ApiError(
+                KizunaError::new(Code::InvalidField, format!("policy: {}", e.inner()))
+                    .with_field(format!("policy.{}", e.path())),
+            )
+        })?;
+    }
+    let writer = messenger.clone();
+    blocking(move || Ok(writer.update_live_settings(next)?)).await?;
+    Ok(axum::Json(settings_json(&messenger)))
 }
 
 /// Checks that a channel's provider answers: for email, connects to the SMTP server (TLS and login as

@@ -87,7 +87,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::session::sign_in, crate::session::current, crate::session::sign_out,
         crate::admin::create_source, crate::admin::list_keys, crate::admin::create_key,
         crate::analytics::dashboard, crate::segments::translate, crate::messaging::settings,
-        crate::messaging::test_channel,
+        crate::messaging::test_channel, crate::messaging::update_settings,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),

@@ -213,6 +213,17 @@ async fn custom_identifiers_and_search_by_trait() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["id"], profile["id"]);
     assert_error(&server.admin_get("/api/profiles?value=x").await, 400, "invalid_parameter", Some("trait"));
+    // Without a trait: everyone, a page at a time in id order.
+    let (status, first) = server.admin_get("/api/profiles?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(first["profiles"][0]["id"], profile["id"]);
+    let after = first["next_after"].as_str().expect("a next page").to_owned();
+    let (_, second) = server.admin_get(&format!("/api/profiles?limit=1&after={after}")).await;
+    assert_eq!(second["profiles"][0]["traits"]["city"], "Tokyo");
+    let (_, last) = server.admin_get(&format!("/api/profiles?limit=5&after={after}")).await;
+    assert_eq!(last["profiles"].as_array().map(Vec::len), Some(1));
+    assert!(last["next_after"].is_null(), "the last page says so");
+    assert_error(&server.admin_get("/api/profiles?after=abc").await, 400, "invalid_parameter", Some("after"));
     server.stop().await;
 }
 

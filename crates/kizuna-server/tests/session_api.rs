@@ -194,3 +194,45 @@ async fn the_app_is_served_with_its_modules_and_a_strict_content_security_policy
         .expect("root");
     assert_eq!(root.headers()["location"], "/admin/");
 }
+
+#[tokio::test]
+async fn store_settings_and_the_sending_policy_change_whole_or_not_at_all_and_are_kept() {
+    let server = TestServer::start().await;
+    let put =
+        |body: Value| server.client.put(server.url("/api/settings")).bearer_auth(&server.admin_key).json(&body).send();
+    let before = server.messenger.live_settings();
+
+    let bad_currency = put(json!({"store": {"currency": "yen!"}, "policy": {"caps": [], "quiet_hours": null,
+        "default_timezone": "Asia/Tokyo", "max_delay_hours": {"abandonment": 24, "flow": 72, "campaign": 48},
+        "marketing_requires_opt_in": true}}))
+    .await
+    .expect("put");
+    assert_eq!(bad_currency.status(), 400);
+    let error: Value = bad_currency.json().await.expect("json");
+    assert_eq!(error["field"], "store.currency");
+    let bad_cap = put(json!({"policy": {"caps": [{"channel": "email", "max": "three", "window_hours": 24}],
+        "quiet_hours": null, "default_timezone": "UTC", "max_delay_hours": {"abandonment": 24, "flow": 72, "campaign": 48}}}))
+    .await
+    .expect("put");
+    assert_eq!(bad_cap.status(), 400);
+    let error: Value = bad_cap.json().await.expect("json");
+    assert_eq!(error["field"], "policy.caps[0].max");
+    assert_eq!(server.messenger.live_settings(), before, "a refused change changes nothing");
+
+    let ok = put(json!({"store": {"currency": "JPY", "timezone": "Asia/Tokyo", "locale": "ja-JP"}, "policy": {
+        "caps": [{"channel": "line", "max": 2, "window_hours": 24}], "quiet_hours": {"start": "22:00:00", "end": "07:30:00"},
+        "default_timezone": "Asia/Tokyo", "max_delay_hours": {"abandonment": 12, "flow": 48, "campaign": 24},
+        "marketing_requires_opt_in": true}}))
+    .await
+    .expect("put");
+    assert_eq!(ok.status(), 200);
+    let shown: Value = ok.json().await.expect("json");
+    assert_eq!(shown["store"]["currency"], "JPY");
+    assert_eq!(shown["policy"]["quiet_hours"]["start"], "22:00:00");
+    let live = server.messenger.live_settings();
+    assert_eq!(live.policy.default_timezone, "Asia/Tokyo");
+    assert_eq!(live.policy.caps.len(), 1);
+    assert_eq!(live.store["name"], before.store["name"], "store keys not sent keep their value");
+    let kept = server.store.messages().setting("live_settings").expect("read").expect("saved in the data directory");
+    assert!(kept.contains("\"JPY\"") && kept.contains("Asia/Tokyo"), "{kept}");
+}

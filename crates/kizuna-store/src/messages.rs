@@ -203,4 +203,6 @@ pub trait MessageStore: Send + Sync {
     fn setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// Sets a value unless one exists; returns the value that holds.
     fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Creates or replaces a setting.
+    fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
 }

@@ -35,18 +35,47 @@ impl Drop for Driver {
     }
 }
 
-async fn start_chromedriver() -> Driver {
-    let binary = std::env::var_os("KIZUNA_CHROMEDRIVER").map(PathBuf::from).or_else(|| find_program(&["chromedriver"]));
-    let binary =
-        binary.expect("chromedriver is needed for the admin UI test: `scripts/test` installs Debian's chromium-driver");
+#[derive(Clone, Copy, PartialEq)]
+enum Browser {
+    Chromium,
+    Firefox,
+}
+
+impl Browser {
+    fn name(self) -> &'static str {
+        match self {
+            Browser::Chromium => "chromium",
+            Browser::Firefox => "firefox",
+        }
+    }
+}
+
+/// `.tools/bin` is where `scripts/test` puts geckodriver (built from crates.io; Debian does not package it).
+fn find_driver(names: &[&str]) -> Option<PathBuf> {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin");
+    names.iter().map(|n| tools.join(n)).find(|p| p.is_file()).or_else(|| find_program(names))
+}
+
+async fn start_driver(browser: Browser) -> Driver {
     let port = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
+    let mut command = match browser {
+        Browser::Chromium => {
+            let binary = find_driver(&["chromedriver"]).expect(
+                "chromedriver is needed for the admin UI test: `scripts/test` installs Debian's chromium-driver",
+            );
+            let mut command = Command::new(binary);
+            command.arg(format!("--port={port}")).arg("--allowed-ips=127.0.0.1");
+            command
+        }
+        Browser::Firefox => {
+            let binary = find_driver(&["geckodriver"])
+                .expect("geckodriver is needed for the admin UI test: `scripts/test` builds it into .tools/bin");
+            let mut command = Command::new(binary);
+            command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+            command
+        }
+    };
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start the WebDriver server");
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + WAIT;
@@ -56,38 +85,59 @@ async fn start_chromedriver() -> Driver {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "chromedriver did not become ready");
+        assert!(Instant::now() < deadline, "the WebDriver server did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Driver { child, url }
 }
 
-async fn browser(driver: &Driver) -> Client {
-    let chromium = find_program(&["chromium", "chromium-browser", "google-chrome"]).expect("chromium is installed");
+async fn open_browser(browser: Browser, driver: &Driver) -> Client {
     let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1440,1000", "--lang=en-US", "--no-first-run"],
-        }),
-    );
+    match browser {
+        Browser::Chromium => {
+            let chromium =
+                find_program(&["chromium", "chromium-browser", "google-chrome"]).expect("chromium is installed");
+            capabilities.insert(
+                "goog:chromeOptions".into(),
+                json!({
+                    "binary": chromium,
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                             "--window-size=1440,1000", "--lang=en-US", "--no-first-run"],
+                }),
+            );
+        }
+        Browser::Firefox => {
+            let firefox = find_program(&["firefox-esr", "firefox"]).expect("firefox is installed");
+            capabilities.insert(
+                "moz:firefoxOptions".into(),
+                json!({
+                    "binary": firefox,
+                    "args": ["-headless", "--width=1440", "--height=1000"],
+                    "prefs": {"intl.accept_languages": "en-US", "intl.locale.requested": "en-US"},
+                }),
+            );
+        }
+    }
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url).await.expect("open a browser session")
 }
 
-fn screenshots_dir() -> PathBuf {
-    let dir = std::env::var_os("KIZUNA_SCREENSHOTS")
+fn screenshots_dir(browser: Browser) -> PathBuf {
+    let root = std::env::var_os("KIZUNA_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots"));
+    let dir = root.join(browser.name());
     std::fs::create_dir_all(&dir).expect("screenshot folder");
     dir
 }
 
-async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.expect("screenshot");
-    std::fs::write(screenshots_dir().join(format!("{name}.png")), png).expect("write screenshot");
+struct Shots(PathBuf);
+
+impl Shots {
+    async fn take(&self, client: &Client, name: &str) {
+        let png = client.screenshot().await.expect("screenshot");
+        std::fs::write(self.0.join(format!("{name}.png")), png).expect("write screenshot");
+    }
 }
 
 async fn wait_for(client: &Client, css: &str) -> Element {
@@ -164,6 +214,21 @@ async fn merged_customer(api: &Api) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marketer_works_through_the_admin_app_in_chromium() {
+    marketer_session(Browser::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marketer_works_through_the_admin_app_in_firefox() {
+    marketer_session(Browser::Firefox).await;
+}
+
+/// One browser at a time: each run loads a demo store and a server, and two at once on a small CI machine only
+/// make both slow.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn marketer_session(browser: Browser) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let shots = Shots(screenshots_dir(browser));
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8 path").to_owned();
 
@@ -202,14 +267,14 @@ async fn a_marketer_works_through_the_admin_app_in_chromium() {
 
     let server = Server::start(dir.path()).await;
     let api = Api { base: server.base.clone(), key, http: reqwest::Client::new() };
-    let driver = start_chromedriver().await;
-    let client = browser(&driver).await;
+    let driver = start_driver(browser).await;
+    let client = open_browser(browser, &driver).await;
     let base = server.base.clone();
 
     // Sign in: a wrong password is refused with the API's error, the right one opens the app.
     client.goto(&format!("{base}/admin/")).await.expect("open the app");
     wait_for(&client, "form.signin").await;
-    screenshot(&client, "00-sign-in").await;
+    shots.take(&client, "00-sign-in").await;
     wait_for(&client, "#email").await.send_keys("ops@example.com").await.expect("type");
     wait_for(&client, "#password").await.send_keys("not the password").await.expect("type");
     wait_for(&client, "form.signin button[type=submit]").await.click().await.expect("submit");
@@ -235,7 +300,7 @@ async fn a_marketer_works_through_the_admin_app_in_chromium() {
     let orders_shown = text_of(&client, "[data-kpi=orders] .value").await.replace(',', "");
     assert_eq!(orders_shown, dashboard["kpis"]["current"]["orders"].to_string(), "the orders KPI is the API's");
     wait_until(&client, "sparklines", "document.querySelectorAll('svg[data-chart=sparkline]').length >= 3").await;
-    screenshot(&client, "01-home").await;
+    shots.take(&client, "01-home").await;
 
     // Customers: find a person by email and see their merged profile and timeline.
     let (profile_id, email) = merged_customer(&api).await;
@@ -257,7 +322,7 @@ async fn a_marketer_works_through_the_admin_app_in_chromium() {
     let shown_seqs: Vec<String> =
         shown_seqs.as_array().expect("list").iter().map(|s| s.as_str().unwrap_or_default().to_owned()).collect();
     assert_eq!(shown_seqs, api_seqs, "the timeline is the merged profile's events, newest first");
-    screenshot(&client, "02-customer").await;
+    shots.take(&client, "02-customer").await;
 
     // Segments: write the text, the builder follows, the preview count is the API's.
     client.goto(&format!("{base}/admin/segments/new")).await.expect("new segment");
@@ -285,10 +350,10 @@ async fn a_marketer_works_through_the_admin_app_in_chromium() {
     wait_for(&client, "#segment-members table").await;
     let saved = api.get("/api/segments/ui-loyal").await;
     assert_eq!(saved["text"], "computed.orders_count >= 3");
-    screenshot(&client, "03-segment").await;
+    shots.take(&client, "03-segment").await;
     client.goto(&format!("{base}/admin/segments")).await.expect("segments");
     wait_for(&client, "[data-segment-count='ui-loyal']").await;
-    screenshot(&client, "04-segments").await;
+    shots.take(&client, "04-segments").await;
 
     // Flows: open a starter flow, see its graph, replay it on history, activate it.
     client.goto(&format!("{base}/admin/flows/cart_abandonment")).await.expect("flow");
@@ -302,10 +367,10 @@ async fn a_marketer_works_through_the_admin_app_in_chromium() {
     wait_until(&client, "the active badge", "document.querySelector('#flow-badge')?.classList.contains('active')")
         .await;
     assert_eq!(api.get("/api/flows/cart_abandonment").await["status"], "active");
-    screenshot(&client, "05-flow").await;
+    shots.take(&client, "05-flow").await;
     client.goto(&format!("{base}/admin/flows")).await.expect("flows");
     wait_for(&client, "[data-flow-status='cart_abandonment'].active").await;
-    screenshot(&client, "06-flows").await;
+    shots.take(&client, "06-flows").await;
 
     // Messages: preview a template for this customer; the subject is the one the API renders.
     client.goto(&format!("{base}/admin/messages/templates/welcome")).await.expect("template");
@@ -331,17 +396,17 @@ async fn a_marketer_works_through_the_admin_app_in_chromium() {
             == true,
         "the email's HTML renders in the frame"
     );
-    screenshot(&client, "07-template").await;
+    shots.take(&client, "07-template").await;
     client.goto(&format!("{base}/admin/messages")).await.expect("messages");
     wait_for(&client, "#delivery-log table").await;
-    screenshot(&client, "08-messages").await;
+    shots.take(&client, "08-messages").await;
 
     // Recommendations for the customer.
     client.goto(&format!("{base}/admin/recommendations")).await.expect("recommendations");
     wait_for(&client, "#recs-profile").await.send_keys(&profile_id).await.expect("type");
     wait_for(&client, "#recs-show").await.click().await.expect("show");
     wait_for(&client, "#recs-results table").await;
-    screenshot(&client, "09-recommendations").await;
+    shots.take(&client, "09-recommendations").await;
 
     // Analytics: every chart drew data.
     client.goto(&format!("{base}/admin/analytics")).await.expect("analytics");
@@ -363,17 +428,28 @@ async fn a_marketer_works_through_the_admin_app_in_chromium() {
         .await
         .expect("labels");
     assert!(axis_labels.as_u64().is_some_and(|n| n > 5), "charts have axes and labels");
-    screenshot(&client, "10-analytics").await;
+    shots.take(&client, "10-analytics").await;
 
     // Settings, and the Japanese translation.
     client.goto(&format!("{base}/admin/settings")).await.expect("settings");
     wait_for(&client, "#source-name").await;
-    screenshot(&client, "11-settings").await;
+    shots.take(&client, "11-settings").await;
+    // The store's currency is edited here; a wrong one is refused with the field named.
+    let currency = wait_for(&client, "#store-currency").await;
+    currency.clear().await.expect("clear");
+    currency.send_keys("1x").await.expect("type");
+    wait_for(&client, "#settings-save").await.click().await.expect("save");
+    assert!(text_of(&client, "#settings-status .error").await.contains("store.currency"));
+    currency.clear().await.expect("clear");
+    currency.send_keys("JPY").await.expect("type");
+    wait_for(&client, "#settings-save").await.click().await.expect("save");
+    wait_for(&client, "#settings-status .ok").await;
+    assert_eq!(api.get("/api/settings").await["store"]["currency"], "JPY");
     let language = wait_for(&client, "header.topbar select").await;
     language.select_by_value("ja").await.expect("switch to Japanese");
     wait_until(&client, "Japanese navigation", "document.querySelector('nav.sidebar').textContent.includes('顧客')")
         .await;
-    screenshot(&client, "12-settings-ja").await;
+    shots.take(&client, "12-settings-ja").await;
 
     // Signing out ends the session: the API refuses the old cookie.
     let old_cookie = client.get_named_cookie("kizuna_session").await.expect("cookie").value().to_owned();

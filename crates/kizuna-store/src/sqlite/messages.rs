@@ -464,6 +464,16 @@ impl MessageStore for SqliteStore {
             Ok(conn.query_row("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0))?)
         })
     }
+
+    fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        self.with_writer(|conn| {
+            conn.execute(
+                "INSERT INTO msg_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )?;
+            Ok(())
+        })
+    }
 }
 
 fn suppression_row(r: &Row<'_>) -> rusqlite::Result<Suppression> {
