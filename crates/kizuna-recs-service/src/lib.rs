@@ -93,6 +93,17 @@ pub struct Answer {
     pub items: Vec<Recommended>,
 }
 
+/// An offline evaluation of the recommenders on the store's own history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub evaluated_at: DateTime<Utc>,
+    pub split: &'static str,
+    pub users: usize,
+    pub items: usize,
+    pub interactions: usize,
+    pub results: Vec<kizuna_recs::eval::StrategyResult>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
     /// `ease` or `ials`.
@@ -135,6 +146,7 @@ struct Inner {
     live: RwLock<Live>,
     rankings: RwLock<Arc<Rankings>>,
     model: RwLock<Option<(Arc<CfModel>, ModelInfo)>>,
+    evaluation: RwLock<Option<Evaluation>>,
     placements: RwLock<HashMap<String, ListedPlacement>>,
     training: Mutex<()>,
     /// Saving or deleting a placement and reloading the map happen one at a time.
@@ -237,6 +249,7 @@ impl Recommender {
                 live: RwLock::new(Live { signals, tastes }),
                 rankings: RwLock::new(Arc::new(rankings)),
                 model: RwLock::new(None),
+                evaluation: RwLock::new(None),
                 placements: RwLock::new(HashMap::new()),
                 training: Mutex::new(()),
                 placement_writes: Mutex::new(()),
@@ -457,6 +470,59 @@ impl Recommender {
         );
         *self.inner.model.write() = Some((Arc::new(model), info.clone()));
         Ok(info)
+    }
+
+    /// Offline evaluation on this store's own history: each person's latest 20% of product touches are held
+    /// out (a time split), popularity and EASE learn from the rest, and recall@20 / NDCG@10 / NDCG@100 say how
+    /// well each finds what people did next. Kept as the latest evaluation (in memory).
+    pub fn evaluate(&self) -> RecsResult<Evaluation> {
+        let _one_at_a_time = self.inner.training.lock();
+        let interactions: Vec<kizuna_recs::eval::Interaction> = {
+            let live = self.inner.live.read();
+            let mut out = Vec::new();
+            for (n, (_, history)) in live.signals.profiles().enumerate() {
+                for t in history.touches() {
+                    out.push(kizuna_recs::eval::Interaction {
+                        user: n as u32,
+                        item: t.item,
+                        at: t.at,
+                        weight: t.kind.weight(),
+                    });
+                }
+            }
+            out
+        };
+        if interactions.is_empty() {
+            return Err(RecsError::NothingToLearn);
+        }
+        let dataset = kizuna_recs::eval::Dataset {
+            name: "this store".into(),
+            users: interactions.iter().map(|i| i.user as usize + 1).max().unwrap_or(0),
+            items: interactions.iter().map(|i| i.item as usize + 1).max().unwrap_or(0),
+            interactions,
+        };
+        let split = kizuna_recs::eval::split(&dataset, kizuna_recs::eval::SplitKind::Time, 42);
+        let mut results = vec![kizuna_recs::eval::evaluate_popularity(&split)];
+        match kizuna_recs::eval::evaluate_ease(&split, &self.inner.settings.ease) {
+            Ok(result) => results.push(result),
+            Err(kizuna_recs::ease::EaseError::Empty) => {}
+            Err(other) => return Err(RecsError::Training(other.to_string())),
+        }
+        let evaluation = Evaluation {
+            evaluated_at: self.inner.clock.now(),
+            split: "time: each person's latest 20% held out",
+            users: dataset.users,
+            items: dataset.items,
+            interactions: dataset.interactions.len(),
+            results,
+        };
+        *self.inner.evaluation.write() = Some(evaluation.clone());
+        Ok(evaluation)
+    }
+
+    /// The latest offline evaluation, if one ran since start.
+    pub fn last_evaluation(&self) -> Option<Evaluation> {
+        self.inner.evaluation.read().clone()
     }
 
     /// Whether this live profile is known here (merged-away and erased ones are forgotten).

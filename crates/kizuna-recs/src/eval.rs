@@ -232,3 +232,46 @@ pub fn rank_ials(split: &Split, model: &crate::ials::IalsModel, k: usize) -> Vec
         })
         .collect()
 }
+
+/// One strategy's offline result: the metrics and how long training took.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyResult {
+    pub strategy: String,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub train_seconds: f64,
+}
+
+/// The popularity baseline on a split.
+pub fn evaluate_popularity(split: &Split) -> StrategyResult {
+    let started = std::time::Instant::now();
+    let ranked = popularity(split, 100);
+    StrategyResult {
+        strategy: "popularity".into(),
+        metrics: score(split, &ranked),
+        train_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// EASE trained on the split's training part; the time is training alone (ranking every user is not in it).
+pub fn evaluate_ease(
+    split: &Split,
+    settings: &crate::ease::EaseSettings,
+) -> Result<StrategyResult, crate::ease::EaseError> {
+    let cells: Vec<(u32, u32, f32)> = split.train.iter().map(|i| (i.user, i.item, i.weight)).collect();
+    let started = std::time::Instant::now();
+    let model = crate::ease::EaseModel::train(&cells, settings)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    let ranked = rank_with(split, &model, settings, 100);
+    Ok(StrategyResult { strategy: "ease".into(), metrics: score(split, &ranked), train_seconds })
+}
+
+/// Implicit ALS trained on the split's training part (values as given); the time is training alone.
+pub fn evaluate_ials(split: &Split, settings: &crate::ials::IalsSettings) -> StrategyResult {
+    let cells: Vec<(u32, u32, f32)> = split.train.iter().map(|i| (i.user, i.item, i.weight)).collect();
+    let started = std::time::Instant::now();
+    let model = crate::ials::IalsModel::train(&cells, settings);
+    let train_seconds = started.elapsed().as_secs_f64();
+    let ranked = rank_ials(split, &model, 100);
+    StrategyResult { strategy: "ials".into(), metrics: score(split, &ranked), train_seconds }
+}

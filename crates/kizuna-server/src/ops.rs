@@ -88,6 +88,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::admin::create_source, crate::admin::list_keys, crate::admin::create_key,
         crate::analytics::dashboard, crate::segments::translate, crate::messaging::settings,
         crate::messaging::test_channel, crate::messaging::update_settings,
+        crate::recommendations::evaluate, crate::recommendations::last_evaluation,
     ),
     components(schemas(crate::ingest::IngestResponse, crate::admin::ConsentChange)),
     modifiers(&Security),

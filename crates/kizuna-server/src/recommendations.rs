@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/recommendations/placements/{name}", get(get_placement).put(put_placement).delete(delete_placement))
         .route("/api/recommendations/status", get(status))
         .route("/api/recommendations/train", post(train))
+        .route("/api/recommendations/evaluation", get(last_evaluation).post(evaluate))
         .route("/api/recommendations/{placement}", get(serve))
 }
 
@@ -275,4 +276,25 @@ async fn train(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<
     .await
     .map_err(|e| ApiError(KizunaError::internal(e.to_string())))??;
     Ok(axum::Json(json!({"model": info})))
+}
+
+/// Evaluate the recommenders offline on this store's history now (each person's latest 20% of product touches
+/// held out): recall@20, NDCG@10, NDCG@100 and coverage for popularity and EASE.
+#[utoipa::path(post, path = "/api/recommendations/evaluation", tag = "recommendations",
+    responses((status = 200, description = "{evaluation: {evaluated_at, split, users, items, interactions, results}}"),
+        (status = 409, description = "Nothing to learn from yet")),
+    security(("admin_key" = [])))]
+async fn evaluate(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    let recs = recommender(&state)?;
+    let evaluation = tokio::task::spawn_blocking(move || recs.evaluate())
+        .await
+        .map_err(|e| ApiError(KizunaError::internal(e.to_string())))??;
+    Ok(axum::Json(json!({"evaluation": evaluation})))
+}
+
+/// The latest offline evaluation since the server started (`null` when none ran).
+#[utoipa::path(get, path = "/api/recommendations/evaluation", tag = "recommendations",
+    responses((status = 200, description = "{evaluation: … or null}")), security(("admin_key" = [])))]
+async fn last_evaluation(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(json!({"evaluation": recommender(&state)?.last_evaluation()})))
 }

@@ -273,3 +273,27 @@ async fn training_an_empty_store_says_there_is_nothing_to_learn() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"], json!([]));
 }
+
+#[tokio::test]
+async fn offline_evaluation_on_the_stores_own_history() {
+    let empty = TestServer::start().await;
+    let (status, none) = empty.admin_get("/api/recommendations/evaluation").await;
+    assert_eq!(status, 200);
+    assert!(none["evaluation"].is_null(), "nothing ran yet");
+    let answer = empty.admin(Method::POST, "/api/recommendations/evaluation", None).await;
+    assert_error(&answer, 409, "nothing_to_learn", None);
+
+    let server = store_with_orders().await;
+    let (status, body) = server.admin(Method::POST, "/api/recommendations/evaluation", None).await;
+    assert_eq!(status, 200, "{body}");
+    let evaluation = &body["evaluation"];
+    assert_eq!(evaluation["users"], 6, "six buyers");
+    let results = evaluation["results"].as_array().expect("results");
+    assert_eq!(results[0]["strategy"], "popularity");
+    for result in results {
+        let recall = result["recall@20"].as_f64().expect("recall");
+        assert!((0.0..=1.0).contains(&recall), "{result}");
+    }
+    let (_, again) = server.admin_get("/api/recommendations/evaluation").await;
+    assert_eq!(again["evaluation"]["evaluated_at"], evaluation["evaluated_at"], "the latest is kept");
+}

@@ -9,12 +9,12 @@
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use kizuna_recs::ease::EaseSettings;
-use kizuna_recs::eval::{self, Dataset, Interaction, Metrics, Split, SplitKind};
+use kizuna_recs::eval::{self, Dataset, Interaction, Split, SplitKind};
+pub use kizuna_recs::eval::{StrategyResult, evaluate_ials, evaluate_popularity};
 use kizuna_recs::ials::IalsSettings;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum RecsCommand {
@@ -54,14 +54,6 @@ impl From<SplitArg> for SplitKind {
             SplitArg::Random => SplitKind::Random,
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StrategyResult {
-    pub strategy: String,
-    #[serde(flatten)]
-    pub metrics: Metrics,
-    pub train_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,34 +123,9 @@ pub fn run(command: RecsCommand) -> Result<()> {
     }
 }
 
-pub fn evaluate_popularity(split: &Split) -> StrategyResult {
-    let started = Instant::now();
-    let ranked = eval::popularity(split, 100);
-    StrategyResult {
-        strategy: "popularity".into(),
-        metrics: eval::score(split, &ranked),
-        train_seconds: started.elapsed().as_secs_f64(),
-    }
-}
-
-/// EASE trained on the split's training part; the time is training alone (ranking every user is not in it).
+/// EASE on a split, with the CLI's error type.
 pub fn evaluate_ease(split: &Split, settings: &EaseSettings) -> Result<StrategyResult> {
-    let cells: Vec<(u32, u32, f32)> = split.train.iter().map(|i| (i.user, i.item, i.weight)).collect();
-    let started = Instant::now();
-    let model = kizuna_recs::ease::EaseModel::train(&cells, settings).context("EASE training failed")?;
-    let train_seconds = started.elapsed().as_secs_f64();
-    let ranked = eval::rank_with(split, &model, settings, 100);
-    Ok(StrategyResult { strategy: "ease".into(), metrics: eval::score(split, &ranked), train_seconds })
-}
-
-/// Implicit ALS trained on the split's training part (values as given); the time is training alone.
-pub fn evaluate_ials(split: &Split, settings: &IalsSettings) -> StrategyResult {
-    let cells: Vec<(u32, u32, f32)> = split.train.iter().map(|i| (i.user, i.item, i.weight)).collect();
-    let started = Instant::now();
-    let model = kizuna_recs::ials::IalsModel::train(&cells, settings);
-    let train_seconds = started.elapsed().as_secs_f64();
-    let ranked = eval::rank_ials(split, &model, 100);
-    StrategyResult { strategy: "ials".into(), metrics: eval::score(split, &ranked), train_seconds }
+    eval::evaluate_ease(split, settings).context("EASE training failed")
 }
 
 /// Reads a dataset folder (see the module docs for the formats).

@@ -406,6 +406,22 @@ async fn marketer_session(browser: Browser) {
     wait_for(&client, "#recs-profile").await.send_keys(&profile_id).await.expect("type");
     wait_for(&client, "#recs-show").await.click().await.expect("show");
     wait_for(&client, "#recs-results table").await;
+    wait_for(&client, "#recs-evaluate").await.click().await.expect("evaluate");
+    let scored = wait_until(
+        &client,
+        "the offline evaluation chart",
+        "document.querySelector('#chart-recs-evaluation svg[data-chart=bar]')?.dataset.points",
+    )
+    .await;
+    assert!(scored.as_str().and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p >= 6), "two strategies × 3 metrics");
+    let evaluation = api.get("/api/recommendations/evaluation").await;
+    let strategies: Vec<&str> = evaluation["evaluation"]["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["strategy"].as_str())
+        .collect();
+    assert_eq!(strategies, ["popularity", "ease"]);
     shots.take(&client, "09-recommendations").await;
 
     // Analytics: every chart drew data.
