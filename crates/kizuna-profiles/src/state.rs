@@ -605,8 +605,22 @@ fn shares(scores: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     scores.iter().map(|(k, v)| (k.clone(), (v / total * 1000.0).round() / 1000.0)).collect()
 }
 
+/// Rounds to cents; never returns -0.0 (a sum of refunds that nets to nothing reads as 0, not "-0").
 fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+    (x * 100.0).round() / 100.0 + 0.0
+}
+
+#[cfg(test)]
+mod rounding_tests {
+    use super::round2;
+
+    #[test]
+    fn cents_round_and_negative_zero_is_zero() {
+        assert_eq!(round2(12.345_6), 12.35);
+        assert!(round2(-0.0).is_sign_positive());
+        assert!(round2(-0.001).is_sign_positive());
+        assert_eq!(round2(-1.234), -1.23);
+    }
 }
 
 #[cfg(test)]
