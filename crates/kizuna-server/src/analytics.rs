@@ -200,12 +200,11 @@ async fn dashboard(
     };
     let since = state.clock().now() - chrono::Duration::days(days);
     let reader = state.clone();
-    let (run_id, report, rows) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+    let (run_id, report, rows) = crate::blocking(move || {
         let (run_id, report) = latest(&reader)?;
         Ok((run_id, report, reader.store().messages().report("channel", since)?))
     })
-    .await
-    .map_err(|e| ApiError(KizunaError::internal(e.to_string())))??;
+    .await?;
     let kpis = report["kpis"]
         .as_array()
         .and_then(|periods| periods.iter().find(|p| p["days"].as_i64() == Some(days)).cloned())

@@ -5,7 +5,7 @@
 
 use crate::admin::{Admin, parse_profile_id};
 use crate::error::invalid_param;
-use crate::{ApiError, ApiResult, AppState};
+use crate::{ApiError, ApiResult, AppState, blocking};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -62,10 +62,6 @@ impl From<FlowsError> for ApiError {
 
 fn engine(state: &AppState) -> ApiResult<FlowEngine> {
     state.flows().ok_or_else(|| ApiError(KizunaError::new(Code::Unavailable, "the flow engine is not running")))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError(KizunaError::internal(e.to_string())))?
 }
 
 /// A JSON body, or YAML when the content type says so.

@@ -204,6 +204,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Store work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError(KizunaError::internal(e.to_string())))?
+}
+
 /// Records latency per route and status.
 async fn observe(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());

@@ -4,7 +4,7 @@
 
 use crate::admin::{Admin, parse_profile_id};
 use crate::error::invalid_param;
-use crate::{ApiError, ApiResult, AppState};
+use crate::{ApiError, ApiResult, AppState, blocking};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -87,11 +87,6 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         }
         ApiError(error)
     })
-}
-
-/// Store work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError(KizunaError::internal(e.to_string())))?
 }
 
 // ---- templates ---------------------------------------------------------------------------------------------

@@ -286,9 +286,7 @@ async fn train(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<
     security(("admin_key" = [])))]
 async fn evaluate(_: Admin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let recs = recommender(&state)?;
-    let evaluation = tokio::task::spawn_blocking(move || recs.evaluate())
-        .await
-        .map_err(|e| ApiError(KizunaError::internal(e.to_string())))??;
+    let evaluation = crate::blocking(move || Ok(recs.evaluate()?)).await?;
     Ok(axum::Json(json!({"evaluation": evaluation})))
 }
 
