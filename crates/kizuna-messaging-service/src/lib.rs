@@ -444,7 +444,7 @@ impl Messenger {
             }
             let definition = &compiled.definition;
             rows.push(NewMessage {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: message_id(),
                 idempotency_key: request.idempotency_key.clone(),
                 profile_id: Some(request.profile_id),
                 channel: definition.content.channel().as_str().into(),
@@ -479,7 +479,7 @@ impl Messenger {
             Some(id) => self.recipient(id)?.ok_or(MessagingError::ProfileNotFound(id))?,
             None => profile::Recipient::sample(),
         };
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = message_id();
         let context = self.context(Some(&recipient), &Value::Null, &id);
         let rendered = self.render_tracked(&compiled, &context, &id)?;
         let now = self.now();
@@ -879,6 +879,13 @@ impl RenderedChannel for Outgoing {
             Rendered::Webhook { .. } => Channel::Webhook,
         }
     }
+}
+
+/// Time-ordered (UUIDv7): a round's new messages land side by side at the end of the id index and the
+/// decision log's index instead of on random pages — with random ids every insert read a cold page once the
+/// outbox outgrew the cache.
+fn message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn transition(id: &str, state: MessageState, reason: &str) -> Transition {

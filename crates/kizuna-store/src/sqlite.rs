@@ -54,7 +54,10 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// The connection for writes to the main database outside the ingest writer (administration, analytics
     /// scores, segment definitions), opened once: opening one per write costs more than most of these writes.
-    side_writer: Mutex<Option<Connection>>,
+    side_writer: Mutex<Option<(Connection, std::sync::Arc<Checkpointer>)>>,
+    /// The one background checkpointer of the main database, shared by the ingest writer and the side writer
+    /// while either is open.
+    main_checkpointer: Mutex<std::sync::Weak<Checkpointer>>,
     /// The connection to the derived database: its commits do not wait for an fsync (after a power cut the
     /// segment engine recomputes membership at start-up and records what changed).
     derived_writer: Mutex<Option<(Connection, Checkpointer)>>,
@@ -73,6 +76,33 @@ fn wait_for_lock(attempts: i32) -> bool {
     true
 }
 
+/// Every statement through the connection's statement cache: the engines run the same few statements
+/// thousands of times a second, and parsing them again each time measured ~8% of a flow round's CPU.
+pub(crate) trait CachedSql {
+    fn query_row_cached<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl CachedSql for Connection {
+    fn query_row_cached<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
 /// Opens one of the store's files in WAL mode; `page_size` takes effect only when the file is created.
 fn open_connection(path: &Path, read_only: bool, page_size: i64, synchronous: &str) -> StoreResult<Connection> {
     let flags = if read_only {
@@ -82,6 +112,7 @@ fn open_connection(path: &Path, read_only: bool, page_size: i64, synchronous: &s
     };
     let mut conn = Connection::open_with_flags(path, flags)?;
     conn.busy_handler(Some(wait_for_lock))?;
+    conn.set_prepared_statement_cache_capacity(128);
     if !read_only {
         conn.pragma_update(None, "page_size", page_size)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -136,6 +167,7 @@ impl SqliteStore {
             durability,
             readers: Mutex::new(Vec::new()),
             side_writer: Mutex::new(None),
+            main_checkpointer: Mutex::new(std::sync::Weak::new()),
             derived_writer: Mutex::new(None),
         };
         // The derived database first: a main migration may move data into it.
@@ -149,7 +181,7 @@ impl SqliteStore {
     /// Attaches the derived database as `derived`. Only on connections that never open a write transaction on
     /// the main database while they hold it: `BEGIN IMMEDIATE` takes the write lock of every attached file.
     fn attach_derived(&self, conn: &Connection) -> StoreResult<()> {
-        conn.execute("ATTACH DATABASE ?1 AS derived", [self.derived_path.to_string_lossy()])?;
+        conn.execute_cached("ATTACH DATABASE ?1 AS derived", [self.derived_path.to_string_lossy()])?;
         Ok(())
     }
 
@@ -187,8 +219,8 @@ impl SqliteStore {
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
         let mut slot = self.side_writer.lock();
-        let conn = match slot.as_mut() {
-            Some(conn) => conn,
+        let (conn, _) = match slot.as_mut() {
+            Some(writer) => writer,
             None => {
                 let mut conn = self.connect(false)?;
                 // Write transactions take the write lock when they begin. A deferred one that reads first and
@@ -196,10 +228,25 @@ impl SqliteStore {
                 // handler can wait out) when another writer or a restarting checkpoint moved the WAL on in
                 // between — measured: saving a template right after loading 1M profiles.
                 conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
-                slot.insert(conn)
+                // The flow engine and messaging commit here thousands of times a minute; an automatic
+                // checkpoint ran inline in whichever commit crossed the threshold (13% of their CPU, and a
+                // stall) — the background checkpointer does it instead.
+                conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+                let checkpointer = self.main_checkpointer()?;
+                slot.insert((conn, checkpointer))
             }
         };
         f(conn)
+    }
+
+    fn main_checkpointer(&self) -> StoreResult<std::sync::Arc<Checkpointer>> {
+        let mut shared = self.main_checkpointer.lock();
+        if let Some(running) = shared.upgrade() {
+            return Ok(running);
+        }
+        let started = std::sync::Arc::new(Checkpointer::start(self.connect(false)?, "kizuna-checkpoint")?);
+        *shared = std::sync::Arc::downgrade(&started);
+        Ok(started)
     }
 
     fn with_derived_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
@@ -229,12 +276,12 @@ fn migrate(conn: &mut Connection, migrations: &[(i64, &str)]) -> StoreResult<()>
     for (version, sql) in migrations {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let applied: bool =
-            tx.query_row("SELECT COUNT(*) FROM main.schema_migrations WHERE version = ?1", [version], |r| {
+            tx.query_row_cached("SELECT COUNT(*) FROM main.schema_migrations WHERE version = ?1", [version], |r| {
                 r.get::<_, i64>(0)
             })? > 0;
         if !applied {
             tx.execute_batch(sql)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO main.schema_migrations (version, applied_at) VALUES (?1, ?2)",
                 params![version, ms(Utc::now())],
             )?;
@@ -312,7 +359,7 @@ impl Store for SqliteStore {
         let write_key = random_token("wk_", 32);
         let dedup_forever = data_kind == DataKind::Imported;
         self.with_writer(|conn| {
-            let inserted = conn.execute(
+            let inserted = conn.execute_cached(
                 "INSERT INTO sources (name, write_key, trusted, data_kind, dedup_forever, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
                 params![name, write_key, trusted as i64, data_kind_name(data_kind), dedup_forever as i64, ms(now)],
@@ -336,7 +383,7 @@ impl Store for SqliteStore {
     fn source_by_write_key(&self, write_key: &str) -> StoreResult<Option<Source>> {
         self.with_reader(|conn| {
             Ok(conn
-                .query_row(
+                .query_row_cached(
                     &format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE write_key = ?1"),
                     [write_key],
                     source_from_row,
@@ -348,7 +395,11 @@ impl Store for SqliteStore {
     fn source_by_name(&self, name: &str) -> StoreResult<Option<Source>> {
         self.with_reader(|conn| {
             Ok(conn
-                .query_row(&format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE name = ?1"), [name], source_from_row)
+                .query_row_cached(
+                    &format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE name = ?1"),
+                    [name],
+                    source_from_row,
+                )
                 .optional()?)
         })
     }
@@ -360,7 +411,7 @@ impl Store for SqliteStore {
         }
         let key = random_token("kz_", 40);
         let id = self.with_writer(|conn| {
-            let inserted = conn.execute(
+            let inserted = conn.execute_cached(
                 "INSERT INTO api_keys (name, key_hash, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                 params![name, hash_key(&key), ms(now)],
             )?;
@@ -389,7 +440,7 @@ impl Store for SqliteStore {
 
     fn api_key_is_valid(&self, key: &str) -> StoreResult<bool> {
         self.with_reader(|conn| {
-            let n: i64 = conn.query_row(
+            let n: i64 = conn.query_row_cached(
                 "SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
                 [hash_key(key)],
                 |r| r.get(0),
@@ -401,9 +452,11 @@ impl Store for SqliteStore {
     fn profile(&self, id: ProfileId) -> StoreResult<Option<StoredProfile>> {
         self.with_reader(|conn| {
             let row = conn
-                .query_row("SELECT state, created_at, updated_at FROM profiles WHERE id = ?1", [id as i64], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                })
+                .query_row_cached(
+                    "SELECT state, created_at, updated_at FROM profiles WHERE id = ?1",
+                    [id as i64],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                )
                 .optional()?;
             let Some((state, created, updated)) = row else { return Ok(None) };
             let mut stmt = conn.prepare_cached("SELECT kind, value FROM identities WHERE profile_id = ?1")?;
@@ -433,12 +486,12 @@ impl Store for SqliteStore {
             let mut current = id as i64;
             for _ in 0..64 {
                 let exists: i64 =
-                    conn.query_row("SELECT COUNT(*) FROM profiles WHERE id = ?1", [current], |r| r.get(0))?;
+                    conn.query_row_cached("SELECT COUNT(*) FROM profiles WHERE id = ?1", [current], |r| r.get(0))?;
                 if exists > 0 {
                     return Ok(Some(current as ProfileId));
                 }
                 let next: Option<i64> = conn
-                    .query_row(
+                    .query_row_cached(
                         "SELECT into_profile FROM merges WHERE from_profile = ?1 ORDER BY id DESC LIMIT 1",
                         [current],
                         |r| r.get(0),
@@ -456,7 +509,9 @@ impl Store for SqliteStore {
     fn profile_by_identifier(&self, identifier: &Identifier) -> StoreResult<Option<ProfileId>> {
         self.with_reader(|conn| {
             let owner: Option<Option<i64>> = conn
-                .query_row("SELECT profile_id FROM identities WHERE identifier = ?1", [identifier.key()], |r| r.get(0))
+                .query_row_cached("SELECT profile_id FROM identities WHERE identifier = ?1", [identifier.key()], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             Ok(owner.flatten().map(|p| p as ProfileId))
         })
@@ -555,7 +610,7 @@ impl Store for SqliteStore {
     fn counts(&self) -> StoreResult<Counts> {
         self.with_reader(|conn| {
             let count = |table: &str| -> StoreResult<u64> {
-                Ok(conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
+                Ok(conn.query_row_cached(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
             };
             Ok(Counts {
                 profiles: count("profiles")?,
@@ -586,7 +641,7 @@ impl Store for SqliteStore {
     fn product(&self, id: &str) -> StoreResult<Option<Product>> {
         self.with_reader(|conn| {
             let body: Option<String> =
-                conn.query_row("SELECT body FROM products WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+                conn.query_row_cached("SELECT body FROM products WHERE id = ?1", [id], |r| r.get(0)).optional()?;
             body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
         })
     }
@@ -617,7 +672,7 @@ impl Store for SqliteStore {
 
     fn start_analytics_run(&self, trigger: &str, now: DateTime<Utc>) -> StoreResult<i64> {
         self.with_writer(|conn| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO analytics_runs (trigger, status, started_at) VALUES (?1, 'running', ?2)",
                 params![trigger, ms(now)],
             )?;
@@ -649,13 +704,13 @@ impl Store for SqliteStore {
                 RunOutcome::Succeeded(report) => ("succeeded", Some(serde_json::to_string(report)?), None),
                 RunOutcome::Failed(error) => ("failed", None, Some(error.as_str())),
             };
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE analytics_runs SET status = ?2, finished_at = ?3, report = ?4, error = ?5 WHERE id = ?1",
                 params![run_id, status, ms(now), report, error],
             )?;
             if status == "succeeded" {
                 // Scores of profiles this run did not score (merged away, erased, no longer buyers) are stale.
-                tx.execute("DELETE FROM profile_scores WHERE run_id <> ?1", [run_id])?;
+                tx.execute_cached("DELETE FROM profile_scores WHERE run_id <> ?1", [run_id])?;
             }
             tx.commit()?;
             Ok(())
@@ -676,8 +731,8 @@ impl Store for SqliteStore {
         self.with_reader(|conn| {
             let sql = "SELECT id, trigger, status, started_at, finished_at, error, report FROM analytics_runs";
             let row = match run_id {
-                Some(id) => conn.query_row(&format!("{sql} WHERE id = ?1"), [id], run_with_report),
-                None => conn.query_row(
+                Some(id) => conn.query_row_cached(&format!("{sql} WHERE id = ?1"), [id], run_with_report),
+                None => conn.query_row_cached(
                     &format!("{sql} WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"),
                     [],
                     run_with_report,
@@ -734,7 +789,7 @@ impl Store for SqliteStore {
 
     fn save_placement(&self, name: &str, definition: &serde_json::Value, now: DateTime<Utc>) -> StoreResult<()> {
         self.with_writer(|conn| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO recs_placements (name, definition, version, created_at, updated_at)
                  VALUES (?1, ?2, 1, ?3, ?3)
                  ON CONFLICT (name) DO UPDATE SET definition = excluded.definition,
@@ -746,7 +801,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_placement(&self, name: &str) -> StoreResult<bool> {
-        self.with_writer(|conn| Ok(conn.execute("DELETE FROM recs_placements WHERE name = ?1", [name])? > 0))
+        self.with_writer(|conn| Ok(conn.execute_cached("DELETE FROM recs_placements WHERE name = ?1", [name])? > 0))
     }
 
     fn delete_segment(&self, name: &str) -> StoreResult<bool> {
@@ -821,7 +876,7 @@ impl Store for SqliteStore {
                 let order = OrderKey { at_ms: r.get(1)?, message_id: r.get(2)? };
                 visit(IdentityRow::Link(Link { identifiers, order, trusted: r.get::<_, i64>(3)? != 0 }));
             }
-            let max_profile: i64 = conn.query_row(
+            let max_profile: i64 = conn.query_row_cached(
                 "SELECT MAX(m) FROM (SELECT COALESCE(MAX(id), 0) AS m FROM profiles
                  UNION ALL SELECT COALESCE(MAX(from_profile), 0) FROM merges
                  UNION ALL SELECT COALESCE(MAX(profile_id), 0) FROM erasures)",
@@ -838,8 +893,7 @@ impl Store for SqliteStore {
         // Checkpoints copy the WAL into the database and fsync it; done inline they stall the commit that
         // triggers them. A background connection does them instead, off the write path.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = Checkpointer::start(self.connect(false)?, "kizuna-checkpoint")?;
-        Ok(Box::new(SqliteWriter { conn, _checkpointer: checkpointer }))
+        Ok(Box::new(SqliteWriter { conn, _checkpointer: self.main_checkpointer()? }))
     }
 }
 
@@ -876,7 +930,7 @@ impl Checkpointer {
                     Err(error) => tracing::warn!(%error, "WAL checkpoint failed; will retry"),
                 }
             }
-            if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            if let Err(error) = conn.query_row_cached("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
                 tracing::warn!(%error, "final WAL checkpoint failed; the WAL is replayed on next open");
             }
         })?;
@@ -892,11 +946,11 @@ impl Checkpointer {
     /// (which copies and syncs what arrived during the first): little is left for it to copy and sync.
     fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
         let passive = || -> rusqlite::Result<i64> {
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+            conn.query_row_cached("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
         };
         if passive()? >= Self::RESTART_AFTER_FRAMES {
             passive()?;
-            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+            conn.query_row_cached("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
         }
         Ok(())
     }
@@ -913,7 +967,7 @@ impl Drop for Checkpointer {
 
 struct SqliteWriter {
     conn: Connection,
-    _checkpointer: Checkpointer,
+    _checkpointer: std::sync::Arc<Checkpointer>,
 }
 
 impl StoreWriter for SqliteWriter {
@@ -1091,13 +1145,15 @@ impl WriteTx for SqliteTx<'_> {
 
     fn erase_profile(&mut self, profile: ProfileId, now_ms: i64) -> StoreResult<(usize, usize)> {
         let p = profile as i64;
-        let events = self.tx.execute("DELETE FROM events WHERE profile_id = ?1", [p])?;
-        let identities = self.tx.execute("DELETE FROM identities WHERE profile_id = ?1", [p])?;
-        self.tx.execute("DELETE FROM profiles WHERE id = ?1", [p])?;
-        self.tx.execute("DELETE FROM identity_conflicts WHERE profile_id = ?1", [p])?;
-        self.tx
-            .execute("UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1", [p])?;
-        self.tx.execute(
+        let events = self.tx.execute_cached("DELETE FROM events WHERE profile_id = ?1", [p])?;
+        let identities = self.tx.execute_cached("DELETE FROM identities WHERE profile_id = ?1", [p])?;
+        self.tx.execute_cached("DELETE FROM profiles WHERE id = ?1", [p])?;
+        self.tx.execute_cached("DELETE FROM identity_conflicts WHERE profile_id = ?1", [p])?;
+        self.tx.execute_cached(
+            "UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1",
+            [p],
+        )?;
+        self.tx.execute_cached(
             "INSERT INTO erasures (profile_id, identifiers, events, erased_at) VALUES (?1, ?2, ?3, ?4)",
             params![p, identities as i64, events as i64, now_ms],
         )?;
@@ -1105,7 +1161,7 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn prune_dedup(&mut self, now_ms: i64) -> StoreResult<usize> {
-        Ok(self.tx.execute("DELETE FROM dedup WHERE expires_at IS NOT NULL AND expires_at < ?1", [now_ms])?)
+        Ok(self.tx.execute_cached("DELETE FROM dedup WHERE expires_at IS NOT NULL AND expires_at < ?1", [now_ms])?)
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {

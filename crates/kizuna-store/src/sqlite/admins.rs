@@ -1,6 +1,6 @@
 //! SQLite implementation of [`AdminStore`].
 
-use super::{SqliteStore, from_ms, hash_key, ms};
+use super::{CachedSql, SqliteStore, from_ms, hash_key, ms};
 use crate::admins::{AdminSession, AdminStore, AdminUser};
 use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ fn admin_row(r: &Row<'_>) -> rusqlite::Result<AdminUser> {
 impl AdminStore for SqliteStore {
     fn create_admin(&self, email: &str, password_hash: &str, now: DateTime<Utc>) -> StoreResult<AdminUser> {
         let id = self.with_writer(|conn| {
-            let inserted = conn.execute(
+            let inserted = conn.execute_cached(
                 "INSERT INTO admin_users (email, password_hash, created_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (email) DO NOTHING",
                 params![email, password_hash, ms(now)],
@@ -35,10 +35,10 @@ impl AdminStore for SqliteStore {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             let id: Option<i64> =
-                tx.query_row("SELECT id FROM admin_users WHERE email = ?1", [email], |r| r.get(0)).optional()?;
+                tx.query_row_cached("SELECT id FROM admin_users WHERE email = ?1", [email], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(false) };
-            tx.execute("UPDATE admin_users SET password_hash = ?1 WHERE id = ?2", params![password_hash, id])?;
-            tx.execute("DELETE FROM admin_sessions WHERE admin_id = ?1", [id])?;
+            tx.execute_cached("UPDATE admin_users SET password_hash = ?1 WHERE id = ?2", params![password_hash, id])?;
+            tx.execute_cached("DELETE FROM admin_sessions WHERE admin_id = ?1", [id])?;
             tx.commit()?;
             Ok(true)
         })
@@ -47,7 +47,7 @@ impl AdminStore for SqliteStore {
     fn admin_by_email(&self, email: &str) -> StoreResult<Option<(AdminUser, String)>> {
         self.with_reader(|conn| {
             Ok(conn
-                .query_row(
+                .query_row_cached(
                     "SELECT id, email, created_at, last_login_at, password_hash FROM admin_users WHERE email = ?1",
                     [email],
                     |r| Ok((admin_row(r)?, r.get(4)?)),
@@ -74,12 +74,12 @@ impl AdminStore for SqliteStore {
     ) -> StoreResult<()> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![hash_key(token), admin_id, csrf_token, ms(now), ms(expires_at)],
             )?;
-            tx.execute("UPDATE admin_users SET last_login_at = ?1 WHERE id = ?2", params![ms(now), admin_id])?;
+            tx.execute_cached("UPDATE admin_users SET last_login_at = ?1 WHERE id = ?2", params![ms(now), admin_id])?;
             tx.commit()?;
             Ok(())
         })
@@ -88,7 +88,7 @@ impl AdminStore for SqliteStore {
     fn session(&self, token: &str, now: DateTime<Utc>) -> StoreResult<Option<AdminSession>> {
         self.with_reader(|conn| {
             Ok(conn
-                .query_row(
+                .query_row_cached(
                     "SELECT u.id, u.email, u.created_at, u.last_login_at, s.csrf_token, s.expires_at \
                      FROM admin_sessions s JOIN admin_users u ON u.id = s.admin_id \
                      WHERE s.token_hash = ?1 AND s.expires_at > ?2",
@@ -103,7 +103,7 @@ impl AdminStore for SqliteStore {
 
     fn delete_session(&self, token: &str, now: DateTime<Utc>) -> StoreResult<()> {
         self.with_writer(|conn| {
-            conn.execute(
+            conn.execute_cached(
                 "DELETE FROM admin_sessions WHERE token_hash = ?1 OR expires_at <= ?2",
                 params![hash_key(token), ms(now)],
             )?;

@@ -1,6 +1,6 @@
 //! SQLite implementation of [`FlowStore`].
 
-use super::{SqliteStore, from_ms, ms};
+use super::{CachedSql, SqliteStore, from_ms, ms};
 use crate::flows::{FlowBatch, FlowCounts, FlowStore, FlowVersion, PriorRunsRow, RunRow, StepRow, StoredFlow};
 use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
@@ -57,7 +57,9 @@ fn query_runs(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> St
 }
 
 fn flow_where(conn: &Connection, clause: &str, param: impl rusqlite::ToSql) -> StoreResult<Option<StoredFlow>> {
-    Ok(conn.query_row(&format!("SELECT {FLOW_COLUMNS} FROM flows WHERE {clause}"), [param], flow_row).optional()?)
+    Ok(conn
+        .query_row_cached(&format!("SELECT {FLOW_COLUMNS} FROM flows WHERE {clause}"), [param], flow_row)
+        .optional()?)
 }
 
 impl FlowStore for SqliteStore {
@@ -65,18 +67,18 @@ impl FlowStore for SqliteStore {
         let text = serde_json::to_string(definition)?;
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO flows (name, status, version, live_version, created_at, updated_at)
                  VALUES (?1, 'draft', 0, NULL, ?2, ?2) ON CONFLICT (name) DO NOTHING",
                 params![name, ms(now)],
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE flows SET version = version + 1, updated_at = ?2 WHERE name = ?1",
                 params![name, ms(now)],
             )?;
             let flow = flow_where(&tx, "name = ?1", name)?
                 .ok_or_else(|| StoreError::Invalid(format!("flow {name} vanished while saving")))?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO flow_versions (flow_id, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![flow.id, flow.version, text, ms(now)],
             )?;
@@ -103,7 +105,7 @@ impl FlowStore for SqliteStore {
     fn flow_version(&self, flow_id: i64, version: i64) -> StoreResult<Option<FlowVersion>> {
         self.with_reader(|conn| {
             let row = conn
-                .query_row(
+                .query_row_cached(
                     "SELECT version, definition, created_at FROM flow_versions WHERE flow_id = ?1 AND version = ?2",
                     params![flow_id, version],
                     |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
@@ -141,7 +143,7 @@ impl FlowStore for SqliteStore {
             None => None,
         };
         self.with_writer(|conn| {
-            conn.execute(
+            conn.execute_cached(
                 "UPDATE flows SET status = ?2, live_version = COALESCE(?3, live_version),
                      since_event_seq = COALESCE(?5, since_event_seq),
                      since_transition_seq = COALESCE(?6, since_transition_seq), updated_at = ?4
@@ -154,7 +156,7 @@ impl FlowStore for SqliteStore {
 
     fn input_heads(&self) -> StoreResult<(i64, i64)> {
         self.with_reader(|conn| {
-            Ok(conn.query_row(
+            Ok(conn.query_row_cached(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),
                         (SELECT COALESCE(MAX(seq), 0) FROM derived.segment_transitions)",
                 [],
@@ -166,10 +168,10 @@ impl FlowStore for SqliteStore {
     fn delete_flow(&self, flow_id: i64) -> StoreResult<()> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM flow_steps WHERE flow_id = ?1", [flow_id])?;
-            tx.execute("DELETE FROM flow_runs WHERE flow_id = ?1", [flow_id])?;
-            tx.execute("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
-            tx.execute("DELETE FROM flows WHERE id = ?1", [flow_id])?;
+            tx.execute_cached("DELETE FROM flow_steps WHERE flow_id = ?1", [flow_id])?;
+            tx.execute_cached("DELETE FROM flow_runs WHERE flow_id = ?1", [flow_id])?;
+            tx.execute_cached("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
+            tx.execute_cached("DELETE FROM flows WHERE id = ?1", [flow_id])?;
             tx.commit()?;
             Ok(())
         })
@@ -177,7 +179,9 @@ impl FlowStore for SqliteStore {
 
     fn flow_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
         self.with_reader(|conn| {
-            Ok(conn.query_row("SELECT position FROM flow_cursors WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+            Ok(conn
+                .query_row_cached("SELECT position FROM flow_cursors WHERE name = ?1", [name], |r| r.get(0))
+                .optional()?)
         })
     }
 
@@ -242,7 +246,9 @@ impl FlowStore for SqliteStore {
     }
 
     fn max_run_id(&self) -> StoreResult<i64> {
-        self.with_reader(|conn| Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM flow_runs", [], |r| r.get(0))?))
+        self.with_reader(|conn| {
+            Ok(conn.query_row_cached("SELECT COALESCE(MAX(id), 0) FROM flow_runs", [], |r| r.get(0))?)
+        })
     }
 
     // `flow_id + 0` keeps the planner on the due-time index: filtering by flow through `flow_runs_flow` read
@@ -264,7 +270,7 @@ impl FlowStore for SqliteStore {
     fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         self.with_reader(|conn| {
             let due: Option<i64> = conn
-                .query_row(
+                .query_row_cached(
                     "SELECT due_at FROM flow_runs WHERE due_at IS NOT NULL
                        AND flow_id + 0 IN (SELECT id FROM flows WHERE status = 'active')
                      ORDER BY due_at LIMIT 1",
@@ -293,7 +299,7 @@ impl FlowStore for SqliteStore {
 
     fn prior_runs(&self, flow_id: i64, profile: ProfileId) -> StoreResult<PriorRunsRow> {
         self.with_reader(|conn| {
-            let (live, last): (i64, Option<i64>) = conn.query_row(
+            let (live, last): (i64, Option<i64>) = conn.query_row_cached(
                 "SELECT COALESCE(SUM(status IN ('active', 'waiting', 'holdout')), 0), MAX(entered_at)
                  FROM flow_runs WHERE profile_id = ?1 AND flow_id = ?2",
                 params![profile as i64, flow_id],
@@ -388,7 +394,7 @@ impl FlowStore for SqliteStore {
 
     fn move_flow_runs(&self, from: ProfileId, into: ProfileId) -> StoreResult<usize> {
         self.with_writer(|conn| {
-            Ok(conn.execute(
+            Ok(conn.execute_cached(
                 "UPDATE flow_runs SET profile_id = ?2 WHERE profile_id = ?1",
                 params![from as i64, into as i64],
             )?)
@@ -398,11 +404,11 @@ impl FlowStore for SqliteStore {
     fn forget_flow_profile(&self, profile: ProfileId) -> StoreResult<usize> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM flow_steps WHERE run_id IN (SELECT id FROM flow_runs WHERE profile_id = ?1)",
                 [profile as i64],
             )?;
-            let n = tx.execute("DELETE FROM flow_runs WHERE profile_id = ?1", [profile as i64])?;
+            let n = tx.execute_cached("DELETE FROM flow_runs WHERE profile_id = ?1", [profile as i64])?;
             tx.commit()?;
             Ok(n)
         })

@@ -1,6 +1,6 @@
 //! SQLite implementation of [`MessageStore`].
 
-use super::{SqliteStore, from_ms, ms};
+use super::{CachedSql, SqliteStore, from_ms, ms};
 use crate::messages::{
     AttributionRow, Decision, MessageFilter, MessageStore, NewMessage, ReportRow, StoredMessage, StoredTemplate,
     Suppression, TouchRow, Transition,
@@ -56,15 +56,16 @@ impl MessageStore for SqliteStore {
         let text = serde_json::to_string(definition)?;
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let version: i64 =
-                tx.query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM msg_templates WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })?;
-            tx.execute(
+            let version: i64 = tx.query_row_cached(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM msg_templates WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            tx.execute_cached(
                 "INSERT INTO msg_templates (name, version, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![name, version, text, ms(now)],
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO msg_template_heads (name, version, deleted) VALUES (?1, ?2, 0)
                  ON CONFLICT (name) DO UPDATE SET version = excluded.version, deleted = 0",
                 params![name, version],
@@ -78,14 +79,14 @@ impl MessageStore for SqliteStore {
         self.with_reader(|conn| {
             let row = match version {
                 Some(v) => conn
-                    .query_row(
+                    .query_row_cached(
                         "SELECT name, version, definition, created_at FROM msg_templates WHERE name = ?1 AND version = ?2",
                         params![name, v],
                         template_row,
                     )
                     .optional()?,
                 None => conn
-                    .query_row(
+                    .query_row_cached(
                         "SELECT t.name, t.version, t.definition, t.created_at FROM msg_template_heads h
                          JOIN msg_templates t ON t.name = h.name AND t.version = h.version
                          WHERE h.name = ?1 AND h.deleted = 0",
@@ -112,13 +113,15 @@ impl MessageStore for SqliteStore {
 
     fn delete_template(&self, name: &str) -> StoreResult<bool> {
         self.with_writer(|conn| {
-            Ok(conn.execute("UPDATE msg_template_heads SET deleted = 1 WHERE name = ?1 AND deleted = 0", [name])? > 0)
+            Ok(conn
+                .execute_cached("UPDATE msg_template_heads SET deleted = 1 WHERE name = ?1 AND deleted = 0", [name])?
+                > 0)
         })
     }
 
     fn backlog(&self, now: DateTime<Utc>, cap: usize) -> StoreResult<usize> {
         self.with_reader(|conn| {
-            let n: i64 = conn.query_row(
+            let n: i64 = conn.query_row_cached(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM msg_messages WHERE state IN ('queued', 'deferred') AND due_at <= ?1
                  LIMIT ?2)",
                 params![ms(now), cap as i64],
@@ -251,7 +254,11 @@ impl MessageStore for SqliteStore {
     fn message(&self, id: &str) -> StoreResult<Option<StoredMessage>> {
         self.with_reader(|conn| {
             Ok(conn
-                .query_row(&format!("SELECT {MESSAGE_COLUMNS} FROM msg_messages WHERE id = ?1"), [id], message_row)
+                .query_row_cached(
+                    &format!("SELECT {MESSAGE_COLUMNS} FROM msg_messages WHERE id = ?1"),
+                    [id],
+                    message_row,
+                )
                 .optional()?)
         })
     }
@@ -260,7 +267,7 @@ impl MessageStore for SqliteStore {
         self.with_reader(|conn| {
             let before = match &filter.before {
                 Some(id) => conn
-                    .query_row("SELECT created_at, id FROM msg_messages WHERE id = ?1", [id], |r| {
+                    .query_row_cached("SELECT created_at, id FROM msg_messages WHERE id = ?1", [id], |r| {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                     })
                     .optional()?,
@@ -320,7 +327,7 @@ impl MessageStore for SqliteStore {
 
     fn suppress(&self, channel: &str, address: &str, reason: &str, now: DateTime<Utc>) -> StoreResult<()> {
         self.with_writer(|conn| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO msg_suppressions (channel, address, reason, at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (channel, address) DO UPDATE SET reason = excluded.reason, at = excluded.at",
                 params![channel, address, reason, ms(now)],
@@ -331,15 +338,17 @@ impl MessageStore for SqliteStore {
 
     fn unsuppress(&self, channel: &str, address: &str) -> StoreResult<bool> {
         self.with_writer(|conn| {
-            Ok(conn.execute("DELETE FROM msg_suppressions WHERE channel = ?1 AND address = ?2", [channel, address])?
-                > 0)
+            Ok(conn.execute_cached(
+                "DELETE FROM msg_suppressions WHERE channel = ?1 AND address = ?2",
+                [channel, address],
+            )? > 0)
         })
     }
 
     fn suppression(&self, channel: &str, address: &str) -> StoreResult<Option<Suppression>> {
         self.with_reader(|conn| {
             Ok(conn
-                .query_row(
+                .query_row_cached(
                     "SELECT channel, address, reason, at FROM msg_suppressions WHERE channel = ?1 AND address = ?2",
                     [channel, address],
                     suppression_row,
@@ -374,15 +383,15 @@ impl MessageStore for SqliteStore {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             let profile: Option<Option<i64>> = tx
-                .query_row("SELECT profile_id FROM msg_messages WHERE id = ?1", [message_id], |r| r.get(0))
+                .query_row_cached("SELECT profile_id FROM msg_messages WHERE id = ?1", [message_id], |r| r.get(0))
                 .optional()?;
             let Some(profile) = profile else { return Ok(false) };
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO msg_touches (message_id, profile_id, kind, at, machine, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![message_id, profile, kind, ms(at), i64::from(machine), url],
             )?;
             if !machine {
-                tx.execute(
+                tx.execute_cached(
                     &format!("UPDATE msg_messages SET {column} = COALESCE({column}, ?2) WHERE id = ?1"),
                     params![message_id, ms(at)],
                 )?;
@@ -411,7 +420,7 @@ impl MessageStore for SqliteStore {
 
     fn record_attribution(&self, row: &AttributionRow) -> StoreResult<bool> {
         self.with_writer(|conn| {
-            Ok(conn.execute(
+            Ok(conn.execute_cached(
                 "INSERT INTO msg_attributions (order_id, profile_id, message_id, touch, revenue, currency, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (order_id) DO NOTHING",
                 params![
@@ -439,7 +448,7 @@ impl MessageStore for SqliteStore {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             for table in ["msg_messages", "msg_touches", "msg_attributions"] {
-                tx.execute(
+                tx.execute_cached(
                     &format!("UPDATE {table} SET profile_id = ?2 WHERE profile_id = ?1"),
                     params![from as i64, into as i64],
                 )?;
@@ -451,23 +460,25 @@ impl MessageStore for SqliteStore {
 
     fn setting(&self, key: &str) -> StoreResult<Option<String>> {
         self.with_reader(|conn| {
-            Ok(conn.query_row("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+            Ok(conn
+                .query_row_cached("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
         })
     }
 
     fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
         self.with_writer(|conn| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO msg_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 [key, value],
             )?;
-            Ok(conn.query_row("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0))?)
+            Ok(conn.query_row_cached("SELECT value FROM msg_settings WHERE key = ?1", [key], |r| r.get(0))?)
         })
     }
 
     fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
         self.with_writer(|conn| {
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO msg_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
             )?;

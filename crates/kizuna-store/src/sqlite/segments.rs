@@ -1,6 +1,6 @@
 //! Segment definitions, membership and transition history; batch scans for the segment engine.
 
-use super::{from_ms, ms};
+use super::{CachedSql, from_ms, ms};
 use crate::{
     ScannedEvent, ScannedProfile, SegmentTransitionRow, StoreError, StoreResult, StoredSegment, TransitionFilter,
 };
@@ -36,7 +36,7 @@ pub(super) fn segments(conn: &Connection) -> StoreResult<Vec<StoredSegment>> {
 
 pub(super) fn segment_by_name(conn: &Connection, name: &str) -> StoreResult<Option<StoredSegment>> {
     let row = conn
-        .query_row(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE name = ?1"), [name], segment_row)
+        .query_row_cached(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE name = ?1"), [name], segment_row)
         .optional()?;
     row.map(to_segment).transpose()
 }
@@ -49,7 +49,7 @@ pub(super) fn save_segment(
     now: DateTime<Utc>,
 ) -> StoreResult<StoredSegment> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO segments (name, description, definition, version, created_at, updated_at)
          VALUES (?1, ?2, ?3, 1, ?4, ?4)
          ON CONFLICT (name) DO UPDATE SET description = excluded.description, definition = excluded.definition,
@@ -65,15 +65,16 @@ pub(super) fn save_segment(
 /// `drop_members` (a crash in between leaves rows that `stale_rows` finds at the next start).
 pub(super) fn delete_segment(conn: &mut Connection, name: &str) -> StoreResult<Option<i64>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let id: Option<i64> = tx.query_row("SELECT id FROM segments WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    let id: Option<i64> =
+        tx.query_row_cached("SELECT id FROM segments WHERE name = ?1", [name], |r| r.get(0)).optional()?;
     let Some(id) = id else { return Ok(None) };
-    tx.execute("DELETE FROM segments WHERE id = ?1", [id])?;
+    tx.execute_cached("DELETE FROM segments WHERE id = ?1", [id])?;
     tx.commit()?;
     Ok(Some(id))
 }
 
 pub(super) fn drop_members(conn: &mut Connection, segment_id: i64) -> StoreResult<()> {
-    conn.execute("DELETE FROM segment_members WHERE segment_id = ?1", [segment_id])?;
+    conn.execute_cached("DELETE FROM segment_members WHERE segment_id = ?1", [segment_id])?;
     Ok(())
 }
 
@@ -113,8 +114,8 @@ pub(super) fn record_transitions(conn: &mut Connection, transitions: &mut [Segme
 
 pub(super) fn forget_profile(conn: &mut Connection, profile: ProfileId) -> StoreResult<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile as i64])?;
-    tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile as i64])?;
+    tx.execute_cached("DELETE FROM segment_members WHERE profile_id = ?1", [profile as i64])?;
+    tx.execute_cached("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile as i64])?;
     tx.commit()?;
     Ok(())
 }
@@ -179,13 +180,13 @@ pub(super) fn prune(conn: &mut Connection, stale: &StaleRows) -> StoreResult<usi
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut removed = 0;
     for segment in &stale.segments {
-        removed += tx.execute("DELETE FROM segment_members WHERE segment_id = ?1", [segment])?;
+        removed += tx.execute_cached("DELETE FROM segment_members WHERE segment_id = ?1", [segment])?;
     }
     for profile in &stale.profiles {
-        removed += tx.execute("DELETE FROM segment_members WHERE profile_id = ?1", [profile])?;
+        removed += tx.execute_cached("DELETE FROM segment_members WHERE profile_id = ?1", [profile])?;
     }
     for profile in &stale.erased {
-        tx.execute("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile])?;
+        tx.execute_cached("DELETE FROM segment_transitions WHERE profile_id = ?1", [profile])?;
     }
     tx.commit()?;
     Ok(removed)
