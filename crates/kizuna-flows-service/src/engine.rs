@@ -22,6 +22,9 @@ const EVENTS_CURSOR: &str = "events";
 /// Batches of due runs a round may take before it reads new inputs.
 const TIMER_ROUNDS: usize = 10;
 const TRANSITIONS_CURSOR: &str = "segment_transitions";
+/// Due runs this late (ms) make a round take `CATCH_UP_FACTOR` batches at once.
+const CATCH_UP_AFTER_MS: i64 = 250;
+const CATCH_UP_FACTOR: usize = 4;
 
 pub(crate) fn is_live(status: &str) -> bool {
     RunStatus::parse(status).is_some_and(RunStatus::is_live)
@@ -543,9 +546,17 @@ impl FlowEngine {
 
     async fn run_due(&self) -> FlowsResult<bool> {
         let now = self.now();
-        let due = self.inner.store.flows().due_runs(now, self.inner.settings.batch)?;
+        let batch = self.inner.settings.batch.max(1);
+        let mut due = self.inner.store.flows().due_runs(now, batch)?;
         if due.is_empty() {
             return Ok(false);
+        }
+        // Behind schedule (a wave of timers falling due as fast as people were admitted, with messaging
+        // sending alongside): a bigger round costs one commit instead of several and catches up. On time, rounds
+        // stay small, so the write lock that ingestion shares is never held long.
+        let oldest = due.first().and_then(|r| r.due_at).unwrap_or(now);
+        if due.len() == batch && now - oldest > chrono::Duration::milliseconds(CATCH_UP_AFTER_MS) {
+            due = self.inner.store.flows().due_runs(now, batch * CATCH_UP_FACTOR)?;
         }
         let mut work = Work::new(self, now);
         let record = self.inner.settings.record_lateness;

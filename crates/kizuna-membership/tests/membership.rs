@@ -109,7 +109,9 @@ fn an_event_enters_time_expires_and_the_history_says_why() {
     node.send(view("u1", viewed));
     let u1 = node.profile("u1");
     assert_eq!(node.members("browse-abandoners"), vec![u1]);
-    let entered = feed.try_recv().expect("published");
+    let batch = feed.try_recv().expect("published");
+    assert_eq!(batch.len(), 1, "one record from one event: {batch:?}");
+    let entered = &batch[0];
     assert!(entered.entered && entered.profile_id == u1 && entered.seq > 0, "{entered:?}");
     assert_eq!(entered.cause, json!({"kind": "events", "names": ["Product Viewed"]}));
 

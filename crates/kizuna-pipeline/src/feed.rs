@@ -72,4 +72,87 @@ impl Committed {
             .collect();
         Committed { at: self.at, changes }
     }
+
+    /// The commit cut into consecutive parts of at least `min_len` changes (the last may be shorter) such that
+    /// no profile appears in two parts — a merge counts for both its profiles. A consumer can apply the parts
+    /// one after the other and act on each before the next, and never sees a person half updated.
+    pub fn into_parts(self, min_len: usize) -> Vec<Committed> {
+        let profiles = |change: &FeedChange| -> [Option<ProfileId>; 2] {
+            match change {
+                FeedChange::Merged { from, into } => [Some(*from), Some(*into)],
+                FeedChange::Event { profile, .. }
+                | FeedChange::Rebuilt { profile, .. }
+                | FeedChange::Removed { profile, .. }
+                | FeedChange::State { profile, .. } => [Some(*profile), None],
+            }
+        };
+        if self.changes.len() <= min_len {
+            return vec![self];
+        }
+        let mut last = std::collections::HashMap::new();
+        for (i, change) in self.changes.iter().enumerate() {
+            for p in profiles(change).into_iter().flatten() {
+                last.insert(p, i);
+            }
+        }
+        let mut parts = Vec::new();
+        let mut current = Vec::new();
+        let mut reach = 0;
+        for (i, change) in self.changes.into_iter().enumerate() {
+            for p in profiles(&change).into_iter().flatten() {
+                reach = reach.max(last[&p]);
+            }
+            current.push(change);
+            if reach == i && current.len() >= min_len {
+                parts.push(Committed { at: self.at, changes: std::mem::take(&mut current) });
+            }
+        }
+        if !current.is_empty() {
+            parts.push(Committed { at: self.at, changes: current });
+        }
+        parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn removed(profile: ProfileId) -> FeedChange {
+        FeedChange::Removed { profile, erased: false }
+    }
+
+    fn shape(parts: &[Committed]) -> Vec<Vec<String>> {
+        parts
+            .iter()
+            .map(|p| {
+                p.changes
+                    .iter()
+                    .map(|c| match c {
+                        FeedChange::Removed { profile, .. } => profile.to_string(),
+                        FeedChange::Merged { from, into } => format!("{from}>{into}"),
+                        other => format!("{other:?}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parts_never_split_a_person_and_a_merge_joins_two() {
+        let commit = Committed {
+            at: Utc::now(),
+            changes: vec![removed(1), removed(2), removed(1), removed(3), removed(4), removed(5), removed(3)],
+        };
+        // 1 spans 0..=2; 3 spans 3..=6, so 4 and 5 stay with it.
+        assert_eq!(shape(&commit.clone().into_parts(1)), vec![vec!["1", "2", "1"], vec!["3", "4", "5", "3"]]);
+        // Parts grow to the minimum length before a cut.
+        assert_eq!(shape(&commit.clone().into_parts(7)), vec![vec!["1", "2", "1", "3", "4", "5", "3"]]);
+
+        let merged = Committed {
+            at: Utc::now(),
+            changes: vec![removed(7), removed(8), FeedChange::Merged { from: 9, into: 7 }, removed(9), removed(10)],
+        };
+        assert_eq!(shape(&merged.into_parts(1)), vec![vec!["7", "8", "9>7", "9"], vec!["10"]]);
+    }
 }

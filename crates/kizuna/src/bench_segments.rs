@@ -967,7 +967,7 @@ struct Sent {
 }
 
 /// A record as the subscriber saw it: when (monotonic and wall clock), and the row.
-type Received = (Instant, DateTime<Utc>, Arc<SegmentTransitionRow>);
+type Received = (Instant, DateTime<Utc>, SegmentTransitionRow);
 
 fn latency_benchmark(args: &SegmentsArgs) -> Result<Value> {
     let own_dir = args.data_dir.is_none();
@@ -1064,7 +1064,10 @@ async fn drive(
                 let mut lagged = 0;
                 loop {
                     match tokio::time::timeout(std::time::Duration::from_millis(50), feed.recv()).await {
-                        Ok(Ok(row)) => rows.push((Instant::now(), Utc::now(), row)),
+                        Ok(Ok(batch)) => {
+                            let (at, wall) = (Instant::now(), Utc::now());
+                            rows.extend(batch.iter().map(|row| (at, wall, row.clone())));
+                        }
                         Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => lagged += n,
                         Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
                         Err(_) if stopping.load(Ordering::Relaxed) => break,
