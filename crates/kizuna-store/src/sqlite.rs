@@ -106,11 +106,12 @@ impl CachedSql for Connection {
     }
 }
 
-/// Busy handler of the checkpointers: retry every 200 µs for up to 1 s, then give up until the next interval.
-/// A restarting checkpoint holds the write lock while it waits for readers to leave the WAL; with SQLite's
-/// own handler it slept 1, 2, 5, 10… ms between looks, and every writer waited out those sleeps too.
+/// Busy handler of the checkpointers: retry every 200 µs for up to 100 ms, then give up until the next
+/// interval. A restarting checkpoint holds the write lock while it waits for readers to leave the WAL; with
+/// SQLite's own handler it slept 1, 2, 5, 10… ms between looks, and every writer waited out those sleeps too.
+/// Short patience: behind one long read (an export, an analytics query) it must not hold writers back for long.
 fn wait_for_checkpoint(attempts: i32) -> bool {
-    poll_lock(attempts, 5_000)
+    poll_lock(attempts, 500)
 }
 
 /// Opens one of the store's files in WAL mode; `page_size` takes effect only when the file is created.
@@ -935,9 +936,9 @@ impl Checkpointer {
         // A restarting checkpoint holds every writer back while it waits for readers of older snapshots. With
         // the writers' own 10 s patience it could stall them past it behind one long read, and they failed
         // with "database is locked" (measured after loading 1M profiles); with 50 ms it never found a gap
-        // between the short reads of a busy engine and the WAL grew to 7 GB. One second: writers (10 s)
-        // outlast it, and it gives up on a long read and tries again at the next interval. It looks for a gap
-        // every 200 µs rather than after SQLite's growing sleeps, which the writers it holds back sat through.
+        // between the short reads of a busy engine and the WAL grew to 7 GB — but those 50 ms were a handful of
+        // looks between SQLite's growing sleeps. It now looks every 200 µs for up to 100 ms (500 looks), and gives
+        // up on a long read and tries again at the next interval, so writers are never held back long.
         conn.busy_handler(Some(wait_for_checkpoint))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
