@@ -546,17 +546,17 @@ impl FlowEngine {
 
     async fn run_due(&self) -> FlowsResult<bool> {
         let now = self.now();
-        let batch = self.inner.settings.batch.max(1);
-        let mut due = self.inner.store.flows().due_runs(now, batch)?;
-        if due.is_empty() {
+        let Some(oldest) = self.inner.store.flows().next_due()?.filter(|at| *at <= now) else {
             return Ok(false);
-        }
+        };
         // Behind schedule (a wave of timers falling due as fast as people were admitted, with messaging
         // sending alongside): a bigger round costs one commit instead of several and catches up. On time, rounds
         // stay small, so the write lock that ingestion shares is never held long.
-        let oldest = due.first().and_then(|r| r.due_at).unwrap_or(now);
-        if due.len() == batch && now - oldest > chrono::Duration::milliseconds(CATCH_UP_AFTER_MS) {
-            due = self.inner.store.flows().due_runs(now, batch * CATCH_UP_FACTOR)?;
+        let batch = self.inner.settings.batch.max(1);
+        let late = now - oldest > chrono::Duration::milliseconds(CATCH_UP_AFTER_MS);
+        let due = self.inner.store.flows().due_runs(now, if late { batch * CATCH_UP_FACTOR } else { batch })?;
+        if due.is_empty() {
+            return Ok(false);
         }
         let mut work = Work::new(self, now);
         let record = self.inner.settings.record_lateness;
