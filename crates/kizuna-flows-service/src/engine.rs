@@ -110,6 +110,9 @@ pub(crate) struct Work<'a> {
     flow_status: HashMap<i64, Option<(Arc<str>, bool)>>,
     refused: u64,
     started: u64,
+    /// Milliseconds spent queueing sends and writing, for the benchmark's trace.
+    queue_ms: f64,
+    write_ms: f64,
 }
 
 impl<'a> Work<'a> {
@@ -126,6 +129,8 @@ impl<'a> Work<'a> {
             flow_status: HashMap::new(),
             refused: 0,
             started: 0,
+            queue_ms: 0.0,
+            write_ms: 0.0,
         }
     }
 
@@ -272,11 +277,14 @@ impl<'a> Work<'a> {
     }
 
     /// Carries out the actions of the round's steps, then writes runs, steps and cursors in one transaction.
-    pub(crate) async fn finish(mut self) -> FlowsResult<()> {
+    /// Returns the milliseconds spent queueing sends and writing.
+    pub(crate) async fn finish(mut self) -> FlowsResult<(f64, f64)> {
         if self.is_empty() {
-            return Ok(());
+            return Ok((0.0, 0.0));
         }
+        let queueing = std::time::Instant::now();
         self.perform_sends();
+        self.queue_ms = queueing.elapsed().as_secs_f64() * 1e3;
         self.perform_effects().await;
         let inner = &self.engine.inner;
         if inner.crash_before_write.swap(false, Ordering::SeqCst) {
@@ -305,12 +313,14 @@ impl<'a> Work<'a> {
                 .collect(),
             cursors: std::mem::take(&mut self.cursors),
         };
+        let writing = std::time::Instant::now();
         inner.store.flows().apply_flow_batch(&batch, self.now)?;
+        self.write_ms = writing.elapsed().as_secs_f64() * 1e3;
         let mut stats = inner.stats.lock();
         stats.runs_started += self.started;
         stats.entries_refused += self.refused;
         stats.steps_executed += steps_executed;
-        Ok(())
+        Ok((self.queue_ms, self.write_ms))
     }
 
     fn key(run: i64, flow_id: i64, visit: u32) -> String {
@@ -545,6 +555,7 @@ impl FlowEngine {
     }
 
     async fn run_due(&self) -> FlowsResult<bool> {
+        let started = std::time::Instant::now();
         let now = self.now();
         let Some(oldest) = self.inner.store.flows().next_due()?.filter(|at| *at <= now) else {
             return Ok(false);
@@ -561,13 +572,15 @@ impl FlowEngine {
         let mut work = Work::new(self, now);
         let record = self.inner.settings.record_lateness;
         let mut lateness = Vec::new();
+        let profiles: Vec<ProfileId> = due.iter().map(|row| row.profile_id).collect();
+        let live_ids = self.inner.store.live_profile_ids(&profiles)?;
         for row in &due {
             let Some(id) = work.adopt(row)? else { continue };
             if record && let Some(at) = row.due_at {
                 lateness.push((now - at).num_milliseconds());
             }
             // A merged-away person's run continues with the survivor; an erased person's ends.
-            match self.inner.store.live_profile_id(row.profile_id)? {
+            match live_ids.get(&row.profile_id).copied().flatten() {
                 Some(live) if live == row.profile_id => {}
                 Some(live) => {
                     if let Some(t) = work.runs.get_mut(&id) {
@@ -583,8 +596,16 @@ impl FlowEngine {
             }
             work.advance(id);
         }
-        work.finish().await?;
+        let (queue_ms, write_ms) = work.finish().await?;
         if record {
+            self.inner.timer_rounds.lock().push(crate::TimerRound {
+                at: now,
+                runs: due.len(),
+                oldest_late_ms: (now - oldest).num_milliseconds(),
+                queue_ms,
+                write_ms,
+                total_ms: started.elapsed().as_secs_f64() * 1e3,
+            });
             self.inner.lateness_ms.lock().extend(lateness);
         }
         Ok(true)

@@ -83,6 +83,21 @@ impl Default for FlowSettings {
     }
 }
 
+/// One round of due runs, as the benchmark traces it.
+#[derive(Debug, Clone, Copy)]
+pub struct TimerRound {
+    /// The round's clock.
+    pub at: DateTime<Utc>,
+    pub runs: usize,
+    /// How late the oldest run of the round was when it started.
+    pub oldest_late_ms: i64,
+    /// Queueing its sends with messaging (one transaction).
+    pub queue_ms: f64,
+    /// Writing its runs and steps (one transaction).
+    pub write_ms: f64,
+    pub total_ms: f64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FlowsError {
     #[error(transparent)]
@@ -149,6 +164,7 @@ pub(crate) struct Inner {
     stopped: AtomicBool,
     stats: Mutex<EngineStats>,
     lateness_ms: Mutex<Vec<i64>>,
+    timer_rounds: Mutex<Vec<TimerRound>>,
     profile_changes: Mutex<Vec<ProfileChange>>,
     /// Test hook: the next round stops after its actions and before its write, as a kill would.
     crash_before_write: AtomicBool,
@@ -207,6 +223,7 @@ impl FlowEngine {
                 stopped: AtomicBool::new(false),
                 stats: Mutex::new(EngineStats::default()),
                 lateness_ms: Mutex::new(Vec::new()),
+                timer_rounds: Mutex::new(Vec::new()),
                 profile_changes: Mutex::new(Vec::new()),
                 crash_before_write: AtomicBool::new(false),
             }),
@@ -238,6 +255,11 @@ impl FlowEngine {
     /// The lateness of every due run executed since the last call, in milliseconds (with `record_lateness`).
     pub fn take_lateness(&self) -> Vec<i64> {
         std::mem::take(&mut *self.inner.lateness_ms.lock())
+    }
+
+    /// Every round of due runs since the last call (with `record_lateness`): where a late timer's time went.
+    pub fn take_timer_rounds(&self) -> Vec<TimerRound> {
+        std::mem::take(&mut *self.inner.timer_rounds.lock())
     }
 
     /// Passes every commit on to `next`, keeping merges and erasures for the engine: a merged-away person's

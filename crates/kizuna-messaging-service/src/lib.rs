@@ -423,6 +423,8 @@ impl Messenger {
         let mut rows = Vec::with_capacity(requests.len());
         // A flow round queues thousands of messages of one or two templates: read each template once.
         let mut templates: HashMap<&str, (Arc<CompiledTemplate>, i64)> = HashMap::new();
+        let profiles: Vec<ProfileId> = requests.iter().map(|r| r.profile_id).collect();
+        let live_ids = self.inner.store.live_profile_ids(&profiles)?;
         for (i, request) in requests.iter().enumerate() {
             let field = |f: &str| if requests.len() == 1 { f.to_owned() } else { format!("messages[{i}].{f}") };
             let (compiled, version) = match templates.get(request.template.as_str()) {
@@ -436,7 +438,7 @@ impl Messenger {
                     found
                 }
             };
-            if self.inner.store.live_profile_id(request.profile_id)?.is_none() {
+            if live_ids.get(&request.profile_id).copied().flatten().is_none() {
                 return Err(invalid(&field("profile_id"), format!("profile {} not found", request.profile_id)));
             }
             if !(request.event.is_null() || request.event.is_object()) {

@@ -97,3 +97,36 @@ fn dedup_window_expires_under_the_clock() {
     assert_eq!((first.accepted, within.duplicates, after.accepted), (1, 1, 1));
     pipeline.shutdown();
 }
+
+#[test]
+fn merged_away_ids_resolve_to_the_survivor_in_one_batch_read() {
+    let (_dir, store, clock) = setup();
+    let pipeline = Pipeline::start(store.clone(), PipelineConfig::default(), Arc::new(clock.clone())).expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = runtime();
+    let send = |value: serde_json::Value| rt.block_on(pipeline.ingest(&source, vec![event(value)])).expect("ingest");
+    let id_of = |identifier: Identifier| store.profile_by_identifier(&identifier).expect("lookup").expect("exists");
+    send(json!({"type": "track", "anonymousId": "device", "event": "Product Viewed"}));
+    send(json!({"type": "identify", "userId": "u", "traits": {"email": "u@example.com"}}));
+    let (device, user) =
+        (id_of(Identifier::new(IdKind::AnonymousId, "device")), id_of(Identifier::new(IdKind::UserId, "u")));
+    assert_ne!(device, user);
+    send(json!({"type": "track", "anonymousId": "device", "userId": "u", "event": "Signed In"}));
+    let survivor = id_of(Identifier::new(IdKind::UserId, "u"));
+    assert_eq!(id_of(Identifier::new(IdKind::AnonymousId, "device")), survivor, "the event merged the two");
+    let unknown = 987_654_321;
+    let live = store.live_profile_ids(&[device, user, unknown, device]).expect("batch read");
+    assert_eq!(live.len(), 3, "one answer per distinct id");
+    assert_eq!(live[&device], Some(survivor));
+    assert_eq!(live[&user], Some(survivor));
+    assert_eq!(live[&unknown], None, "an id that never existed has no live profile");
+    for id in [device, user, unknown] {
+        assert_eq!(store.live_profile_id(id).expect("single read"), live[&id], "batch and single reads agree");
+    }
+    let kinds: Vec<IdKind> =
+        store.profile(survivor).expect("read").expect("profile").identities.iter().map(|i| i.kind.clone()).collect();
+    for kind in [IdKind::AnonymousId, IdKind::UserId, IdKind::Email] {
+        assert!(kinds.contains(&kind), "the survivor lists its {kind:?} (read through the covering index)");
+    }
+    pipeline.shutdown();
+}

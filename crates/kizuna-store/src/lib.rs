@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use kizuna_catalog::Product;
 use kizuna_identity::{ConflictRecord, Identifier, Link, MergeRecord, ProfileId};
 use kizuna_profiles::{DataKind, ProfileState};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +52,8 @@ pub trait Store: Send + Sync + 'static {
     fn profile(&self, id: ProfileId) -> StoreResult<Option<StoredProfile>>;
     /// Follows merges: the live profile an old (merged-away) profile id now lives in.
     fn live_profile_id(&self, id: ProfileId) -> StoreResult<Option<ProfileId>>;
+    /// [`Store::live_profile_id`] of many ids in one read (a flow round or a batch of sends checks thousands).
+    fn live_profile_ids(&self, ids: &[ProfileId]) -> StoreResult<HashMap<ProfileId, Option<ProfileId>>>;
     fn profile_by_identifier(&self, identifier: &Identifier) -> StoreResult<Option<ProfileId>>;
     /// Newest first, paginated by the `before` cursor (an event `seq`).
     fn events(&self, profile: ProfileId, filter: &EventFilter) -> StoreResult<Vec<StoredEvent>>;

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Versioned migrations, applied in order; each runs once and is recorded in `schema_migrations`.
@@ -24,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_flows.sql")),
     (8, include_str!("../migrations/0008_messaging_queue_indexes.sql")),
     (9, include_str!("../migrations/0009_admin.sql")),
+    (10, include_str!("../migrations/0010_identities_covering.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -132,6 +134,30 @@ fn open_connection(path: &Path, read_only: bool, page_size: i64, synchronous: &s
     conn.pragma_update(None, "cache_size", -16_384)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
+}
+
+/// Follows merges from `id` to the profile that holds it now (`None`: erased, or never existed).
+fn live_profile(conn: &Connection, id: ProfileId) -> StoreResult<Option<ProfileId>> {
+    let mut current = id as i64;
+    for _ in 0..64 {
+        let exists: i64 =
+            conn.query_row_cached("SELECT COUNT(*) FROM profiles WHERE id = ?1", [current], |r| r.get(0))?;
+        if exists > 0 {
+            return Ok(Some(current as ProfileId));
+        }
+        let next: Option<i64> = conn
+            .query_row_cached(
+                "SELECT into_profile FROM merges WHERE from_profile = ?1 ORDER BY id DESC LIMIT 1",
+                [current],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match next {
+            Some(next) => current = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -502,27 +528,18 @@ impl Store for SqliteStore {
     }
 
     fn live_profile_id(&self, id: ProfileId) -> StoreResult<Option<ProfileId>> {
+        self.with_reader(|conn| live_profile(conn, id))
+    }
+
+    fn live_profile_ids(&self, ids: &[ProfileId]) -> StoreResult<HashMap<ProfileId, Option<ProfileId>>> {
         self.with_reader(|conn| {
-            let mut current = id as i64;
-            for _ in 0..64 {
-                let exists: i64 =
-                    conn.query_row_cached("SELECT COUNT(*) FROM profiles WHERE id = ?1", [current], |r| r.get(0))?;
-                if exists > 0 {
-                    return Ok(Some(current as ProfileId));
-                }
-                let next: Option<i64> = conn
-                    .query_row_cached(
-                        "SELECT into_profile FROM merges WHERE from_profile = ?1 ORDER BY id DESC LIMIT 1",
-                        [current],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match next {
-                    Some(next) => current = next,
-                    None => return Ok(None),
+            let mut out = HashMap::with_capacity(ids.len());
+            for &id in ids {
+                if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(id) {
+                    slot.insert(live_profile(conn, id)?);
                 }
             }
-            Ok(None)
+            Ok(out)
         })
     }
 

@@ -69,6 +69,33 @@ fn peak_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where late timers' time went: the rounds that started latest, with the gap since the round before.
+fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
+    if rounds.is_empty() {
+        return;
+    }
+    let mut took: Vec<i64> = rounds.iter().map(|r| r.total_ms as i64).collect();
+    took.sort_unstable();
+    println!(
+        "  timer rounds: {} (runs per round up to {}), round time p50 {} ms, p99 {} ms, max {} ms",
+        rounds.len(),
+        rounds.iter().map(|r| r.runs).max().unwrap_or(0),
+        percentile(&took, 0.5),
+        percentile(&took, 0.99),
+        took.last().copied().unwrap_or(0)
+    );
+    let mut worst: Vec<usize> = (0..rounds.len()).collect();
+    worst.sort_by_key(|&i| std::cmp::Reverse(rounds[i].oldest_late_ms));
+    for &i in worst.iter().take(5) {
+        let r = &rounds[i];
+        let gap = i.checked_sub(1).map_or(0, |p| (r.at - rounds[p].at).num_milliseconds());
+        println!(
+            "    latest round: oldest run {} ms late, {} runs, took {:.0} ms (queueing sends {:.0}, writing {:.0}); {} ms after the round before",
+            r.oldest_late_ms, r.runs, r.total_ms, r.queue_ms, r.write_ms, gap
+        );
+    }
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -184,6 +211,7 @@ pub fn run(config: &Config, args: FlowsArgs) -> Result<()> {
     });
     let mut lateness = node.flows.take_lateness();
     lateness.sort_unstable();
+    let rounds = node.flows.take_timer_rounds();
     let (main, main_wal) = db_bytes(dir.path(), "kizuna.db");
     let (derived, derived_wal) = db_bytes(dir.path(), "derived.db");
     let grown_main = main.saturating_sub(before_main.0);
@@ -216,6 +244,7 @@ pub fn run(config: &Config, args: FlowsArgs) -> Result<()> {
         percentile(&lateness, 0.99),
         lateness.last().copied().unwrap_or(0)
     );
+    print_timer_rounds(&rounds);
     println!(
         "  store growth, main database: {:.0} MB, {:.0} bytes per run (the run, its 3 steps, the two messages it queued with their decision log); its WAL at the end {:.0} MB (at the start {:.0} MB)",
         grown_main as f64 / 1e6,
