@@ -11,6 +11,7 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,7 +30,10 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    // The driver runs in its own process group: killing the group also ends the browser it started, which a
+    // failed test (no `close()`) used to leave running.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -75,7 +79,12 @@ async fn start_driver(browser: Browser) -> Driver {
             command
         }
     };
-    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start the WebDriver server");
+    let child = command
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the WebDriver server");
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + WAIT;
@@ -157,7 +166,14 @@ async fn wait_until(client: &Client, what: &str, script: &str) -> Value {
         if !(value.is_null() || value == false || value == 0 || value == "") {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what} ({script})");
+        if Instant::now() >= deadline {
+            // What the page showed, so a timeout in CI can be understood without a rerun.
+            let page = client
+                .execute("return document.querySelector('main')?.innerText?.slice(0, 1500) ?? '';", vec![])
+                .await
+                .unwrap_or_default();
+            panic!("timed out waiting for {what} ({script}); the page showed: {page}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
