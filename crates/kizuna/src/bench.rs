@@ -112,6 +112,17 @@ fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, adm
         client.get(format!("{base}/api/profiles/by/user_id/cust_1")).bearer_auth(admin_key).send().await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (rss, _) = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the server's memory"))?;
+        // Whether the figure is settled state or a start-up job still holding memory.
+        for wait_s in [5, 15] {
+            tokio::time::sleep(Duration::from_secs(if wait_s == 5 { 5 } else { 10 })).await;
+            if let Some((later, hwm)) = rss_kib(pid) {
+                eprintln!("  {wait_s} s later: RSS {} MB (peak so far {} MB)", later / 1024, hwm / 1024);
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let parts: Vec<&str> = status.lines().filter(|l| l.starts_with("Rss")).collect();
+            eprintln!("  {}", parts.join("; "));
+        }
         Ok((rss, stats["profiles"].as_u64().unwrap_or(0)))
     });
     let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
