@@ -343,6 +343,8 @@ async fn marketer_session(browser: Browser) {
     // Segments: write the text, the builder follows, the preview count is the API's.
     client.goto(&format!("{base}/admin/segments/new")).await.expect("new segment");
     let text = wait_for(&client, "#segment-text").await;
+    // The page is settled (its first preview shown) before typing, as a person would see it.
+    wait_until(&client, "the first preview", "document.querySelector('#preview-count')?.dataset.text").await;
     text.clear().await.expect("clear");
     text.send_keys("computed.orders_count >= 3").await.expect("type");
     let expected = api.post("/api/segments/preview", json!({"text": "computed.orders_count >= 3", "sample": 1})).await;

@@ -18,7 +18,9 @@ export async function render(main, params, query) {
     const templates = template ? (await get('/api/segments/templates')).templates : [];
     const chosen = templates.find((x) => x.name === template);
     definition = chosen ? chosen.definition : { and: [{ attribute: { path: 'computed.orders_count', op: 'gte', value: 1 } }] };
-    text = chosen ? chosen.text : '';
+    // The default's text is written here rather than fetched: a translation landing after the person started
+    // typing would be one more answer racing their edit.
+    text = chosen ? chosen.text : 'computed.orders_count >= 1';
   }
 
   const nameInput = h('input', { type: 'text', id: 'segment-name', value: existing?.name || query.get('template') || '', disabled: !!existing, required: true });
@@ -78,7 +80,9 @@ export async function render(main, params, query) {
       if (seq === translateSeq) mount(textStatus, errorBox(error));
     }
   }, 400);
-  textArea.addEventListener('input', fromText);
+  // A keystroke makes any builder answer still in flight stale at once (not only when the debounce fires),
+  // or that answer could overwrite what was just typed once the box loses focus.
+  textArea.addEventListener('input', () => { translateSeq++; fromText(); });
 
   // The root is always shown as a group so there is somewhere to add conditions; a group of one is saved as
   // its only condition, the way the text syntax writes it.
