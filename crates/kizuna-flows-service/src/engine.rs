@@ -110,9 +110,6 @@ pub(crate) struct Work<'a> {
     flow_status: HashMap<i64, Option<(Arc<str>, bool)>>,
     refused: u64,
     started: u64,
-    /// Milliseconds spent queueing sends and writing, for the benchmark's trace.
-    queue_ms: f64,
-    write_ms: f64,
 }
 
 impl<'a> Work<'a> {
@@ -129,8 +126,6 @@ impl<'a> Work<'a> {
             flow_status: HashMap::new(),
             refused: 0,
             started: 0,
-            queue_ms: 0.0,
-            write_ms: 0.0,
         }
     }
 
@@ -284,7 +279,7 @@ impl<'a> Work<'a> {
         }
         let queueing = std::time::Instant::now();
         self.perform_sends();
-        self.queue_ms = queueing.elapsed().as_secs_f64() * 1e3;
+        let queue_ms = queueing.elapsed().as_secs_f64() * 1e3;
         self.perform_effects().await;
         let inner = &self.engine.inner;
         if inner.crash_before_write.swap(false, Ordering::SeqCst) {
@@ -315,12 +310,12 @@ impl<'a> Work<'a> {
         };
         let writing = std::time::Instant::now();
         inner.store.flows().apply_flow_batch(&batch, self.now)?;
-        self.write_ms = writing.elapsed().as_secs_f64() * 1e3;
+        let write_ms = writing.elapsed().as_secs_f64() * 1e3;
         let mut stats = inner.stats.lock();
         stats.runs_started += self.started;
         stats.entries_refused += self.refused;
         stats.steps_executed += steps_executed;
-        Ok((self.queue_ms, self.write_ms))
+        Ok((queue_ms, write_ms))
     }
 
     fn key(run: i64, flow_id: i64, visit: u32) -> String {

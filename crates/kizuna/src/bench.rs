@@ -113,8 +113,8 @@ fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, adm
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (rss, _) = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the server's memory"))?;
         // Whether the figure is settled state or a start-up job still holding memory.
-        for wait_s in [5, 15] {
-            tokio::time::sleep(Duration::from_secs(if wait_s == 5 { 5 } else { 10 })).await;
+        for (wait_s, sleep_s) in [(5, 5), (15, 10)] {
+            tokio::time::sleep(Duration::from_secs(sleep_s)).await;
             if let Some((later, hwm)) = rss_kib(pid) {
                 eprintln!("  {wait_s} s later: RSS {} MB (peak so far {} MB)", later / 1024, hwm / 1024);
             }
