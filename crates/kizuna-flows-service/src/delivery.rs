@@ -20,7 +20,9 @@ pub trait Delivery: Send + Sync {
 
 impl Delivery for Messenger {
     fn enqueue(&self, sends: &[SendRequest]) -> Result<(), String> {
-        Messenger::enqueue(self, sends).map(|_| ()).map_err(|e| e.to_string())
+        // The engine's runs follow merges and erasures (see `FlowEngine::round`), so messaging need not read
+        // every person again before queueing.
+        Messenger::enqueue_for_known_profiles(self, sends).map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn backlog(&self, cap: usize) -> usize {

@@ -16,9 +16,10 @@ use kizuna_store::flows::{FlowBatch, RunRow, StepRow};
 use serde_json::{Map, Value, json};
 
 use crate::person::{LivePerson, fact};
-use crate::{FlowEngine, FlowsError, FlowsResult, ProfileChange};
+use crate::{FlowEngine, FlowsError, FlowsResult};
 
 const EVENTS_CURSOR: &str = "events";
+const PROFILE_CHANGES_PER_READ: usize = 1_000;
 /// Batches of due runs a round may take before it reads new inputs.
 const TIMER_ROUNDS: usize = 10;
 const TRANSITIONS_CURSOR: &str = "segment_transitions";
@@ -442,18 +443,10 @@ impl FlowEngine {
         Ok(worked)
     }
 
+    /// Merges and erasures since the last round, read from the store's own records by cursor: a change is
+    /// followed even when it was committed just before a crash.
     fn apply_profile_changes(&self) -> FlowsResult<()> {
-        let changes = std::mem::take(&mut *self.inner.profile_changes.lock());
-        for change in changes {
-            match change {
-                ProfileChange::Merged { from, into } => {
-                    self.inner.store.flows().move_flow_runs(from, into)?;
-                }
-                ProfileChange::Erased(profile) => {
-                    self.inner.store.flows().forget_flow_profile(profile)?;
-                }
-            }
-        }
+        while self.inner.store.flows().follow_profile_changes(PROFILE_CHANGES_PER_READ)? >= PROFILE_CHANGES_PER_READ {}
         Ok(())
     }
 
@@ -564,39 +557,28 @@ impl FlowEngine {
         if due.is_empty() {
             return Ok(false);
         }
+        let read_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut work = Work::new(self, now);
         let record = self.inner.settings.record_lateness;
         let mut lateness = Vec::new();
-        let profiles: Vec<ProfileId> = due.iter().map(|row| row.profile_id).collect();
-        let live_ids = self.inner.store.live_profile_ids(&profiles)?;
+        // People merged away or erased were followed at the start of the round (their runs moved or deleted);
+        // one merged during it is followed next round, and messaging resolves whom a send is for when it sends.
         for row in &due {
             let Some(id) = work.adopt(row)? else { continue };
             if record && let Some(at) = row.due_at {
                 lateness.push((now - at).num_milliseconds());
             }
-            // A merged-away person's run continues with the survivor; an erased person's ends.
-            match live_ids.get(&row.profile_id).copied().flatten() {
-                Some(live) if live == row.profile_id => {}
-                Some(live) => {
-                    if let Some(t) = work.runs.get_mut(&id) {
-                        t.run.profile = live;
-                    }
-                }
-                None => {
-                    if let Some(t) = work.runs.get_mut(&id) {
-                        machine::exit_run(&mut t.run, "profile_gone", now);
-                    }
-                    continue;
-                }
-            }
             work.advance(id);
         }
+        let advance_ms = started.elapsed().as_secs_f64() * 1e3 - read_ms;
         let (queue_ms, write_ms) = work.finish().await?;
         if record {
             self.inner.timer_rounds.lock().push(crate::TimerRound {
                 at: now,
                 runs: due.len(),
                 oldest_late_ms: (now - oldest).num_milliseconds(),
+                read_ms,
+                advance_ms,
                 queue_ms,
                 write_ms,
                 total_ms: started.elapsed().as_secs_f64() * 1e3,

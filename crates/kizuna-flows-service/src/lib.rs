@@ -91,6 +91,10 @@ pub struct TimerRound {
     pub runs: usize,
     /// How late the oldest run of the round was when it started.
     pub oldest_late_ms: i64,
+    /// Finding the due runs (the next due time, then the batch).
+    pub read_ms: f64,
+    /// Advancing each run through its steps.
+    pub advance_ms: f64,
     /// Queueing its sends with messaging (one transaction).
     pub queue_ms: f64,
     /// Writing its runs and steps (one transaction).
@@ -141,13 +145,6 @@ pub struct EngineStats {
     pub backpressure_pauses: u64,
 }
 
-/// Follow-up work from the change feed: merges and erasures.
-#[derive(Debug, Clone, Copy)]
-enum ProfileChange {
-    Merged { from: ProfileId, into: ProfileId },
-    Erased(ProfileId),
-}
-
 pub(crate) struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -165,7 +162,6 @@ pub(crate) struct Inner {
     stats: Mutex<EngineStats>,
     lateness_ms: Mutex<Vec<i64>>,
     timer_rounds: Mutex<Vec<TimerRound>>,
-    profile_changes: Mutex<Vec<ProfileChange>>,
     /// Test hook: the next round stops after its actions and before its write, as a kill would.
     crash_before_write: AtomicBool,
 }
@@ -224,7 +220,6 @@ impl FlowEngine {
                 stats: Mutex::new(EngineStats::default()),
                 lateness_ms: Mutex::new(Vec::new()),
                 timer_rounds: Mutex::new(Vec::new()),
-                profile_changes: Mutex::new(Vec::new()),
                 crash_before_write: AtomicBool::new(false),
             }),
         })
@@ -262,25 +257,12 @@ impl FlowEngine {
         std::mem::take(&mut *self.inner.timer_rounds.lock())
     }
 
-    /// Passes every commit on to `next`, keeping merges and erasures for the engine: a merged-away person's
-    /// runs move to the survivor, an erased person's runs are deleted.
+    /// Passes every commit on to `next`, waking the engine when it holds events (merges and erasures it reads
+    /// from the store by cursor at the start of every round).
     pub fn feed_sink_then(&self, next: FeedSink) -> FeedSink {
         let me = self.clone();
         Box::new(move |committed: Committed| {
-            let changes: Vec<ProfileChange> = committed
-                .changes
-                .iter()
-                .filter_map(|c| match c {
-                    FeedChange::Merged { from, into } => Some(ProfileChange::Merged { from: *from, into: *into }),
-                    FeedChange::Removed { profile, erased: true } => Some(ProfileChange::Erased(*profile)),
-                    _ => None,
-                })
-                .collect();
-            let has_events = committed.changes.iter().any(|c| matches!(c, FeedChange::Event { .. }));
-            if !changes.is_empty() {
-                me.inner.profile_changes.lock().extend(changes);
-            }
-            if has_events {
+            if committed.changes.iter().any(|c| matches!(c, FeedChange::Event { .. })) {
                 me.wake();
             }
             next(committed)

@@ -305,6 +305,54 @@ async fn a_crash_between_actions_and_write_neither_loses_nor_repeats_a_step() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_follow_merges_and_erasures_even_across_a_restart() {
+    let (node, _) = welcome_node().await;
+    let t0 = node.clock.now();
+    node.settle().await;
+    // A visitor who signed up on a device, then logs in as u1: the two profiles merge. The engine does not run
+    // between the merge and the restart — what a crash right after the merge's commit leaves.
+    node.send(json!({"type": "identify", "anonymousId": "device-9", "traits": {
+        "email": "device9@example.com", "consent": {"email": {"marketing": "granted"}}}}))
+        .await;
+    node.send(json!({"type": "track", "anonymousId": "device-9", "event": "Signed Up", "properties": {}})).await;
+    node.settle().await;
+    let device = node.store.profile_by_identifier(&Identifier::new(IdKind::AnonymousId, "device-9")).expect("lookup");
+    let device = device.expect("the device's profile");
+    assert_eq!(node.engine.runs(Some("welcome"), Some(device), None, None, 10).expect("runs").len(), 1);
+    node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "device-9"})).await;
+    let survivor = node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, "u1")).expect("lookup");
+    let survivor = survivor.expect("u1's profile");
+    let gone = if survivor == device {
+        node.store.profile_by_identifier(&Identifier::new(IdKind::Email, "u1@example.com")).expect("lookup")
+    } else {
+        Some(device)
+    };
+    // u2 asks to be forgotten.
+    let u2 = node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, "u2")).expect("lookup");
+    node.pipeline.erase(u2.expect("u2's profile")).await.expect("erased");
+    let node = node.restart();
+    node.settle().await;
+
+    let runs = node.engine.runs(Some("welcome"), Some(survivor), None, None, 10).expect("runs");
+    assert_eq!(runs.len(), 2, "both sign-ups' runs belong to the survivor: {runs:?}");
+    if let Some(gone) = gone.filter(|g| *g != survivor) {
+        assert!(node.engine.runs(Some("welcome"), Some(gone), None, None, 10).expect("runs").is_empty());
+    }
+    let all = node.engine.runs(Some("welcome"), None, None, None, 100).expect("runs");
+    assert_eq!(all.len(), 20, "19 people's runs and the device's: u2's were deleted");
+    node.at(t0 + Duration::days(1)).await;
+    let seconds = node.recorder.sent().iter().filter(|(_, subject)| subject == "two").count();
+    assert_eq!(seconds, 20, "the survivor gets both runs' second message; u2 none");
+    assert!(!node.recorder.sent().iter().any(|(to, subject)| to == "u2@example.com" && subject == "two"));
+    let filter =
+        kizuna_store::messages::MessageFilter { flow: Some("welcome".into()), limit: 100, ..Default::default() };
+    let messages = node.store.messages().messages(&filter).expect("messages");
+    let to_survivor =
+        messages.iter().filter(|m| m.profile_id == Some(survivor) && m.template == "w2" && m.state == "sent").count();
+    assert_eq!(to_survivor, 2, "{messages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_and_the_kill_switch() {
     let node = Node::start();
     node.template("w1", "first version");

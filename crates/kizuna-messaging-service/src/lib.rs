@@ -402,7 +402,14 @@ impl Messenger {
     }
 
     fn recipient(&self, id: ProfileId) -> MessagingResult<Option<profile::Recipient>> {
-        Ok(self.inner.store.profile(id)?.map(|p| profile::Recipient::of(&p)))
+        if let Some(found) = self.inner.store.profile(id)? {
+            return Ok(Some(profile::Recipient::of(&found)));
+        }
+        // Merged away since the message was queued: it goes to the person they are part of now.
+        match self.inner.store.live_profile_id(id)? {
+            Some(live) if live != id => Ok(self.inner.store.profile(live)?.map(|p| profile::Recipient::of(&p))),
+            _ => Ok(None),
+        }
     }
 
     // ---- queueing ----------------------------------------------------------------------------------------
@@ -417,14 +424,30 @@ impl Messenger {
         Ok(self.inner.store.messages().template(name, None)?.is_some())
     }
 
-    /// Queues messages durably (one transaction); they are sent by the worker.
+    /// Queues messages durably (one transaction); they are sent by the worker. A profile that does not exist
+    /// is refused; one merged away is queued for the person it is part of now.
     pub fn enqueue(&self, requests: &[SendRequest]) -> MessagingResult<Vec<Queued>> {
+        let profiles: Vec<ProfileId> = requests.iter().map(|r| r.profile_id).collect();
+        let live_ids = self.inner.store.live_profile_ids(&profiles)?;
+        self.queue(requests, Some(&live_ids))
+    }
+
+    /// [`Messenger::enqueue`] for a caller that keeps its people's ids current itself (the flow engine
+    /// follows merges and erasures): no read of every person first. Whoever is gone by the time of sending
+    /// is suppressed as `profile_gone`, and a merged-away id reaches the survivor, as for any message.
+    pub fn enqueue_for_known_profiles(&self, requests: &[SendRequest]) -> MessagingResult<Vec<Queued>> {
+        self.queue(requests, None)
+    }
+
+    fn queue(
+        &self,
+        requests: &[SendRequest],
+        live_ids: Option<&HashMap<ProfileId, Option<ProfileId>>>,
+    ) -> MessagingResult<Vec<Queued>> {
         let now = self.now();
         let mut rows = Vec::with_capacity(requests.len());
         // A flow round queues thousands of messages of one or two templates: read each template once.
         let mut templates: HashMap<&str, (Arc<CompiledTemplate>, i64)> = HashMap::new();
-        let profiles: Vec<ProfileId> = requests.iter().map(|r| r.profile_id).collect();
-        let live_ids = self.inner.store.live_profile_ids(&profiles)?;
         for (i, request) in requests.iter().enumerate() {
             let field = |f: &str| if requests.len() == 1 { f.to_owned() } else { format!("messages[{i}].{f}") };
             let (compiled, version) = match templates.get(request.template.as_str()) {
@@ -438,9 +461,12 @@ impl Messenger {
                     found
                 }
             };
-            if live_ids.get(&request.profile_id).copied().flatten().is_none() {
-                return Err(invalid(&field("profile_id"), format!("profile {} not found", request.profile_id)));
-            }
+            let profile_id = match live_ids {
+                Some(live_ids) => live_ids.get(&request.profile_id).copied().flatten().ok_or_else(|| {
+                    invalid(&field("profile_id"), format!("profile {} not found", request.profile_id))
+                })?,
+                None => request.profile_id,
+            };
             if !(request.event.is_null() || request.event.is_object()) {
                 return Err(invalid(&field("event"), "the event is an object"));
             }
@@ -448,7 +474,7 @@ impl Messenger {
             rows.push(NewMessage {
                 id: message_id(),
                 idempotency_key: request.idempotency_key.clone(),
-                profile_id: Some(request.profile_id),
+                profile_id: Some(profile_id),
                 channel: definition.content.channel().as_str().into(),
                 purpose: definition.purpose.as_str().into(),
                 priority: if definition.purpose == Purpose::Transactional {

@@ -151,8 +151,10 @@ pub trait FlowStore: Send + Sync {
     ) -> StoreResult<Vec<RunRow>>;
     fn run_steps(&self, run_id: i64) -> StoreResult<Vec<StepRow>>;
     fn flow_counts(&self, flow_id: i64) -> StoreResult<FlowCounts>;
-    /// Runs of `from` now belong to `into` (a merge).
-    fn move_flow_runs(&self, from: ProfileId, into: ProfileId) -> StoreResult<usize>;
-    /// Drops an erased person's runs and steps.
-    fn forget_flow_profile(&self, profile: ProfileId) -> StoreResult<usize>;
+    /// Applies to runs the merges and erasures recorded since the engine last looked (the `merges` and
+    /// `erasures` cursors; the first time, none: runs started afterwards name live people): a merged-away
+    /// person's runs move to the survivor, an erased person's runs and steps are deleted, and the cursors
+    /// advance in the same transaction — so a change is followed exactly once, even across a crash. Takes at
+    /// most `limit` of each; returns how many it applied.
+    fn follow_profile_changes(&self, limit: usize) -> StoreResult<usize>;
 }

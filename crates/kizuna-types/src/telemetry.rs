@@ -9,16 +9,37 @@ pub const REQUESTS_REJECTED: &str = "kizuna_ingest_requests_rejected_total";
 pub const HTTP_REQUEST_SECONDS: &str = "kizuna_http_request_duration_seconds";
 pub const COMMIT_SECONDS: &str = "kizuna_store_commit_duration_seconds";
 pub const COMMIT_GROUP_EVENTS: &str = "kizuna_store_commit_group_events";
+pub const CHECKPOINT_RESTART_SECONDS: &str = "kizuna_store_checkpoint_restart_duration_seconds";
 pub const IDENTITY_MERGES: &str = "kizuna_identity_merges_total";
 pub const IDENTITY_CONFLICTS: &str = "kizuna_identity_conflicts_total";
 
 /// What happened, in the words of the metric it feeds.
 pub enum Telemetry<'a> {
-    EventsAccepted { source: &'a str, count: u64 },
-    EventsDuplicate { source: &'a str, count: u64 },
-    RequestRejected { code: &'a str },
-    HttpRequest { route: &'a str, status: u16, elapsed: Duration },
-    Committed { events: u64, elapsed: Duration },
+    EventsAccepted {
+        source: &'a str,
+        count: u64,
+    },
+    EventsDuplicate {
+        source: &'a str,
+        count: u64,
+    },
+    RequestRejected {
+        code: &'a str,
+    },
+    HttpRequest {
+        route: &'a str,
+        status: u16,
+        elapsed: Duration,
+    },
+    Committed {
+        events: u64,
+        elapsed: Duration,
+    },
+    /// A restarting WAL checkpoint, during which the file's writers wait.
+    CheckpointRestarted {
+        database: &'a str,
+        elapsed: Duration,
+    },
     IdentityMerged,
     IdentityConflict,
 }
@@ -42,6 +63,10 @@ impl Telemetry<'_> {
             Telemetry::Committed { events, elapsed } => {
                 metrics::histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
                 metrics::histogram!(COMMIT_GROUP_EVENTS).record(events as f64);
+            }
+            Telemetry::CheckpointRestarted { database, elapsed } => {
+                metrics::histogram!(CHECKPOINT_RESTART_SECONDS, "database" => database.to_owned())
+                    .record(elapsed.as_secs_f64())
             }
             Telemetry::IdentityMerged => metrics::counter!(IDENTITY_MERGES).increment(1),
             Telemetry::IdentityConflict => metrics::counter!(IDENTITY_CONFLICTS).increment(1),

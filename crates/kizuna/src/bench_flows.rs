@@ -90,8 +90,8 @@ fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
         let r = &rounds[i];
         let gap = i.checked_sub(1).map_or(0, |p| (r.at - rounds[p].at).num_milliseconds());
         println!(
-            "    latest round: oldest run {} ms late, {} runs, took {:.0} ms (queueing sends {:.0}, writing {:.0}); {} ms after the round before",
-            r.oldest_late_ms, r.runs, r.total_ms, r.queue_ms, r.write_ms, gap
+            "    latest round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}); {} ms after the round before",
+            r.oldest_late_ms, r.runs, r.total_ms, r.read_ms, r.advance_ms, r.queue_ms, r.write_ms, gap
         );
     }
 }

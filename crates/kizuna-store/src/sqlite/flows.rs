@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+const MERGES_CURSOR: &str = "merges";
+const ERASURES_CURSOR: &str = "erasures";
+
 const FLOW_COLUMNS: &str =
     "id, name, status, version, live_version, since_event_seq, since_transition_seq, created_at, updated_at";
 
@@ -392,25 +395,61 @@ impl FlowStore for SqliteStore {
         })
     }
 
-    fn move_flow_runs(&self, from: ProfileId, into: ProfileId) -> StoreResult<usize> {
-        self.with_writer(|conn| {
-            Ok(conn.execute_cached(
-                "UPDATE flow_runs SET profile_id = ?2 WHERE profile_id = ?1",
-                params![from as i64, into as i64],
-            )?)
-        })
-    }
-
-    fn forget_flow_profile(&self, profile: ProfileId) -> StoreResult<usize> {
+    fn follow_profile_changes(&self, limit: usize) -> StoreResult<usize> {
+        type Changes = (Vec<(i64, i64, i64)>, Vec<(i64, i64)>, i64, i64, bool);
+        let limit = limit.max(1) as i64;
+        // A read first: nearly every round finds nothing, and must not take the write lock to learn it.
+        let (merges, erasures, merge_cursor, erasure_cursor, fresh): Changes = self.with_reader(|conn| {
+            let cursor = |name: &str| -> StoreResult<Option<i64>> {
+                Ok(conn
+                    .query_row_cached("SELECT position FROM flow_cursors WHERE name = ?1", [name], |r| r.get(0))
+                    .optional()?)
+            };
+            let (Some(merge_cursor), Some(erasure_cursor)) = (cursor(MERGES_CURSOR)?, cursor(ERASURES_CURSOR)?) else {
+                let (merges, erasures) = conn.query_row_cached(
+                    "SELECT (SELECT COALESCE(MAX(id), 0) FROM merges), (SELECT COALESCE(MAX(rowid), 0) FROM erasures)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                return Ok((Vec::new(), Vec::new(), merges, erasures, true));
+            };
+            let merges = conn
+                .prepare_cached("SELECT id, from_profile, into_profile FROM merges WHERE id > ?1 ORDER BY id LIMIT ?2")?
+                .query_map([merge_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let erasures = conn
+                .prepare_cached("SELECT rowid, profile_id FROM erasures WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?
+                .query_map([erasure_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let merge_cursor = merges.last().map_or(merge_cursor, |m| m.0);
+            let erasure_cursor = erasures.last().map_or(erasure_cursor, |e| e.0);
+            Ok((merges, erasures, merge_cursor, erasure_cursor, false))
+        })?;
+        if merges.is_empty() && erasures.is_empty() && !fresh {
+            return Ok(0);
+        }
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            tx.execute_cached(
-                "DELETE FROM flow_steps WHERE run_id IN (SELECT id FROM flow_runs WHERE profile_id = ?1)",
-                [profile as i64],
-            )?;
-            let n = tx.execute_cached("DELETE FROM flow_runs WHERE profile_id = ?1", [profile as i64])?;
+            // Merges before erasures: a person merged into someone later erased leaves with them.
+            for (_, from, into) in &merges {
+                tx.execute_cached("UPDATE flow_runs SET profile_id = ?2 WHERE profile_id = ?1", params![from, into])?;
+            }
+            for (_, profile) in &erasures {
+                tx.execute_cached(
+                    "DELETE FROM flow_steps WHERE run_id IN (SELECT id FROM flow_runs WHERE profile_id = ?1)",
+                    [profile],
+                )?;
+                tx.execute_cached("DELETE FROM flow_runs WHERE profile_id = ?1", [profile])?;
+            }
+            for (name, position) in [(MERGES_CURSOR, merge_cursor), (ERASURES_CURSOR, erasure_cursor)] {
+                tx.execute_cached(
+                    "INSERT INTO flow_cursors (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    params![name, position],
+                )?;
+            }
             tx.commit()?;
-            Ok(n)
+            Ok(merges.len() + erasures.len())
         })
     }
 }
