@@ -133,7 +133,10 @@ impl Worker {
         self.store.prune_segment_members()?;
         let engine = &mut self.engine;
         self.store.load_segment_members(&mut |segment, profile| engine.restore_member(segment, profile))?;
-        self.reload(true)?;
+        // With no segment defined, nothing is loaded: the first definition or preview loads what it reads.
+        if !self.engine.sleep() {
+            self.reload(true)?;
+        }
         let transitions = self.engine.evaluate_all(self.clock.now());
         let changed = transitions.len();
         self.record(transitions);
@@ -187,6 +190,15 @@ impl Worker {
     }
 
     fn apply(&mut self, committed: Committed) -> Vec<Transition> {
+        if self.engine.is_dormant() {
+            // No summaries to update; an erased person's history of earlier segments is still deleted.
+            for change in committed.changes {
+                if let FeedChange::Removed { profile, erased: true } = change {
+                    self.erased.push(profile);
+                }
+            }
+            return Vec::new();
+        }
         let now = self.clock.now();
         let interest = self.engine.interest().clone();
         let mut changes = Vec::with_capacity(committed.changes.len());
@@ -292,6 +304,9 @@ impl Worker {
             Command::List { reply } => {
                 let _ = reply.send(self.segments.values().map(|s| self.info(s)).collect());
             }
+            Command::Refresh { reply } if self.engine.is_dormant() => {
+                let _ = reply.send(Ok(()));
+            }
             Command::Refresh { reply } => {
                 let result = self.reload(false).map(|()| {
                     let transitions = self.engine.evaluate_all(self.clock.now());
@@ -329,6 +344,7 @@ impl Worker {
             return Ok(());
         }
         let before = self.engine.interest().clone();
+        self.engine.wake();
         self.engine.widen(condition);
         let needed = Interest::of(condition);
         let new_events = needed.events.iter().any(|(name, e)| {
@@ -365,6 +381,7 @@ impl Worker {
         self.engine.remove(name)?;
         self.store.delete_segment(name)?;
         self.segments.remove(name);
+        self.engine.sleep();
         Ok(())
     }
 

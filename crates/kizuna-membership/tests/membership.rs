@@ -154,6 +154,27 @@ fn late_events_count_when_they_happened_and_a_new_segment_is_built_from_history(
 }
 
 #[test]
+fn with_no_segment_nothing_is_kept_and_the_first_one_loads_what_it_reads() {
+    let mut node = Node::start();
+    node.send(json!({"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}}));
+    node.send(json!({"type": "identify", "userId": "u2"}));
+    let stats = |node: &Node| node.rt.block_on(node.membership.stats()).expect("stats");
+    assert_eq!(stats(&node).profiles, 0, "no segment: no per-profile state");
+    // Reads identifiers only — nothing an empty summary would lack — and is still built from storage.
+    node.save("reachable", "has email");
+    assert_eq!(node.members("reachable"), vec![node.profile("u1")]);
+    assert_eq!(stats(&node).profiles, 2);
+    node.send(json!({"type": "identify", "userId": "u2", "traits": {"email": "u2@example.com"}}));
+    assert_eq!(node.members("reachable").len(), 2, "kept current once loaded");
+    node.rt.block_on(node.membership.delete("reachable")).expect("deleted");
+    assert_eq!(stats(&node).profiles, 0, "the last segment deleted: state dropped");
+    node.restart();
+    assert_eq!(stats(&node).profiles, 0, "a start with no segment loads nothing");
+    node.save("reachable", "has email");
+    assert_eq!(node.members("reachable").len(), 2);
+}
+
+#[test]
 fn merging_two_profiles_in_different_segments_and_erasure() {
     let node = Node::start();
     node.save("repeat", r#"count of event "Order Completed" >= 2"#);

@@ -163,6 +163,8 @@ pub struct Engine {
     timers: BTreeSet<(i64, ProfileKey)>,
     interner: Interner,
     threads: usize,
+    /// No segment is defined and no summaries are kept (see [`Engine::sleep`]).
+    dormant: bool,
 }
 
 /// Puts the profile in the timer queue at its earliest wake-up (or takes it out).
@@ -196,7 +198,32 @@ impl Engine {
 
     /// Whether `condition` can be evaluated from what the summaries hold now.
     pub fn covers(&self, condition: &Condition) -> bool {
-        self.interest.covers(&Interest::of(condition))
+        !self.dormant && self.interest.covers(&Interest::of(condition))
+    }
+
+    /// With no segment defined, drops every summary and keeps none until [`Engine::wake`]: they would cost
+    /// memory for every profile (a few hundred bytes each) and work on every event for no one. Until then
+    /// changes are ignored and nothing is covered, so the first definition or preview reloads from storage.
+    /// Refused (false) while definitions exist.
+    pub fn sleep(&mut self) -> bool {
+        if !self.by_name.is_empty() {
+            return false;
+        }
+        self.dormant = true;
+        self.profiles = HashMap::new();
+        self.timers.clear();
+        self.interest = Interest::default();
+        self.interner = Interner::default();
+        true
+    }
+
+    /// Keeps summaries again; the caller reloads them from storage.
+    pub fn wake(&mut self) {
+        self.dormant = false;
+    }
+
+    pub fn is_dormant(&self) -> bool {
+        self.dormant
     }
 
     /// Makes summaries keep what `condition` reads from now on. Profiles loaded before only hold it after
@@ -292,6 +319,9 @@ impl Engine {
         events: &[NewEvent],
         now: DateTime<Utc>,
     ) {
+        if self.dormant {
+            return;
+        }
         let entry = self.profiles.entry(profile).or_default();
         if let Some(data) = data {
             entry.summary.set_data(data, &self.interest, &mut self.interner);
@@ -560,6 +590,9 @@ impl Engine {
 
     /// Applies the changes of one commit, then re-evaluates each touched profile once.
     pub fn apply(&mut self, changes: Vec<Change>, now: DateTime<Utc>) -> Vec<Transition> {
+        if self.dormant {
+            return Vec::new();
+        }
         let mut touched: BTreeMap<ProfileKey, (Touched, Cause)> = BTreeMap::new();
         let mut gone: Vec<(ProfileKey, Cause)> = Vec::new();
         for change in changes {
