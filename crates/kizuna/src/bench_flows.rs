@@ -86,11 +86,18 @@ fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
     );
     let mut worst: Vec<usize> = (0..rounds.len()).collect();
     worst.sort_by_key(|&i| std::cmp::Reverse(rounds[i].oldest_late_ms));
-    for &i in worst.iter().take(5) {
+    worst.truncate(5);
+    // The slowest round makes the rounds after it late; it need not be one of the latest itself.
+    if let Some(slowest) = (0..rounds.len()).max_by(|&a, &b| rounds[a].total_ms.total_cmp(&rounds[b].total_ms))
+        && !worst.contains(&slowest)
+    {
+        worst.push(slowest);
+    }
+    for &i in &worst {
         let r = &rounds[i];
         let gap = i.checked_sub(1).map_or(0, |p| (r.at - rounds[p].at).num_milliseconds());
         println!(
-            "    latest round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}); {} ms after the round before",
+            "    round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}); {} ms after the round before",
             r.oldest_late_ms, r.runs, r.total_ms, r.read_ms, r.advance_ms, r.queue_ms, r.write_ms, gap
         );
     }
