@@ -139,7 +139,6 @@ pub struct ListedPlacement {
 
 struct Live {
     signals: Signals,
-    tastes: HashMap<ProfileKey, Taste>,
 }
 
 struct Inner {
@@ -193,7 +192,6 @@ impl Recommender {
                 signals.upsert_product(product);
             }
         }
-        let mut tastes = HashMap::new();
         let mut after = None;
         loop {
             let page = store.scan_profile_data(after, 2000)?;
@@ -202,7 +200,7 @@ impl Recommender {
             for profile in page {
                 let computed = profile.state.computed.summary();
                 signals.set_places(profile.id, Taste::places_from_computed(&computed));
-                tastes.insert(profile.id, Taste::from_computed(&computed));
+                signals.set_taste(profile.id, &Taste::from_computed(&computed));
             }
         }
         let now = clock.now().timestamp();
@@ -231,7 +229,7 @@ impl Recommender {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recommendations loaded"
         );
-        Self::start_from(store, clock, settings, signals, tastes)
+        Self::start_from(store, clock, settings, signals)
     }
 
     /// Starts from counters built elsewhere (benchmarks, tests); [`Recommender::start`] builds them from storage.
@@ -240,13 +238,12 @@ impl Recommender {
         clock: Arc<dyn Clock>,
         settings: RecsSettings,
         signals: Signals,
-        tastes: HashMap<ProfileKey, Taste>,
     ) -> RecsResult<Recommender> {
         let rankings = Rankings::build(&signals, &settings.rankings, clock.now().timestamp());
         let (sender, receiver) = mpsc::channel();
         let recommender = Recommender {
             inner: Arc::new(Inner {
-                live: RwLock::new(Live { signals, tastes }),
+                live: RwLock::new(Live { signals }),
                 rankings: RwLock::new(Arc::new(rankings)),
                 model: RwLock::new(None),
                 evaluation: RwLock::new(None),
@@ -355,7 +352,7 @@ impl Recommender {
             if let FeedChange::State { profile, state, .. } = change {
                 let computed = state.computed.summary();
                 live.signals.set_places(*profile, Taste::places_from_computed(&computed));
-                live.tastes.insert(*profile, Taste::from_computed(&computed));
+                live.signals.set_taste(*profile, &Taste::from_computed(&computed));
             }
         }
         for change in committed.changes {
@@ -365,7 +362,6 @@ impl Recommender {
                 }
                 FeedChange::Merged { from, into } => {
                     live.signals.merge(from, into);
-                    live.tastes.remove(&from);
                 }
                 FeedChange::Rebuilt { profile, events } => {
                     live.signals.rebuild_history(
@@ -375,7 +371,6 @@ impl Recommender {
                 }
                 FeedChange::Removed { profile, .. } => {
                     live.signals.remove(profile);
-                    live.tastes.remove(&profile);
                 }
                 FeedChange::State { .. } => {}
             }
@@ -528,7 +523,7 @@ impl Recommender {
     /// Whether this live profile is known here (merged-away and erased ones are forgotten).
     pub fn knows(&self, profile: ProfileKey) -> bool {
         let live = self.inner.live.read();
-        live.tastes.contains_key(&profile) || live.signals.knows(profile)
+        live.signals.knows(profile)
     }
 
     pub fn status(&self) -> Status {
@@ -566,11 +561,12 @@ impl Recommender {
             Some(p) => p.clone(),
             None => query.profile.map(|p| live.signals.places_of(p)).unwrap_or_default(),
         };
+        let taste = query.profile.and_then(|p| live.signals.taste(p));
         let request = Request {
             profile: query.profile,
             context,
             places,
-            taste: query.profile.and_then(|p| live.tastes.get(&p)),
+            taste: taste.as_ref(),
             limit: query.limit.unwrap_or(placement.limit).clamp(1, kizuna_recs::MAX_LIMIT),
             now: self.inner.clock.now().timestamp(),
         };

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod ials;
 mod index;
 pub mod model;
+mod people;
 mod placement;
 mod rankings;
 mod recommend;

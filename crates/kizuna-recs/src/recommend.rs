@@ -112,7 +112,7 @@ pub fn recommend(
     let purchased: HashMap<ItemIx, Vec<Secs>> = match history {
         Some(h) if rules.exclude_purchased => {
             let mut map: HashMap<ItemIx, Vec<Secs>> = HashMap::new();
-            for t in h.touches().iter().filter(|t| t.kind == Kind::Purchase) {
+            for t in h.touches().filter(|t| t.kind == Kind::Purchase) {
                 map.entry(t.item).or_default().push(t.at);
             }
             map

@@ -1,88 +1,11 @@
 use crate::index::product_from_event;
+pub use crate::people::{History, Kind, ProfileKey, Touch};
+use crate::people::{Interner, MAX_HISTORY_ITEM, People};
+use crate::recommend::Taste;
 use crate::{DAY, ItemIndex, ItemIx, Secs, day_of};
 use kizuna_catalog::Product;
 use serde_json::Value;
 use std::collections::HashMap;
-
-/// A profile as recommendations know it (the store's profile id).
-pub type ProfileKey = u64;
-
-/// What a person did with a product; each kind weighs differently as implicit feedback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    View,
-    Cart,
-    Purchase,
-}
-
-impl Kind {
-    fn slot(self) -> usize {
-        match self {
-            Kind::View => 0,
-            Kind::Cart => 1,
-            Kind::Purchase => 2,
-        }
-    }
-
-    /// Implicit-feedback weight: a purchase says more than a cart, a cart more than a view.
-    pub fn weight(self) -> f32 {
-        match self {
-            Kind::View => 1.0,
-            Kind::Cart => 3.0,
-            Kind::Purchase => 5.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Touch {
-    pub item: ItemIx,
-    pub kind: Kind,
-    pub at: Secs,
-    pub units: f32,
-}
-
-/// A profile's recent touches in time order: the newest non-purchases (up to [`History::RECENT`]) and
-/// purchases (up to [`History::PURCHASES`]), which replenishment and "exclude purchased" need further back.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct History {
-    touches: Vec<Touch>,
-}
-
-impl History {
-    pub const RECENT: usize = 50;
-    pub const PURCHASES: usize = 100;
-
-    pub fn touches(&self) -> &[Touch] {
-        &self.touches
-    }
-
-    fn add(&mut self, touch: Touch) {
-        let at = self.touches.partition_point(|t| t.at <= touch.at);
-        self.touches.insert(at, touch);
-        let purchase = touch.kind == Kind::Purchase;
-        let (cap, count) = if purchase {
-            (Self::PURCHASES, self.touches.iter().filter(|t| t.kind == Kind::Purchase).count())
-        } else {
-            (Self::RECENT, self.touches.iter().filter(|t| t.kind != Kind::Purchase).count())
-        };
-        if count > cap
-            && let Some(oldest) = self.touches.iter().position(|t| (t.kind == Kind::Purchase) == purchase)
-        {
-            self.touches.remove(oldest);
-        }
-    }
-
-    /// Whether the profile bought this item (within what is kept).
-    pub fn bought(&self, item: ItemIx) -> bool {
-        self.touches.iter().any(|t| t.item == item && t.kind == Kind::Purchase)
-    }
-
-    fn last_purchase_before(&self, item: ItemIx, at: Secs) -> Option<Secs> {
-        self.touches.iter().rev().find(|t| t.item == item && t.kind == Kind::Purchase && t.at < at).map(|t| t.at)
-    }
-}
 
 /// Per product, per day: views, carts and purchased units.
 type Daily = Vec<(i32, [f32; 3])>;
@@ -111,11 +34,12 @@ pub struct Signals {
     rebuyers: Vec<u32>,
     /// Place keys (`country:jp`, `region:jp/13`, `city:tokyo`) by number, and purchased units per product in
     /// each place.
-    place_names: Vec<String>,
-    place_ids: HashMap<String, u32>,
+    places: Interner,
     place_units: Vec<HashMap<ItemIx, f32>>,
-    histories: HashMap<ProfileKey, History>,
-    profile_places: HashMap<ProfileKey, Vec<u32>>,
+    /// Each person's history, places and taste.
+    people: People,
+    /// Category, brand and price-band names of tastes.
+    taste_names: Interner,
     catalog_products: usize,
     event_products: usize,
     /// Days of daily counters kept (the longest window any ranking reads).
@@ -137,11 +61,10 @@ impl Default for Signals {
             repeat_gaps: Vec::new(),
             buyers: Vec::new(),
             rebuyers: Vec::new(),
-            place_names: Vec::new(),
-            place_ids: HashMap::new(),
+            places: Interner::default(),
             place_units: Vec::new(),
-            histories: HashMap::new(),
-            profile_places: HashMap::new(),
+            people: People::default(),
+            taste_names: Interner::default(),
             catalog_products: 0,
             event_products: 0,
             keep_days: 90,
@@ -229,7 +152,7 @@ impl Signals {
         }
         for touch in &touches {
             self.count(profile, *touch);
-            self.histories.entry(profile).or_default().add(*touch);
+            self.people.history_mut(profile).add(*touch);
         }
         self.generation += 1;
         true
@@ -238,7 +161,11 @@ impl Signals {
     fn touches_of(&mut self, name: &str, at: Secs, props: &Value) -> Vec<Touch> {
         let name = name.trim().to_ascii_lowercase();
         let one = |this: &mut Self, kind| {
-            this.observe(props).map(|item| Touch { item, kind, at, units: units(props) }).into_iter().collect()
+            this.observe(props)
+                .filter(|&item| item <= MAX_HISTORY_ITEM)
+                .map(|item| Touch { item, kind, at, units: units(props) })
+                .into_iter()
+                .collect()
         };
         match name.as_str() {
             "product viewed" | "product clicked" => one(self, Kind::View),
@@ -246,7 +173,7 @@ impl Signals {
             "order completed" => {
                 let mut touches: Vec<Touch> = Vec::new();
                 for p in props.get("products").and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(item) = self.observe(p) {
+                    if let Some(item) = self.observe(p).filter(|&item| item <= MAX_HISTORY_ITEM) {
                         match touches.iter_mut().find(|t| t.item == item) {
                             Some(t) => t.units += units(p),
                             None => touches.push(Touch { item, kind: Kind::Purchase, at, units: units(p) }),
@@ -290,15 +217,16 @@ impl Signals {
             let cut = last_day - self.keep_days;
             daily.retain(|(d, _)| *d >= cut);
         }
-        let history = self.histories.entry(profile).or_default();
+        let places = if touch.kind == Kind::Purchase { self.people.places(profile) } else { Vec::new() };
+        let history = self.people.history_mut(profile);
         match touch.kind {
             Kind::View => {
                 let window = self.co_view_window;
-                let near = |t: &&Touch| t.kind == Kind::View && (t.at - touch.at).abs() <= window;
+                let near = |t: &Touch| t.kind == Kind::View && (t.at - touch.at).abs() <= window;
                 // A pair counts once per person per window: not again when this product was already viewed
                 // in the window, and each other product once however often it was viewed.
-                if !history.touches.iter().filter(near).any(|t| t.item == touch.item) {
-                    let mut others: Vec<ItemIx> = history.touches.iter().filter(near).map(|t| t.item).collect();
+                if !history.touches().filter(near).any(|t| t.item == touch.item) {
+                    let mut others: Vec<ItemIx> = history.touches().filter(near).map(|t| t.item).collect();
                     others.sort_unstable();
                     others.dedup();
                     for other in others {
@@ -308,8 +236,7 @@ impl Signals {
                 }
             }
             Kind::Purchase => {
-                let before =
-                    history.touches.iter().filter(|t| t.item == touch.item && t.kind == Kind::Purchase).count();
+                let before = history.touches().filter(|t| t.item == touch.item && t.kind == Kind::Purchase).count();
                 if before == 0 {
                     self.buyers[touch.item as usize] += 1;
                 } else if before == 1 {
@@ -322,10 +249,8 @@ impl Signals {
                     gap.0 += (touch.at - earlier) as f64 / DAY as f64;
                     gap.1 += 1;
                 }
-                if let Some(places) = self.profile_places.get(&profile) {
-                    for &place in places {
-                        *self.place_units[place as usize].entry(touch.item).or_default() += touch.units;
-                    }
+                for place in places {
+                    *self.place_units[place as usize].entry(touch.item).or_default() += touch.units;
                 }
             }
             Kind::Cart => {}
@@ -333,13 +258,10 @@ impl Signals {
     }
 
     fn place_id(&mut self, key: &str) -> u32 {
-        if let Some(&id) = self.place_ids.get(key) {
-            return id;
+        let id = self.places.id(key);
+        if self.place_units.len() <= id as usize {
+            self.place_units.resize_with(id as usize + 1, HashMap::new);
         }
-        let id = self.place_names.len() as u32;
-        self.place_names.push(key.to_owned());
-        self.place_ids.insert(key.to_owned(), id);
-        self.place_units.push(HashMap::new());
         id
     }
 
@@ -355,57 +277,62 @@ impl Signals {
     }
 
     fn purchases_of(&self, profile: ProfileKey) -> Vec<(ItemIx, f32)> {
-        self.histories.get(&profile).map_or_else(Vec::new, |h| {
-            h.touches.iter().filter(|t| t.kind == Kind::Purchase).map(|t| (t.item, t.units)).collect()
-        })
+        self.people.history(profile).map_or_else(Vec::new, History::purchases)
     }
 
-    /// Where a profile is (place keys such as `country:jp`, `city:tokyo`): its purchases count there.
+    /// Where a profile is (place keys such as `country:jp`, `city:tokyo`; up to three, most specific first):
+    /// its purchases count there.
     pub fn set_places(&mut self, profile: ProfileKey, places: Vec<String>) {
-        let ids: Vec<u32> = places.iter().map(|p| self.place_id(p)).collect();
-        if self.profile_places.get(&profile).map_or(ids.is_empty(), |old| *old == ids) {
+        let ids: Vec<u32> = places.iter().take(crate::people::MAX_PLACES).map(|p| self.place_id(p)).collect();
+        let old = self.people.places(profile);
+        if old == ids {
             return;
         }
         let purchases = self.purchases_of(profile);
-        let old = self.profile_places.remove(&profile).unwrap_or_default();
         self.count_places(&purchases, &old, -1.0);
         self.count_places(&purchases, &ids, 1.0);
-        if !ids.is_empty() {
-            self.profile_places.insert(profile, ids);
-        }
+        self.people.set_places(profile, &ids);
         self.generation += 1;
     }
 
+    /// What a person likes (from their profile's computed attributes), kept for serving.
+    pub fn set_taste(&mut self, profile: ProfileKey, taste: &Taste) {
+        self.people.set_taste(profile, taste, &mut self.taste_names);
+    }
+
+    pub fn taste(&self, profile: ProfileKey) -> Option<Taste> {
+        self.people.taste(profile, &self.taste_names)
+    }
+
     /// `from` was merged into `into`: one history now, counted where `into` is (or where `from` was, when
-    /// `into`'s place is unknown).
+    /// `into`'s place is unknown). `from`'s taste goes: `into`'s profile state says what the merged person likes.
     pub fn merge(&mut self, from: ProfileKey, into: ProfileKey) {
-        let gone_history = self.histories.remove(&from);
-        let gone_places = self.profile_places.remove(&from).unwrap_or_default();
-        let gone_purchases: Vec<(ItemIx, f32)> = gone_history.as_ref().map_or_else(Vec::new, |h| {
-            h.touches.iter().filter(|t| t.kind == Kind::Purchase).map(|t| (t.item, t.units)).collect()
-        });
+        let (gone_history, gone_places) = self.people.remove(from).unwrap_or_default();
+        let gone_purchases = gone_history.purchases();
         self.count_places(&gone_purchases, &gone_places, -1.0);
-        if !self.profile_places.contains_key(&into) && !gone_places.is_empty() {
+        let mut target_places = self.people.places(into);
+        if target_places.is_empty() && !gone_places.is_empty() {
             let into_purchases = self.purchases_of(into);
             self.count_places(&into_purchases, &gone_places, 1.0);
-            self.profile_places.insert(into, gone_places);
+            self.people.set_places(into, &gone_places);
+            target_places = gone_places;
         }
-        let target_places = self.profile_places.get(&into).cloned().unwrap_or_default();
         self.count_places(&gone_purchases, &target_places, 1.0);
-        if let Some(gone) = gone_history {
-            let target = self.histories.entry(into).or_default();
-            for touch in gone.touches {
+        if !gone_history.is_empty() {
+            let target = self.people.history_mut(into);
+            for touch in gone_history.touches() {
                 target.add(touch);
             }
         }
         self.generation += 1;
     }
 
-    /// A person was erased or left without identifiers: their history goes (aggregate counters stay: they
-    /// hold no personal data).
+    /// A person was erased or left without identifiers: their history, places and taste go (aggregate
+    /// counters stay: they hold no personal data).
     pub fn remove(&mut self, profile: ProfileKey) {
-        let had = self.histories.remove(&profile).is_some();
-        if self.profile_places.remove(&profile).is_some() || had {
+        if let Some((history, places)) = self.people.remove(profile)
+            && (!history.is_empty() || !places.is_empty())
+        {
             self.generation += 1;
         }
     }
@@ -422,43 +349,35 @@ impl Signals {
                 history.add(touch);
             }
         }
-        let places = self.profile_places.get(&profile).cloned().unwrap_or_default();
+        let places = self.people.places(profile);
         let old = self.purchases_of(profile);
         self.count_places(&old, &places, -1.0);
-        let new: Vec<(ItemIx, f32)> =
-            history.touches.iter().filter(|t| t.kind == Kind::Purchase).map(|t| (t.item, t.units)).collect();
-        self.count_places(&new, &places, 1.0);
-        if history.touches.is_empty() {
-            self.histories.remove(&profile);
-        } else {
-            self.histories.insert(profile, history);
-        }
+        self.count_places(&history.purchases(), &places, 1.0);
+        self.people.set_history(profile, history);
         self.generation += 1;
     }
 
     pub fn history(&self, profile: ProfileKey) -> Option<&History> {
-        self.histories.get(&profile)
+        self.people.history(profile)
     }
 
     /// The place keys a profile's purchases count in, most specific first.
     pub fn places_of(&self, profile: ProfileKey) -> Vec<String> {
-        self.profile_places
-            .get(&profile)
-            .map_or_else(Vec::new, |ids| ids.iter().map(|&id| self.place_names[id as usize].clone()).collect())
+        self.people.places(profile).into_iter().map(|id| self.places.name(id).to_owned()).collect()
     }
 
-    /// Whether this profile is known here (it has a history or a place).
+    /// Whether this profile is known here (it has a history, a place or a taste).
     pub fn knows(&self, profile: ProfileKey) -> bool {
-        self.histories.contains_key(&profile) || self.profile_places.contains_key(&profile)
+        self.people.contains(profile)
     }
 
     /// Profiles with a history.
     pub fn profiles(&self) -> impl Iterator<Item = (ProfileKey, &History)> {
-        self.histories.iter().map(|(k, h)| (*k, h))
+        self.people.histories()
     }
 
     pub fn profile_count(&self) -> usize {
-        self.histories.len()
+        self.people.histories().count()
     }
 
     /// Whether the store has a catalog (products upserted, not only seen in events).
@@ -507,6 +426,6 @@ impl Signals {
 
     /// Every place with its purchased units per product.
     pub fn place_units(&self) -> impl Iterator<Item = (&str, &HashMap<ItemIx, f32>)> {
-        self.place_names.iter().map(String::as_str).zip(&self.place_units)
+        self.places.names().iter().map(String::as_str).zip(&self.place_units)
     }
 }

@@ -102,7 +102,7 @@ fn jaccard(a: &[String], b: &[String]) -> f32 {
 fn recent_items(signals: &Signals, request: &Request<'_>, kinds: &[Kind], limit: usize) -> Vec<ItemIx> {
     let mut out = Vec::new();
     let Some(history) = request.profile.and_then(|p| signals.history(p)) else { return out };
-    for touch in history.touches().iter().rev() {
+    for touch in history.touches().rev() {
         if kinds.contains(&touch.kind) && !out.contains(&touch.item) {
             out.push(touch.item);
             if out.len() == limit {
@@ -238,7 +238,7 @@ impl Strategy {
                 else {
                     return Vec::new();
                 };
-                let touches = history.touches().iter().map(|t| (t.item, t.kind.weight(), t.at)).collect();
+                let touches = history.touches().map(|t| (t.item, t.kind.weight(), t.at)).collect();
                 let (scores, seen) = model.score_history(touches);
                 scores
                     .into_iter()
@@ -276,7 +276,7 @@ impl Strategy {
             Strategy::Replenishment { due_ratio } => {
                 let Some(history) = request.profile.and_then(|p| signals.history(p)) else { return Vec::new() };
                 let mut bought: HashMap<ItemIx, Vec<i64>> = HashMap::new();
-                for t in history.touches().iter().filter(|t| t.kind == Kind::Purchase) {
+                for t in history.touches().filter(|t| t.kind == Kind::Purchase) {
                     bought.entry(t.item).or_default().push(t.at);
                 }
                 let mut out = Vec::new();

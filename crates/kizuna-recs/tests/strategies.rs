@@ -370,7 +370,7 @@ fn merges_and_erasure_move_and_drop_histories() {
     view(&mut s, 1, NOW - 100, "p1");
     view(&mut s, 2, NOW - 50, "p2");
     s.merge(2, 1);
-    let items: Vec<u32> = s.history(1).expect("history").touches().iter().map(|t| t.item).collect();
+    let items: Vec<u32> = s.history(1).expect("history").touches().map(|t| t.item).collect();
     assert_eq!(items, [s.items.ix("p1").expect("p1"), s.items.ix("p2").expect("p2")]);
     assert!(s.history(2).is_none());
     s.remove(1);

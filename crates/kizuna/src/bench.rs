@@ -42,6 +42,9 @@ pub struct MemoryArgs {
     seed: u64,
     #[arg(long, default_value_t = 7430)]
     port: u16,
+    /// Keep the loaded data directories (their paths are printed) to profile a server on them afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -407,10 +410,16 @@ fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
         eprintln!("loaded {customers} customers ({events} events) in {:.0}s", started.elapsed().as_secs_f64());
         let (rss, profiles) = serve_and_measure(&dir, args.port, &write_key, &admin_key)?;
         let disk: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
-        let _ = std::fs::remove_dir_all(&dir);
+        if args.keep {
+            eprintln!("kept {} (write key {write_key}, admin key {admin_key})", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         points.push((customers, events, profiles, rss, disk));
     }
-    let _ = std::fs::remove_dir_all(&root);
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     let mb = |kib: u64| kib as f64 / 1024.0;
     println!("## kizuna bench memory");
     println!("- empty server: RSS {:.0} MB", mb(empty_rss));

@@ -284,7 +284,7 @@ fn skewed(rng: &mut ChaCha8Rng, n: usize) -> usize {
     ((n as f64) * u.powf(3.0)) as usize % n
 }
 
-fn build_store(products: usize, profiles: usize, now: i64) -> (Signals, HashMap<u64, Taste>, usize) {
+fn build_store(products: usize, profiles: usize, now: i64) -> (Signals, usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut signals = Signals::default();
     let per_category = products.div_ceil(CATEGORIES);
@@ -302,15 +302,14 @@ fn build_store(products: usize, profiles: usize, now: i64) -> (Signals, HashMap<
         .unwrap_or_else(|_| unreachable!("valid product json"));
         signals.upsert_product(product);
     }
-    let mut tastes = HashMap::with_capacity(profiles);
     let mut events = 0usize;
     for profile in 1..=profiles as u64 {
         let favourite = skewed(&mut rng, CATEGORIES);
         let (country, region, city) = CITIES[rng.random_range(0..CITIES.len())];
         signals.set_places(profile, kizuna_recs::place_keys(Some(country), Some(region), Some(city)));
-        tastes.insert(
+        signals.set_taste(
             profile,
-            Taste {
+            &Taste {
                 categories: vec![(format!("cat-{favourite}"), 0.7)],
                 brands: vec![],
                 price_band: Some("mid".into()),
@@ -351,7 +350,7 @@ fn build_store(products: usize, profiles: usize, now: i64) -> (Signals, HashMap<
             events += 1;
         }
     }
-    (signals, tastes, events)
+    (signals, events)
 }
 
 /// A request mix like a storefront's: home, product page, cart, account page, emails.
@@ -375,7 +374,7 @@ fn serving(args: &RecsArgs) -> Result<()> {
     let now = chrono::Utc::now();
     let (rss_before, _) = rss_mib();
     let started = Instant::now();
-    let (signals, tastes, events) = build_store(args.products, args.profiles, now.timestamp());
+    let (signals, events) = build_store(args.products, args.profiles, now.timestamp());
     let (rss_loaded, _) = rss_mib();
     println!(
         "serving: {} products, {} profiles, {} events applied to the counters in {:.1} s; counters and histories: {:.0} MiB",
@@ -400,7 +399,7 @@ fn serving(args: &RecsArgs) -> Result<()> {
     }
     let clock: Arc<dyn kizuna_types::Clock> = Arc::new(kizuna_types::SystemClock);
     let settings = kizuna_recs_service::RecsSettings { retrain_minutes: 0, ..Default::default() };
-    let recs = kizuna_recs_service::Recommender::start_from(store.clone(), clock.clone(), settings, signals, tastes)?;
+    let recs = kizuna_recs_service::Recommender::start_from(store.clone(), clock.clone(), settings, signals)?;
     let mut builds = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
