@@ -206,7 +206,9 @@ pub struct IdentityGraph {
     /// Identifiers whose hash collided with another's: looked up exactly.
     overflow: HashMap<Identifier, NodeId>,
     profiles: FastMap<ProfileId, Vec<NodeId>>,
-    clusters: FastMap<ClusterId, Cluster>,
+    /// Boxed: most slots of the table are empty (it doubled while every new identifier started a cluster of
+    /// its own), and a cluster is 72 bytes.
+    clusters: FastMap<ClusterId, Box<Cluster>>,
     next_cluster: ClusterId,
     next_profile: ProfileId,
 }
@@ -274,6 +276,10 @@ impl IdentityGraph {
         self.next_profile = self.next_profile.max(next_profile).max(1);
         self.arena.shrink_to_fit();
         self.nodes.shrink_to_fit();
+        // Restoring started a cluster per identifier and folded most of them away.
+        self.clusters.shrink_to_fit();
+        self.index.shrink_to_fit();
+        self.profiles.shrink_to_fit();
     }
 
     pub fn profile_of(&self, identifier: &Identifier) -> Option<ProfileId> {
@@ -447,7 +453,7 @@ impl IdentityGraph {
                 self.overflow.insert(identifier.clone(), n);
             }
         }
-        self.clusters.insert(cluster, Cluster { nodes: vec![n], ..Cluster::default() });
+        self.clusters.insert(cluster, Box::new(Cluster { nodes: vec![n], ..Cluster::default() }));
         n
     }
 
