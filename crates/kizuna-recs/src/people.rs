@@ -54,7 +54,7 @@ pub struct Touch {
 }
 
 /// Products with an index at or above this are not kept in histories (the kind shares the item's word).
-pub const MAX_HISTORY_ITEM: ItemIx = (1 << KIND_SHIFT) - 1;
+const MAX_HISTORY_ITEM: ItemIx = (1 << KIND_SHIFT) - 1;
 const KIND_SHIFT: u32 = 30;
 
 /// A touch in 12 bytes: the kind in the item word's top two bits, the time as unsigned seconds (1970–2106;

@@ -1,6 +1,6 @@
 use crate::index::product_from_event;
 pub use crate::people::{History, Kind, ProfileKey, Touch};
-use crate::people::{Interner, MAX_HISTORY_ITEM, People};
+use crate::people::{Interner, People};
 use crate::recommend::Taste;
 use crate::{DAY, ItemIndex, ItemIx, Secs, day_of};
 use kizuna_catalog::Product;
@@ -161,11 +161,7 @@ impl Signals {
     fn touches_of(&mut self, name: &str, at: Secs, props: &Value) -> Vec<Touch> {
         let name = name.trim().to_ascii_lowercase();
         let one = |this: &mut Self, kind| {
-            this.observe(props)
-                .filter(|&item| item <= MAX_HISTORY_ITEM)
-                .map(|item| Touch { item, kind, at, units: units(props) })
-                .into_iter()
-                .collect()
+            this.observe(props).map(|item| Touch { item, kind, at, units: units(props) }).into_iter().collect()
         };
         match name.as_str() {
             "product viewed" | "product clicked" => one(self, Kind::View),
@@ -173,7 +169,7 @@ impl Signals {
             "order completed" => {
                 let mut touches: Vec<Touch> = Vec::new();
                 for p in props.get("products").and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(item) = self.observe(p).filter(|&item| item <= MAX_HISTORY_ITEM) {
+                    if let Some(item) = self.observe(p) {
                         match touches.iter_mut().find(|t| t.item == item) {
                             Some(t) => t.units += units(p),
                             None => touches.push(Touch { item, kind: Kind::Purchase, at, units: units(p) }),
