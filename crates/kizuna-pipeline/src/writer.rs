@@ -215,6 +215,11 @@ fn origin_of(source: &Source) -> Origin {
     Origin { source: source.name.clone(), data_kind: source.data_kind }
 }
 
+/// Expired replay-protection keys deleted per commit at most, so pruning a backlog never stalls ingestion.
+const DEDUP_PRUNE_BATCH: usize = 2_000;
+/// How often the writer looks for expired keys when there is no backlog.
+const DEDUP_PRUNE_EVERY: Duration = Duration::seconds(10);
+
 struct WriterState {
     store: Arc<dyn Store>,
     graph: IdentityGraph,
@@ -243,6 +248,10 @@ impl Dirty {
 }
 
 impl WriterState {
+    fn prune_due(&self, now: DateTime<Utc>) -> bool {
+        self.last_prune.is_none_or(|last| now - last >= DEDUP_PRUNE_EVERY)
+    }
+
     fn run(&mut self, mut writer: Box<dyn kizuna_store::StoreWriter>, mut receiver: mpsc::Receiver<Command>) {
         while let Some(first) = receiver.blocking_recv() {
             let mut group = Vec::new();
@@ -327,10 +336,11 @@ impl WriterState {
         for profile in &dirty.deleted {
             tx.delete_profile(*profile)?;
         }
-        if self.last_prune.is_none_or(|t| now - t > Duration::minutes(10)) {
-            let pruned = tx.prune_dedup(now_ms)?;
+        if self.prune_due(now) {
+            let pruned = tx.prune_dedup(now_ms, DEDUP_PRUNE_BATCH)?;
             tracing::debug!(pruned, "pruned expired dedup entries");
-            self.last_prune = Some(now);
+            // A full batch means a backlog: take the next one at the next commit.
+            self.last_prune = if pruned == DEDUP_PRUNE_BATCH { None } else { Some(now) };
         }
         tx.commit()?;
         if let (Some(sink), Some(mut changes)) = (&self.feed, dirty.feed.take()) {

@@ -183,6 +183,8 @@ pub trait WriteTx {
     fn profile_events(&mut self, profile: ProfileId) -> StoreResult<Vec<StoredEvent>>;
     /// Deletes a person's events and identities; returns (identities, events) removed.
     fn erase_profile(&mut self, profile: ProfileId, now_ms: i64) -> StoreResult<(usize, usize)>;
-    fn prune_dedup(&mut self, now_ms: i64) -> StoreResult<usize>;
+    /// Deletes up to `limit` expired replay-protection keys, oldest first; returns how many went. Bounded so that
+    /// a backlog of expired keys never holds the write transaction for long.
+    fn prune_dedup(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize>;
     fn commit(self: Box<Self>) -> StoreResult<()>;
 }

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_messaging_queue_indexes.sql")),
     (9, include_str!("../migrations/0009_admin.sql")),
     (10, include_str!("../migrations/0010_identities_covering.sql")),
+    (11, include_str!("../migrations/0011_dedup_expiry.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -1229,8 +1230,14 @@ impl WriteTx for SqliteTx<'_> {
         Ok((identities, events))
     }
 
-    fn prune_dedup(&mut self, now_ms: i64) -> StoreResult<usize> {
-        Ok(self.tx.execute_cached("DELETE FROM dedup WHERE expires_at IS NOT NULL AND expires_at < ?1", [now_ms])?)
+    fn prune_dedup(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize> {
+        Ok(self.tx.execute_cached(
+            "DELETE FROM dedup WHERE (source_id, message_id) IN (
+                 SELECT source_id, message_id FROM dedup
+                 WHERE expires_at IS NOT NULL AND expires_at < ?1
+                 ORDER BY expires_at LIMIT ?2)",
+            params![now_ms, limit as i64],
+        )?)
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
