@@ -109,6 +109,8 @@ type NodeId = u32;
 type ClusterId = u32;
 type KindId = u16;
 
+const NO_NODE: NodeId = NodeId::MAX;
+
 /// FNV-1a: a fixed hash, so orders and indexes computed from it are the same on every run and machine.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -152,13 +154,16 @@ struct Order {
     tie: u64,
 }
 
+/// Before every real order: what a cluster without links holds as its latest.
+const NO_ORDER: Order = Order { at_ms: i64::MIN, tie: 0 };
+
 impl Order {
     fn of(key: &OrderKey) -> Self {
         Self { at_ms: key.at_ms, tie: fnv1a(&[key.message_id.as_bytes()]) }
     }
 }
 
-/// One identifier. Its value lives in the graph's arena; 24 bytes a node keep large graphs in memory.
+/// One identifier. Its value lives in the graph's arena; 32 bytes a node keep large graphs in memory.
 #[derive(Debug, Clone)]
 struct Node {
     value_start: u32,
@@ -168,30 +173,76 @@ struct Node {
     /// 0 = no profile holds it (profile ids start at 1).
     owner: ProfileId,
     cluster: ClusterId,
+    /// The next identifier of the same owner: a profile's identifiers are a list threaded through its nodes.
+    next_of_owner: NodeId,
 }
 
-#[derive(Debug, Clone)]
+/// One link of a cluster; its identifiers are a slice of the cluster's `link_nodes` (one allocation per cluster
+/// rather than one per link: most links carry one or two identifiers).
+#[derive(Debug, Clone, Copy)]
 struct LinkRec {
-    /// In priority order, as the message carried them.
-    nodes: Box<[NodeId]>,
     order: Order,
+    first: u32,
+    /// A message carries one identifier per kind; more than 65,535 are not kept.
+    len: u16,
     trusted: bool,
 }
 
 /// Identifiers connected through any link, applied or not: the scope of a replay.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Cluster {
     nodes: Vec<NodeId>,
     links: Vec<LinkRec>,
-    max_order: Option<Order>,
+    /// Each link's identifiers in priority order, as the message carried them.
+    link_nodes: Vec<NodeId>,
+    /// The latest link's order; [`NO_ORDER`] while there is none.
+    max_order: Order,
 }
 
 impl Cluster {
+    fn of(node: NodeId) -> Self {
+        Self { nodes: vec![node], links: Vec::new(), link_nodes: Vec::new(), max_order: NO_ORDER }
+    }
+
+    fn nodes_of(&self, link: &LinkRec) -> &[NodeId] {
+        &self.link_nodes[link.first as usize..][..usize::from(link.len)]
+    }
+
     fn find_link(&self, nodes: &[NodeId], trusted: bool) -> Option<usize> {
         let wanted = sorted(nodes);
-        self.links
-            .iter()
-            .position(|l| l.trusted == trusted && l.nodes.len() == nodes.len() && sorted(&l.nodes) == wanted)
+        self.links.iter().position(|l| {
+            l.trusted == trusted && usize::from(l.len) == nodes.len() && sorted(self.nodes_of(l)) == wanted
+        })
+    }
+
+    fn push_link(&mut self, nodes: &[NodeId], order: Order, trusted: bool) {
+        let nodes = &nodes[..nodes.len().min(usize::from(u16::MAX))];
+        let first = self.link_nodes.len() as u32;
+        self.link_nodes.extend_from_slice(nodes);
+        self.links.push(LinkRec { order, first, len: nodes.len() as u16, trusted });
+    }
+
+    fn absorb(&mut self, other: Cluster) {
+        let shift = self.link_nodes.len() as u32;
+        self.nodes.extend(other.nodes);
+        self.link_nodes.extend(other.link_nodes);
+        self.links.extend(other.links.into_iter().map(|l| LinkRec { first: l.first + shift, ..l }));
+        self.max_order = self.max_order.max(other.max_order);
+    }
+
+    /// Drops an identifier and every link that carried it (erasure).
+    fn forget(&mut self, node: NodeId) {
+        self.nodes.retain(|&m| m != node);
+        let links = std::mem::take(&mut self.links);
+        let link_nodes = std::mem::take(&mut self.link_nodes);
+        self.max_order = NO_ORDER;
+        for link in links {
+            let nodes = &link_nodes[link.first as usize..][..usize::from(link.len)];
+            if !nodes.contains(&node) {
+                self.push_link(nodes, link.order, link.trusted);
+                self.max_order = self.max_order.max(link.order);
+            }
+        }
     }
 }
 
@@ -205,11 +256,14 @@ pub struct IdentityGraph {
     index: FastMap<u64, NodeId>,
     /// Identifiers whose hash collided with another's: looked up exactly.
     overflow: HashMap<Identifier, NodeId>,
-    profiles: FastMap<ProfileId, Vec<NodeId>>,
+    /// The first identifier of each profile, indexed by profile id (ids are dense: the graph hands them out);
+    /// [`NO_NODE`] where no profile (or no longer one) has that id. A map of vectors was 90 bytes a profile.
+    profile_heads: Vec<NodeId>,
+    profile_count: usize,
     /// Boxed: most slots of the table are empty (it doubled while every new identifier started a cluster of
     /// its own), and a cluster is 72 bytes.
-    clusters: FastMap<ClusterId, Box<Cluster>>,
-    next_cluster: ClusterId,
+    /// Indexed by cluster id (one per identifier ever interned; most are folded away into others).
+    clusters: Vec<Option<Box<Cluster>>>,
     next_profile: ProfileId,
 }
 
@@ -276,10 +330,16 @@ impl IdentityGraph {
         self.next_profile = self.next_profile.max(next_profile).max(1);
         self.arena.shrink_to_fit();
         self.nodes.shrink_to_fit();
-        // Restoring started a cluster per identifier and folded most of them away.
+        // Restoring started a cluster per identifier and folded most of them away, growing the survivors' lists by
+        // doubling.
         self.clusters.shrink_to_fit();
+        for cluster in self.clusters.iter_mut().flatten() {
+            cluster.nodes.shrink_to_fit();
+            cluster.links.shrink_to_fit();
+            cluster.link_nodes.shrink_to_fit();
+        }
         self.index.shrink_to_fit();
-        self.profiles.shrink_to_fit();
+        self.profile_heads.shrink_to_fit();
     }
 
     pub fn profile_of(&self, identifier: &Identifier) -> Option<ProfileId> {
@@ -287,17 +347,31 @@ impl IdentityGraph {
     }
 
     pub fn identifiers_of(&self, profile: ProfileId) -> Vec<Identifier> {
-        let mut ids: Vec<Identifier> = self
-            .profiles
-            .get(&profile)
-            .map(|nodes| nodes.iter().map(|&n| self.identifier(n)).collect())
-            .unwrap_or_default();
+        let mut ids: Vec<Identifier> = self.members(profile).map(|n| self.identifier(n)).collect();
         ids.sort();
         ids
     }
 
     pub fn profile_count(&self) -> usize {
-        self.profiles.len()
+        self.profile_count
+    }
+
+    /// Profiles that hold at least one identifier.
+    pub fn profile_ids(&self) -> impl Iterator<Item = ProfileId> + '_ {
+        self.profile_heads.iter().enumerate().filter(|(_, head)| **head != NO_NODE).map(|(p, _)| p as ProfileId)
+    }
+
+    /// A profile's identifiers, newest holder first.
+    fn members(&self, profile: ProfileId) -> impl Iterator<Item = NodeId> + '_ {
+        let head = usize::try_from(profile).ok().and_then(|p| self.profile_heads.get(p)).copied().unwrap_or(NO_NODE);
+        std::iter::successors((head != NO_NODE).then_some(head), |&n| {
+            let next = self.nodes[n as usize].next_of_owner;
+            (next != NO_NODE).then_some(next)
+        })
+    }
+
+    fn member_list(&self, profile: ProfileId) -> Vec<NodeId> {
+        self.members(profile).collect()
     }
 
     pub fn next_profile_id(&self) -> ProfileId {
@@ -307,7 +381,7 @@ impl IdentityGraph {
     /// Every identifier grouped by profile; identifiers no profile holds stand alone. Order-free, for comparing.
     pub fn grouping(&self) -> BTreeSet<BTreeSet<Identifier>> {
         let mut groups: BTreeSet<BTreeSet<Identifier>> =
-            self.profiles.keys().map(|&p| self.identifiers_of(p).into_iter().collect()).collect();
+            self.profile_ids().map(|p| self.identifiers_of(p).into_iter().collect()).collect();
         for (n, node) in self.nodes.iter().enumerate() {
             if node.alive && node.owner == 0 {
                 groups.insert(BTreeSet::from([self.identifier(n as NodeId)]));
@@ -322,9 +396,9 @@ impl IdentityGraph {
         let nodes: Vec<NodeId> = link.identifiers.iter().map(|id| self.intern(id)).collect();
         let cluster_id = self.union_clusters(&nodes);
         let order = Order::of(&link.order);
-        let cluster = self.clusters.get(&cluster_id).expect("cluster exists after union");
+        let cluster = self.cluster(cluster_id);
         let known = cluster.find_link(&nodes, link.trusted).map(|i| cluster.links[i].order);
-        let in_order = cluster.max_order.is_none_or(|max| order >= max);
+        let in_order = order >= cluster.max_order;
         match known {
             Some(earlier) if earlier <= order => {
                 // The same identifiers were linked before: applying them again changes nothing.
@@ -347,13 +421,12 @@ impl IdentityGraph {
 
     /// Signatures (see [`Link::signature`]) of the stored links that touch any identifier of this profile.
     pub fn link_signatures_of(&self, profile: ProfileId) -> Vec<String> {
-        let Some(nodes) = self.profiles.get(&profile) else { return Vec::new() };
         let mut out = Vec::new();
-        for &n in nodes {
-            let Some(cluster) = self.clusters.get(&self.nodes[n as usize].cluster) else { continue };
-            for link in cluster.links.iter().filter(|l| l.nodes.contains(&n)) {
+        for n in self.members(profile) {
+            let Some(cluster) = self.live_cluster(self.nodes[n as usize].cluster) else { continue };
+            for link in cluster.links.iter().filter(|l| cluster.nodes_of(l).contains(&n)) {
                 let as_link = Link {
-                    identifiers: link.nodes.iter().map(|&m| self.identifier(m)).collect(),
+                    identifiers: cluster.nodes_of(link).iter().map(|&m| self.identifier(m)).collect(),
                     order: OrderKey { at_ms: 0, message_id: String::new() },
                     trusted: link.trusted,
                 };
@@ -367,9 +440,10 @@ impl IdentityGraph {
 
     /// Removes a profile and its identifiers for good (erasure); returns the identifiers removed.
     pub fn erase(&mut self, profile: ProfileId) -> Vec<Identifier> {
-        let Some(nodes) = self.profiles.remove(&profile) else { return Vec::new() };
+        let nodes = self.member_list(profile);
         let mut removed = Vec::with_capacity(nodes.len());
         for &n in &nodes {
+            self.set_owner(n, None);
             let identifier = self.identifier(n);
             let hash = self.hash_of(self.nodes[n as usize].kind, &identifier.value);
             if self.index.get(&hash) == Some(&n) {
@@ -379,11 +453,9 @@ impl IdentityGraph {
             }
             let node = &mut self.nodes[n as usize];
             node.alive = false;
-            node.owner = 0;
-            if let Some(cluster) = self.clusters.get_mut(&node.cluster) {
-                cluster.nodes.retain(|&m| m != n);
-                cluster.links.retain(|l| !l.nodes.contains(&n));
-                cluster.max_order = cluster.links.iter().map(|l| l.order).max();
+            let cluster_id = node.cluster;
+            if let Some(cluster) = self.clusters.get_mut(cluster_id as usize).and_then(Option::as_deref_mut) {
+                cluster.forget(n);
             }
             removed.push(identifier);
         }
@@ -432,8 +504,7 @@ impl IdentityGraph {
             }
         };
         let n = self.nodes.len() as NodeId;
-        let cluster = self.next_cluster;
-        self.next_cluster += 1;
+        let cluster = self.clusters.len() as ClusterId;
         let value_start = self.arena.len() as u32;
         self.arena.push_str(&identifier.value);
         self.nodes.push(Node {
@@ -443,6 +514,7 @@ impl IdentityGraph {
             alive: true,
             owner: 0,
             cluster,
+            next_of_owner: NO_NODE,
         });
         let hash = self.hash_of(kind, &identifier.value);
         match self.index.entry(hash) {
@@ -453,7 +525,7 @@ impl IdentityGraph {
                 self.overflow.insert(identifier.clone(), n);
             }
         }
-        self.clusters.insert(cluster, Box::new(Cluster { nodes: vec![n], ..Cluster::default() }));
+        self.clusters.push(Some(Box::new(Cluster::of(n))));
         n
     }
 
@@ -462,18 +534,44 @@ impl IdentityGraph {
         if old == owner {
             return;
         }
-        if let Some(old) = old
-            && let Some(members) = self.profiles.get_mut(&old)
-        {
-            members.retain(|&m| m != n);
-            if members.is_empty() {
-                self.profiles.remove(&old);
-            }
+        if let Some(old) = old {
+            self.unlink_member(old, n);
         }
         if let Some(new) = owner {
-            self.profiles.entry(new).or_default().push(n);
+            let index = new as usize;
+            if index >= self.profile_heads.len() {
+                self.profile_heads.resize(index + 1, NO_NODE);
+            }
+            let head = self.profile_heads[index];
+            if head == NO_NODE {
+                self.profile_count += 1;
+            }
+            self.nodes[n as usize].next_of_owner = head;
+            self.profile_heads[index] = n;
         }
         self.nodes[n as usize].owner = owner.unwrap_or(0);
+    }
+
+    /// Takes `n` out of its owner's list (lists are short: the identity rules cap identifiers per kind).
+    fn unlink_member(&mut self, profile: ProfileId, n: NodeId) {
+        let index = profile as usize;
+        let next = std::mem::replace(&mut self.nodes[n as usize].next_of_owner, NO_NODE);
+        if self.profile_heads[index] == n {
+            self.profile_heads[index] = next;
+            if next == NO_NODE {
+                self.profile_count -= 1;
+            }
+            return;
+        }
+        let mut at = self.profile_heads[index];
+        while at != NO_NODE {
+            let following = self.nodes[at as usize].next_of_owner;
+            if following == n {
+                self.nodes[at as usize].next_of_owner = next;
+                return;
+            }
+            at = following;
+        }
     }
 
     fn claim_alone(&mut self, n: NodeId) -> ProfileId {
@@ -488,6 +586,19 @@ impl IdentityGraph {
         id
     }
 
+    /// A live cluster: every node's cluster id names one (folding relabels the nodes of the folded one).
+    fn cluster(&self, id: ClusterId) -> &Cluster {
+        self.live_cluster(id).expect("a node's cluster is live")
+    }
+
+    fn live_cluster(&self, id: ClusterId) -> Option<&Cluster> {
+        self.clusters.get(id as usize).and_then(Option::as_deref)
+    }
+
+    fn cluster_mut(&mut self, id: ClusterId) -> &mut Cluster {
+        self.clusters[id as usize].as_deref_mut().expect("a node's cluster is live")
+    }
+
     fn union_clusters(&mut self, nodes: &[NodeId]) -> ClusterId {
         let mut ids: Vec<ClusterId> = nodes.iter().map(|&n| self.nodes[n as usize].cluster).collect();
         ids.sort_unstable();
@@ -495,34 +606,29 @@ impl IdentityGraph {
         // Keep the largest cluster and fold the others into it, so relabelling stays cheap.
         let keep = *ids
             .iter()
-            .max_by_key(|c| (self.clusters.get(c).map_or(0, |c| c.nodes.len()), std::cmp::Reverse(**c)))
+            .max_by_key(|&&c| (self.cluster(c).nodes.len(), std::cmp::Reverse(c)))
             .expect("at least one node");
         for other in ids.into_iter().filter(|&c| c != keep) {
-            let Some(folded) = self.clusters.remove(&other) else { continue };
+            let Some(folded) = self.clusters[other as usize].take() else { continue };
             for &n in &folded.nodes {
                 self.nodes[n as usize].cluster = keep;
             }
-            let target = self.clusters.get_mut(&keep).expect("kept cluster exists");
-            target.nodes.extend(folded.nodes);
-            target.links.extend(folded.links);
-            target.max_order = target.max_order.max(folded.max_order);
+            self.cluster_mut(keep).absorb(*folded);
         }
         keep
     }
 
     fn remember_link(&mut self, cluster_id: ClusterId, nodes: &[NodeId], order: Order, trusted: bool) {
-        let cluster = self.clusters.get_mut(&cluster_id).expect("cluster exists");
+        let cluster = self.cluster_mut(cluster_id);
         match cluster.find_link(nodes, trusted) {
             Some(i) => {
                 if order < cluster.links[i].order {
                     cluster.links[i].order = order;
                 }
             }
-            None => cluster.links.push(LinkRec { nodes: nodes.into(), order, trusted }),
+            None => cluster.push_link(nodes, order, trusted),
         }
-        if cluster.max_order.is_none_or(|max| order > max) {
-            cluster.max_order = Some(order);
-        }
+        cluster.max_order = cluster.max_order.max(order);
     }
 
     fn check(
@@ -577,10 +683,10 @@ impl IdentityGraph {
             if owner.is_some() && owner == acc_profile {
                 continue;
             }
-            let mut acc: Vec<NodeId> = acc_profile.map(|p| self.profiles[&p].clone()).unwrap_or_default();
+            let mut acc: Vec<NodeId> = acc_profile.map(|p| self.member_list(p)).unwrap_or_default();
             acc.extend(&acc_new);
             let verdict = match owner {
-                Some(p) => self.check(&acc, &self.profiles[&p], acc_profile.is_some(), trusted),
+                Some(p) => self.check(&acc, &self.member_list(p), acc_profile.is_some(), trusted),
                 None => self.check(&acc, &[n], false, trusted),
             };
             match (verdict, owner) {
@@ -595,7 +701,7 @@ impl IdentityGraph {
                 (Ok(()), Some(p)) => match acc_profile {
                     None => acc_profile = Some(p),
                     Some(into) => {
-                        let moved = self.profiles.get(&p).cloned().unwrap_or_default();
+                        let moved = self.member_list(p);
                         for &m in &moved {
                             self.set_owner(m, Some(into));
                             log.touched.push(m);
@@ -654,7 +760,7 @@ impl IdentityGraph {
     /// Re-applies every link of a cluster in time order and maps the result onto the existing profile ids,
     /// keeping each group's id stable where it can.
     fn replay(&mut self, cluster_id: ClusterId, link_nodes: &[NodeId], link: &Link) -> Outcome {
-        let cluster = self.clusters.get(&cluster_id).expect("cluster exists");
+        let cluster = self.cluster(cluster_id).clone();
         let members = cluster.nodes.clone();
         let mut links = cluster.links.clone();
         links.sort_by_key(|l| l.order);
@@ -667,8 +773,9 @@ impl IdentityGraph {
         let unrecorded = OrderKey { at_ms: 0, message_id: String::new() };
         let mut new_link_conflicts = Vec::new();
         for stored in &links {
-            let mapped: Vec<NodeId> = stored.nodes.iter().map(|n| local[n]).collect();
-            let is_new = stored.order == new_order && *stored.nodes == *link_nodes;
+            let stored_nodes = cluster.nodes_of(stored);
+            let mapped: Vec<NodeId> = stored_nodes.iter().map(|n| local[n]).collect();
+            let is_new = stored.order == new_order && stored_nodes == link_nodes;
             let mut log = StepLog::default();
             scratch.step(&mapped, if is_new { &link.order } else { &unrecorded }, stored.trusted, &mut log);
             if is_new {

@@ -144,6 +144,26 @@ fn erase_forgets_identifiers() {
     assert_ne!(again.profile, p, "an erased person comes back as a new profile");
 }
 
+#[test]
+fn erasing_one_person_keeps_the_links_of_others_in_the_same_cluster() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let first = g.apply(&link(&[user("u1"), email("e@x.com")], 1, false)).profile;
+    let refused = g.apply(&link(&[user("u2"), email("e@x.com")], 2, false));
+    assert_eq!(refused.conflicts.len(), 1, "two userIds never merge");
+    let second = g.apply(&link(&[user("u2"), anon("a9")], 3, false)).profile;
+    assert_ne!(first, second);
+    assert_eq!(g.erase(second).len(), 2);
+    assert_eq!(g.link_signatures_of(first).len(), 1, "the erased person's links went with them");
+
+    // A late message replays what is left of the cluster, in time order.
+    let late = g.apply(&link(&[anon("a1"), email("e@x.com")], 0, false));
+    assert_eq!(late.profile, first);
+    assert_eq!(g.identifiers_of(first), vec![user("u1"), email("e@x.com"), anon("a1")]);
+    assert_eq!(g.link_signatures_of(first).len(), 2);
+    assert_eq!(g.profile_of(&user("u2")), None);
+    assert_eq!(g.profile_count(), 1);
+}
+
 fn arb_identifier() -> impl Strategy<Value = Identifier> {
     prop_oneof![
         (0..3u8).prop_map(|i| email(&format!("e{i}@x.com"))),
@@ -194,8 +214,8 @@ proptest! {
             prop_assert_eq!(arrived.profile_of(&l.identifiers[0]), Some(out.profile));
         }
         prop_assert_eq!(arrived.grouping(), reference.grouping());
-        for profile in arrived.profiles.keys() {
-            let users = arrived.identifiers_of(*profile).iter().filter(|i| i.kind == IdKind::UserId).count();
+        for profile in arrived.profile_ids() {
+            let users = arrived.identifiers_of(profile).iter().filter(|i| i.kind == IdKind::UserId).count();
             prop_assert!(users <= 1, "a profile never holds two userIds");
         }
     }
