@@ -125,27 +125,6 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     hash
 }
 
-/// Keys that are already hashes or small integers need no further hashing.
-#[derive(Default, Clone, Copy)]
-struct PassThrough(u64);
-
-impl std::hash::Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = fnv1a(&[bytes]);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
-
 /// The order links are applied in: event time, then a fixed hash of the message id (a total order that needs
 /// no stored message id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -253,9 +232,9 @@ pub struct IdentityGraph {
     kinds: Vec<IdKind>,
     arena: String,
     nodes: Vec<Node>,
-    index: FastMap<u64, NodeId>,
-    /// Identifiers whose hash collided with another's: looked up exactly.
-    overflow: HashMap<Identifier, NodeId>,
+    /// Live identifiers by the hash of kind and value. The table holds node numbers only (4 bytes a slot, where a
+    /// map from hash to node took 16) and compares candidates' values in the arena, so collisions are exact.
+    index: hashbrown::HashTable<NodeId>,
     /// The first identifier of each profile, indexed by profile id (ids are dense: the graph hands them out);
     /// [`NO_NODE`] where no profile (or no longer one) has that id. A map of vectors was 90 bytes a profile.
     profile_heads: Vec<NodeId>,
@@ -281,6 +260,20 @@ fn sorted(nodes: &[NodeId]) -> Vec<NodeId> {
     let mut s = nodes.to_vec();
     s.sort_unstable();
     s
+}
+
+/// The index's hash of an identifier: FNV-1a, finished so that both the low bits (the bucket) and the top bits
+/// (the table's tag byte) depend on every input byte.
+fn hash_of(kind: KindId, value: &str) -> u64 {
+    let hash = fnv1a(&[&kind.to_le_bytes(), value.as_bytes()]);
+    let mixed = (hash ^ (hash >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed ^ (mixed >> 32)
+}
+
+/// [`hash_of`] a node, for the index to rehash when it grows (free of `self`: the index is borrowed mutably).
+fn node_hash(nodes: &[Node], arena: &str, n: NodeId) -> u64 {
+    let node = &nodes[n as usize];
+    hash_of(node.kind, &arena[node.value_start as usize..(node.value_start + node.value_len) as usize])
 }
 
 fn owner_of(raw: ProfileId) -> Option<ProfileId> {
@@ -338,7 +331,8 @@ impl IdentityGraph {
             cluster.links.shrink_to_fit();
             cluster.link_nodes.shrink_to_fit();
         }
-        self.index.shrink_to_fit();
+        let Self { index, nodes, arena, .. } = self;
+        index.shrink_to_fit(|&n| node_hash(nodes, arena, n));
         self.profile_heads.shrink_to_fit();
     }
 
@@ -445,11 +439,9 @@ impl IdentityGraph {
         for &n in &nodes {
             self.set_owner(n, None);
             let identifier = self.identifier(n);
-            let hash = self.hash_of(self.nodes[n as usize].kind, &identifier.value);
-            if self.index.get(&hash) == Some(&n) {
-                self.index.remove(&hash);
-            } else {
-                self.overflow.remove(&identifier);
+            let hash = node_hash(&self.nodes, &self.arena, n);
+            if let Ok(entry) = self.index.find_entry(hash, |&m| m == n) {
+                entry.remove();
             }
             let node = &mut self.nodes[n as usize];
             node.alive = false;
@@ -464,10 +456,6 @@ impl IdentityGraph {
 
     fn kind_id(&self, kind: &IdKind) -> Option<KindId> {
         self.kinds.iter().position(|k| k == kind).map(|i| i as KindId)
-    }
-
-    fn hash_of(&self, kind: KindId, value: &str) -> u64 {
-        fnv1a(&[&kind.to_le_bytes(), value.as_bytes()])
     }
 
     fn value(&self, n: NodeId) -> &str {
@@ -485,11 +473,8 @@ impl IdentityGraph {
 
     fn find(&self, identifier: &Identifier) -> Option<NodeId> {
         let kind = self.kind_id(&identifier.kind)?;
-        match self.index.get(&self.hash_of(kind, &identifier.value)) {
-            Some(&n) if self.nodes[n as usize].kind == kind && self.value(n) == identifier.value => Some(n),
-            Some(_) => self.overflow.get(identifier).copied(),
-            None => None,
-        }
+        let hash = hash_of(kind, &identifier.value);
+        self.index.find(hash, |&n| self.nodes[n as usize].kind == kind && self.value(n) == identifier.value).copied()
     }
 
     fn intern(&mut self, identifier: &Identifier) -> NodeId {
@@ -516,15 +501,8 @@ impl IdentityGraph {
             cluster,
             next_of_owner: NO_NODE,
         });
-        let hash = self.hash_of(kind, &identifier.value);
-        match self.index.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(n);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.overflow.insert(identifier.clone(), n);
-            }
-        }
+        let Self { index, nodes, arena, .. } = self;
+        index.insert_unique(hash_of(kind, &identifier.value), n, |&m| node_hash(nodes, arena, m));
         self.clusters.push(Some(Box::new(Cluster::of(n))));
         n
     }
