@@ -95,6 +95,15 @@ impl Event {
         self.body.get("properties").and_then(Value::as_object)
     }
 
+    /// Moves the properties out (an object, or `Null` when there were none): for a consumer that needs them
+    /// after the event itself is done with.
+    pub fn take_properties(&mut self) -> Value {
+        match self.body.remove("properties") {
+            Some(properties @ Value::Object(_)) => properties,
+            _ => Value::Null,
+        }
+    }
+
     pub fn context(&self) -> Option<&Map<String, Value>> {
         self.body.get("context").and_then(Value::as_object)
     }

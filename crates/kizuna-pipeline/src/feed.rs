@@ -24,10 +24,18 @@ pub struct FedEvent {
 impl FedEvent {
     pub fn of(seq: i64, event: &Event) -> FedEvent {
         FedEvent {
+            properties: event.properties().map_or(Value::Null, |p| Value::Object(p.clone())),
+            ..Self::of_without_properties(seq, event)
+        }
+    }
+
+    /// The event with `Null` properties, for a caller that moves them in afterwards.
+    pub fn of_without_properties(seq: i64, event: &Event) -> FedEvent {
+        FedEvent {
             seq,
             name: event.name().unwrap_or(event.message_type.as_str()).to_string(),
             at: event.timestamp,
-            properties: event.properties().map_or(Value::Null, |p| Value::Object(p.clone())),
+            properties: Value::Null,
         }
     }
 }
