@@ -239,9 +239,8 @@ pub struct IdentityGraph {
     /// [`NO_NODE`] where no profile (or no longer one) has that id. A map of vectors was 90 bytes a profile.
     profile_heads: Vec<NodeId>,
     profile_count: usize,
-    /// Boxed: most slots of the table are empty (it doubled while every new identifier started a cluster of
-    /// its own), and a cluster is 72 bytes.
-    /// Indexed by cluster id (one per identifier ever interned; most are folded away into others).
+    /// Indexed by cluster id (one per identifier ever interned; most are folded away into others, leaving `None`:
+    /// boxed, so an empty slot costs 8 bytes rather than a whole cluster).
     clusters: Vec<Option<Box<Cluster>>>,
     next_profile: ProfileId,
 }
@@ -738,10 +737,10 @@ impl IdentityGraph {
     /// Re-applies every link of a cluster in time order and maps the result onto the existing profile ids,
     /// keeping each group's id stable where it can.
     fn replay(&mut self, cluster_id: ClusterId, link_nodes: &[NodeId], link: &Link) -> Outcome {
-        let cluster = self.cluster(cluster_id).clone();
-        let members = cluster.nodes.clone();
-        let mut links = cluster.links.clone();
-        links.sort_by_key(|l| l.order);
+        // A copy: the graph changes below while the replay still reads the cluster as it was.
+        let mut cluster = self.cluster(cluster_id).clone();
+        cluster.links.sort_by_key(|l| l.order);
+        let members = &cluster.nodes;
 
         // Replay on a scratch graph holding only this cluster.
         let mut scratch = IdentityGraph::new(self.rules.clone());
@@ -750,7 +749,7 @@ impl IdentityGraph {
         let new_order = Order::of(&link.order);
         let unrecorded = OrderKey { at_ms: 0, message_id: String::new() };
         let mut new_link_conflicts = Vec::new();
-        for stored in &links {
+        for stored in &cluster.links {
             let stored_nodes = cluster.nodes_of(stored);
             let mapped: Vec<NodeId> = stored_nodes.iter().map(|n| local[n]).collect();
             let is_new = stored.order == new_order && stored_nodes == link_nodes;
@@ -763,7 +762,7 @@ impl IdentityGraph {
 
         // Group the cluster's identifiers by their scratch profile, biggest group first.
         let mut groups: HashMap<ProfileId, Vec<NodeId>> = HashMap::new();
-        for &n in &members {
+        for &n in members {
             if let Some(p) = owner_of(scratch.nodes[local[&n] as usize].owner) {
                 groups.entry(p).or_default().push(n);
             }
@@ -819,7 +818,7 @@ impl IdentityGraph {
 
         let mut owner_changes = Vec::new();
         let mut regrouped: Vec<ProfileId> = Vec::new();
-        for &n in &members {
+        for &n in members {
             let (old, new) = (old_owner[&n], new_owner[&n]);
             if old != new {
                 self.set_owner(n, new);
