@@ -4,6 +4,18 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc asks for transparent huge pages on its arenas, so the first touch of each 2 MiB region — and of
+/// each region again after mimalloc returned freed memory to the OS — zeroes all of it in one page fault.
+/// Measured on the segment engine's thread under ingest: 15% of its time in `clear_page_erms`, in bursts of
+/// 7–9 ms whenever a buffer grew into fresh memory, most of the `Segment Entered` latency tail. With the flag
+/// set (it covers the whole process and its children) a fault zeroes the 4 KiB it needs.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("could not turn off transparent huge pages ({error}); continuing with them");
+    }
+}
+
 mod analytics;
 mod bench;
 mod bench_admin;
@@ -154,6 +166,7 @@ enum AdminAction {
 }
 
 fn main() -> Result<()> {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve { listen } | Command::Demo { listen, .. } => listen.clone(),
