@@ -159,9 +159,7 @@ pub struct Engine {
     /// Slots, dependencies before the segments that refer to them.
     order: Vec<u32>,
     interest: Interest,
-    /// Boxed so that growing the table moves pointers, not summaries: a resize of the inline table stalled the
-    /// engine thread for 47–84 ms at ~57,000 profiles (measured under ingest), and every commit queued behind it.
-    profiles: HashMap<ProfileKey, Box<Entry>>,
+    profiles: HashMap<ProfileKey, Entry>,
     timers: BTreeSet<(i64, ProfileKey)>,
     interner: Interner,
     threads: usize,
@@ -284,7 +282,7 @@ impl Engine {
             timers: self.timers.len(),
             ..EngineStats::default()
         };
-        let entry_size = std::mem::size_of::<(ProfileKey, Box<Entry>)>() + std::mem::size_of::<Entry>() + 8;
+        let entry_size = std::mem::size_of::<(ProfileKey, Entry)>() + 8;
         for entry in self.profiles.values() {
             stats.events += entry.summary.event_count();
             stats.state_bytes += entry_size
@@ -486,7 +484,7 @@ impl Engine {
 
     /// Evaluates `slots` (in dependency order) for every profile, in parallel, then applies the answers.
     fn build(&mut self, slots: &[u32], now: DateTime<Utc>, cause: &Cause) -> Vec<Transition> {
-        let entries: Vec<(&ProfileKey, &Entry)> = self.profiles.iter().map(|(k, e)| (k, &**e)).collect();
+        let entries: Vec<(&ProfileKey, &Entry)> = self.profiles.iter().collect();
         let chunk = entries.len().div_ceil(self.threads.max(1)).max(1);
         let this = &*self;
         let results: Vec<Vec<ProfileAnswers>> = std::thread::scope(|scope| {
@@ -725,7 +723,7 @@ impl Engine {
         if !self.covers(condition) {
             return Err(EngineError::NeedsReload);
         }
-        let entries: Vec<(&ProfileKey, &Entry)> = self.profiles.iter().map(|(k, e)| (k, &**e)).collect();
+        let entries: Vec<(&ProfileKey, &Entry)> = self.profiles.iter().collect();
         let chunk = entries.len().div_ceil(self.threads.max(1)).max(1);
         let parts: Vec<(usize, Vec<ProfileKey>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = entries

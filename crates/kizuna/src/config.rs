@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub default_country: Option<String>,
     /// Most identifiers of a kind per profile, e.g. { anonymous_id = 100, email = 5 }.
     pub identity_limits: Option<HashMap<String, usize>>,
+    /// Let the allocator back its memory with transparent huge pages (default false; see `Config::huge_pages`).
+    pub huge_pages: Option<bool>,
     /// Minutes between background analytics runs (default 360; 0 = only on request and after imports).
     pub analytics_interval_minutes: Option<u32>,
     /// The analytics settings (time unit, CLV horizon and discount rate, journey window, holdout length).
@@ -72,6 +74,12 @@ pub struct Config {
     pub durability: Durability,
     pub identifiers: IdentifierConfig,
     pub rules: IdentityRules,
+    /// Transparent huge pages for the allocator's memory. Off by default: with them every first touch of a
+    /// 2 MiB region zeroes all of it in one page fault, which put 7–9 ms stalls into the segment engine's
+    /// thread under ingest (`Segment Entered` p99 two to three times higher), and small stores' RSS is rounded
+    /// up (87 vs 133 MB at 20,000 customers). On: fewer TLB misses over large in-memory state — a full
+    /// segment build over 1M profiles is ~25% faster (see BENCHMARKS.md).
+    pub huge_pages: bool,
     pub analytics_interval_minutes: u32,
     pub analytics: kizuna_jobs::AnalyticsSettings,
     pub recommendations: kizuna_recs_service::RecsSettings,
@@ -140,6 +148,7 @@ impl Config {
                 default_country: env::<String>("KIZUNA_DEFAULT_COUNTRY")?.or(file.default_country),
             },
             rules,
+            huge_pages: env("KIZUNA_HUGE_PAGES")?.or(file.huge_pages).unwrap_or(false),
             analytics_interval_minutes: env("KIZUNA_ANALYTICS_INTERVAL_MINUTES")?
                 .or(file.analytics_interval_minutes)
                 .unwrap_or(360),

@@ -8,7 +8,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// each region again after mimalloc returned freed memory to the OS — zeroes all of it in one page fault.
 /// Measured on the segment engine's thread under ingest: 15% of its time in `clear_page_erms`, in bursts of
 /// 7–9 ms whenever a buffer grew into fresh memory, most of the `Segment Entered` latency tail. With the flag
-/// set (it covers the whole process and its children) a fault zeroes the 4 KiB it needs.
+/// set (it covers the whole process and its children, from the next fault on) a fault zeroes the 4 KiB it
+/// needs. `huge_pages = true` in the configuration keeps them (see `Config::huge_pages`).
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
@@ -166,7 +167,6 @@ enum AdminAction {
 }
 
 fn main() -> Result<()> {
-    disable_transparent_huge_pages();
     let cli = Cli::parse();
     let listen = match &cli.command {
         Command::Serve { listen } | Command::Demo { listen, .. } => listen.clone(),
@@ -174,6 +174,9 @@ fn main() -> Result<()> {
     };
     let config = Config::load(&cli.global, listen.as_deref())?;
     init_logging(&config.log_format);
+    if !config.huge_pages {
+        disable_transparent_huge_pages();
+    }
     match cli.command {
         Command::Serve { .. } => node::run_server(&config),
         Command::Demo { customers, no_serve, .. } => demo::run(config, customers, no_serve),
