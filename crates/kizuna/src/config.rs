@@ -187,3 +187,27 @@ fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with_file(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("kizuna.toml");
+        std::fs::write(&path, text)?;
+        let global = GlobalArgs { data_dir: None, config: Some(path), log_format: None };
+        Config::load(&global, None)
+    }
+
+    #[test]
+    fn huge_pages_are_off_unless_the_file_asks_for_them() -> Result<()> {
+        if std::env::var_os("KIZUNA_HUGE_PAGES").is_some() {
+            return Ok(()); // the environment wins over the file; nothing to check here
+        }
+        assert!(!load_with_file("")?.huge_pages);
+        assert!(load_with_file("huge_pages = true")?.huge_pages);
+        assert!(load_with_file("huge_pages = \"yes\"").is_err(), "a non-boolean is rejected");
+        Ok(())
+    }
+}

@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
-        eprintln!("could not turn off transparent huge pages ({error}); continuing with them");
+        tracing::warn!(%error, "could not turn off transparent huge pages; continuing with them");
     }
 }
 
