@@ -119,7 +119,16 @@ fn wait_for_checkpoint(attempts: i32) -> bool {
 }
 
 /// Opens one of the store's files in WAL mode; `page_size` takes effect only when the file is created.
-fn open_connection(path: &Path, read_only: bool, page_size: i64, synchronous: &str) -> StoreResult<Connection> {
+/// `wal_limit_bytes` is the size a writer truncates the WAL file back to when it starts it over: a burst that
+/// outran the checkpoints (a segment build recording 1M transitions while flows read them left a 2.1 GB WAL)
+/// would otherwise keep its disk space for as long as the process runs.
+fn open_connection(
+    path: &Path,
+    read_only: bool,
+    page_size: i64,
+    synchronous: &str,
+    wal_limit_bytes: i64,
+) -> StoreResult<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -131,6 +140,7 @@ fn open_connection(path: &Path, read_only: bool, page_size: i64, synchronous: &s
     if !read_only {
         conn.pragma_update(None, "page_size", page_size)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_size_limit", wal_limit_bytes)?;
     }
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "cache_size", -16_384)?;
@@ -227,7 +237,13 @@ impl SqliteStore {
     fn connect_derived(&self) -> StoreResult<Connection> {
         // Smaller pages than the main database: a commit of transitions dirties a few rows in each of many
         // index pages, and every dirty page is written whole to the WAL.
-        open_connection(&self.derived_path, false, 4096, "NORMAL")
+        open_connection(
+            &self.derived_path,
+            false,
+            4096,
+            "NORMAL",
+            Checkpointer::wal_limit_bytes(Checkpointer::DERIVED_RESTART_AFTER_FRAMES, 4096),
+        )
     }
 
     fn connect(&self, read_only: bool) -> StoreResult<Connection> {
@@ -236,7 +252,13 @@ impl SqliteStore {
             Durability::Process => "NORMAL",
         };
         // 8 KiB pages measured ~10% faster ingest than 4 KiB.
-        open_connection(&self.path, read_only, 8192, sync)
+        open_connection(
+            &self.path,
+            read_only,
+            8192,
+            sync,
+            Checkpointer::wal_limit_bytes(Checkpointer::MAIN_RESTART_AFTER_FRAMES, 8192),
+        )
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
@@ -959,7 +981,7 @@ struct Checkpointer {
 
 impl Checkpointer {
     const INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-    /// The WAL stays near 32 MiB (8 KiB pages).
+    /// The WAL stays near 128 MiB (8 KiB pages).
     const MAIN_RESTART_AFTER_FRAMES: i64 = 16_384;
     /// The WAL stays near 256 MiB (4 KiB pages). Every restart holds the segment engine's next write back for
     /// the fsync of the database file: 3–25 ms measured, every ~1.1 s at 10,000 events/s with 64 MiB (each
@@ -967,6 +989,12 @@ impl Checkpointer {
     /// ~27 stalls into a 30 s run and most of them into the latency p99. Four times the WAL, a quarter of the
     /// stalls.
     const DERIVED_RESTART_AFTER_FRAMES: i64 = 65_536;
+
+    /// Twice what a WAL reaches between restarts: its file shrinks back only after a burst, so the usual cycle
+    /// reuses its pages instead of growing the file again (each fresh page one the kernel must zero).
+    const fn wal_limit_bytes(restart_after_frames: i64, page_size: i64) -> i64 {
+        2 * restart_after_frames * page_size
+    }
 
     fn start(
         mut conn: Connection,
@@ -1244,6 +1272,47 @@ impl WriteTx for SqliteTx<'_> {
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
         self.tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_size(db: &Path) -> u64 {
+        std::fs::metadata(db.with_extension("db-wal")).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// A reader's old snapshot keeps the WAL from starting over, so it grows past its usual size; once the reader
+    /// is gone and a checkpoint restarted it, the next commit must give the excess back.
+    #[test]
+    fn a_wal_grown_by_a_burst_shrinks_back_to_its_limit() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("t.db");
+        let limit = 64 * 1024;
+        let mut writer = open_connection(&db, false, 4096, "NORMAL", limit)?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        writer.execute_batch("CREATE TABLE t (v BLOB)")?;
+        let reader = open_connection(&db, true, 4096, "NORMAL", limit)?;
+        reader.execute_batch("BEGIN")?;
+        reader.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))?;
+        for _ in 0..64 {
+            let tx = writer.transaction()?;
+            tx.execute("INSERT INTO t (v) VALUES (zeroblob(16384))", [])?;
+            tx.commit()?;
+        }
+        let grown = wal_size(&db);
+        assert!(grown > 16 * limit as u64, "the burst grew the WAL to {grown} bytes");
+        reader.execute_batch("COMMIT")?;
+
+        let checkpointer = open_connection(&db, false, 4096, "NORMAL", limit)?;
+        Checkpointer::checkpoint(&checkpointer, 1, "test")?;
+        writer.execute("INSERT INTO t (v) VALUES (1)", [])?;
+        let after = wal_size(&db);
+        assert!(after <= limit as u64, "after the restart the WAL is {after} bytes (limit {limit}, was {grown})");
+        let rows: i64 = writer.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?;
+        assert_eq!(rows, 65);
         Ok(())
     }
 }
