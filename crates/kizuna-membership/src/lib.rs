@@ -14,6 +14,9 @@
 //!   Ingestion continues meanwhile: reloaded data and queued commits are reconciled by event log position and
 //!   profile version, so seeing something twice is harmless.
 //! * After an analytics run, [`Membership::refresh`] reloads computed attributes (scores) and re-evaluates.
+//! * Current membership in the store (member listings, start-up) is a snapshot of the history written about a
+//!   second behind it, between inputs; commands and [`Membership::sync`] write it out first, and start-up applies
+//!   whatever history a crash left unapplied.
 
 mod data;
 mod worker;

@@ -10,7 +10,7 @@ use kizuna_pipeline::{Committed, FeedChange};
 use kizuna_segments::engine::{Cause, Change, Engine, EngineError, SegmentDefinition, Transition};
 use kizuna_segments::summary::Interest;
 use kizuna_segments::{Condition, from_json, print};
-use kizuna_store::{SegmentTransitionRow, Store, StoredSegment};
+use kizuna_store::{MemberChange, SegmentTransitionRow, Store, StoredSegment};
 use kizuna_types::Clock;
 use tokio::sync::broadcast;
 
@@ -27,6 +27,79 @@ const PART_CHANGES: usize = 128;
 const RECORD_EARLY: usize = 256;
 /// The longest the thread sleeps without looking at the clock (a test clock moves without waking it).
 const MAX_SLEEP: Duration = Duration::from_millis(200);
+/// How long membership changes gather before they are written to the stored snapshot. The history is written
+/// on every commit (flows wait for it); writing the snapshot there too cost ~40% of each commit's time (two
+/// random index pages per change) and most of the latency p99, while only start-up and member listings read it.
+const MEMBERS_EVERY: Duration = Duration::from_secs(1);
+/// Changes written to the snapshot per transaction between inputs: sorted by key, a chunk lands on few pages,
+/// and the write lock the history shares is held briefly.
+const MEMBERS_CHUNK: usize = 256;
+/// Per transaction when everything is written at once (before commands, `sync`, erasures and shutdown).
+const MEMBERS_FLUSH_CHUNK: usize = 5_000;
+
+/// Membership changes recorded in the history and not yet in the stored snapshot.
+#[derive(Default)]
+struct PendingMembers {
+    /// Each (segment, person)'s last change since the batch began.
+    gathering: BTreeMap<(i64, u64), (bool, DateTime<Utc>)>,
+    gathering_since: Option<Instant>,
+    /// The history position of the latest change gathered.
+    gathering_through: i64,
+    /// A batch being written a chunk at a time, in descending key order (chunks come off the end).
+    writing: Vec<MemberChange>,
+    writing_through: i64,
+    /// A chunk of the batch failed: its end must not claim the history position (start-up replays from there).
+    writing_failed: bool,
+}
+
+impl PendingMembers {
+    fn note(&mut self, rows: &[SegmentTransitionRow]) {
+        for row in rows {
+            self.gathering.insert((row.segment_id, row.profile_id), (row.entered, row.at));
+            self.gathering_through = self.gathering_through.max(row.seq);
+        }
+        if !self.gathering.is_empty() && self.gathering_since.is_none() {
+            self.gathering_since = Some(Instant::now());
+        }
+    }
+
+    /// Starts writing what gathered (only once the previous batch is written: a person's changes stay in order).
+    fn start_batch(&mut self) -> bool {
+        if !self.writing.is_empty() || self.gathering.is_empty() {
+            return false;
+        }
+        self.writing = std::mem::take(&mut self.gathering)
+            .into_iter()
+            .rev()
+            .map(|((segment_id, profile_id), (entered, at))| MemberChange { segment_id, profile_id, entered, at })
+            .collect();
+        self.writing_through = self.gathering_through;
+        self.writing_failed = false;
+        self.gathering_since = None;
+        true
+    }
+
+    fn batch_due(&self) -> bool {
+        self.gathering_since.is_some_and(|since| since.elapsed() >= MEMBERS_EVERY)
+    }
+
+    /// How long the thread may sleep before it has membership to write.
+    fn idle_for(&self) -> Option<Duration> {
+        if !self.writing.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.gathering_since.map(|since| MEMBERS_EVERY.saturating_sub(since.elapsed()))
+    }
+
+    /// The next chunk of the batch being written, and the history position it completes (with its last chunk).
+    fn next_chunk(&mut self, size: usize) -> Option<(Vec<MemberChange>, Option<i64>)> {
+        if self.writing.is_empty() {
+            return None;
+        }
+        let chunk = self.writing.split_off(self.writing.len().saturating_sub(size));
+        Some((chunk, (self.writing.is_empty() && !self.writing_failed).then_some(self.writing_through)))
+    }
+}
 
 pub(crate) struct Worker {
     engine: Engine,
@@ -37,6 +110,7 @@ pub(crate) struct Worker {
     segments: BTreeMap<String, StoredSegment>,
     /// People erased since the last record: their memberships and history are dropped after it.
     erased: Vec<u64>,
+    members: PendingMembers,
 }
 
 impl Worker {
@@ -46,7 +120,16 @@ impl Worker {
         settings: MembershipSettings,
         publish: broadcast::Sender<TransitionBatch>,
     ) -> Worker {
-        Worker { engine: Engine::new(), store, clock, settings, publish, segments: BTreeMap::new(), erased: Vec::new() }
+        Worker {
+            engine: Engine::new(),
+            store,
+            clock,
+            settings,
+            publish,
+            segments: BTreeMap::new(),
+            erased: Vec::new(),
+            members: PendingMembers::default(),
+        }
     }
 
     pub(crate) fn run(mut self, receiver: Receiver<Input>) {
@@ -62,10 +145,13 @@ impl Worker {
             Err(error) => tracing::error!(%error, "could not load segment membership; starting empty"),
         }
         loop {
-            let sleep = self
+            let mut sleep = self
                 .engine
                 .next_wake()
                 .map_or(MAX_SLEEP, |at| (at - self.clock.now()).to_std().unwrap_or_default().min(MAX_SLEEP));
+            if let Some(idle) = self.members.idle_for() {
+                sleep = sleep.min(idle);
+            }
             let first = match receiver.recv_timeout(sleep) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -92,9 +178,12 @@ impl Worker {
                     }
                     Input::Command(Command::Sync { reply }) => synced.push(reply),
                     Input::Command(command) => {
-                        // Commands answer after what came before them is recorded.
+                        // Commands answer after what came before them is recorded, and read or change the stored
+                        // membership only when it is complete.
                         self.record(std::mem::take(&mut transitions));
+                        self.write_all_members();
                         self.command(command);
+                        self.write_all_members();
                     }
                     Input::Shutdown => stop = true,
                 }
@@ -105,6 +194,11 @@ impl Worker {
             }
             transitions.extend(self.engine.tick(self.clock.now()));
             self.record(transitions);
+            if stop || !synced.is_empty() {
+                self.write_all_members();
+            } else {
+                self.write_members_chunk();
+            }
             for reply in synced {
                 let _ = reply.send(());
             }
@@ -140,6 +234,7 @@ impl Worker {
         let transitions = self.engine.evaluate_all(self.clock.now());
         let changed = transitions.len();
         self.record(transitions);
+        self.write_all_members();
         Ok(changed)
     }
 
@@ -249,6 +344,10 @@ impl Worker {
     /// stored, and their earlier memberships and history are deleted.
     fn record(&mut self, transitions: Vec<Transition>) {
         self.record_transitions(transitions);
+        if !self.erased.is_empty() {
+            // Written first, or a pending entry of an erased person would come back after the deletion.
+            self.write_all_members();
+        }
         for profile in std::mem::take(&mut self.erased) {
             // A failure leaves rows that the next start's pruning removes.
             if let Err(error) = self.store.forget_segment_profile(profile) {
@@ -282,12 +381,44 @@ impl Worker {
         // Chunks keep each write transaction short so the ingest writer never waits long.
         for chunk in rows.chunks_mut(2_000) {
             // Membership is derived data: if recording fails, the next start recomputes it.
-            if let Err(error) = self.store.record_segment_transitions(chunk) {
-                tracing::error!(%error, count = chunk.len(), "could not record segment transitions");
+            match self.store.record_segment_transitions(chunk) {
+                Ok(()) => self.members.note(chunk),
+                Err(error) => tracing::error!(%error, count = chunk.len(), "could not record segment transitions"),
             }
         }
         let batch: TransitionBatch = rows.into_iter().chain(erased).collect();
         let _ = self.publish.send(batch);
+    }
+
+    /// One chunk of the stored membership snapshot, between inputs; a new batch once the last one is written and
+    /// `MEMBERS_EVERY` has passed.
+    fn write_members_chunk(&mut self) {
+        if self.members.batch_due() {
+            self.members.start_batch();
+        }
+        if let Some((chunk, through)) = self.members.next_chunk(MEMBERS_CHUNK) {
+            self.write_members(&chunk, through);
+        }
+    }
+
+    /// Everything recorded so far into the stored snapshot.
+    fn write_all_members(&mut self) {
+        loop {
+            while let Some((chunk, through)) = self.members.next_chunk(MEMBERS_FLUSH_CHUNK) {
+                self.write_members(&chunk, through);
+            }
+            if !self.members.start_batch() {
+                break;
+            }
+        }
+    }
+
+    fn write_members(&mut self, chunk: &[MemberChange], through: Option<i64>) {
+        // The history has these changes: if the snapshot write fails, the next start applies them from there.
+        if let Err(error) = self.store.apply_segment_members(chunk, through) {
+            tracing::error!(%error, count = chunk.len(), "could not write segment membership");
+            self.members.writing_failed = true;
+        }
     }
 
     fn command(&mut self, command: Command) {

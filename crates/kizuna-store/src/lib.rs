@@ -94,9 +94,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<StoredSegment>;
     /// Deletes a definition and its membership (the transition history stays); false when there was none.
     fn delete_segment(&self, name: &str) -> StoreResult<bool>;
-    /// Appends transitions to the history (setting each one's `seq`) and applies them to membership, in one
-    /// transaction.
+    /// Appends transitions to the history (setting each one's `seq`), in one transaction. Current membership is
+    /// a snapshot of that history kept by [`Store::apply_segment_members`]: the engine batches it, since the
+    /// history is what flows wait for and the snapshot only what start-up and member listings read.
     fn record_segment_transitions(&self, transitions: &mut [SegmentTransitionRow]) -> StoreResult<()>;
+    /// Applies membership changes (an entry sets `since`, an exit deletes) in one transaction; with
+    /// `through_seq`, records that every transition up to that history position is now applied.
+    fn apply_segment_members(&self, changes: &[MemberChange], through_seq: Option<i64>) -> StoreResult<()>;
     /// Drops an erased person's memberships and transition history.
     fn forget_segment_profile(&self, profile: ProfileId) -> StoreResult<()>;
     /// Members of a segment in profile order after `after`, with the time they entered.
@@ -108,9 +112,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<(ProfileId, DateTime<Utc>)>>;
     /// Streams every stored membership of an existing profile (segment id, profile), for start-up.
     fn load_segment_members(&self, visit: &mut dyn FnMut(i64, ProfileId)) -> StoreResult<()>;
-    /// Deletes memberships of segments and profiles that no longer exist and the history of erased people (left
-    /// behind when a crash came between an erasure or a deletion and the engine's clean-up); returns how many
-    /// memberships went.
+    /// Brings membership up to date for start-up: applies the history recorded after the last applied position
+    /// (a crash can come between the two), then deletes memberships of segments and profiles that no longer
+    /// exist and the history of erased people (left behind when a crash came between an erasure or a deletion
+    /// and the engine's clean-up); returns how many memberships the deletions removed.
     fn prune_segment_members(&self) -> StoreResult<usize>;
     /// The segments a profile is in now: (segment id, name, since).
     fn profile_segments(&self, profile: ProfileId) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>>;

@@ -142,6 +142,16 @@ pub struct SegmentTransitionRow {
     pub cause: serde_json::Value,
 }
 
+/// A change to current membership, applied after its transition is in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberChange {
+    pub segment_id: i64,
+    pub profile_id: ProfileId,
+    pub entered: bool,
+    /// When the person entered (the membership's `since`); unused for an exit.
+    pub at: DateTime<Utc>,
+}
+
 /// Which transitions to read, oldest first after the `after_seq` cursor.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TransitionFilter {

@@ -1,7 +1,7 @@
 use crate::{
-    AnalyticsRun, ApiKey, Counts, EventFilter, IdentityRow, NewEvent, RunOutcome, ScannedEvent, ScannedProfile,
-    SegmentTransitionRow, Source, Store, StoreError, StoreResult, StoreWriter, StoredEvent, StoredPlacement,
-    StoredProfile, StoredSegment, TransitionFilter, WriteTx,
+    AnalyticsRun, ApiKey, Counts, EventFilter, IdentityRow, MemberChange, NewEvent, RunOutcome, ScannedEvent,
+    ScannedProfile, SegmentTransitionRow, Source, Store, StoreError, StoreResult, StoreWriter, StoredEvent,
+    StoredPlacement, StoredProfile, StoredSegment, TransitionFilter, WriteTx,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use kizuna_catalog::Product;
@@ -31,7 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// Migrations of the derived database, numbered on their own.
-const DERIVED_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/derived/0001_segment_membership.sql"))];
+const DERIVED_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/derived/0001_segment_membership.sql")),
+    (2, include_str!("../migrations/derived/0002_membership_applied_through.sql")),
+];
 
 mod admins;
 mod flows;
@@ -890,6 +893,10 @@ impl Store for SqliteStore {
         self.with_derived_writer(|conn| segments::record_transitions(conn, transitions))
     }
 
+    fn apply_segment_members(&self, changes: &[MemberChange], through_seq: Option<i64>) -> StoreResult<()> {
+        self.with_derived_writer(|conn| segments::apply_members(conn, changes, through_seq))
+    }
+
     fn forget_segment_profile(&self, profile: ProfileId) -> StoreResult<()> {
         self.with_derived_writer(|conn| segments::forget_profile(conn, profile))
     }
@@ -908,6 +915,7 @@ impl Store for SqliteStore {
     }
 
     fn prune_segment_members(&self) -> StoreResult<usize> {
+        self.with_derived_writer(segments::catch_up_members)?;
         let stale = self.with_reader(segments::stale_rows)?;
         self.with_derived_writer(|conn| segments::prune(conn, &stale))
     }

@@ -2,7 +2,7 @@
 //! move from the main database, and rows left behind by a crash between the two files are pruned.
 
 use chrono::{TimeZone, Utc};
-use kizuna_store::{Durability, SegmentTransitionRow, SqliteStore, Store, TransitionFilter};
+use kizuna_store::{Durability, MemberChange, SegmentTransitionRow, SqliteStore, Store, TransitionFilter};
 use rusqlite::{Connection, params};
 use serde_json::json;
 
@@ -16,6 +16,16 @@ fn transition(segment_id: i64, profile_id: u64, entered: bool) -> SegmentTransit
         at: Utc.timestamp_millis_opt(1_700_000_000_000).single().expect("instant"),
         cause: json!({"kind": "events", "events": ["Order Completed"]}),
     }
+}
+
+/// What the segment engine writes to the membership snapshot for recorded transitions.
+fn apply(store: &SqliteStore, rows: &[SegmentTransitionRow]) -> anyhow::Result<()> {
+    let changes: Vec<MemberChange> = rows
+        .iter()
+        .map(|t| MemberChange { segment_id: t.segment_id, profile_id: t.profile_id, entered: t.entered, at: t.at })
+        .collect();
+    store.apply_segment_members(&changes, rows.iter().map(|t| t.seq).max())?;
+    Ok(())
 }
 
 fn everything(store: &SqliteStore) -> anyhow::Result<Vec<(u64, i64, bool)>> {
@@ -76,6 +86,8 @@ fn membership_and_history_move_out_of_a_database_made_before_the_split() -> anyh
     let mut more = vec![transition(1, 5, false)];
     store.record_segment_transitions(&mut more)?;
     assert_eq!(more[0].seq, 4);
+    assert_eq!(members(&store, 1)?, vec![5], "the snapshot changes when the engine writes it");
+    apply(&store, &more)?;
     assert!(members(&store, 1)?.is_empty());
     let main = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
     let left: i64 = main.query_row(
@@ -130,11 +142,51 @@ fn deleting_a_segment_drops_its_members_but_keeps_its_history() -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(dir.path(), Durability::Full)?;
     let segment = store.save_segment("vip", "", &definition("email"), Utc::now())?;
-    store.record_segment_transitions(&mut [transition(segment.id, 9, true)])?;
+    let mut rows = [transition(segment.id, 9, true)];
+    store.record_segment_transitions(&mut rows)?;
+    apply(&store, &rows)?;
     assert_eq!(members(&store, segment.id)?, vec![9]);
     assert!(store.delete_segment("vip")?);
     assert!(!store.delete_segment("vip")?);
     assert!(members(&store, segment.id)?.is_empty());
     assert_eq!(everything(&store)?, vec![(9, segment.id, true)]);
+    Ok(())
+}
+
+/// The snapshot is written a second or so behind the history; a crash in between leaves it behind, and
+/// start-up applies the rest of the history to it in order.
+#[test]
+fn membership_catches_up_with_the_history_a_crash_left_unapplied() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let segment;
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full)?;
+        segment = store.save_segment("vip", "", &definition("email"), Utc::now())?;
+        let main = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+        for profile in [1, 2, 3] {
+            add_profile(&main, profile)?;
+        }
+        let mut rows = vec![
+            transition(segment.id, 1, true),
+            transition(segment.id, 2, true),
+            transition(segment.id, 1, false),
+            transition(segment.id, 3, true),
+        ];
+        store.record_segment_transitions(&mut rows)?;
+        // Only the first two were written to the snapshot before the crash.
+        apply(&store, &rows[..2])?;
+        assert_eq!(members(&store, segment.id)?, vec![1, 2]);
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Full)?;
+    assert_eq!(store.prune_segment_members()?, 0, "nothing was stale");
+    assert_eq!(members(&store, segment.id)?, vec![2, 3]);
+    let mut loaded = Vec::new();
+    store.load_segment_members(&mut |segment, profile| loaded.push((segment, profile)))?;
+    loaded.sort_unstable();
+    assert_eq!(loaded, vec![(segment.id, 2), (segment.id, 3)]);
+    // Applied through the end: a second start replays nothing (an exit replayed over a re-entry would lose it).
+    apply(&store, &[transition(segment.id, 1, true)])?;
+    store.prune_segment_members()?;
+    assert_eq!(members(&store, segment.id)?, vec![1, 2, 3]);
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 use super::{CachedSql, from_ms, ms};
 use crate::{
-    ScannedEvent, ScannedProfile, SegmentTransitionRow, StoreError, StoreResult, StoredSegment, TransitionFilter,
+    MemberChange, ScannedEvent, ScannedProfile, SegmentTransitionRow, StoreError, StoreResult, StoredSegment,
+    TransitionFilter,
 };
 use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
@@ -85,31 +86,91 @@ pub(super) fn record_transitions(conn: &mut Connection, transitions: &mut [Segme
             "INSERT INTO segment_transitions (segment_id, segment, profile_id, entered, at, cause)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        let mut enter = tx.prepare_cached(
-            "INSERT INTO segment_members (segment_id, profile_id, since) VALUES (?1, ?2, ?3)
-             ON CONFLICT (segment_id, profile_id) DO NOTHING",
-        )?;
-        let mut exit = tx.prepare_cached("DELETE FROM segment_members WHERE segment_id = ?1 AND profile_id = ?2")?;
         for t in transitions.iter_mut() {
-            let profile = t.profile_id as i64;
             insert.execute(params![
                 t.segment_id,
                 t.segment,
-                profile,
+                t.profile_id as i64,
                 t.entered,
                 ms(t.at),
                 serde_json::to_string(&t.cause)?
             ])?;
             t.seq = tx.last_insert_rowid();
-            if t.entered {
-                enter.execute(params![t.segment_id, profile, ms(t.at)])?;
-            } else {
-                exit.execute(params![t.segment_id, profile])?;
-            }
         }
     }
     tx.commit()?;
     Ok(())
+}
+
+fn write_members(tx: &rusqlite::Transaction<'_>, changes: &[MemberChange]) -> StoreResult<()> {
+    // An entry replaces `since`: a batch keeps only each person's last change, so an exit and a re-entry
+    // within it arrive as one entry onto the old row.
+    let mut enter = tx.prepare_cached(
+        "INSERT INTO segment_members (segment_id, profile_id, since) VALUES (?1, ?2, ?3)
+         ON CONFLICT (segment_id, profile_id) DO UPDATE SET since = excluded.since",
+    )?;
+    let mut exit = tx.prepare_cached("DELETE FROM segment_members WHERE segment_id = ?1 AND profile_id = ?2")?;
+    for c in changes {
+        if c.entered {
+            enter.execute(params![c.segment_id, c.profile_id as i64, ms(c.at)])?;
+        } else {
+            exit.execute(params![c.segment_id, c.profile_id as i64])?;
+        }
+    }
+    Ok(())
+}
+
+fn set_applied_through(tx: &rusqlite::Transaction<'_>, seq: i64) -> StoreResult<()> {
+    tx.execute_cached("UPDATE segment_members_applied SET through_seq = MAX(through_seq, ?1)", [seq])?;
+    Ok(())
+}
+
+pub(super) fn apply_members(
+    conn: &mut Connection,
+    changes: &[MemberChange],
+    through_seq: Option<i64>,
+) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    write_members(&tx, changes)?;
+    if let Some(seq) = through_seq {
+        set_applied_through(&tx, seq)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Applies the history recorded after the snapshot's position, in order (what a crash kept from being applied;
+/// replaying a change that was applied already is harmless).
+pub(super) fn catch_up_members(conn: &mut Connection) -> StoreResult<()> {
+    const PAGE: i64 = 10_000;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let after: i64 = tx.query_row_cached("SELECT through_seq FROM segment_members_applied", [], |r| r.get(0))?;
+        let changes: Vec<(i64, MemberChange)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, segment_id, profile_id, entered, at FROM segment_transitions
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, PAGE], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    MemberChange {
+                        segment_id: r.get(1)?,
+                        profile_id: r.get::<_, i64>(2)? as ProfileId,
+                        entered: r.get(3)?,
+                        at: from_ms(r.get(4)?),
+                    },
+                ))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let Some(last) = changes.last().map(|(seq, _)| *seq) else { return Ok(()) };
+        let changes: Vec<MemberChange> = changes.into_iter().map(|(_, c)| c).collect();
+        write_members(&tx, &changes)?;
+        set_applied_through(&tx, last)?;
+        tx.commit()?;
+        tracing::info!(through_seq = last, changes = changes.len(), "segment membership caught up with its history");
+    }
 }
 
 pub(super) fn forget_profile(conn: &mut Connection, profile: ProfileId) -> StoreResult<()> {
