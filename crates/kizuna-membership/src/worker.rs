@@ -179,11 +179,10 @@ impl Worker {
                     Input::Command(Command::Sync { reply }) => synced.push(reply),
                     Input::Command(command) => {
                         // Commands answer after what came before them is recorded, and read or change the stored
-                        // membership only when it is complete.
+                        // membership only when it is complete (those that change it write it before answering).
                         self.record(std::mem::take(&mut transitions));
                         self.write_all_members();
                         self.command(command);
-                        self.write_all_members();
                     }
                     Input::Shutdown => stop = true,
                 }
@@ -424,13 +423,18 @@ impl Worker {
     fn command(&mut self, command: Command) {
         match command {
             Command::Save { name, description, condition, reply } => {
-                let _ = reply.send(self.save(name, description, condition));
+                let result = self.save(name, description, condition);
+                self.write_all_members();
+                let _ = reply.send(result);
             }
             Command::Delete { name, reply } => {
                 let _ = reply.send(self.delete(&name));
             }
             Command::Preview { condition, sample, reply } => {
-                let _ = reply.send(self.preview(&condition, sample));
+                // A preview may reload state, and record what the reload changed.
+                let result = self.preview(&condition, sample);
+                self.write_all_members();
+                let _ = reply.send(result);
             }
             Command::List { reply } => {
                 let _ = reply.send(self.segments.values().map(|s| self.info(s)).collect());
@@ -443,6 +447,7 @@ impl Worker {
                     let transitions = self.engine.evaluate_all(self.clock.now());
                     self.record(transitions);
                 });
+                self.write_all_members();
                 let _ = reply.send(result);
             }
             Command::Stats { reply } => {
