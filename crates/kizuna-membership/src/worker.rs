@@ -47,9 +47,12 @@ struct PendingMembers {
     gathering_through: i64,
     /// A batch being written a chunk at a time, in descending key order (chunks come off the end).
     writing: Vec<MemberChange>,
+    writing_since: Option<Instant>,
     writing_through: i64,
     /// A chunk of the batch failed: its end must not claim the history position (start-up replays from there).
     writing_failed: bool,
+    /// Writes that failed, ever.
+    failures: u64,
 }
 
 impl PendingMembers {
@@ -74,9 +77,31 @@ impl PendingMembers {
             .map(|((segment_id, profile_id), (entered, at))| MemberChange { segment_id, profile_id, entered, at })
             .collect();
         self.writing_through = self.gathering_through;
+        self.writing_since = Some(Instant::now());
         self.writing_failed = false;
         self.gathering_since = None;
         true
+    }
+
+    /// A batch still being written after `MEMBERS_EVERY` (more changes than chunks between inputs can take)
+    /// catches up in big chunks, so the snapshot never falls further behind.
+    fn chunk_size(&self) -> usize {
+        if self.writing_since.is_some_and(|since| since.elapsed() >= MEMBERS_EVERY) {
+            MEMBERS_FLUSH_CHUNK
+        } else {
+            MEMBERS_CHUNK
+        }
+    }
+
+    /// Changes whose write failed go back to be written with the next batch (a newer change of the same
+    /// person wins), and this batch's end does not claim its history position.
+    fn retry(&mut self, failed: &[MemberChange]) {
+        for c in failed {
+            self.gathering.entry((c.segment_id, c.profile_id)).or_insert((c.entered, c.at));
+        }
+        self.gathering_since.get_or_insert_with(Instant::now);
+        self.writing_failed = true;
+        self.failures += 1;
     }
 
     fn batch_due(&self) -> bool {
@@ -395,18 +420,22 @@ impl Worker {
         if self.members.batch_due() {
             self.members.start_batch();
         }
-        if let Some((chunk, through)) = self.members.next_chunk(MEMBERS_CHUNK) {
+        let size = self.members.chunk_size();
+        if let Some((chunk, through)) = self.members.next_chunk(size) {
             self.write_members(&chunk, through);
         }
     }
 
     /// Everything recorded so far into the stored snapshot.
     fn write_all_members(&mut self) {
+        let failures = self.members.failures;
         loop {
             while let Some((chunk, through)) = self.members.next_chunk(MEMBERS_FLUSH_CHUNK) {
                 self.write_members(&chunk, through);
             }
-            if !self.members.start_batch() {
+            // After a failed write the rest waits for the next chunk between inputs (a store that keeps
+            // failing must not hold the thread here).
+            if self.members.failures != failures || !self.members.start_batch() {
                 break;
             }
         }
@@ -415,8 +444,8 @@ impl Worker {
     fn write_members(&mut self, chunk: &[MemberChange], through: Option<i64>) {
         // The history has these changes: if the snapshot write fails, the next start applies them from there.
         if let Err(error) = self.store.apply_segment_members(chunk, through) {
-            tracing::error!(%error, count = chunk.len(), "could not write segment membership");
-            self.members.writing_failed = true;
+            tracing::error!(%error, count = chunk.len(), "could not write segment membership; will retry");
+            self.members.retry(chunk);
         }
     }
 

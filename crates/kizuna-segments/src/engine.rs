@@ -600,7 +600,9 @@ impl Engine {
                 .chunks_mut(chunk)
                 .map(|part| scope.spawn(move || build_part(view, part, slots, now, cause)))
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            // A share whose thread panicked has changed some of its entries already: carrying on without its
+            // counts and timers would leave the engine inconsistent.
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
         });
         let mut transitions = Vec::with_capacity(parts.iter().map(|p| p.transitions.len()).sum());
         let mut added = Vec::with_capacity(parts.iter().map(|p| p.added_timers.len()).sum());

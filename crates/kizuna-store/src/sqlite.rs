@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_admin.sql")),
     (10, include_str!("../migrations/0010_identities_covering.sql")),
     (11, include_str!("../migrations/0011_dedup_expiry.sql")),
+    (12, include_str!("../migrations/0012_membership_applied_after_move.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.

@@ -37,6 +37,19 @@ fn members(store: &SqliteStore, segment_id: i64) -> anyhow::Result<Vec<u64>> {
     Ok(store.segment_members(segment_id, None, 1_000)?.into_iter().map(|(p, _)| p).collect())
 }
 
+/// The stored snapshot itself, without the history reads add to it.
+fn snapshot(dir: &std::path::Path, segment_id: i64) -> anyhow::Result<Vec<u64>> {
+    let conn = Connection::open(dir.join(SqliteStore::DERIVED_FILE_NAME))?;
+    let mut stmt = conn.prepare("SELECT profile_id FROM segment_members WHERE segment_id = ?1 ORDER BY profile_id")?;
+    let rows = stmt.query_map([segment_id], |r| r.get::<_, i64>(0))?;
+    Ok(rows.map(|r| r.map(|p| p as u64)).collect::<Result<_, _>>()?)
+}
+
+fn applied_through(dir: &std::path::Path) -> anyhow::Result<i64> {
+    let conn = Connection::open(dir.join(SqliteStore::DERIVED_FILE_NAME))?;
+    Ok(conn.query_row("SELECT through_seq FROM segment_members_applied", [], |r| r.get(0))?)
+}
+
 fn add_profile(conn: &Connection, id: i64) -> anyhow::Result<()> {
     conn.execute("INSERT INTO profiles (id, state, created_at, updated_at) VALUES (?1, '{}', 0, 0)", [id])?;
     Ok(())
@@ -84,11 +97,13 @@ fn membership_and_history_move_out_of_a_database_made_before_the_split() -> anyh
     assert_eq!(store.profile_segments(5)?.len(), 1, "reads join the derived tables with the definitions");
     // New records continue the history's sequence.
     let mut more = vec![transition(1, 5, false)];
+    assert_eq!(applied_through(dir.path())?, 3, "the moved membership is complete: nothing to replay");
     store.record_segment_transitions(&mut more)?;
     assert_eq!(more[0].seq, 4);
-    assert_eq!(members(&store, 1)?, vec![5], "the snapshot changes when the engine writes it");
+    assert!(members(&store, 1)?.is_empty(), "reads see the history the snapshot has not taken in yet");
     apply(&store, &more)?;
     assert!(members(&store, 1)?.is_empty());
+    assert_eq!(applied_through(dir.path())?, 4);
     let main = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
     let left: i64 = main.query_row(
         "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('segment_members', 'segment_transitions')",
@@ -173,12 +188,14 @@ fn membership_catches_up_with_the_history_a_crash_left_unapplied() -> anyhow::Re
             transition(segment.id, 3, true),
         ];
         store.record_segment_transitions(&mut rows)?;
-        // Only the first two were written to the snapshot before the crash.
+        // Only the first two were written to the snapshot before the crash; reads add the rest of the history.
         apply(&store, &rows[..2])?;
-        assert_eq!(members(&store, segment.id)?, vec![1, 2]);
+        assert_eq!(snapshot(dir.path(), segment.id)?, vec![1, 2]);
+        assert_eq!(members(&store, segment.id)?, vec![2, 3]);
     }
     let store = SqliteStore::open(dir.path(), Durability::Full)?;
     assert_eq!(store.prune_segment_members()?, 0, "nothing was stale");
+    assert_eq!(snapshot(dir.path(), segment.id)?, vec![2, 3]);
     assert_eq!(members(&store, segment.id)?, vec![2, 3]);
     let mut loaded = Vec::new();
     store.load_segment_members(&mut |segment, profile| loaded.push((segment, profile)))?;
@@ -188,5 +205,65 @@ fn membership_catches_up_with_the_history_a_crash_left_unapplied() -> anyhow::Re
     apply(&store, &[transition(segment.id, 1, true)])?;
     store.prune_segment_members()?;
     assert_eq!(members(&store, segment.id)?, vec![1, 2, 3]);
+    Ok(())
+}
+
+/// Member listings and a person's segments are as current as the history, ahead of the snapshot: a flow started
+/// by `Segment Entered` that checks `in segment` sees the person in it.
+#[test]
+fn reads_add_the_history_the_snapshot_has_not_taken_in() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Full)?;
+    let vip = store.save_segment("vip", "", &definition("email"), Utc::now())?;
+    let buyers = store.save_segment("buyers", "", &definition("phone"), Utc::now())?;
+    let mut written = vec![transition(vip.id, 1, true), transition(vip.id, 3, true), transition(vip.id, 5, true)];
+    store.record_segment_transitions(&mut written)?;
+    apply(&store, &written)?;
+    let mut recent = vec![
+        transition(vip.id, 3, false),
+        transition(vip.id, 2, true),
+        transition(vip.id, 7, true),
+        transition(buyers.id, 2, true),
+        transition(vip.id, 7, false),
+        transition(vip.id, 7, true),
+    ];
+    store.record_segment_transitions(&mut recent)?;
+    assert_eq!(snapshot(dir.path(), vip.id)?, vec![1, 3, 5]);
+    assert_eq!(members(&store, vip.id)?, vec![1, 2, 5, 7]);
+    // Page by page, a page's end is where the snapshot's rows end.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.segment_members(vip.id, after, 1)?;
+        let Some(last) = page.last().map(|(p, _)| *p) else { break };
+        assert_eq!(page.len(), 1);
+        paged.push(last);
+        after = Some(last);
+    }
+    assert_eq!(paged, vec![1, 2, 5, 7]);
+    let names = |profile| -> anyhow::Result<Vec<String>> {
+        Ok(store.profile_segments(profile)?.into_iter().map(|(_, name, _)| name).collect())
+    };
+    assert_eq!(names(2)?, vec!["buyers", "vip"]);
+    assert!(names(3)?.is_empty());
+    assert_eq!(names(5)?, vec!["vip"]);
+    Ok(())
+}
+
+/// An erasure deletes a person's history; the numbers of their records are not handed out again (the flows'
+/// cursor and the snapshot's position are past them).
+#[test]
+fn history_positions_are_never_reused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Full)?;
+    let vip = store.save_segment("vip", "", &definition("email"), Utc::now())?;
+    let mut rows = vec![transition(vip.id, 1, true), transition(vip.id, 9, true)];
+    store.record_segment_transitions(&mut rows)?;
+    apply(&store, &rows)?;
+    store.forget_segment_profile(9)?;
+    let mut next = vec![transition(vip.id, 4, true)];
+    store.record_segment_transitions(&mut next)?;
+    assert_eq!(next[0].seq, 3, "after 1 and 2, even though 2 was deleted");
+    assert_eq!(members(&store, vip.id)?, vec![1, 4]);
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::collections::BTreeMap;
 
 const SEGMENT_COLUMNS: &str = "id, name, description, definition, version, created_at, updated_at";
 
@@ -181,21 +182,60 @@ pub(super) fn forget_profile(conn: &mut Connection, profile: ProfileId) -> Store
     Ok(())
 }
 
+/// History recorded after the membership snapshot's position, for one segment or one person: the last change of
+/// each (segment, person) in it, `Some(since)` for an entry. Reads add it on top of the snapshot, so they are as
+/// current as the history.
+fn unapplied(conn: &Connection, column: &str, id: i64) -> StoreResult<BTreeMap<(i64, i64), Option<i64>>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT segment_id, profile_id, entered, at FROM segment_transitions
+         WHERE {column} = ?1 AND seq > (SELECT through_seq FROM segment_members_applied) ORDER BY seq"
+    ))?;
+    let mut rows = stmt.query([id])?;
+    let mut last = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let (entered, at): (bool, i64) = (row.get(2)?, row.get(3)?);
+        last.insert((row.get(0)?, row.get(1)?), entered.then_some(at));
+    }
+    Ok(last)
+}
+
 pub(super) fn members(
     conn: &Connection,
     segment_id: i64,
     after: Option<ProfileId>,
     limit: usize,
 ) -> StoreResult<Vec<(ProfileId, DateTime<Utc>)>> {
+    let after = after.map_or(-1, |a| a as i64);
+    let recent: Vec<(i64, Option<i64>)> = unapplied(conn, "segment_id", segment_id)?
+        .into_iter()
+        .filter(|((_, profile), _)| *profile > after)
+        .map(|((_, profile), since)| (profile, since))
+        .collect();
+    // Enough snapshot rows that `limit` remain after the recent exits are taken out.
+    let exits = recent.iter().filter(|(_, since)| since.is_none()).count();
     let mut stmt = conn.prepare_cached(
         "SELECT profile_id, since FROM segment_members WHERE segment_id = ?1 AND profile_id > ?2
          ORDER BY profile_id LIMIT ?3",
     )?;
-    let after = after.map_or(-1, |a| a as i64);
-    let rows = stmt.query_map(params![segment_id, after, limit as i64], |r| {
-        Ok((r.get::<_, i64>(0)? as ProfileId, from_ms(r.get(1)?)))
+    let rows = stmt.query_map(params![segment_id, after, (limit + exits) as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut page: BTreeMap<i64, i64> = rows.collect::<Result<_, _>>()?;
+    let full = page.len() == limit + exits;
+    let horizon = page.last_key_value().map(|(p, _)| *p);
+    for (profile, since) in recent {
+        match since {
+            // Past the last snapshot row of a full page, the next page has it.
+            Some(since) if !(full && horizon.is_some_and(|h| profile > h)) => {
+                page.insert(profile, since);
+            }
+            Some(_) => {}
+            None => {
+                page.remove(&profile);
+            }
+        }
+    }
+    Ok(page.into_iter().take(limit).map(|(p, since)| (p as ProfileId, from_ms(since))).collect())
 }
 
 pub(super) fn load_members(conn: &Connection, visit: &mut dyn FnMut(i64, ProfileId)) -> StoreResult<()> {
@@ -257,12 +297,25 @@ pub(super) fn profile_memberships(
     conn: &Connection,
     profile: ProfileId,
 ) -> StoreResult<Vec<(i64, String, DateTime<Utc>)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.id, s.name, m.since FROM segment_members m JOIN segments s ON s.id = m.segment_id
-         WHERE m.profile_id = ?1 ORDER BY s.name",
-    )?;
-    let rows = stmt.query_map([profile as i64], |r| Ok((r.get(0)?, r.get(1)?, from_ms(r.get(2)?))))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut stmt = conn.prepare_cached("SELECT segment_id, since FROM segment_members WHERE profile_id = ?1")?;
+    let rows = stmt.query_map([profile as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut current: BTreeMap<i64, i64> = rows.collect::<Result<_, _>>()?;
+    for ((segment, _), since) in unapplied(conn, "profile_id", profile as i64)? {
+        match since {
+            Some(since) => current.insert(segment, since),
+            None => current.remove(&segment),
+        };
+    }
+    let mut name = conn.prepare_cached("SELECT name FROM segments WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(current.len());
+    for (segment, since) in current {
+        // A segment deleted since is left out.
+        if let Some(found) = name.query_row([segment], |r| r.get::<_, String>(0)).optional()? {
+            out.push((segment, found, from_ms(since)));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
 }
 
 pub(super) fn transitions(conn: &Connection, filter: &TransitionFilter) -> StoreResult<Vec<SegmentTransitionRow>> {
