@@ -693,8 +693,14 @@ impl Engine {
         for change in changes {
             match change {
                 Change::Updated { profile, data, events } => {
+                    let first_seen = !self.profiles.contains_key(&profile);
                     let entry = self.profiles.entry(profile).or_default();
                     let (t, cause) = touched.entry(profile).or_insert((Touched::default(), Cause::ProfileChanged));
+                    if first_seen {
+                        // Never evaluated: a segment that holds for someone we know nothing about (`not has
+                        // email`) holds for them whatever this change touched.
+                        t.attributes.insert("*".into());
+                    }
                     if let Some(data) = data {
                         let changed = entry.summary.set_data(&data, &self.interest, &mut self.interner);
                         t.attributes.extend(changed.attributes);

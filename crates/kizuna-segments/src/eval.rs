@@ -85,15 +85,8 @@ fn eval(
     next: &mut NextChange,
 ) -> bool {
     match c {
-        // Every child is evaluated (no short-circuit) so that every time-dependent leaf reports its next flip.
-        Condition::And(all) => {
-            let results: Vec<bool> = all.iter().map(|c| eval(c, p, now, in_segment, next)).collect();
-            results.into_iter().all(|r| r)
-        }
-        Condition::Or(any) => {
-            let results: Vec<bool> = any.iter().map(|c| eval(c, p, now, in_segment, next)).collect();
-            results.into_iter().any(|r| r)
-        }
+        Condition::And(all) => combine(all, false, p, now, in_segment, next),
+        Condition::Or(any) => combine(any, true, p, now, in_segment, next),
         Condition::Not(inner) => !eval(inner, p, now, in_segment, next),
         Condition::Attribute(a) => match p.attribute(&a.path) {
             Some(value) if !value.is_null() => compare_value(value, &a.comparison, now, next),
@@ -105,6 +98,50 @@ fn eval(
         Condition::HasIdentifier(kind) => p.has_identifier(kind),
         Condition::Near(n) => p.coordinates().is_some_and(|(lat, lon)| haversine_km(lat, lon, n.lat, n.lon) <= n.km),
         Condition::InSegment(name) => in_segment(name),
+    }
+}
+
+/// An `and` (`decisive` false) or an `or` (`decisive` true). Every child is evaluated so that every
+/// time-dependent leaf reports its next flip — except when a child gives the decisive answer and time alone
+/// cannot change it (no next flip): then the whole answer is settled until new data arrives, which re-evaluates
+/// anyway, so the other children's flips do not matter. Cheap children go first: most profiles fail a trait or a
+/// consent before any event is read.
+fn combine(
+    children: &[Condition],
+    decisive: bool,
+    p: &dyn ProfileView,
+    now: DateTime<Utc>,
+    in_segment: &dyn Fn(&str) -> bool,
+    next: &mut NextChange,
+) -> bool {
+    let mut flips = NextChange { now, at: None };
+    let mut answer = !decisive;
+    let cheap_first =
+        children.iter().filter(|c| reads_no_events(c)).chain(children.iter().filter(|c| !reads_no_events(c)));
+    for child in cheap_first {
+        let mut own = NextChange { now, at: None };
+        if eval(child, p, now, in_segment, &mut own) == decisive {
+            if own.at.is_none() {
+                return decisive;
+            }
+            answer = decisive;
+        }
+        if let Some(at) = own.at {
+            flips.at(at);
+        }
+    }
+    if let Some(at) = flips.at {
+        next.at(at);
+    }
+    answer
+}
+
+/// Leaves that read no events (and the `not` of one): cheap to evaluate.
+fn reads_no_events(c: &Condition) -> bool {
+    match c {
+        Condition::Event(_) | Condition::Sequence(_) | Condition::And(_) | Condition::Or(_) => false,
+        Condition::Not(inner) => reads_no_events(inner),
+        _ => true,
     }
 }
 
@@ -243,10 +280,29 @@ pub fn matches(event: &EventFact, m: &EventMatch, now: DateTime<Utc>) -> bool {
     *event.name == *m.name
         && m.filters.iter().all(|f| {
             let mut ignore = NextChange { now, at: None };
-            values_at(&event.properties, &f.path)
-                .into_iter()
-                .any(|v| !v.is_null() && compare_value(v, &f.comparison, now, &mut ignore))
+            any_value_at(&event.properties, &f.path, &mut |v| {
+                !v.is_null() && compare_value(v, &f.comparison, now, &mut ignore)
+            })
         })
+}
+
+/// Whether `test` holds for any of [`values_at`]`(root, path)` (without collecting them: filters run on every
+/// kept event of every profile in a build).
+fn any_value_at(root: &Value, path: &str, test: &mut dyn FnMut(&Value) -> bool) -> bool {
+    let (part, rest) = match path.split_once('.') {
+        Some((part, rest)) => (part, Some(rest)),
+        None => (path, None),
+    };
+    let mut at_child = |child: &Value| match (rest, child) {
+        (Some(rest), _) => any_value_at(child, rest, test),
+        (None, Value::Array(items)) => items.iter().any(&mut *test),
+        (None, value) => test(value),
+    };
+    match root {
+        Value::Object(map) => map.get(part).is_some_and(&mut at_child),
+        Value::Array(items) => items.iter().filter_map(|item| item.get(part)).any(at_child),
+        _ => false,
+    }
 }
 
 /// Whether `at` is inside the window at `now`, noting when the event enters or leaves it.
@@ -330,4 +386,52 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let dl = (lon2 - lon1).to_radians();
     let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
     2.0 * 6371.0088 * h.sqrt().asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn testing_values_in_place_sees_what_collecting_them_sees() {
+        let properties = json!({
+            "category": "shoes",
+            "tags": ["sale", "new"],
+            "product": {"brand": "Acme", "sizes": [40, 41]},
+            "products": [
+                {"sku": "a", "category": "bags", "variants": [{"color": "red"}, {"color": "blue"}]},
+                {"sku": "b", "category": "shoes"},
+                ["not", "an", "object"],
+                {"sku": null}
+            ]
+        });
+        let paths = [
+            "category",
+            "tags",
+            "missing",
+            "product.brand",
+            "product.sizes",
+            "product.missing",
+            "products.sku",
+            "products.category",
+            "products.variants.color",
+            "products",
+            "category.deeper",
+            "tags.deeper",
+        ];
+        for path in paths {
+            let collected: Vec<Value> = values_at(&properties, path).into_iter().cloned().collect();
+            let mut seen = Vec::new();
+            let found = any_value_at(&properties, path, &mut |v| {
+                seen.push(v.clone());
+                false
+            });
+            assert!(!found, "{path}");
+            assert_eq!(seen, collected, "{path}");
+            let wanted = collected.first().cloned();
+            let stop_at_first = any_value_at(&properties, path, &mut |v| Some(v) == wanted.as_ref());
+            assert_eq!(stop_at_first, wanted.is_some(), "{path}");
+        }
+    }
 }

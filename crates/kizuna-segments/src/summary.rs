@@ -387,8 +387,13 @@ impl ProfileView for Summary {
     }
 
     fn consent_granted(&self, channel: &str, purpose: &str) -> bool {
-        let flag = consent_flag(channel, purpose);
-        self.flags.iter().any(|f| **f == *flag)
+        // The flag is `consent:{channel}:{purpose}`, matched without building it (called per profile in builds).
+        self.flags.iter().any(|f| {
+            f.strip_prefix("consent:")
+                .and_then(|rest| rest.strip_prefix(channel))
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|rest| rest == purpose)
+        })
     }
 
     fn has_identifier(&self, kind: &str) -> bool {
