@@ -5,12 +5,13 @@ use kizuna_identity::{
 use kizuna_ingest::Event;
 use kizuna_profiles::{Origin, ProfileState};
 use kizuna_store::codec::encode_event_body;
-use kizuna_store::{IdentityRow, NewEvent, Source, Store, StoreError, WriteTx};
+use kizuna_store::{IdentityRow, NewEvent, Source, Store, StoreError, StoreWriter, Syncer, WriteTx};
 use kizuna_types::{Clock, telemetry::Telemetry};
 
 use crate::feed::{Committed, FedEvent, FeedChange, FeedSink};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -127,15 +128,29 @@ impl Pipeline {
         clock: Arc<dyn Clock>,
         feed: Option<FeedSink>,
     ) -> Result<Self, PipelineError> {
+        let writer = store.writer()?;
+        Self::start_with_writer(store, writer, config, clock, feed)
+    }
+
+    /// [`Pipeline::start_with_feed`] writing through `writer` (the store's own, e.g. wrapped by a test that
+    /// holds its syncs back).
+    pub fn start_with_writer(
+        store: Arc<dyn Store>,
+        writer: Box<dyn StoreWriter>,
+        config: PipelineConfig,
+        clock: Arc<dyn Clock>,
+        feed: Option<FeedSink>,
+    ) -> Result<Self, PipelineError> {
         let graph = load_graph(store.as_ref(), &config.rules)?;
         let origins = store.list_sources()?.into_iter().map(|s| (s.id, origin_of(&s))).collect();
-        let writer = store.writer()?;
         let identifiers = Arc::new(config.identifiers.clone());
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
-        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None, feed };
+        let acknowledger = Acknowledger { feed };
+        let publishes = acknowledger.feed.is_some();
+        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None, publishes };
         let handle = std::thread::Builder::new()
             .name("kizuna-writer".into())
-            .spawn(move || state.run(writer, receiver))
+            .spawn(move || state.run(writer, receiver, acknowledger))
             .map_err(|e| PipelineError::Store(StoreError::Io(e)))?;
         Ok(Self { sender, identifiers, done: Arc::new(std::sync::Mutex::new(Some(handle))) })
     }
@@ -215,6 +230,30 @@ fn origin_of(source: &Source) -> Origin {
     Origin { source: source.name.clone(), data_kind: source.data_kind }
 }
 
+/// Where committed groups go to be acknowledged.
+enum Acknowledgements {
+    /// Commits are durable when they return (or durability across power loss was not asked for).
+    Inline(Acknowledger),
+    /// Commits return before they are on disk; the fsync thread acknowledges them after its next sync.
+    Synced { sender: std_mpsc::Sender<Done>, handle: std::thread::JoinHandle<()> },
+}
+
+impl Acknowledgements {
+    fn commit(&mut self, done: Done) {
+        match self {
+            Acknowledgements::Inline(acknowledger) => acknowledger.acknowledge(done, Ok(())),
+            Acknowledgements::Synced { sender, .. } => {
+                if let Err(std_mpsc::SendError(done)) = sender.send(done) {
+                    // The fsync thread is gone (it panicked): nothing can be made durable any more.
+                    for command in done.group {
+                        reply(command, Err(PipelineError::Closed));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Expired replay-protection keys deleted per commit at most, so pruning a backlog never stalls ingestion.
 const DEDUP_PRUNE_BATCH: usize = 2_000;
 /// How often the writer looks for expired keys when there is no backlog.
@@ -227,7 +266,66 @@ struct WriterState {
     clock: Arc<dyn Clock>,
     origins: HashMap<i64, Origin>,
     last_prune: Option<DateTime<Utc>>,
+    /// Someone listens to what commits change.
+    publishes: bool,
+}
+
+/// A committed group waiting to be acknowledged: its commands with their answers, and what it changed.
+struct Done {
+    group: Vec<Command>,
+    answers: Vec<Answer>,
+    committed: Option<Committed>,
+}
+
+/// Acknowledges committed groups, in commit order: publishes what each changed, then answers its callers.
+struct Acknowledger {
     feed: Option<FeedSink>,
+}
+
+impl Acknowledger {
+    fn acknowledge(&self, done: Done, durable: Result<(), &str>) {
+        // Published even when the fsync failed: the commit is in the store, and what follows the feed must see it.
+        if let (Some(sink), Some(committed)) = (&self.feed, done.committed) {
+            sink(committed);
+        }
+        match durable {
+            Ok(()) => {
+                for (command, answer) in done.group.into_iter().zip(done.answers) {
+                    reply(command, Ok(answer));
+                }
+            }
+            Err(error) => {
+                // Not acknowledged: a caller that retries is answered by replay protection, once it is durable.
+                let message = format!("the commit could not be made durable: {error}");
+                for command in done.group {
+                    reply(command, Err(PipelineError::Store(StoreError::Invalid(message.clone()))));
+                }
+            }
+        }
+    }
+}
+
+/// Acknowledges commits once a sync that began after them has returned; each sync covers every commit that
+/// reached it meanwhile (the writer goes on with the next groups during it).
+fn acknowledge_when_durable(
+    mut syncer: Box<dyn Syncer>,
+    acknowledger: Acknowledger,
+    receiver: std_mpsc::Receiver<Done>,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut ready = vec![first];
+        ready.extend(receiver.try_iter());
+        let started = Instant::now();
+        let result = syncer.sync();
+        Telemetry::Synced { commits: ready.len() as u64, elapsed: started.elapsed() }.emit();
+        let error = result.err().map(|error| {
+            tracing::error!(%error, commits = ready.len(), "fsync failed; those commits are not acknowledged");
+            error.to_string()
+        });
+        for done in ready {
+            acknowledger.acknowledge(done, error.as_deref().map_or(Ok(()), Err));
+        }
+    }
 }
 
 /// Profile states touched by the current transaction, written once at its end.
@@ -252,7 +350,27 @@ impl WriterState {
         self.last_prune.is_none_or(|last| now - last >= DEDUP_PRUNE_EVERY)
     }
 
-    fn run(&mut self, mut writer: Box<dyn kizuna_store::StoreWriter>, mut receiver: mpsc::Receiver<Command>) {
+    fn run(
+        &mut self,
+        mut writer: Box<dyn StoreWriter>,
+        mut receiver: mpsc::Receiver<Command>,
+        acknowledger: Acknowledger,
+    ) {
+        let syncer = writer.syncer().unwrap_or_else(|error| {
+            // Without one the commits would never be acknowledged: fail loudly rather than hang.
+            panic!("the store's writer could not hand out its syncer: {error}")
+        });
+        let mut acknowledgements = match syncer {
+            Some(syncer) => {
+                let (sender, done) = std_mpsc::channel();
+                let handle = std::thread::Builder::new()
+                    .name("kizuna-fsync".into())
+                    .spawn(move || acknowledge_when_durable(syncer, acknowledger, done))
+                    .expect("spawning the fsync thread");
+                Acknowledgements::Synced { sender, handle }
+            }
+            None => Acknowledgements::Inline(acknowledger),
+        };
         while let Some(first) = receiver.blocking_recv() {
             let mut group = Vec::new();
             let mut events = 0;
@@ -274,11 +392,9 @@ impl WriterState {
             }
             let started = Instant::now();
             match self.apply_group(writer.as_mut(), &mut group) {
-                Ok(answers) => {
+                Ok((answers, committed)) => {
                     Telemetry::Committed { events: events as u64, elapsed: started.elapsed() }.emit();
-                    for (command, answer) in group.into_iter().zip(answers) {
-                        reply(command, Ok(answer));
-                    }
+                    acknowledgements.commit(Done { group, answers, committed });
                 }
                 Err(error) => {
                     tracing::error!(%error, commands = group.len(), "write transaction failed; rolled back");
@@ -288,6 +404,12 @@ impl WriterState {
                         reply(command, Err(PipelineError::Store(StoreError::Invalid(error.to_string()))));
                     }
                 }
+            }
+        }
+        if let Acknowledgements::Synced { sender, handle } = acknowledgements {
+            drop(sender);
+            if handle.join().is_err() {
+                tracing::error!("the fsync thread panicked");
             }
         }
         tracing::info!("writer drained its queue and stopped");
@@ -304,11 +426,11 @@ impl WriterState {
         &mut self,
         writer: &mut dyn kizuna_store::StoreWriter,
         group: &mut [Command],
-    ) -> Result<Vec<Answer>, StoreError> {
+    ) -> Result<(Vec<Answer>, Option<Committed>), StoreError> {
         let now = self.clock.now();
         let now_ms = now.timestamp_millis();
         let mut tx = writer.begin()?;
-        let mut dirty = Dirty { feed: self.feed.as_ref().map(|_| Vec::new()), ..Dirty::default() };
+        let mut dirty = Dirty { feed: self.publishes.then(Vec::new), ..Dirty::default() };
         let mut answers = Vec::with_capacity(group.len());
         for command in group.iter_mut() {
             let answer = match command {
@@ -343,7 +465,7 @@ impl WriterState {
             self.last_prune = if pruned == DEDUP_PRUNE_BATCH { None } else { Some(now) };
         }
         tx.commit()?;
-        if let (Some(sink), Some(mut changes)) = (&self.feed, dirty.feed.take()) {
+        let committed = dirty.feed.take().map(|mut changes| {
             for profile in &dirty.deleted {
                 changes.push(FeedChange::Removed { profile: *profile, erased: false });
             }
@@ -354,9 +476,9 @@ impl WriterState {
                 identifier_kinds.dedup();
                 changes.push(FeedChange::State { profile, state: Arc::new(state), identifier_kinds, version: now_ms });
             }
-            sink(Committed { at: now, changes });
-        }
-        Ok(answers)
+            Committed { at: now, changes }
+        });
+        Ok((answers, committed))
     }
 
     fn origin(&mut self, source: &Source) -> Origin {

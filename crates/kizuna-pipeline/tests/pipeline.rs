@@ -3,9 +3,9 @@
 use chrono::TimeZone;
 use kizuna_identity::{IdKind, Identifier};
 use kizuna_ingest::{Event, parse_message};
-use kizuna_pipeline::{Pipeline, PipelineConfig};
+use kizuna_pipeline::{Committed, FeedSink, Pipeline, PipelineConfig};
 use kizuna_profiles::DataKind;
-use kizuna_store::{Durability, SqliteStore, Store};
+use kizuna_store::{Durability, SqliteStore, Store, StoreError, StoreResult, StoreWriter, Syncer, WriteTx};
 use kizuna_types::{Clock, TestClock};
 use serde_json::json;
 use std::sync::Arc;
@@ -128,5 +128,81 @@ fn merged_away_ids_resolve_to_the_survivor_in_one_batch_read() {
     for kind in [IdKind::AnonymousId, IdKind::UserId, IdKind::Email] {
         assert!(kinds.contains(&kind), "the survivor lists its {kind:?} (read through the covering index)");
     }
+    pipeline.shutdown();
+}
+
+/// The store's writer with its syncs held back: each sync waits for a permit, which says whether it succeeds.
+struct HeldSyncs {
+    inner: Box<dyn StoreWriter>,
+    permits: Option<std::sync::mpsc::Receiver<bool>>,
+}
+
+struct HeldSyncer(std::sync::mpsc::Receiver<bool>);
+
+impl StoreWriter for HeldSyncs {
+    fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>> {
+        self.inner.begin()
+    }
+    fn syncer(&mut self) -> StoreResult<Option<Box<dyn Syncer>>> {
+        Ok(self.permits.take().map(|permits| Box::new(HeldSyncer(permits)) as Box<dyn Syncer>))
+    }
+}
+
+impl Syncer for HeldSyncer {
+    fn sync(&mut self) -> StoreResult<()> {
+        match self.0.recv() {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::Io(std::io::Error::other("the disk refused the fsync"))),
+        }
+    }
+}
+
+#[test]
+fn a_commit_is_answered_and_published_only_after_a_sync_that_follows_it() {
+    let (_dir, store, clock) = setup();
+    let (permit, permits) = std::sync::mpsc::channel();
+    let writer = Box::new(HeldSyncs { inner: store.writer().expect("writer"), permits: Some(permits) });
+    let (published_tx, published) = std::sync::mpsc::channel();
+    let feed: FeedSink = Box::new(move |committed: Committed| {
+        let _ = published_tx.send(committed.changes.len());
+    });
+    let config = PipelineConfig::default();
+    let pipeline =
+        Pipeline::start_with_writer(store.clone(), writer, config, Arc::new(clock.clone()), Some(feed)).expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let order = || event(json!({"type": "track", "userId": "u", "event": "Order Completed", "messageId": "m1"}));
+    let sent = {
+        let (pipeline, source) = (pipeline.clone(), source.clone());
+        rt.spawn(async move { pipeline.ingest(&source, vec![order()]).await })
+    };
+    // Committed (readers see it) but neither answered nor published while its sync is held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.counts().expect("counts").events == 0 {
+        assert!(std::time::Instant::now() < deadline, "the event was committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!sent.is_finished(), "no answer before the sync");
+    assert!(published.try_recv().is_err(), "nothing published before the sync");
+
+    // A failed fsync: the commit is published (it is in the store) but not acknowledged.
+    permit.send(false).expect("permit");
+    let failed = rt.block_on(sent).expect("task");
+    assert!(failed.is_err(), "an fsync failure is not an acknowledgement: {failed:?}");
+    assert!(published.recv_timeout(Duration::from_secs(10)).is_ok());
+
+    // The caller retries: replay protection answers once that answer is durable.
+    let retried = {
+        let (pipeline, source) = (pipeline.clone(), source.clone());
+        rt.spawn(async move { pipeline.ingest(&source, vec![order()]).await })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!retried.is_finished(), "the retry waits for its own sync");
+    permit.send(true).expect("permit");
+    let receipt = rt.block_on(retried).expect("task").expect("acknowledged");
+    assert_eq!((receipt.accepted, receipt.duplicates), (0, 1));
+    assert_eq!(store.counts().expect("counts").events, 1, "stored once");
+    drop(permit);
     pipeline.shutdown();
 }

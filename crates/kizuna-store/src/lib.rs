@@ -158,6 +158,17 @@ pub trait Store: Send + Sync + 'static {
 
 pub trait StoreWriter: Send {
     fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>>;
+    /// `Some` when this writer's commits return before they are on disk, so that the caller can go on with the
+    /// next transaction while another thread makes the last ones durable; the caller must not acknowledge a
+    /// commit until a [`Syncer::sync`] that began after it has returned. `None` when every commit is durable
+    /// when it returns, or durability across power loss was not asked for.
+    fn syncer(&mut self) -> StoreResult<Option<Box<dyn Syncer>>>;
+}
+
+/// Makes commits durable after the fact (see [`StoreWriter::syncer`]).
+pub trait Syncer: Send {
+    /// Returns once every transaction committed before the call began is durable.
+    fn sync(&mut self) -> StoreResult<()>;
 }
 
 /// One write transaction: all or nothing.

@@ -1,7 +1,7 @@
 use crate::{
     AnalyticsRun, ApiKey, Counts, EventFilter, IdentityRow, MemberChange, NewEvent, RunOutcome, ScannedEvent,
     ScannedProfile, SegmentTransitionRow, Source, Store, StoreError, StoreResult, StoreWriter, StoredEvent,
-    StoredPlacement, StoredProfile, StoredSegment, TransitionFilter, WriteTx,
+    StoredPlacement, StoredProfile, StoredSegment, Syncer, TransitionFilter, WriteTx,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use kizuna_catalog::Product;
@@ -45,7 +45,7 @@ mod segments;
 /// How hard a commit pushes data to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// fsync on every commit: survives power loss.
+    /// Nothing is acknowledged before it is fsynced: survives power loss.
     Full,
     /// Leave flushing to the OS: survives a killed process, not a power cut.
     Process,
@@ -974,11 +974,41 @@ impl Store for SqliteStore {
 
     fn writer(&self) -> StoreResult<Box<dyn StoreWriter>> {
         let conn = self.connect(false)?;
+        // With full durability the writer's commits still only write the WAL (no fsync: `NORMAL`), and its
+        // `WalSyncer` fsyncs the WAL file on another thread; the pipeline acknowledges a commit after that. The
+        // fsync of one group overlaps the work on the next instead of stalling it, and one fsync covers every
+        // commit made meanwhile. A checkpoint (on its own `FULL` connection) fsyncs the WAL before it copies it
+        // and the database after, so what a later restart of the WAL overwrites was durable already.
+        let syncs = self.durability == Durability::Full;
+        if syncs {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         conn.pragma_update(None, "cache_size", -65_536)?;
         // Checkpoints copy the WAL into the database and fsync it; done inline they stall the commit that
         // triggers them. A background connection does them instead, off the write path.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(Box::new(SqliteWriter { conn, _checkpointer: self.main_checkpointer()? }))
+        let wal = syncs.then(|| self.path.with_extension("db-wal"));
+        Ok(Box::new(SqliteWriter { conn, wal, _checkpointer: self.main_checkpointer()? }))
+    }
+}
+
+/// Fsyncs the main database's WAL file: every frame a commit wrote before the call is then on disk.
+struct WalSyncer {
+    wal: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Syncer for WalSyncer {
+    fn sync(&mut self) -> StoreResult<()> {
+        if self.file.is_none() {
+            // The WAL exists from the writer's first commit on and stays (restarts overwrite it in place;
+            // truncation keeps the file) while the writer's connection is open.
+            self.file = Some(std::fs::OpenOptions::new().write(true).open(&self.wal)?);
+        }
+        if let Some(file) = &self.file {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 }
 
@@ -1076,6 +1106,8 @@ impl Drop for Checkpointer {
 
 struct SqliteWriter {
     conn: Connection,
+    /// The WAL file to fsync after commits, when they do not fsync themselves (full durability).
+    wal: Option<PathBuf>,
     _checkpointer: std::sync::Arc<Checkpointer>,
 }
 
@@ -1083,6 +1115,10 @@ impl StoreWriter for SqliteWriter {
     fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         Ok(Box::new(SqliteTx { tx }))
+    }
+
+    fn syncer(&mut self) -> StoreResult<Option<Box<dyn Syncer>>> {
+        Ok(self.wal.clone().map(|wal| Box::new(WalSyncer { wal, file: None }) as Box<dyn Syncer>))
     }
 }
 
@@ -1322,6 +1358,26 @@ mod tests {
         assert!(after <= limit as u64, "after the restart the WAL is {after} bytes (limit {limit}, was {grown})");
         let rows: i64 = writer.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?;
         assert_eq!(rows, 65);
+        Ok(())
+    }
+
+    /// With full durability the writer's commits leave the fsync to its syncer (so the pipeline can overlap
+    /// it with the next group); without, there is nothing to sync.
+    #[test]
+    fn full_durability_hands_the_fsync_to_a_syncer() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let full = SqliteStore::open(&dir.path().join("full"), Durability::Full)?;
+        let mut writer = full.writer()?;
+        let mut syncer = writer.syncer()?.expect("a syncer with full durability");
+        let tx = writer.begin()?;
+        tx.commit()?;
+        syncer.sync()?;
+        let conn = full.connect(false)?;
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        assert_eq!(synchronous, 2, "other connections still commit with FULL");
+
+        let process = SqliteStore::open(&dir.path().join("process"), Durability::Process)?;
+        assert!(process.writer()?.syncer()?.is_none());
         Ok(())
     }
 }

@@ -9,6 +9,8 @@ pub const REQUESTS_REJECTED: &str = "kizuna_ingest_requests_rejected_total";
 pub const HTTP_REQUEST_SECONDS: &str = "kizuna_http_request_duration_seconds";
 pub const COMMIT_SECONDS: &str = "kizuna_store_commit_duration_seconds";
 pub const COMMIT_GROUP_EVENTS: &str = "kizuna_store_commit_group_events";
+pub const SYNC_SECONDS: &str = "kizuna_store_sync_duration_seconds";
+pub const SYNC_COMMITS: &str = "kizuna_store_sync_commits";
 pub const CHECKPOINT_RESTART_SECONDS: &str = "kizuna_store_checkpoint_restart_duration_seconds";
 pub const IDENTITY_MERGES: &str = "kizuna_identity_merges_total";
 pub const IDENTITY_CONFLICTS: &str = "kizuna_identity_conflicts_total";
@@ -33,6 +35,11 @@ pub enum Telemetry<'a> {
     },
     Committed {
         events: u64,
+        elapsed: Duration,
+    },
+    /// An fsync that made the commits before it durable (their callers are answered after it).
+    Synced {
+        commits: u64,
         elapsed: Duration,
     },
     /// A restarting WAL checkpoint, during which the file's writers wait.
@@ -63,6 +70,10 @@ impl Telemetry<'_> {
             Telemetry::Committed { events, elapsed } => {
                 metrics::histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
                 metrics::histogram!(COMMIT_GROUP_EVENTS).record(events as f64);
+            }
+            Telemetry::Synced { commits, elapsed } => {
+                metrics::histogram!(SYNC_SECONDS).record(elapsed.as_secs_f64());
+                metrics::histogram!(SYNC_COMMITS).record(commits as f64);
             }
             Telemetry::CheckpointRestarted { database, elapsed } => {
                 metrics::histogram!(CHECKPOINT_RESTART_SECONDS, "database" => database.to_owned())
