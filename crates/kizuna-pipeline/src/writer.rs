@@ -11,6 +11,7 @@ use kizuna_types::{Clock, telemetry::Telemetry};
 use crate::feed::{Committed, FedEvent, FeedChange, FeedSink};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +46,14 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("the pipeline is shut down")]
     Closed,
+    /// An fsync failed: what was written since the last good one may or may not survive a power cut, and the
+    /// operating system would not report the failure again. Nothing more is acknowledged until a restart, whose
+    /// recovery settles what was kept.
+    #[error(
+        "the store could not make writes durable; whether this request was stored is unknown until Kizuna \
+         restarts (then retry: replays are deduplicated)"
+    )]
+    NotDurable,
     #[error("profile {0} does not exist")]
     UnknownProfile(ProfileId),
 }
@@ -235,22 +244,27 @@ enum Acknowledgements {
     /// Commits are durable when they return (or durability across power loss was not asked for).
     Inline(Acknowledger),
     /// Commits return before they are on disk; the fsync thread acknowledges them after its next sync.
-    Synced { sender: std_mpsc::Sender<Done>, handle: std::thread::JoinHandle<()> },
+    Synced { sender: std_mpsc::Sender<Done>, handle: std::thread::JoinHandle<()>, broken: Arc<AtomicBool> },
 }
 
 impl Acknowledgements {
     fn commit(&mut self, done: Done) {
         match self {
-            Acknowledgements::Inline(acknowledger) => acknowledger.acknowledge(done, Ok(())),
-            Acknowledgements::Synced { sender, .. } => {
+            Acknowledgements::Inline(acknowledger) => acknowledger.acknowledge(done),
+            Acknowledgements::Synced { sender, broken, .. } => {
                 if let Err(std_mpsc::SendError(done)) = sender.send(done) {
-                    // The fsync thread is gone (it panicked): nothing can be made durable any more.
-                    for command in done.group {
-                        reply(command, Err(PipelineError::Closed));
-                    }
+                    // The fsync thread is gone (a feed consumer panicked on it): nothing can be made durable.
+                    tracing::error!("the fsync thread stopped: nothing more is acknowledged until Kizuna restarts");
+                    broken.store(true, Ordering::SeqCst);
+                    refuse(done.group);
                 }
             }
         }
+    }
+
+    /// Nothing written from now on could be acknowledged (a failed fsync): groups are refused unwritten.
+    fn broken(&self) -> bool {
+        matches!(self, Acknowledgements::Synced { broken, .. } if broken.load(Ordering::SeqCst))
     }
 }
 
@@ -283,47 +297,53 @@ struct Acknowledger {
 }
 
 impl Acknowledger {
-    fn acknowledge(&self, done: Done, durable: Result<(), &str>) {
-        // Published even when the fsync failed: the commit is in the store, and what follows the feed must see it.
+    /// Publishes what the group changed, then answers its callers.
+    fn acknowledge(&self, done: Done) {
         if let (Some(sink), Some(committed)) = (&self.feed, done.committed) {
             sink(committed);
         }
-        match durable {
-            Ok(()) => {
-                for (command, answer) in done.group.into_iter().zip(done.answers) {
-                    reply(command, Ok(answer));
-                }
-            }
-            Err(error) => {
-                // Not acknowledged: a caller that retries is answered by replay protection, once it is durable.
-                let message = format!("the commit could not be made durable: {error}");
-                for command in done.group {
-                    reply(command, Err(PipelineError::Store(StoreError::Invalid(message.clone()))));
-                }
-            }
+        for (command, answer) in done.group.into_iter().zip(done.answers) {
+            reply(command, Ok(answer));
         }
     }
 }
 
+/// Answers every command of a group that cannot be acknowledged.
+fn refuse(group: Vec<Command>) {
+    for command in group {
+        reply(command, Err(PipelineError::NotDurable));
+    }
+}
+
 /// Acknowledges commits once a sync that began after them has returned; each sync covers every commit that
-/// reached it meanwhile (the writer goes on with the next groups during it).
+/// reached it meanwhile (the writer goes on with the next groups during it). After a failed sync nothing is
+/// acknowledged or published any more: Linux reports a failed writeback once and then calls the pages clean,
+/// so a later "successful" fsync would not mean the earlier frames are on disk (and WAL recovery stops at the
+/// first missing frame, losing everything after it).
 fn acknowledge_when_durable(
     mut syncer: Box<dyn Syncer>,
     acknowledger: Acknowledger,
     receiver: std_mpsc::Receiver<Done>,
+    broken: Arc<AtomicBool>,
 ) {
     while let Ok(first) = receiver.recv() {
         let mut ready = vec![first];
         ready.extend(receiver.try_iter());
-        let started = Instant::now();
-        let result = syncer.sync();
-        Telemetry::Synced { commits: ready.len() as u64, elapsed: started.elapsed() }.emit();
-        let error = result.err().map(|error| {
-            tracing::error!(%error, commits = ready.len(), "fsync failed; those commits are not acknowledged");
-            error.to_string()
-        });
+        if !broken.load(Ordering::SeqCst) {
+            let started = Instant::now();
+            let result = syncer.sync();
+            Telemetry::Synced { commits: ready.len() as u64, elapsed: started.elapsed() }.emit();
+            if let Err(error) = result {
+                tracing::error!(%error, "fsync failed: nothing more is acknowledged until Kizuna restarts");
+                broken.store(true, Ordering::SeqCst);
+            }
+        }
         for done in ready {
-            acknowledger.acknowledge(done, error.as_deref().map_or(Ok(()), Err));
+            if broken.load(Ordering::SeqCst) {
+                refuse(done.group);
+            } else {
+                acknowledger.acknowledge(done);
+            }
         }
     }
 }
@@ -363,11 +383,13 @@ impl WriterState {
         let mut acknowledgements = match syncer {
             Some(syncer) => {
                 let (sender, done) = std_mpsc::channel();
+                let broken = Arc::new(AtomicBool::new(false));
+                let flag = broken.clone();
                 let handle = std::thread::Builder::new()
                     .name("kizuna-fsync".into())
-                    .spawn(move || acknowledge_when_durable(syncer, acknowledger, done))
+                    .spawn(move || acknowledge_when_durable(syncer, acknowledger, done, flag))
                     .expect("spawning the fsync thread");
-                Acknowledgements::Synced { sender, handle }
+                Acknowledgements::Synced { sender, handle, broken }
             }
             None => Acknowledgements::Inline(acknowledger),
         };
@@ -390,6 +412,10 @@ impl WriterState {
             if group.is_empty() {
                 continue;
             }
+            if acknowledgements.broken() {
+                refuse(group);
+                continue;
+            }
             let started = Instant::now();
             match self.apply_group(writer.as_mut(), &mut group) {
                 Ok((answers, committed)) => {
@@ -406,7 +432,7 @@ impl WriterState {
                 }
             }
         }
-        if let Acknowledgements::Synced { sender, handle } = acknowledgements {
+        if let Acknowledgements::Synced { sender, handle, .. } = acknowledgements {
             drop(sender);
             if handle.join().is_err() {
                 tracing::error!("the fsync thread panicked");

@@ -3,7 +3,7 @@
 use chrono::TimeZone;
 use kizuna_identity::{IdKind, Identifier};
 use kizuna_ingest::{Event, parse_message};
-use kizuna_pipeline::{Committed, FeedSink, Pipeline, PipelineConfig};
+use kizuna_pipeline::{Committed, FeedSink, Pipeline, PipelineConfig, PipelineError};
 use kizuna_profiles::DataKind;
 use kizuna_store::{Durability, SqliteStore, Store, StoreError, StoreResult, StoreWriter, Syncer, WriteTx};
 use kizuna_types::{Clock, TestClock};
@@ -186,23 +186,26 @@ fn a_commit_is_answered_and_published_only_after_a_sync_that_follows_it() {
     assert!(!sent.is_finished(), "no answer before the sync");
     assert!(published.try_recv().is_err(), "nothing published before the sync");
 
-    // A failed fsync: the commit is published (it is in the store) but not acknowledged.
-    permit.send(false).expect("permit");
-    let failed = rt.block_on(sent).expect("task");
-    assert!(failed.is_err(), "an fsync failure is not an acknowledgement: {failed:?}");
+    // A good sync answers and publishes it.
+    permit.send(true).expect("permit");
+    let receipt = rt.block_on(sent).expect("task").expect("acknowledged");
+    assert_eq!((receipt.accepted, receipt.duplicates), (1, 0));
     assert!(published.recv_timeout(Duration::from_secs(10)).is_ok());
 
-    // The caller retries: replay protection answers once that answer is durable.
-    let retried = {
+    // A failed fsync acknowledges nothing, and nothing after it either (the OS reports a failed writeback once):
+    // not the request whose sync failed, not a retry of it, not new work — until a restart.
+    let second = || event(json!({"type": "track", "userId": "u", "event": "Order Completed", "messageId": "m2"}));
+    let sent = {
         let (pipeline, source) = (pipeline.clone(), source.clone());
-        rt.spawn(async move { pipeline.ingest(&source, vec![order()]).await })
+        rt.spawn(async move { pipeline.ingest(&source, vec![second()]).await })
     };
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!retried.is_finished(), "the retry waits for its own sync");
-    permit.send(true).expect("permit");
-    let receipt = rt.block_on(retried).expect("task").expect("acknowledged");
-    assert_eq!((receipt.accepted, receipt.duplicates), (0, 1));
-    assert_eq!(store.counts().expect("counts").events, 1, "stored once");
+    permit.send(false).expect("permit");
+    let failed = rt.block_on(sent).expect("task");
+    assert!(matches!(failed, Err(PipelineError::NotDurable)), "{failed:?}");
+    let retried = rt.block_on(pipeline.ingest(&source, vec![second()]));
+    assert!(matches!(retried, Err(PipelineError::NotDurable)), "{retried:?}");
+    assert!(published.try_recv().is_err(), "nothing published after the failure");
+    assert_eq!(store.counts().expect("counts").events, 2, "the retry was not written");
     drop(permit);
     pipeline.shutdown();
 }

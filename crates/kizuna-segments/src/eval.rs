@@ -277,11 +277,16 @@ pub fn values_at<'a>(root: &'a Value, path: &str) -> Vec<&'a Value> {
 
 /// Whether an event passes an event match (name, then every property filter on any value at its path).
 pub fn matches(event: &EventFact, m: &EventMatch, now: DateTime<Utc>) -> bool {
+    matching(event, m, now, &mut NextChange { now, at: None })
+}
+
+/// [`matches`], noting when a filter's answer flips (`where ends_at within last 14d`): the answer of the
+/// condition around it can change then, and the engine must wake the profile.
+fn matching(event: &EventFact, m: &EventMatch, now: DateTime<Utc>, next: &mut NextChange) -> bool {
     *event.name == *m.name
         && m.filters.iter().all(|f| {
-            let mut ignore = NextChange { now, at: None };
             any_value_at(&event.properties, &f.path, &mut |v| {
-                !v.is_null() && compare_value(v, &f.comparison, now, &mut ignore)
+                !v.is_null() && compare_value(v, &f.comparison, now, next)
             })
         })
 }
@@ -333,7 +338,7 @@ fn event_condition(e: &EventCondition, events: &[EventFact], now: DateTime<Utc>,
     let mut values: Vec<f64> = Vec::new();
     let (mut first, mut last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
     for event in events {
-        if !matches(event, &e.matches, now) || !in_window(event.at, &e.window, now, next) {
+        if !matching(event, &e.matches, now, next) || !in_window(event.at, &e.window, now, next) {
             continue;
         }
         count += 1;
@@ -359,14 +364,14 @@ fn sequence(s: &SequenceCondition, events: &[EventFact], now: DateTime<Utc>, nex
     let within = s.within.duration();
     let mut holds = false;
     for (i, a) in events.iter().enumerate() {
-        if !matches(a, &s.first, now) || !in_window(a.at, &s.window, now, next) {
+        if !matching(a, &s.first, now, next) || !in_window(a.at, &s.window, now, next) {
             continue;
         }
         let deadline = a.at + within;
         let answered = events[i + 1..]
             .iter()
             .take_while(|b| b.at <= deadline)
-            .any(|b| b.at > a.at && b.at <= now && matches(b, &s.then_not, now));
+            .any(|b| b.at > a.at && b.at <= now && matching(b, &s.then_not, now, next));
         if answered {
             continue;
         }

@@ -283,3 +283,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_date_in_an_event_filter_reports_when_it_leaves_its_window() {
+    // "Started a trial that ended in the last 14 days", or a Tokyo resident: the trial answers now and stops
+    // answering when its end date is 14 days old; a settled "no" from the city must not hide that.
+    let ended = now() - Duration::days(3);
+    let recent_end = vec![PropertyFilter { path: "ends_at".into(), comparison: Comparison::WithinLast(days(14)) }];
+    let definition = Condition::Or(vec![
+        has_done("Trial Started", recent_end, Window::Ever),
+        attr("traits.city", Comparison::Equals(json!("Tokyo"))),
+    ]);
+    let person = Person::default().with("traits.city", json!("Osaka")).did(
+        "Trial Started",
+        now() - Duration::days(20),
+        json!({"ends_at": ended.to_rfc3339()}),
+    );
+    let result = evaluate(&definition, &person, now(), &no_segments);
+    assert!(result.member);
+    let flips = ended + Duration::days(14) + Duration::milliseconds(1);
+    assert_eq!(result.next_change, Some(flips));
+    assert!(!evaluate(&definition, &person, flips, &no_segments).member);
+}

@@ -27,6 +27,9 @@ impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         match e {
             PipelineError::Closed => Self(KizunaError::new(Code::Unavailable, "the server is shutting down")),
+            PipelineError::NotDurable => {
+                Self(KizunaError::new(Code::Unavailable, PipelineError::NotDurable.to_string()))
+            }
             PipelineError::UnknownProfile(id) => {
                 Self(KizunaError::new(Code::ProfileNotFound, format!("no profile has id {id}")))
             }

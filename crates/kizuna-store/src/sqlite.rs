@@ -45,7 +45,10 @@ mod segments;
 /// How hard a commit pushes data to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Nothing is acknowledged before it is fsynced: survives power loss.
+    /// Nothing is acknowledged before it is fsynced: survives power loss. The ingest writer's commits are
+    /// fsynced by a second thread (see [`StoreWriter::syncer`]), so readers can see a commit a few milliseconds
+    /// before it is durable; what acts on ingested data follows the pipeline's feed, which is published only
+    /// after the fsync.
     Full,
     /// Leave flushing to the OS: survives a killed process, not a power cut.
     Process,
