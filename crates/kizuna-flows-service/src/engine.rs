@@ -12,7 +12,7 @@ use kizuna_ingest::MessageType;
 use kizuna_messaging_service::SendRequest;
 use kizuna_segments::eval::EventFact;
 use kizuna_store::TransitionFilter;
-use kizuna_store::flows::{FlowBatch, RunRow, StepRow};
+use kizuna_store::flows::{FlowBatch, RunRow, StepRow, StoredFlow};
 use serde_json::{Map, Value, json};
 
 use crate::person::{LivePerson, fact};
@@ -410,6 +410,17 @@ impl FlowEngine {
     pub async fn round(&self) -> FlowsResult<bool> {
         let _round = self.inner.round.lock().await;
         self.inner.stats.lock().rounds += 1;
+        // No flow at all: nobody can enter, wait or be due, so the inputs are not read — a store without flows
+        // must not pay for them on every commit (each round used to write its cursors and fsync, competing with
+        // ingestion for the write lock). The cursors are forgotten once; the first flow's inputs are then read
+        // from where it was activated.
+        if self.inner.store.flows().list_flows()?.is_empty() {
+            if !self.inner.idle.swap(true, Ordering::SeqCst) {
+                self.inner.store.flows().forget_flow_cursors()?;
+            }
+            return Ok(false);
+        }
+        self.inner.idle.store(false, Ordering::SeqCst);
         self.apply_profile_changes()?;
         // Timers go first and are never held back: a step runs when it is due (conditions are checked then, and
         // a send is handed to messaging, whose queue orders delivery by priority). A burst of new entrants
@@ -450,6 +461,13 @@ impl FlowEngine {
         Ok(())
     }
 
+    /// Where reading an input starts without a cursor: its head, or where an activated flow began reading it if
+    /// earlier (a flow activated after the cursors were forgotten, before this round).
+    fn first_read(&self, head: i64, since: impl Fn(&StoredFlow) -> i64) -> FlowsResult<i64> {
+        let flows = self.inner.store.flows().list_flows()?;
+        Ok(flows.iter().filter(|f| f.live_version.is_some()).map(since).fold(head, i64::min))
+    }
+
     fn cursor(&self, name: &str, head: impl FnOnce(&Self) -> FlowsResult<i64>) -> FlowsResult<(i64, bool)> {
         match self.inner.store.flows().flow_cursor(name)? {
             Some(position) => Ok((position, false)),
@@ -459,7 +477,9 @@ impl FlowEngine {
     }
 
     async fn consume_transitions(&self, flows: &[LiveFlow], limit: usize) -> FlowsResult<bool> {
-        let (after, fresh) = self.cursor(TRANSITIONS_CURSOR, |me| Ok(me.inner.store.flows().input_heads()?.1))?;
+        let (after, fresh) = self.cursor(TRANSITIONS_CURSOR, |me| {
+            me.first_read(me.inner.store.flows().input_heads()?.1, |f| f.since_transition_seq)
+        })?;
         let filter = TransitionFilter { after_seq: after, limit, ..Default::default() };
         let transitions = self.inner.store.segment_transitions(&filter)?;
         let mut work = Work::new(self, self.now());
@@ -490,7 +510,9 @@ impl FlowEngine {
     }
 
     async fn consume_events(&self, flows: &[LiveFlow], limit: usize) -> FlowsResult<bool> {
-        let (after, fresh) = self.cursor(EVENTS_CURSOR, |me| Ok(me.inner.store.flows().input_heads()?.0))?;
+        let (after, fresh) = self.cursor(EVENTS_CURSOR, |me| {
+            me.first_read(me.inner.store.flows().input_heads()?.0, |f| f.since_event_seq)
+        })?;
         // Names that matter: triggers of active flows, and what any flow's runs wait for.
         let mut triggers: HashSet<String> = HashSet::new();
         for flow in flows {

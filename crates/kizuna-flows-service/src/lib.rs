@@ -164,6 +164,8 @@ pub(crate) struct Inner {
     timer_rounds: Mutex<Vec<TimerRound>>,
     /// Test hook: the next round stops after its actions and before its write, as a kill would.
     crash_before_write: AtomicBool,
+    /// No flow exists and the input cursors are forgotten: rounds read nothing.
+    idle: AtomicBool,
 }
 
 /// The handle to the flow engine; cheap to clone.
@@ -221,6 +223,7 @@ impl FlowEngine {
                 lateness_ms: Mutex::new(Vec::new()),
                 timer_rounds: Mutex::new(Vec::new()),
                 crash_before_write: AtomicBool::new(false),
+                idle: AtomicBool::new(false),
             }),
         })
     }

@@ -650,3 +650,26 @@ async fn backpressure_slows_and_then_stops_new_entrants_but_never_timers() {
     settle().await;
     assert_eq!(runs(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_flows_rounds_read_nothing_and_the_first_flow_misses_nothing_after_its_activation() {
+    let node = Node::start();
+    node.template("cart_1", "{{ profile.first_name }}, your cart is waiting");
+    node.customer("aiko").await;
+    node.customer("ben").await;
+    node.track("aiko", "Checkout Started", json!({"value": 80, "cart_id": "before"})).await;
+    node.settle().await;
+    assert!(!node.engine.round().await.expect("round"), "no flow: nothing to do");
+    for cursor in ["events", "segment_transitions", "merges", "erasures"] {
+        assert_eq!(node.store.flows().flow_cursor(cursor).expect("cursor"), None, "{cursor} is not kept");
+    }
+    // Activated, then an event before the engine's next round: it must still trigger the flow, while the
+    // checkout from before the activation does not.
+    node.engine.save("cart", &cart_flow()).expect("saved");
+    node.engine.activate("cart").expect("active");
+    node.track("ben", "Checkout Started", json!({"value": 90, "cart_id": "after"})).await;
+    node.settle().await;
+    node.at(node.clock.now() + Duration::hours(2)).await;
+    assert_eq!(node.recorder.sent(), vec![("ben@example.com".to_string(), "ben, your cart is waiting".to_string())]);
+    assert!(node.store.flows().flow_cursor("events").expect("cursor").is_some(), "kept again once a flow exists");
+}

@@ -127,6 +127,9 @@ pub trait FlowStore: Send + Sync {
     fn delete_flow(&self, flow_id: i64) -> StoreResult<()>;
 
     fn flow_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// Forgets every input cursor (no flow exists: the first one to come reads from where it was activated
+    /// instead of through everything stored meanwhile).
+    fn forget_flow_cursors(&self) -> StoreResult<()>;
     /// Writes runs, steps and cursors in one transaction.
     fn apply_flow_batch(&self, batch: &FlowBatch, now: DateTime<Utc>) -> StoreResult<()>;
     /// The largest run id in use (new runs are numbered after it).

@@ -188,6 +188,16 @@ impl FlowStore for SqliteStore {
         })
     }
 
+    fn forget_flow_cursors(&self) -> StoreResult<()> {
+        let any: bool = self.with_reader(|conn| {
+            Ok(conn.query_row_cached("SELECT EXISTS (SELECT 1 FROM flow_cursors)", [], |r| r.get(0))?)
+        })?;
+        if any {
+            self.with_writer(|conn| Ok(conn.execute_cached("DELETE FROM flow_cursors", []).map(|_| ())?))?;
+        }
+        Ok(())
+    }
+
     fn apply_flow_batch(&self, batch: &FlowBatch, now: DateTime<Utc>) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
