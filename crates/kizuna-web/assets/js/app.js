@@ -51,7 +51,11 @@ export function navigate(href, { replace = false } = {}) {
   route();
 }
 
+// Counts route() calls: a page that finishes loading after the person has gone elsewhere must not act any more.
+let generation = 0;
+
 async function route() {
+  const mine = ++generation;
   if (!session) return renderSignIn();
   const url = new URL(location.href);
   const found = match(url.pathname);
@@ -65,11 +69,16 @@ async function route() {
     const page = await found.load();
     await page.render(main, found.params, url.searchParams);
   } catch (error) {
+    if (mine !== generation) return;
     if (error instanceof ApiError && error.status === 401) return;
     console.error(error);
     mount(main, h('h1', {}, t('app.error')), errorBox(error));
   }
-  main.focus({ preventScroll: true });
+  if (mine !== generation) return;
+  // The new page gets the focus (keyboard and screen-reader users start there) — unless the person already
+  // put it on the page while it loaded: moving it then sent the rest of what they typed in its search box
+  // nowhere.
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 function renderShell(section) {
