@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_identities_covering.sql")),
     (11, include_str!("../migrations/0011_dedup_expiry.sql")),
     (12, include_str!("../migrations/0012_membership_applied_after_move.sql")),
+    (13, include_str!("../migrations/0013_messages_profile_index.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -311,6 +312,10 @@ impl SqliteStore {
                 // checkpoint ran inline in whichever commit crossed the threshold (13% of their CPU, and a
                 // stall) — the background checkpointer does it instead.
                 conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+                // Their rounds write pages spread over per-person indexes (a message's profile, a run's
+                // profile) that outgrow 16 MB at a million people; the cache the ingest writer has keeps a
+                // round from re-reading from the OS the pages the last round wrote.
+                conn.pragma_update(None, "cache_size", -65_536)?;
                 let checkpointer = self.main_checkpointer()?;
                 slot.insert((conn, checkpointer))
             }
