@@ -457,7 +457,16 @@ impl FlowEngine {
     /// Merges and erasures since the last round, read from the store's own records by cursor: a change is
     /// followed even when it was committed just before a crash.
     fn apply_profile_changes(&self) -> FlowsResult<()> {
-        while self.inner.store.flows().follow_profile_changes(PROFILE_CHANGES_PER_READ)? >= PROFILE_CHANGES_PER_READ {}
+        let mut concurrent = Vec::new();
+        for flow in self.inner.store.flows().list_flows()? {
+            if let Some(version) = flow.live_version
+                && self.definition(flow.id, version)?.entry.concurrent
+            {
+                concurrent.push(flow.id);
+            }
+        }
+        let flows = self.inner.store.flows();
+        while flows.follow_profile_changes(PROFILE_CHANGES_PER_READ, &concurrent)? >= PROFILE_CHANGES_PER_READ {}
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use kizuna_channels::{Channel, Outgoing, Receipt, SendFuture};
+use kizuna_flows::RunStatus;
 use kizuna_flows_service::{FlowEngine, FlowSettings, SimRequest};
 use kizuna_identity::{IdKind, Identifier};
 use kizuna_ingest::parse_message;
@@ -335,6 +336,12 @@ async fn runs_follow_merges_and_erasures_even_across_a_restart() {
 
     let runs = node.engine.runs(Some("welcome"), Some(survivor), None, None, 10).expect("runs");
     assert_eq!(runs.len(), 2, "both sign-ups' runs belong to the survivor: {runs:?}");
+    // One person, one welcome series: the run that entered first goes on, the device's exits as merged.
+    let mut runs: Vec<_> = runs.into_iter().map(|(run, _)| run).collect();
+    runs.sort_by_key(|run| (run.entered_at, run.id));
+    assert_eq!(runs[0].exit_reason, None, "{runs:?}");
+    assert_eq!((runs[1].status, runs[1].exit_reason.as_deref()), (RunStatus::Exited, Some("merged")), "{runs:?}");
+    assert_eq!(runs[1].due_at, None);
     if let Some(gone) = gone.filter(|g| *g != survivor) {
         assert!(node.engine.runs(Some("welcome"), Some(gone), None, None, 10).expect("runs").is_empty());
     }
@@ -342,14 +349,39 @@ async fn runs_follow_merges_and_erasures_even_across_a_restart() {
     assert_eq!(all.len(), 20, "19 people's runs and the device's: u2's were deleted");
     node.at(t0 + Duration::days(1)).await;
     let seconds = node.recorder.sent().iter().filter(|(_, subject)| subject == "two").count();
-    assert_eq!(seconds, 20, "the survivor gets both runs' second message; u2 none");
+    assert_eq!(seconds, 19, "the survivor gets one second message; u2 none");
     assert!(!node.recorder.sent().iter().any(|(to, subject)| to == "u2@example.com" && subject == "two"));
     let filter =
         kizuna_store::messages::MessageFilter { flow: Some("welcome".into()), limit: 100, ..Default::default() };
     let messages = node.store.messages().messages(&filter).expect("messages");
     let to_survivor =
         messages.iter().filter(|m| m.profile_id == Some(survivor) && m.template == "w2" && m.state == "sent").count();
-    assert_eq!(to_survivor, 2, "{messages:?}");
+    assert_eq!(to_survivor, 1, "{messages:?}");
+    let report = node.engine.report("welcome").expect("report");
+    assert_eq!(report.exited_by_reason.get("merged"), Some(&1), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_that_allows_several_runs_keeps_both_after_a_merge() {
+    let node = Node::start();
+    node.template("w1", "one");
+    let flow = json!({"trigger": {"event": {"name": "Checkout Started"}}, "entry": {"concurrent": true}, "steps": [
+        {"id": "wait", "type": "delay", "for": "1h", "next": "hello"},
+        {"id": "hello", "type": "send", "template": "w1"}]});
+    node.engine.save("carts", &flow).expect("saved");
+    node.engine.activate("carts").expect("active");
+    node.settle().await;
+    node.send(json!({"type": "track", "anonymousId": "device-1", "event": "Checkout Started", "properties": {}})).await;
+    let user = node.customer("u1").await;
+    node.track("u1", "Checkout Started", json!({})).await;
+    node.settle().await;
+    node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "device-1"})).await;
+    node.settle().await;
+    let survivor = node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, "u1")).expect("lookup");
+    assert_eq!(survivor, Some(user));
+    let runs = node.engine.runs(Some("carts"), Some(user), None, None, 10).expect("runs");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|(run, _)| run.exit_reason.is_none() && run.due_at.is_some()), "{runs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

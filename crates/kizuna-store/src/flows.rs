@@ -157,7 +157,9 @@ pub trait FlowStore: Send + Sync {
     /// Applies to runs the merges and erasures recorded since the engine last looked (the `merges` and
     /// `erasures` cursors; the first time, none: runs started afterwards name live people): a merged-away
     /// person's runs move to the survivor, an erased person's runs and steps are deleted, and the cursors
-    /// advance in the same transaction — so a change is followed exactly once, even across a crash. Takes at
-    /// most `limit` of each; returns how many it applied.
-    fn follow_profile_changes(&self, limit: usize) -> StoreResult<usize>;
+    /// advance in the same transaction — so a change is followed exactly once, even across a crash. Two people
+    /// merged with a run in progress each in one flow keep one: the run that entered first goes on, the other
+    /// exits as `merged` — except in the flows of `concurrent_flows`, which allow several runs per person.
+    /// Takes at most `limit` of each; returns how many it applied.
+    fn follow_profile_changes(&self, limit: usize, concurrent_flows: &[i64]) -> StoreResult<usize>;
 }

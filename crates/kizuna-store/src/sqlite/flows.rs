@@ -405,8 +405,8 @@ impl FlowStore for SqliteStore {
         })
     }
 
-    fn follow_profile_changes(&self, limit: usize) -> StoreResult<usize> {
-        type Changes = (Vec<(i64, i64, i64)>, Vec<(i64, i64)>, i64, i64, bool);
+    fn follow_profile_changes(&self, limit: usize, concurrent_flows: &[i64]) -> StoreResult<usize> {
+        type Changes = (Vec<(i64, i64, i64, i64)>, Vec<(i64, i64)>, i64, i64, bool);
         let limit = limit.max(1) as i64;
         // A read first: nearly every round finds nothing, and must not take the write lock to learn it.
         let (merges, erasures, merge_cursor, erasure_cursor, fresh): Changes = self.with_reader(|conn| {
@@ -424,8 +424,10 @@ impl FlowStore for SqliteStore {
                 return Ok((Vec::new(), Vec::new(), merges, erasures, true));
             };
             let merges = conn
-                .prepare_cached("SELECT id, from_profile, into_profile FROM merges WHERE id > ?1 ORDER BY id LIMIT ?2")?
-                .query_map([merge_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .prepare_cached(
+                    "SELECT id, from_profile, into_profile, recorded_at FROM merges WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?
+                .query_map([merge_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             let erasures = conn
                 .prepare_cached("SELECT rowid, profile_id FROM erasures WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?
@@ -441,8 +443,14 @@ impl FlowStore for SqliteStore {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             // Merges before erasures: a person merged into someone later erased leaves with them.
-            for (_, from, into) in &merges {
-                tx.execute_cached("UPDATE flow_runs SET profile_id = ?2 WHERE profile_id = ?1", params![from, into])?;
+            for (_, from, into, recorded_at) in &merges {
+                let moved = tx.execute_cached(
+                    "UPDATE flow_runs SET profile_id = ?2 WHERE profile_id = ?1",
+                    params![from, into],
+                )?;
+                if moved > 0 {
+                    end_duplicate_runs(&tx, *into, concurrent_flows, *recorded_at)?;
+                }
             }
             for (_, profile) in &erasures {
                 tx.execute_cached(
@@ -462,4 +470,35 @@ impl FlowStore for SqliteStore {
             Ok(merges.len() + erasures.len())
         })
     }
+}
+
+/// A person holds at most one run in progress per flow (unless the flow allows several): after a merge brought
+/// two people's runs together, the run that entered first goes on and the others exit as `merged`, at the time
+/// the merge was recorded.
+fn end_duplicate_runs(
+    tx: &rusqlite::Transaction<'_>,
+    profile: i64,
+    concurrent_flows: &[i64],
+    at_ms: i64,
+) -> StoreResult<()> {
+    let open: Vec<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, flow_id FROM flow_runs WHERE profile_id = ?1 AND status IN ('active', 'waiting', 'holdout')
+             ORDER BY entered_at, id",
+        )?
+        .query_map([profile], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut kept = std::collections::HashSet::new();
+    for (run, flow) in open {
+        if concurrent_flows.contains(&flow) || kept.insert(flow) {
+            continue;
+        }
+        tx.execute_cached(
+            "UPDATE flow_runs SET status = 'exited', exit_reason = 'merged', due_at = NULL, ended_at = ?2,
+                    updated_at = ?2
+              WHERE id = ?1",
+            params![run, at_ms],
+        )?;
+    }
+    Ok(())
 }
