@@ -341,7 +341,7 @@ async fn runs_follow_merges_and_erasures_even_across_a_restart() {
     runs.sort_by_key(|run| (run.entered_at, run.id));
     assert_eq!(runs[0].exit_reason, None, "{runs:?}");
     assert_eq!((runs[1].status, runs[1].exit_reason.as_deref()), (RunStatus::Exited, Some("merged")), "{runs:?}");
-    assert_eq!(runs[1].due_at, None);
+    assert_eq!((runs[1].due_at, runs[1].step.as_deref(), runs[1].goal_until), (None, None, None));
     if let Some(gone) = gone.filter(|g| *g != survivor) {
         assert!(node.engine.runs(Some("welcome"), Some(gone), None, None, 10).expect("runs").is_empty());
     }
@@ -359,6 +359,8 @@ async fn runs_follow_merges_and_erasures_even_across_a_restart() {
     assert_eq!(to_survivor, 1, "{messages:?}");
     let report = node.engine.report("welcome").expect("report");
     assert_eq!(report.exited_by_reason.get("merged"), Some(&1), "{report:?}");
+    // The arms count people: the merged person once.
+    assert_eq!(report.arms.iter().map(|a| a.entered).sum::<u64>(), 19, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

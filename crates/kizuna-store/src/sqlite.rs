@@ -29,7 +29,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_identities_covering.sql")),
     (11, include_str!("../migrations/0011_dedup_expiry.sql")),
     (12, include_str!("../migrations/0012_membership_applied_after_move.sql")),
-    (13, include_str!("../migrations/0013_messages_profile_index.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.

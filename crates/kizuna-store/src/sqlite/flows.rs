@@ -392,7 +392,8 @@ impl FlowStore for SqliteStore {
                 stmt.query_map([flow_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?;
             let mut stmt = conn.prepare(
                 "SELECT arm, holdout, COUNT(*), COUNT(converted_at), COALESCE(SUM(revenue), 0) FROM flow_runs
-                 WHERE flow_id = ?1 GROUP BY arm, holdout ORDER BY arm, holdout",
+                 WHERE flow_id = ?1 AND (exit_reason IS NULL OR exit_reason <> 'merged')
+                 GROUP BY arm, holdout ORDER BY arm, holdout",
             )?;
             let by_arm = stmt
                 .query_map([flow_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?, r.get(3)?, r.get(4)?)))?
@@ -474,7 +475,8 @@ impl FlowStore for SqliteStore {
 
 /// A person holds at most one run in progress per flow (unless the flow allows several): after a merge brought
 /// two people's runs together, the run that entered first goes on and the others exit as `merged`, at the time
-/// the merge was recorded.
+/// the merge was recorded (or their entry, if that was later: client clocks). An exited duplicate no longer
+/// counts conversions (its goal window closes) nor, in the flow's arm and lift figures, the person a second time.
 fn end_duplicate_runs(
     tx: &rusqlite::Transaction<'_>,
     profile: i64,
@@ -494,7 +496,8 @@ fn end_duplicate_runs(
             continue;
         }
         tx.execute_cached(
-            "UPDATE flow_runs SET status = 'exited', exit_reason = 'merged', due_at = NULL, ended_at = ?2,
+            "UPDATE flow_runs SET status = 'exited', exit_reason = 'merged', step = NULL, due_at = NULL,
+                    goal_until = NULL, ended_at = CASE WHEN entered_at > ?2 THEN entered_at ELSE ?2 END,
                     updated_at = ?2
               WHERE id = ?1",
             params![run, at_ms],
