@@ -231,6 +231,7 @@ impl Messenger {
             provider_id: None,
             attempted: false,
             sent: false,
+            profile: None,
         };
         self.store().messages().record(&[t], now)?;
         if !event.is_empty() {

@@ -402,12 +402,17 @@ impl Messenger {
     }
 
     fn recipient(&self, id: ProfileId) -> MessagingResult<Option<profile::Recipient>> {
+        Ok(self.live_recipient(id)?.map(|(_, recipient)| recipient))
+    }
+
+    /// The person a message queued for `id` is for now, and their profile id.
+    fn live_recipient(&self, id: ProfileId) -> MessagingResult<Option<(ProfileId, profile::Recipient)>> {
         if let Some(found) = self.inner.store.profile(id)? {
-            return Ok(Some(profile::Recipient::of(&found)));
+            return Ok(Some((id, profile::Recipient::of(&found))));
         }
         // Merged away since the message was queued: it goes to the person they are part of now.
         match self.inner.store.live_profile_id(id)? {
-            Some(live) if live != id => Ok(self.inner.store.profile(live)?.map(|p| profile::Recipient::of(&p))),
+            Some(live) if live != id => Ok(self.inner.store.profile(live)?.map(|p| (live, profile::Recipient::of(&p)))),
             _ => Ok(None),
         }
     }
@@ -610,12 +615,13 @@ impl Messenger {
             let earlier = this_round.get(&key).map(Vec::as_slice).unwrap_or_default();
             match self.prepare(message, now, earlier) {
                 Ok(Prepared::Settled(t)) => settled.push(t),
-                Ok(Prepared::Send(outgoing, transport)) => {
+                Ok(Prepared::Send(outgoing, transport, profile)) => {
                     if message.purpose == Purpose::Marketing.as_str() {
                         this_round.entry(key).or_default().push(now);
                     }
                     let mut t = transition(&message.id, MessageState::Sending, "allowed by the governor");
                     t.recipient = Some(outgoing.to.clone());
+                    t.profile = (message.profile_id != Some(profile)).then_some(profile);
                     sending.push(t);
                     to_send.push((message.attempts, outgoing, transport));
                 }
@@ -669,7 +675,7 @@ impl Messenger {
         let Some(profile_id) = message.profile_id else {
             return Err(invalid("profile_id", "a queued message needs a profile"));
         };
-        let Some(recipient) = self.recipient(profile_id)? else {
+        let Some((profile_id, recipient)) = self.live_recipient(profile_id)? else {
             return Ok((Decision::Suppress { reason: "profile_gone: erased or merged away".into() }, None));
         };
         let address = match channel {
@@ -717,7 +723,7 @@ impl Messenger {
             created_at: message.created_at,
         };
         let decision = decide(&self.inner.live.read().policy, &candidate, now);
-        Ok((decision, Some(Gated { channel, purpose, recipient, address, compiled })))
+        Ok((decision, Some(Gated { channel, purpose, profile: profile_id, recipient, address, compiled })))
     }
 
     /// What the governor would decide for this template and person at `at`, had they also been sent
@@ -771,41 +777,40 @@ impl Messenger {
         earlier_this_round: &[DateTime<Utc>],
     ) -> MessagingResult<Prepared> {
         let (decision, gated) = self.gate(message, now, earlier_this_round)?;
+        // Records whom the message is for when a merge since it was queued changed that (queued messages keep
+        // the profile they were queued for; see migration 14).
+        let moved = gated.as_ref().map(|g| g.profile).filter(|live| message.profile_id != Some(*live));
+        let settled = |mut t: Transition| {
+            t.profile = moved;
+            Ok(Prepared::Settled(t))
+        };
         match decision {
             Decision::Send => {}
             Decision::Defer { until, reason } => {
                 let mut t = transition(&message.id, MessageState::Deferred, &reason);
                 t.due_at = Some(until);
-                return Ok(Prepared::Settled(t));
+                return settled(t);
             }
-            Decision::Drop { reason } => {
-                return Ok(Prepared::Settled(transition(&message.id, MessageState::Dropped, &reason)));
-            }
+            Decision::Drop { reason } => return settled(transition(&message.id, MessageState::Dropped, &reason)),
             Decision::Suppress { reason } => {
-                return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, &reason)));
+                return settled(transition(&message.id, MessageState::Suppressed, &reason));
             }
         }
-        let Some(Gated { channel, purpose, recipient, address, compiled }) = gated else {
+        let Some(Gated { channel, purpose, profile, recipient, address, compiled }) = gated else {
             return Ok(Prepared::Settled(transition(&message.id, MessageState::Suppressed, "profile_gone")));
         };
         let Ok(transport) = self.transport(channel) else {
-            return Ok(Prepared::Settled(transition(
+            return settled(transition(
                 &message.id,
                 MessageState::Failed,
                 &format!("no {channel} channel is configured"),
-            )));
+            ));
         };
         let event = message.context.get("event").cloned().unwrap_or(Value::Null);
         let context = self.context(Some(&recipient), &event, &message.id);
         let rendered = match self.render_tracked(&compiled, &context, &message.id) {
             Ok(r) => r,
-            Err(e) => {
-                return Ok(Prepared::Settled(transition(
-                    &message.id,
-                    MessageState::Failed,
-                    &format!("render_error: {e}"),
-                )));
-            }
+            Err(e) => return settled(transition(&message.id, MessageState::Failed, &format!("render_error: {e}"))),
         };
         let links =
             Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id: &message.id };
@@ -818,6 +823,7 @@ impl Messenger {
                 unsubscribe_url: Some(links.unsubscribe_url()),
             },
             transport,
+            profile,
         ))
     }
 
@@ -884,6 +890,8 @@ fn track_line_links(value: &mut Value, links: &Links<'_>) {
 struct Gated {
     channel: Channel,
     purpose: Purpose,
+    /// The person it is for now (merges since it was queued followed).
+    profile: ProfileId,
     recipient: profile::Recipient,
     address: Option<String>,
     compiled: Arc<CompiledTemplate>,
@@ -891,7 +899,7 @@ struct Gated {
 
 enum Prepared {
     Settled(Transition),
-    Send(Outgoing, Arc<dyn Transport>),
+    Send(Outgoing, Arc<dyn Transport>, ProfileId),
 }
 
 trait RenderedChannel {
@@ -926,6 +934,7 @@ fn transition(id: &str, state: MessageState, reason: &str) -> Transition {
         provider_id: None,
         attempted: false,
         sent: false,
+        profile: None,
     }
 }
 

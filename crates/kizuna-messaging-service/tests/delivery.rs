@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::{Duration, TimeZone, Utc};
-use kizuna_identity::{IdKind, Identifier};
+use kizuna_identity::{IdKind, Identifier, ProfileId};
 use kizuna_ingest::parse_message;
 use kizuna_messaging::{PickRequest, ProductPicker, TemplateDefinition};
 use kizuna_messaging_service::{
@@ -395,6 +395,7 @@ async fn a_restart_mid_send_sends_nothing_twice() {
             provider_id: None,
             attempted: false,
             sent: false,
+            profile: None,
         })
         .collect();
     node.store.messages().record(&stuck, node.clock.now()).expect("record");
@@ -475,11 +476,9 @@ async fn smtp_with_starttls_and_auth() {
     assert_eq!(received[0]["headers"]["X-Sink-Login"], "mailer", "authenticated");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_click_before_a_merge_still_earns_the_order_after_it() {
-    let sink = SmtpSink::start();
-    let node = Node::start(email_settings(sink.port));
-    // The newsletter sign-up (anonymous, with an email) and the account (a user id) start as two profiles.
+/// The newsletter sign-up (anonymous, with an email and marketing consent) and the account (a user id): two
+/// profiles until a login links them.
+async fn signup_and_account(node: &Node) -> (ProfileId, ProfileId) {
     node.send(json!({"type": "identify", "anonymousId": "anon-9", "traits": {"email": "aiko@example.com",
         "first_name": "Aiko", "timezone": "Asia/Tokyo", "consent": {"email": {"marketing": "granted"}}}}))
         .await;
@@ -487,9 +486,19 @@ async fn a_click_before_a_merge_still_earns_the_order_after_it() {
     let lookup = |kind: IdKind, value: &str| {
         node.store.profile_by_identifier(&Identifier::new(kind, value)).expect("lookup").expect("profile")
     };
-    let signup = lookup(IdKind::AnonymousId, "anon-9");
-    let account = lookup(IdKind::UserId, "u1");
+    let (signup, account) = (lookup(IdKind::AnonymousId, "anon-9"), lookup(IdKind::UserId, "u1"));
     assert_ne!(signup, account);
+    (signup, account)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_before_a_merge_still_earns_the_order_after_it() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let (signup, account) = signup_and_account(&node).await;
+    let lookup = |kind: IdKind, value: &str| {
+        node.store.profile_by_identifier(&Identifier::new(kind, value)).expect("lookup").expect("profile")
+    };
     node.template("cart", cart_template());
     let queued = node.messenger.enqueue(&[node.request("cart", signup)]).expect("queued");
     node.messenger.process_due().await.expect("round");
@@ -519,6 +528,49 @@ async fn a_click_before_a_merge_still_earns_the_order_after_it() {
     assert_eq!(orders, 1, "the order is attributed to the message clicked before the merge");
     let message = node.store.messages().message(&queued[0].id).expect("read").expect("message");
     assert_eq!(message.profile_id, Some(survivor), "the delivery log follows the merge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_before_a_merge_goes_to_the_survivor_and_their_caps_count_both_peoples_sends() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let (signup, _) = signup_and_account(&node).await;
+    let lookup = |kind: IdKind, value: &str| {
+        node.store.profile_by_identifier(&Identifier::new(kind, value)).expect("lookup").expect("profile")
+    };
+    node.template("cart", cart_template());
+    let first = node.messenger.enqueue(&[node.request("cart", signup)]).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&first[0].id), "sent");
+    let second = node.messenger.enqueue(&[node.request("cart", signup)]).expect("queued");
+    // Logging in merges the sign-up into the account before the second email is taken out of the queue.
+    node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "anon-9"})).await;
+    let survivor = lookup(IdKind::UserId, "u1");
+    assert_eq!(lookup(IdKind::AnonymousId, "anon-9"), survivor);
+    assert_ne!(survivor, signup, "the account survives");
+    let profile_of = |id: &str| node.store.messages().message(id).expect("read").expect("message").profile_id;
+    // Messaging follows merges from the change feed, in the background.
+    for _ in 0..100 {
+        if profile_of(&first[0].id) == Some(survivor) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(profile_of(&first[0].id), Some(survivor), "a sent message follows the merge");
+    // The survivor's 1-per-16-hours cap counts the email the sign-up was sent.
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&second[0].id), "deferred");
+    assert_eq!(profile_of(&second[0].id), Some(survivor), "the queued message is now the survivor's");
+    node.clock.advance(Duration::hours(24));
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&second[0].id), "sent");
+    let sends = node
+        .store
+        .messages()
+        .sent_times(survivor, "email", "marketing", node.clock.now() - Duration::days(7))
+        .expect("sends");
+    assert_eq!(sends.len(), 2, "both emails count against the survivor's caps");
+    assert_eq!(sink.received().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,8 @@ pub struct Transition {
     /// Counts an attempt at the provider.
     pub attempted: bool,
     pub sent: bool,
+    /// The person it is for now, when a merge since it was queued changed that.
+    pub profile: Option<ProfileId>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -29,8 +29,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_identities_covering.sql")),
     (11, include_str!("../migrations/0011_dedup_expiry.sql")),
     (12, include_str!("../migrations/0012_membership_applied_after_move.sql")),
-    // 13 is retired: commit 8cac109 used it for an index change that the next commit reverted. A store opened by
-    // that build records 13 as applied, so a new migration takes 14.
+    // 13 is retired: commit 8cac109 used it for an index change that the next commit reverted (a store opened by
+    // that build records 13 as applied); 14 replaces that index either way.
+    (14, include_str!("../migrations/0014_messages_profile_index_sent.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.

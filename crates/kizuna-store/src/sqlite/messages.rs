@@ -225,7 +225,8 @@ impl MessageStore for SqliteStore {
                 let mut update = tx.prepare_cached(
                     "UPDATE msg_messages SET state = ?2, reason = ?3, due_at = COALESCE(?4, due_at),
                          recipient = COALESCE(?5, recipient), provider_id = COALESCE(?6, provider_id),
-                         attempts = attempts + ?7, sent_at = CASE WHEN ?8 THEN ?9 ELSE sent_at END, updated_at = ?9
+                         attempts = attempts + ?7, sent_at = CASE WHEN ?8 THEN ?9 ELSE sent_at END, updated_at = ?9,
+                         profile_id = COALESCE(?10, profile_id)
                      WHERE id = ?1",
                 )?;
                 let mut decision = tx.prepare_cached(
@@ -242,6 +243,7 @@ impl MessageStore for SqliteStore {
                         i64::from(t.attempted),
                         t.sent,
                         ms(now),
+                        t.profile.map(|p| p as i64),
                     ])?;
                     decision.execute(params![t.id, ms(now), t.state, t.reason])?;
                 }
@@ -447,11 +449,15 @@ impl MessageStore for SqliteStore {
     fn move_profile(&self, from: ProfileId, into: ProfileId) -> StoreResult<()> {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            for table in ["msg_messages", "msg_touches", "msg_attributions"] {
-                tx.execute_cached(
-                    &format!("UPDATE {table} SET profile_id = ?2 WHERE profile_id = ?1"),
-                    params![from as i64, into as i64],
-                )?;
+            // Messages still in the queue keep the profile they were queued for: the worker follows the merge
+            // when it takes them out, and records whom they went to (see migration 14).
+            for statement in [
+                "UPDATE msg_messages SET profile_id = ?2 WHERE profile_id = ?1 AND sent_at IS NOT NULL",
+                "UPDATE msg_messages SET profile_id = ?2 WHERE state = 'sending' AND profile_id = ?1",
+                "UPDATE msg_touches SET profile_id = ?2 WHERE profile_id = ?1",
+                "UPDATE msg_attributions SET profile_id = ?2 WHERE profile_id = ?1",
+            ] {
+                tx.execute_cached(statement, params![from as i64, into as i64])?;
             }
             tx.commit()?;
             Ok(())

@@ -1,0 +1,34 @@
+//! The messaging queries that run per message at scale read indexes, not the table (query plans, so that an
+//! index change that leaves them scanning fails here rather than in a benchmark at a million people).
+
+use kizuna_store::{Durability, SqliteStore};
+use rusqlite::Connection;
+
+fn plan(conn: &Connection, sql: &str) -> anyhow::Result<Vec<String>> {
+    Ok(conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
+        .query_map([], |row| row.get::<_, String>(3))?
+        .collect::<Result<_, _>>()?)
+}
+
+#[test]
+fn frequency_caps_and_merges_read_the_sent_messages_index() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    drop(SqliteStore::open(dir.path(), Durability::Process)?);
+    let conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+    for sql in [
+        // A frequency cap: one person's sends of a channel since a time.
+        "SELECT sent_at FROM msg_messages WHERE profile_id = 7 AND channel = 'email' AND sent_at >= 0
+           AND purpose = 'marketing' AND test = 0 AND state IN ('sending', 'sent', 'delivered')",
+        // A merge moves the merged-away person's sent messages.
+        "UPDATE msg_messages SET profile_id = 8 WHERE profile_id = 7 AND sent_at IS NOT NULL",
+    ] {
+        let steps = plan(&conn, sql)?;
+        assert!(steps.iter().any(|s| s.contains("msg_messages_profile")), "{sql}: {steps:?}");
+        assert!(!steps.iter().any(|s| s.starts_with("SCAN msg_messages")), "{sql}: {steps:?}");
+    }
+    // And messages still being sent, through the small index of those.
+    let steps = plan(&conn, "UPDATE msg_messages SET profile_id = 8 WHERE state = 'sending' AND profile_id = 7")?;
+    assert!(steps.iter().any(|s| s.contains("msg_messages_sending")), "{steps:?}");
+    Ok(())
+}
