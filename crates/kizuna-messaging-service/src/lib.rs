@@ -611,19 +611,20 @@ impl Messenger {
         // Sends decided earlier in this round count against caps too (they are not committed as sent yet).
         let mut this_round: HashMap<(ProfileId, String), Vec<DateTime<Utc>>> = HashMap::new();
         for message in &due {
-            let key = (message.profile_id.unwrap_or_default(), message.channel.clone());
-            let earlier = this_round.get(&key).map(Vec::as_slice).unwrap_or_default();
-            match self.prepare(message, now, earlier) {
+            // Keyed by the person the message is for now (merges since it was queued followed).
+            let earlier =
+                |live: ProfileId| this_round.get(&(live, message.channel.clone())).cloned().unwrap_or_default();
+            match self.prepare(message, now, &earlier) {
                 Ok(Prepared::Settled(t)) => settled.push(t),
                 Ok(Prepared::Send(outgoing, transport, profile)) => {
                     if message.purpose == Purpose::Marketing.as_str() {
-                        this_round.entry(key).or_default().push(now);
+                        this_round.entry((profile, message.channel.clone())).or_default().push(now);
                     }
                     let mut t = transition(&message.id, MessageState::Sending, "allowed by the governor");
                     t.recipient = Some(outgoing.to.clone());
                     t.profile = (message.profile_id != Some(profile)).then_some(profile);
                     sending.push(t);
-                    to_send.push((message.attempts, outgoing, transport));
+                    to_send.push((message.attempts, outgoing, transport, profile));
                 }
                 Err(e) => settled.push(transition(&message.id, MessageState::Failed, &e.to_string())),
             }
@@ -631,32 +632,40 @@ impl Messenger {
         settled.extend(sending);
         // Durable before anything leaves: a crash from here on is settled by `recover`.
         self.inner.store.messages().record(&settled, now)?;
+        // A merge committed after a message's person was resolved above but before it was recorded as sending
+        // found it still queued and did not move it (merges move sent and sending messages): resolve again now,
+        // when any later merge will move it, and record the result with the outcome.
+        let resolved: Vec<ProfileId> = to_send.iter().map(|(_, _, _, profile)| *profile).collect();
+        let live_now = self.inner.store.live_profile_ids(&resolved)?;
         let mut tasks = tokio::task::JoinSet::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(self.inner.settings.concurrency.max(1)));
-        for (attempts, outgoing, transport) in to_send {
+        for (attempts, outgoing, transport, profile) in to_send {
             let slots = slots.clone();
+            let moved = live_now.get(&profile).copied().flatten().filter(|live| *live != profile);
             tasks.spawn(async move {
                 let _slot = slots.acquire_owned().await;
                 let outcome = transport.send(&outgoing).await;
-                (attempts, outgoing, outcome)
+                (attempts, outgoing, outcome, moved)
             });
         }
         let mut outcomes = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let Ok((attempts, outgoing, outcome)) = joined else { continue };
+            let Ok((attempts, outgoing, outcome, moved)) = joined else { continue };
             if let Err(SendError::Bounced(detail)) = &outcome {
                 let channel = outgoing.rendered_channel();
                 self.inner.store.messages().suppress(channel.as_str(), &outgoing.to, "hard_bounce", self.now())?;
                 tracing::info!(message = %outgoing.message_id, %detail, "hard bounce: address suppressed");
             }
-            outcomes.push(outcome_transition(
+            let mut t = outcome_transition(
                 &outgoing.message_id,
                 &outgoing.to,
                 outcome,
                 attempts,
                 self.inner.settings.max_attempts,
                 self.now(),
-            ));
+            );
+            t.profile = moved;
+            outcomes.push(t);
         }
         self.inner.store.messages().record(&outcomes, self.now())?;
         Ok(due.len())
@@ -667,7 +676,7 @@ impl Messenger {
         &self,
         message: &StoredMessage,
         now: DateTime<Utc>,
-        earlier_this_round: &[DateTime<Utc>],
+        earlier_this_round: &dyn Fn(ProfileId) -> Vec<DateTime<Utc>>,
     ) -> MessagingResult<(Decision, Option<Gated>)> {
         let channel = Channel::parse(&message.channel).ok_or_else(|| invalid("channel", "unknown channel"))?;
         let purpose = Purpose::parse(&message.purpose).unwrap_or(Purpose::Marketing);
@@ -699,7 +708,7 @@ impl Messenger {
                 purpose.as_str(),
                 now - lookback,
             )?;
-            sends.extend_from_slice(earlier_this_round);
+            sends.extend(earlier_this_round(profile_id));
             sends
         } else {
             Vec::new()
@@ -767,14 +776,14 @@ impl Messenger {
             opened_at: None,
             clicked_at: None,
         };
-        Ok(self.gate(&message, at, earlier)?.0)
+        Ok(self.gate(&message, at, &|_| earlier.to_vec())?.0)
     }
 
     fn prepare(
         &self,
         message: &StoredMessage,
         now: DateTime<Utc>,
-        earlier_this_round: &[DateTime<Utc>],
+        earlier_this_round: &dyn Fn(ProfileId) -> Vec<DateTime<Utc>>,
     ) -> MessagingResult<Prepared> {
         let (decision, gated) = self.gate(message, now, earlier_this_round)?;
         // Records whom the message is for when a merge since it was queued changed that (queued messages keep

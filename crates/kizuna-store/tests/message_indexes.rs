@@ -4,11 +4,11 @@
 use kizuna_store::{Durability, SqliteStore};
 use rusqlite::Connection;
 
+/// The plan with every parameter bound (to NULL), as the store prepares these statements.
 fn plan(conn: &Connection, sql: &str) -> anyhow::Result<Vec<String>> {
-    Ok(conn
-        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
-        .query_map([], |row| row.get::<_, String>(3))?
-        .collect::<Result<_, _>>()?)
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let unbound = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+    Ok(stmt.query_map(rusqlite::params_from_iter(unbound), |row| row.get::<_, String>(3))?.collect::<Result<_, _>>()?)
 }
 
 #[test]
@@ -18,17 +18,17 @@ fn frequency_caps_and_merges_read_the_sent_messages_index() -> anyhow::Result<()
     let conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
     for sql in [
         // A frequency cap: one person's sends of a channel since a time.
-        "SELECT sent_at FROM msg_messages WHERE profile_id = 7 AND channel = 'email' AND sent_at >= 0
-           AND purpose = 'marketing' AND test = 0 AND state IN ('sending', 'sent', 'delivered')",
+        "SELECT sent_at FROM msg_messages WHERE profile_id = ?1 AND channel = ?2 AND sent_at >= ?3
+           AND purpose = ?4 AND test = 0 AND state IN ('sending', 'sent', 'delivered')",
         // A merge moves the merged-away person's sent messages.
-        "UPDATE msg_messages SET profile_id = 8 WHERE profile_id = 7 AND sent_at IS NOT NULL",
+        "UPDATE msg_messages SET profile_id = ?2 WHERE profile_id = ?1 AND sent_at IS NOT NULL",
     ] {
         let steps = plan(&conn, sql)?;
         assert!(steps.iter().any(|s| s.contains("msg_messages_profile")), "{sql}: {steps:?}");
         assert!(!steps.iter().any(|s| s.starts_with("SCAN msg_messages")), "{sql}: {steps:?}");
     }
     // And messages still being sent, through the small index of those.
-    let steps = plan(&conn, "UPDATE msg_messages SET profile_id = 8 WHERE state = 'sending' AND profile_id = 7")?;
+    let steps = plan(&conn, "UPDATE msg_messages SET profile_id = ?2 WHERE state = 'sending' AND profile_id = ?1")?;
     assert!(steps.iter().any(|s| s.contains("msg_messages_sending")), "{steps:?}");
     Ok(())
 }
