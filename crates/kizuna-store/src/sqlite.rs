@@ -315,8 +315,9 @@ impl SqliteStore {
                 // stall) — the background checkpointer does it instead.
                 conn.pragma_update(None, "wal_autocheckpoint", 0)?;
                 // Their rounds write pages spread over per-person indexes (a message's profile, a run's
-                // profile) that outgrow 16 MB at a million people; the cache the ingest writer has keeps a
-                // round from re-reading from the OS the pages the last round wrote.
+                // profile) that outgrow 16 MB at a million people, so this gets the ingest writer's cache. The
+                // 1M flows benchmark showed no difference either way (BENCHMARKS.md, 2026-12-02): kept as the
+                // cheaper guess, not a measured gain.
                 conn.pragma_update(None, "cache_size", -65_536)?;
                 let checkpointer = self.main_checkpointer()?;
                 slot.insert((conn, checkpointer))
