@@ -11,7 +11,9 @@ use kizuna_messaging::{Channel, Purpose};
 use kizuna_pipeline::{Committed, FeedChange, FeedSink};
 use kizuna_store::Store;
 use kizuna_store::messages::{AttributionRow, StoredMessage};
+use kizuna_types::Clock;
 use serde_json::{Map, Value, json};
+use std::sync::mpsc::RecvTimeoutError;
 
 fn channel_label(channel: &str) -> &'static str {
     match Channel::parse(channel) {
@@ -232,6 +234,7 @@ impl Messenger {
             attempted: false,
             sent: false,
             profile: None,
+            forget: false,
         };
         self.store().messages().record(&[t], now)?;
         if !event.is_empty() {
@@ -280,29 +283,58 @@ fn attribute_order(
 
 /// What the attribution thread is told, in commit order.
 enum Work {
-    Order { profile: ProfileId, properties: Value, at: DateTime<Utc> },
-    Merged { from: ProfileId, into: ProfileId },
+    Order {
+        profile: ProfileId,
+        properties: Value,
+        at: DateTime<Utc>,
+    },
+    /// People were merged or erased: the store's records of it are read by cursor.
+    ProfilesChanged,
 }
 
-/// A feed sink that hands `Order Completed` events and merges to attribution (on its own thread: the writer
-/// only sends them over), then passes the commit on to `next`. Merges move the merged-away profile's messages
-/// and touches to the survivor, so a click before the merge still earns the order after it.
+/// Most merges and erasures applied in one transaction.
+const PROFILE_CHANGES_PER_BATCH: usize = 1_000;
+/// How often merges and erasures are looked for without news of one.
+const RECHECK_PROFILE_CHANGES: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Applies every merge and erasure recorded since messaging last looked.
+fn follow_profile_changes(store: &dyn Store, clock: &dyn Clock) {
+    loop {
+        match store.messages().follow_profile_changes(PROFILE_CHANGES_PER_BATCH, clock.now()) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                // The cursor did not move: the next merge or erasure, or the next start, tries again.
+                tracing::error!(error = %e, "messages did not follow merges and erasures");
+                return;
+            }
+        }
+    }
+}
+
+/// A feed sink that hands `Order Completed` events, merges and erasures to attribution (on its own thread: the
+/// writer only sends them over), then passes the commit on to `next`. Merges move the merged-away profile's sent
+/// messages and touches to the survivor, so a click before the merge still earns the order after it; erasures
+/// leave the person's messages as anonymous rows. Both are read from the store's own records, also once at start
+/// (what a crash left unapplied).
 pub fn attribution_sink(messenger: &Messenger, next: FeedSink) -> FeedSink {
     let (sender, receiver) = std::sync::mpsc::channel::<Work>();
     // The thread holds the store, not the messenger: dropping the last messenger closes SMTP connections, which
     // needs the async runtime this thread does not have.
     let store = messenger.store().clone();
+    let clock = messenger.clock().clone();
     let windows = messenger.settings().attribution.clone();
     let spawned = std::thread::Builder::new().name("kizuna-attribution".into()).spawn(move || {
-        for work in receiver {
-            let (profile, properties, at) = match work {
-                Work::Merged { from, into } => {
-                    if let Err(e) = store.messages().move_profile(from, into) {
-                        tracing::error!(error = %e, from, into, "messages did not follow a merge");
-                    }
+        follow_profile_changes(store.as_ref(), clock.as_ref());
+        loop {
+            // Also now and then without being told: a follow that failed is tried again.
+            let (profile, properties, at) = match receiver.recv_timeout(RECHECK_PROFILE_CHANGES) {
+                Ok(Work::Order { profile, properties, at }) => (profile, properties, at),
+                Ok(Work::ProfilesChanged) | Err(RecvTimeoutError::Timeout) => {
+                    follow_profile_changes(store.as_ref(), clock.as_ref());
                     continue;
                 }
-                Work::Order { profile, properties, at } => (profile, properties, at),
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let Some(order_id) = properties.get("order_id").and_then(|o| match o {
                 Value::String(s) => Some(s.clone()),
@@ -334,8 +366,8 @@ pub fn attribution_sink(messenger: &Messenger, next: FeedSink) -> FeedSink {
                         at: event.at,
                     });
                 }
-                FeedChange::Merged { from, into } => {
-                    let _ = sender.send(Work::Merged { from: *from, into: *into });
+                FeedChange::Merged { .. } | FeedChange::Removed { erased: true, .. } => {
+                    let _ = sender.send(Work::ProfilesChanged);
                 }
                 _ => {}
             }

@@ -585,6 +585,9 @@ impl Messenger {
     pub fn retry(&self, id: &str) -> MessagingResult<()> {
         let message =
             self.inner.store.messages().message(id)?.ok_or_else(|| MessagingError::MessageNotFound(id.into()))?;
+        if message.erased_at.is_some() {
+            return Err(invalid("id", "the person this message was for was erased"));
+        }
         if !matches!(message.state.as_str(), "failed" | "dropped" | "suppressed") {
             return Err(invalid(
                 "state",
@@ -635,20 +638,27 @@ impl Messenger {
         // A merge committed after a message's person was resolved above but before it was recorded as sending
         // found it still queued and did not move it (merges move sent and sending messages): resolve again now,
         // when any later merge will move it, and record the result with the outcome.
+        // An erasure committed in between means the message does not go at all.
         let resolved: Vec<ProfileId> = to_send.iter().map(|(_, _, _, profile)| *profile).collect();
         let live_now = self.inner.store.live_profile_ids(&resolved)?;
         let mut tasks = tokio::task::JoinSet::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(self.inner.settings.concurrency.max(1)));
+        let mut outcomes = Vec::new();
         for (attempts, outgoing, transport, profile) in to_send {
+            let Some(live) = live_now.get(&profile).copied().unwrap_or(Some(profile)) else {
+                let mut t = transition(&outgoing.message_id, MessageState::Suppressed, GONE);
+                t.forget = true;
+                outcomes.push(t);
+                continue;
+            };
             let slots = slots.clone();
-            let moved = live_now.get(&profile).copied().flatten().filter(|live| *live != profile);
+            let moved = (live != profile).then_some(live);
             tasks.spawn(async move {
                 let _slot = slots.acquire_owned().await;
                 let outcome = transport.send(&outgoing).await;
                 (attempts, outgoing, outcome, moved)
             });
         }
-        let mut outcomes = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             let Ok((attempts, outgoing, outcome, moved)) = joined else { continue };
             if let Err(SendError::Bounced(detail)) = &outcome {
@@ -685,7 +695,7 @@ impl Messenger {
             return Err(invalid("profile_id", "a queued message needs a profile"));
         };
         let Some((profile_id, recipient)) = self.live_recipient(profile_id)? else {
-            return Ok((Decision::Suppress { reason: "profile_gone: erased or merged away".into() }, None));
+            return Ok((Decision::Suppress { reason: GONE.into() }, None));
         };
         let address = match channel {
             Channel::Webhook => self.inner.settings.webhook.as_ref().map(|w| w.url.clone()),
@@ -775,6 +785,7 @@ impl Messenger {
             sent_at: None,
             opened_at: None,
             clicked_at: None,
+            erased_at: None,
         };
         Ok(self.gate(&message, at, &|_| earlier.to_vec())?.0)
     }
@@ -802,7 +813,11 @@ impl Messenger {
             }
             Decision::Drop { reason } => return settled(transition(&message.id, MessageState::Dropped, &reason)),
             Decision::Suppress { reason } => {
-                return settled(transition(&message.id, MessageState::Suppressed, &reason));
+                let mut t = transition(&message.id, MessageState::Suppressed, &reason);
+                // Nobody to send to any more (erased, or left without identifiers): the message keeps nothing of
+                // them, also when it was queued after messaging followed the erasure.
+                t.forget = gated.is_none();
+                return settled(t);
             }
         }
         let Some(Gated { channel, purpose, profile, recipient, address, compiled }) = gated else {
@@ -933,6 +948,9 @@ fn message_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Why a message for someone no longer there is not sent.
+const GONE: &str = "profile_gone: erased or left without identifiers";
+
 fn transition(id: &str, state: MessageState, reason: &str) -> Transition {
     Transition {
         id: id.to_owned(),
@@ -944,6 +962,7 @@ fn transition(id: &str, state: MessageState, reason: &str) -> Transition {
         attempted: false,
         sent: false,
         profile: None,
+        forget: false,
     }
 }
 

@@ -396,6 +396,7 @@ async fn a_restart_mid_send_sends_nothing_twice() {
             attempted: false,
             sent: false,
             profile: None,
+            forget: false,
         })
         .collect();
     node.store.messages().record(&stuck, node.clock.now()).expect("record");
@@ -606,4 +607,204 @@ async fn quiet_hours_edited_in_the_admin_app_apply_at_once_and_survive_a_restart
     )
     .expect("messenger");
     assert_eq!(restarted.live_settings(), live, "the edit outlives a restart and wins over the config file");
+}
+
+/// A template whose link carries the person's address, as account links often do.
+fn account_template() -> Value {
+    json!({"channel": "email", "purpose": "marketing", "subject": "Your account, {{ profile.first_name }}",
+           "html": "<p><a href=\"https://tea.example/account?email={{ profile.email }}\">Your account</a></p>"})
+}
+
+/// Every row of every messaging table that mentions `needle`, read straight from the database file.
+fn messaging_rows_mentioning(node: &Node, needle: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(node._dir.path().join(SqliteStore::FILE_NAME)).expect("database");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'msg_%'")
+        .expect("tables")
+        .query_map([], |r| r.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("tables");
+    let mut found = Vec::new();
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).expect("select");
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).expect("rows");
+        while let Some(row) = rows.next().expect("row") {
+            let text: Vec<String> = (0..columns)
+                .map(|i| match row.get_ref(i).expect("value") {
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            if text.iter().any(|t| t.contains(needle)) {
+                found.push(format!("{table}: {text:?}"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_person_leaves_their_messages_anonymous_keeps_the_figures_and_sends_nothing_queued() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let (signup, _) = signup_and_account(&node).await;
+    node.template("account", account_template());
+    let mut request = node.request("account", signup);
+    request.event = json!({"name": "Signed Up", "properties": {"email": "aiko@example.com"}});
+    let first = node.messenger.enqueue(std::slice::from_ref(&request)).expect("queued");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&first[0].id), "sent", "{:?}", node.store.messages().message(&first[0].id));
+    let html = sink.received()[0]["html"].as_str().expect("html").to_owned();
+    let destination = node.messenger.click(token_after(&html, "https://crm.tea.example/t/c/")).await.expect("click");
+    assert!(destination.contains("aiko%40example.com") || destination.contains("aiko@example.com"), "{destination}");
+    node.send(json!({"type": "track", "anonymousId": "anon-9", "event": "Order Completed",
+                     "properties": {"order_id": "o-1", "revenue": 4200}}))
+        .await;
+    let since = node.clock.now() - Duration::days(1);
+    let report = || node.store.messages().report("template", since).expect("report")[0].clone();
+    for _ in 0..100 {
+        if report().orders == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let before = report();
+    assert_eq!((before.sent, before.clicked, before.orders, before.revenue), (1, 1, 1, 4200.0));
+    // A second message waits in the queue, queued for the sign-up profile.
+    let second = node.messenger.enqueue(std::slice::from_ref(&request)).expect("queued");
+    // Logging in merges the sign-up into the account; then the person asks to be erased.
+    node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "anon-9"})).await;
+    let survivor =
+        node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, "u1")).expect("lookup").expect("profile");
+    assert_ne!(survivor, signup);
+    assert!(!messaging_rows_mentioning(&node, "aiko@example.com").is_empty(), "the scan finds the address");
+    node.pipeline.erase(survivor).await.expect("erased");
+
+    let message = |id: &str| node.store.messages().message(id).expect("read").expect("message");
+    // Messaging follows erasures in the background.
+    for _ in 0..100 {
+        if message(&first[0].id).erased_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let sent = message(&first[0].id);
+    assert!(sent.erased_at.is_some(), "the sent message is erased");
+    assert_eq!((sent.profile_id, sent.recipient.as_deref(), &sent.context), (None, None, &json!({})));
+    assert_eq!(sent.state, "sent", "what happened to it stays");
+    let queued = message(&second[0].id);
+    assert_eq!((queued.state.as_str(), queued.profile_id, queued.erased_at.is_some()), ("suppressed", None, true));
+    node.clock.advance(Duration::days(2));
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&second[0].id), "suppressed", "a queued message of an erased person never goes out");
+    assert_eq!(sink.received().len(), 1);
+    // The old email's link still works and counts, but its address is not kept again.
+    node.messenger.click(token_after(&html, "https://crm.tea.example/t/c/")).await.expect("click after erasure");
+    assert_eq!(messaging_rows_mentioning(&node, "aiko@example.com"), Vec::<String>::new());
+    assert_eq!(messaging_rows_mentioning(&node, "aiko%40example.com"), Vec::<String>::new());
+    assert!(
+        node.store.messages().touches(survivor, node.clock.now() - Duration::days(30)).expect("touches").is_empty()
+    );
+    assert!(
+        node.store
+            .messages()
+            .messages(&MessageFilter { profile_id: Some(signup), limit: 10, ..Default::default() })
+            .expect("list")
+            .is_empty()
+    );
+    let after = report();
+    assert_eq!((after.sent, after.clicked, after.orders, after.revenue), (1, 1, 1, 4200.0), "the figures stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_messaging_did_not_hear_of_is_applied_when_it_starts() {
+    let sink = SmtpSink::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = TestClock::at(noon_tokyo());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), Durability::Process).expect("store"));
+    let source = store.create_source("web", true, DataKind::FirstParty, clock.now()).expect("source");
+    let messenger =
+        Messenger::new(store.clone(), Arc::new(clock.clone()), email_settings(sink.port), Arc::new(ThreeTeas))
+            .expect("messenger");
+    // No attribution sink: the erasure below is never fed to messaging, as after a crash.
+    let pipeline = Pipeline::start_with_feed(store.clone(), PipelineConfig::default(), Arc::new(clock.clone()), None)
+        .expect("pipeline");
+    let identify = json!({"type": "identify", "userId": "u1", "traits": {"email": "aiko@example.com",
+        "timezone": "Asia/Tokyo", "consent": {"email": {"marketing": "granted"}}}});
+    pipeline.ingest(&source, vec![parse_message(identify, clock.now()).expect("valid")]).await.expect("ingest");
+    let aiko = store.profile_by_identifier(&Identifier::new(IdKind::UserId, "u1")).expect("lookup").expect("profile");
+    let definition: TemplateDefinition = serde_json::from_value(account_template()).expect("definition");
+    messenger.save_template("account", &definition).expect("saved");
+    let request: SendRequest =
+        serde_json::from_value(json!({"template": "account", "profile_id": aiko.to_string()})).expect("request");
+    let queued = messenger.enqueue(&[request]).expect("queued");
+    messenger.process_due().await.expect("round");
+    pipeline.erase(aiko).await.expect("erased");
+    let message = || store.messages().message(&queued[0].id).expect("read").expect("message");
+    assert_eq!(message().state, "sent", "{:?}", message());
+    assert_eq!(message().recipient.as_deref(), Some("aiko@example.com"), "not followed yet");
+
+    let _feed = attribution_sink(&messenger, Box::new(|_| {}));
+    for _ in 0..100 {
+        if message().erased_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let erased = message();
+    assert_eq!((erased.recipient, erased.profile_id, erased.state.as_str()), (None, None, "sent"));
+    assert!(erased.erased_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_flight_when_its_person_is_erased_keeps_no_address_and_is_not_retried() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("account", account_template());
+    let queued = node.messenger.enqueue(&[node.request("account", aiko)]).expect("queued");
+    let id = queued[0].id.clone();
+    let record = |t: Transition| node.store.messages().record(&[t], node.clock.now()).expect("recorded");
+    let transition = |state: &str, reason: &str| Transition {
+        id: id.clone(),
+        state: state.into(),
+        reason: reason.into(),
+        due_at: None,
+        recipient: Some("aiko@example.com".into()),
+        provider_id: None,
+        attempted: true,
+        sent: false,
+        profile: None,
+        forget: false,
+    };
+    // Handed to the channel; the person is erased before the outcome comes back.
+    record(transition("sending", "allowed by the governor"));
+    node.pipeline.erase(aiko).await.expect("erased");
+    let message = || node.store.messages().message(&id).expect("read").expect("message");
+    for _ in 0..100 {
+        if message().erased_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((message().state.as_str(), message().recipient), ("sending", None), "in flight, anonymous");
+    // A temporary failure would put it back in the queue: it is suppressed instead.
+    let mut retry = transition("deferred", "retry: 451 aiko@example.com greylisted");
+    retry.due_at = Some(node.clock.now() + Duration::minutes(1));
+    record(retry);
+    let after = message();
+    assert_eq!((after.state.as_str(), after.recipient, after.reason.as_deref()), ("suppressed", None, Some("erased")));
+    let log = node.store.messages().decisions(&id).expect("decisions");
+    assert!(log.iter().all(|d| !d.reason.contains("aiko")), "{log:?}");
+    assert_eq!(log.last().map(|d| d.state.as_str()), Some("suppressed"));
+    assert!(
+        matches!(node.messenger.retry(&id), Err(MessagingError::Invalid { .. })),
+        "an erased message is not retried"
+    );
+    node.clock.advance(Duration::minutes(5));
+    assert_eq!(node.messenger.process_due().await.expect("round"), 0);
+    assert!(sink.received().is_empty());
+    assert_eq!(messaging_rows_mentioning(&node, "aiko@example.com"), Vec::<String>::new());
 }

@@ -247,8 +247,9 @@ async fn export_profile(
     })))
 }
 
-/// Erase a person: profile, identities and events. Old messages replayed within the dedup window stay
-/// deduplicated and cannot bring the profile back.
+/// Erase a person: profile, identities and events, and what was derived from them. Their messages stay only as
+/// anonymous rows (no profile, address, content or reasons), so delivery figures do not change; queued ones are not
+/// sent. Old messages replayed within the dedup window stay deduplicated and cannot bring the profile back.
 #[utoipa::path(delete, path = "/api/profiles/{id}", tag = "profiles",
     responses((status = 200, description = "{erased: true, identities, events}")), security(("admin_key" = [])))]
 async fn erase_profile(

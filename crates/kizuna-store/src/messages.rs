@@ -67,6 +67,8 @@ pub struct StoredMessage {
     pub sent_at: Option<DateTime<Utc>>,
     pub opened_at: Option<DateTime<Utc>>,
     pub clicked_at: Option<DateTime<Utc>>,
+    /// When the person was erased: the message is an anonymous row since.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// One state change of a message, recorded with its reason in the decision log.
@@ -84,6 +86,8 @@ pub struct Transition {
     pub sent: bool,
     /// The person it is for now, when a merge since it was queued changed that.
     pub profile: Option<ProfileId>,
+    /// The person is gone (erased, or left without identifiers): the message keeps no personal data.
+    pub forget: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,8 +203,13 @@ pub trait MessageStore: Send + Sync {
     /// charts over time.
     fn report_by_day(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<(i64, ReportRow)>>;
 
-    /// `from` was merged into `into`: its messages, touches and attributed orders follow.
-    fn move_profile(&self, from: ProfileId, into: ProfileId) -> StoreResult<()>;
+    /// Applies the merges and erasures recorded since messaging last looked (the `merges` and `erasures` tables,
+    /// by cursor; the first time, none: everything queued afterwards names live people), at most `limit` of each,
+    /// and returns how many it applied. A merged-away person's sent messages, touches and attributed orders move to
+    /// the survivor (queued ones keep their profile: the worker follows the merge when it takes them out). An erased
+    /// person's messages — also those queued for people merged into them — lose their profile, address, context and
+    /// reasons but stay as anonymous rows, so delivery figures do not change; queued ones will not go out.
+    fn follow_profile_changes(&self, limit: usize, now: DateTime<Utc>) -> StoreResult<usize>;
 
     fn setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// Sets a value unless one exists; returns the value that holds.

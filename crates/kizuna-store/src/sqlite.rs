@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // 13 is retired: commit 8cac109 used it for an index change that the next commit reverted (a store opened by
     // that build records 13 as applied); 14 replaces that index either way.
     (14, include_str!("../migrations/0014_messages_profile_index_sent.sql")),
+    (15, include_str!("../migrations/0015_messaging_follows_erasures.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -1305,6 +1306,7 @@ impl WriteTx for SqliteTx<'_> {
         let identities = self.tx.execute_cached("DELETE FROM identities WHERE profile_id = ?1", [p])?;
         self.tx.execute_cached("DELETE FROM profiles WHERE id = ?1", [p])?;
         self.tx.execute_cached("DELETE FROM identity_conflicts WHERE profile_id = ?1", [p])?;
+        self.tx.execute_cached("DELETE FROM profile_scores WHERE profile_id = ?1", [p])?;
         self.tx.execute_cached(
             "UPDATE merges SET identifier = 'erased:' WHERE into_profile = ?1 OR from_profile = ?1",
             [p],

@@ -32,3 +32,13 @@ fn frequency_caps_and_merges_read_the_sent_messages_index() -> anyhow::Result<()
     assert!(steps.iter().any(|s| s.contains("msg_messages_sending")), "{steps:?}");
     Ok(())
 }
+
+#[test]
+fn merges_move_attributed_orders_through_an_index() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    drop(SqliteStore::open(dir.path(), Durability::Process)?);
+    let conn = Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+    let steps = plan(&conn, "UPDATE msg_attributions SET profile_id = ?2 WHERE profile_id = ?1")?;
+    assert!(steps.iter().any(|s| s.contains("msg_attributions_profile")), "{steps:?}");
+    Ok(())
+}

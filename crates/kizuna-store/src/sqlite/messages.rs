@@ -12,7 +12,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 const MESSAGE_COLUMNS: &str = "id, idempotency_key, profile_id, channel, purpose, priority, template, template_version, \
      flow, campaign, context, recipient, state, reason, due_at, attempts, provider_id, test, created_at, updated_at, \
-     sent_at, opened_at, clicked_at";
+     sent_at, opened_at, clicked_at, erased_at";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     let context: String = r.get(10)?;
@@ -40,6 +40,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         sent_at: r.get::<_, Option<i64>>(20)?.map(from_ms),
         opened_at: r.get::<_, Option<i64>>(21)?.map(from_ms),
         clicked_at: r.get::<_, Option<i64>>(22)?.map(from_ms),
+        erased_at: r.get::<_, Option<i64>>(23)?.map(from_ms),
     })
 }
 
@@ -49,6 +50,33 @@ fn template_row(r: &Row<'_>) -> rusqlite::Result<(String, i64, String, i64)> {
 
 fn to_template((name, version, definition, created): (String, i64, String, i64)) -> StoreResult<StoredTemplate> {
     Ok(StoredTemplate { name, version, definition: serde_json::from_str(&definition)?, created_at: from_ms(created) })
+}
+
+/// The rowids of the messages of the people in `?1` (a JSON array): one indexed path per kind of message (see
+/// migration 15), not a scan of the whole outbox; the queue's is a walk of the queue (the planner would rather
+/// scan the table).
+const ERASED_PEOPLES_MESSAGES: &str = "WITH gone(id) AS (SELECT value FROM json_each(?1))
+     SELECT rowid FROM msg_messages WHERE sent_at IS NOT NULL AND profile_id IN gone
+     UNION SELECT rowid FROM msg_messages INDEXED BY msg_messages_due
+       WHERE state IN ('queued', 'deferred') AND profile_id IN gone
+     UNION SELECT rowid FROM msg_messages WHERE state = 'sending' AND profile_id IN gone
+     UNION SELECT rowid FROM msg_messages
+       WHERE sent_at IS NULL AND state NOT IN ('queued', 'deferred', 'sending') AND profile_id IN gone";
+
+const MERGES_CURSOR: &str = "merges";
+const ERASURES_CURSOR: &str = "erasures";
+
+/// Merges and erasures read for [`MessageStore::follow_profile_changes`], with where to go on from next time.
+#[derive(Default)]
+struct ProfileChanges {
+    merges: Vec<(i64, i64)>,
+    erasures: usize,
+    /// The erased people and everyone merged into them.
+    gone: Vec<i64>,
+    /// Their messages' rowids.
+    erased_messages: Vec<i64>,
+    merge_cursor: i64,
+    erasure_cursor: i64,
 }
 
 impl MessageStore for SqliteStore {
@@ -222,30 +250,48 @@ impl MessageStore for SqliteStore {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             {
+                // A message erased while it was in flight keeps nothing personal from its outcome (the address,
+                // a provider's reason that may quote it) and cannot go back to the queue; a forgotten one drops
+                // what it had.
                 let mut update = tx.prepare_cached(
-                    "UPDATE msg_messages SET state = ?2, reason = ?3, due_at = COALESCE(?4, due_at),
-                         recipient = COALESCE(?5, recipient), provider_id = COALESCE(?6, provider_id),
+                    "UPDATE msg_messages SET due_at = COALESCE(?4, due_at),
+                         provider_id = COALESCE(?6, provider_id),
                          attempts = attempts + ?7, sent_at = CASE WHEN ?8 THEN ?9 ELSE sent_at END, updated_at = ?9,
-                         profile_id = COALESCE(?10, profile_id)
-                     WHERE id = ?1",
+                         state = CASE WHEN erased_at IS NOT NULL AND ?2 IN ('queued', 'deferred', 'sending')
+                                      THEN 'suppressed' ELSE ?2 END,
+                         reason = CASE WHEN erased_at IS NULL THEN ?3 ELSE 'erased' END,
+                         recipient = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?5, recipient) END,
+                         profile_id = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?10, profile_id) END,
+                         context = CASE WHEN ?11 THEN '{}' ELSE context END,
+                         erased_at = CASE WHEN ?11 THEN COALESCE(erased_at, ?9) ELSE erased_at END
+                     WHERE id = ?1
+                     RETURNING state, reason",
                 )?;
                 let mut decision = tx.prepare_cached(
                     "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for t in transitions {
-                    update.execute(params![
-                        t.id,
-                        t.state,
-                        t.reason,
-                        t.due_at.map(ms),
-                        t.recipient,
-                        t.provider_id,
-                        i64::from(t.attempted),
-                        t.sent,
-                        ms(now),
-                        t.profile.map(|p| p as i64),
-                    ])?;
-                    decision.execute(params![t.id, ms(now), t.state, t.reason])?;
+                    let recorded: Option<(String, Option<String>)> = update
+                        .query_row(
+                            params![
+                                t.id,
+                                t.state,
+                                t.reason,
+                                t.due_at.map(ms),
+                                t.recipient,
+                                t.provider_id,
+                                i64::from(t.attempted),
+                                t.sent,
+                                ms(now),
+                                t.profile.map(|p| p as i64),
+                                t.forget,
+                            ],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some((state, reason)) = recorded {
+                        decision.execute(params![t.id, ms(now), state, reason.unwrap_or_default()])?;
+                    }
                 }
             }
             tx.commit()?;
@@ -384,10 +430,16 @@ impl MessageStore for SqliteStore {
         };
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let profile: Option<Option<i64>> = tx
-                .query_row_cached("SELECT profile_id FROM msg_messages WHERE id = ?1", [message_id], |r| r.get(0))
+            let found: Option<(Option<i64>, bool)> = tx
+                .query_row_cached(
+                    "SELECT profile_id, erased_at IS NOT NULL FROM msg_messages WHERE id = ?1",
+                    [message_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
-            let Some(profile) = profile else { return Ok(false) };
+            let Some((profile, erased)) = found else { return Ok(false) };
+            // A click on an erased person's message counts, but its link (which may carry their data) is not kept.
+            let url = if erased { None } else { url };
             tx.execute_cached(
                 "INSERT INTO msg_touches (message_id, profile_id, kind, at, machine, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![message_id, profile, kind, ms(at), i64::from(machine), url],
@@ -446,21 +498,120 @@ impl MessageStore for SqliteStore {
         self.grouped_report(group, since, true)
     }
 
-    fn move_profile(&self, from: ProfileId, into: ProfileId) -> StoreResult<()> {
+    fn follow_profile_changes(&self, limit: usize, now: DateTime<Utc>) -> StoreResult<usize> {
+        let limit = limit.max(1) as i64;
+        // A read first: nearly every call finds nothing, and must not take the write lock to learn it. The
+        // erased people's messages are found here too: unsent ones are not in the profile index, so that is a
+        // scan, and a reader does not hold up sending while it runs.
+        let pending = self.with_reader(|conn| {
+            let cursor = |name: &str| -> StoreResult<Option<i64>> {
+                Ok(conn
+                    .query_row_cached("SELECT position FROM msg_cursors WHERE name = ?1", [name], |r| r.get(0))
+                    .optional()?)
+            };
+            // The first time, merges start from now (before, messaging followed them as they happened), and
+            // erasures from the beginning: a store erased people before messaging followed erasures at all.
+            // Migration 15 set both cursors.
+            let (merge_cursor, erasure_cursor) =
+                (cursor(MERGES_CURSOR)?.unwrap_or(0), cursor(ERASURES_CURSOR)?.unwrap_or(0));
+            let merges: Vec<(i64, i64, i64)> = conn
+                .prepare_cached("SELECT id, from_profile, into_profile FROM merges WHERE id > ?1 ORDER BY id LIMIT ?2")?
+                .query_map([merge_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let erasures: Vec<(i64, i64)> = conn
+                .prepare_cached("SELECT rowid, profile_id FROM erasures WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?
+                .query_map([erasure_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            if merges.is_empty() && erasures.is_empty() {
+                return Ok(None);
+            }
+            let mut changes = ProfileChanges {
+                merge_cursor: merges.last().map_or(merge_cursor, |m| m.0),
+                erasure_cursor: erasures.last().map_or(erasure_cursor, |e| e.0),
+                merges: merges.into_iter().map(|(_, from, into)| (from, into)).collect(),
+                erasures: erasures.len(),
+                ..ProfileChanges::default()
+            };
+            if !erasures.is_empty() {
+                // Messages queued for someone later merged into the erased person still name that someone.
+                let erased = serde_json::to_string(&erasures.iter().map(|e| e.1).collect::<Vec<_>>())?;
+                changes.gone = conn
+                    .prepare_cached(
+                        "WITH RECURSIVE gone(id) AS (
+                             SELECT value FROM json_each(?1)
+                             UNION SELECT m.from_profile FROM merges m JOIN gone g ON m.into_profile = g.id)
+                         SELECT id FROM gone",
+                    )?
+                    .query_map([&erased], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                changes.erased_messages = conn
+                    .prepare_cached(ERASED_PEOPLES_MESSAGES)?
+                    .query_map([serde_json::to_string(&changes.gone)?], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+            }
+            Ok(Some(changes))
+        })?;
+        let Some(changes) = pending else { return Ok(0) };
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            // Messages still in the queue keep the profile they were queued for: the worker follows the merge
-            // when it takes them out, and records whom they went to (see migration 14).
-            for statement in [
-                "UPDATE msg_messages SET profile_id = ?2 WHERE profile_id = ?1 AND sent_at IS NOT NULL",
-                "UPDATE msg_messages SET profile_id = ?2 WHERE state = 'sending' AND profile_id = ?1",
-                "UPDATE msg_touches SET profile_id = ?2 WHERE profile_id = ?1",
-                "UPDATE msg_attributions SET profile_id = ?2 WHERE profile_id = ?1",
-            ] {
-                tx.execute_cached(statement, params![from as i64, into as i64])?;
+            // Merges before erasures: a person merged into someone later erased is erased with them. Messages
+            // still in the queue keep the profile they were queued for: the worker follows the merge when it takes
+            // them out, and records whom they went to (see migration 14).
+            for (from, into) in &changes.merges {
+                for statement in [
+                    "UPDATE msg_messages SET profile_id = ?2 WHERE profile_id = ?1 AND sent_at IS NOT NULL",
+                    "UPDATE msg_messages SET profile_id = ?2 WHERE state = 'sending' AND profile_id = ?1",
+                    "UPDATE msg_touches SET profile_id = ?2 WHERE profile_id = ?1",
+                    "UPDATE msg_attributions SET profile_id = ?2 WHERE profile_id = ?1",
+                ] {
+                    tx.execute_cached(statement, params![from, into])?;
+                }
+            }
+            let at = ms(now);
+            for rowid in &changes.erased_messages {
+                // Links may carry personal data a template put in them; the figures (kind, time) stay.
+                for statement in [
+                    "UPDATE msg_touches SET profile_id = NULL, url = NULL
+                     WHERE message_id = (SELECT id FROM msg_messages WHERE rowid = ?1)",
+                    "UPDATE msg_attributions SET profile_id = NULL
+                     WHERE message_id = (SELECT id FROM msg_messages WHERE rowid = ?1)",
+                    "UPDATE msg_decisions SET reason = 'erased'
+                     WHERE message_id = (SELECT id FROM msg_messages WHERE rowid = ?1)",
+                ] {
+                    tx.execute_cached(statement, [rowid])?;
+                }
+                for statement in [
+                    "INSERT INTO msg_decisions (message_id, at, state, reason)
+                     SELECT id, ?2, 'suppressed', 'erased' FROM msg_messages
+                     WHERE rowid = ?1 AND state IN ('queued', 'deferred')",
+                    "UPDATE msg_messages SET profile_id = NULL, recipient = NULL, context = '{}', updated_at = ?2,
+                         reason = CASE WHEN reason IS NULL THEN NULL ELSE 'erased' END,
+                         state = CASE WHEN state IN ('queued', 'deferred') THEN 'suppressed' ELSE state END,
+                         erased_at = COALESCE(erased_at, ?2)
+                     WHERE rowid = ?1",
+                ] {
+                    tx.execute_cached(statement, params![rowid, at])?;
+                }
+            }
+            if !changes.gone.is_empty() {
+                let gone = serde_json::to_string(&changes.gone)?;
+                for statement in [
+                    "UPDATE msg_touches SET profile_id = NULL, url = NULL
+                     WHERE profile_id IN (SELECT value FROM json_each(?1))",
+                    "UPDATE msg_attributions SET profile_id = NULL WHERE profile_id IN (SELECT value FROM json_each(?1))",
+                ] {
+                    tx.execute_cached(statement, [&gone])?;
+                }
+            }
+            for (name, position) in [(MERGES_CURSOR, changes.merge_cursor), (ERASURES_CURSOR, changes.erasure_cursor)] {
+                tx.execute_cached(
+                    "INSERT INTO msg_cursors (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    params![name, position],
+                )?;
             }
             tx.commit()?;
-            Ok(())
+            Ok(changes.merges.len() + changes.erasures)
         })
     }
 
@@ -538,5 +689,28 @@ impl SqliteStore {
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Durability;
+
+    #[test]
+    fn an_erasure_finds_the_peoples_messages_through_indexes() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        drop(SqliteStore::open(dir.path(), Durability::Process)?);
+        let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+        let steps: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {ERASED_PEOPLES_MESSAGES}"))?
+            .query_map(["[1]"], |row| row.get(3))?
+            .collect::<Result<_, _>>()?;
+        for index in ["msg_messages_profile", "msg_messages_due", "msg_messages_sending", "msg_messages_unsent_profile"]
+        {
+            assert!(steps.iter().any(|s| s.contains(index)), "{index}: {steps:?}");
+        }
+        assert!(!steps.iter().any(|s| s == "SCAN msg_messages"), "{steps:?}");
+        Ok(())
     }
 }
