@@ -11,8 +11,8 @@ use kizuna_identity::ProfileId;
 use kizuna_ingest::MessageType;
 use kizuna_messaging_service::SendRequest;
 use kizuna_segments::eval::EventFact;
-use kizuna_store::TransitionFilter;
 use kizuna_store::flows::{FlowBatch, RunRow, StepRow, StoredFlow};
+use kizuna_store::{LockWaits, TransitionFilter};
 use serde_json::{Map, Value, json};
 
 use crate::person::{LivePerson, fact};
@@ -273,13 +273,16 @@ impl<'a> Work<'a> {
     }
 
     /// Carries out the actions of the round's steps, then writes runs, steps and cursors in one transaction.
-    /// Returns the milliseconds spent queueing sends and writing.
-    pub(crate) async fn finish(mut self) -> FlowsResult<(f64, f64)> {
+    /// Returns the milliseconds spent queueing sends and writing, and the lock waits within them.
+    pub(crate) async fn finish(mut self) -> FlowsResult<(f64, f64, LockWaits)> {
         if self.is_empty() {
-            return Ok((0.0, 0.0));
+            return Ok((0.0, 0.0, LockWaits::ZERO));
         }
         let queueing = std::time::Instant::now();
+        // Per thread: queueing runs without an await, and so does the write.
+        let before = LockWaits::on_this_thread();
         self.perform_sends();
+        let mut waits = LockWaits::on_this_thread().since(before);
         let queue_ms = queueing.elapsed().as_secs_f64() * 1e3;
         self.perform_effects().await;
         let inner = &self.engine.inner;
@@ -310,13 +313,17 @@ impl<'a> Work<'a> {
             cursors: std::mem::take(&mut self.cursors),
         };
         let writing = std::time::Instant::now();
+        let before = LockWaits::on_this_thread();
         inner.store.flows().apply_flow_batch(&batch, self.now)?;
+        let written = LockWaits::on_this_thread().since(before);
+        waits.side_writer += written.side_writer;
+        waits.sqlite += written.sqlite;
         let write_ms = writing.elapsed().as_secs_f64() * 1e3;
         let mut stats = inner.stats.lock();
         stats.runs_started += self.started;
         stats.entries_refused += self.refused;
         stats.steps_executed += steps_executed;
-        Ok((queue_ms, write_ms))
+        Ok((queue_ms, write_ms, waits))
     }
 
     fn key(run: i64, flow_id: i64, visit: u32) -> String {
@@ -602,7 +609,7 @@ impl FlowEngine {
             work.advance(id);
         }
         let advance_ms = started.elapsed().as_secs_f64() * 1e3 - read_ms;
-        let (queue_ms, write_ms) = work.finish().await?;
+        let (queue_ms, write_ms, waits) = work.finish().await?;
         if record {
             self.inner.timer_rounds.lock().push(crate::TimerRound {
                 at: now,
@@ -612,6 +619,8 @@ impl FlowEngine {
                 advance_ms,
                 queue_ms,
                 write_ms,
+                side_writer_wait_ms: waits.side_writer.as_secs_f64() * 1e3,
+                sqlite_wait_ms: waits.sqlite.as_secs_f64() * 1e3,
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
             });
             self.inner.lateness_ms.lock().extend(lateness);

@@ -99,6 +99,10 @@ pub struct TimerRound {
     pub queue_ms: f64,
     /// Writing its runs and steps (one transaction).
     pub write_ms: f64,
+    /// Of queueing and writing: waiting for the flows-and-messaging writer while messaging held it, and for
+    /// SQLite's write lock (the ingest writer, a checkpoint restarting the WAL).
+    pub side_writer_wait_ms: f64,
+    pub sqlite_wait_ms: f64,
     pub total_ms: f64,
 }
 

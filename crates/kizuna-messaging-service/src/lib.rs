@@ -640,7 +640,8 @@ impl Messenger {
         // when any later merge will move it, and record the result with the outcome.
         // An erasure committed in between means the message does not go at all.
         let resolved: Vec<ProfileId> = to_send.iter().map(|(_, _, _, profile)| *profile).collect();
-        let live_now = self.inner.store.live_profile_ids(&resolved)?;
+        let live_now =
+            if resolved.is_empty() { HashMap::new() } else { self.inner.store.live_profile_ids(&resolved)? };
         let mut tasks = tokio::task::JoinSet::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(self.inner.settings.concurrency.max(1)));
         let mut outcomes = Vec::new();

@@ -558,6 +558,16 @@ async fn a_message_queued_before_a_merge_goes_to_the_survivor_and_their_caps_cou
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(profile_of(&first[0].id), Some(survivor), "a sent message follows the merge");
+    // The survivor's message list has both, the queued one too (it still names the sign-up profile).
+    let listed: Vec<String> = node
+        .store
+        .messages()
+        .messages(&MessageFilter { profile_id: Some(survivor), limit: 10, ..Default::default() })
+        .expect("list")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(listed, vec![second[0].id.clone(), first[0].id.clone()], "newest first");
     // The survivor's 1-per-16-hours cap counts the email the sign-up was sent.
     node.messenger.process_due().await.expect("round");
     assert_eq!(node.state(&second[0].id), "deferred");

@@ -13,7 +13,7 @@ mod model;
 mod sqlite;
 
 pub use model::*;
-pub use sqlite::{Durability, SqliteStore};
+pub use sqlite::{Durability, LockWaits, SqliteStore};
 
 use chrono::{DateTime, Utc};
 use kizuna_catalog::Product;

@@ -82,7 +82,41 @@ pub struct SqliteStore {
 /// steps of up to 100 ms, so a writer held back by a checkpoint for 1 ms could sleep 10–20 ms (measured as
 /// the ingest p99 tripling once checkpoints began restarting the WAL).
 fn wait_for_lock(attempts: i32) -> bool {
-    poll_lock(attempts, 50_000)
+    let started = std::time::Instant::now();
+    let again = poll_lock(attempts, 50_000);
+    LOCK_WAITS.with(|w| {
+        let mut waits = w.get();
+        waits.sqlite += started.elapsed();
+        w.set(waits);
+    });
+    again
+}
+
+thread_local! {
+    static LOCK_WAITS: std::cell::Cell<LockWaits> = const { std::cell::Cell::new(LockWaits::ZERO) };
+}
+
+/// How long the calling thread has waited for write locks since it started: for tracing where a slow round's time
+/// went (compare two readings around it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockWaits {
+    /// For the flows-and-messaging writer connection, while another of its users held it.
+    pub side_writer: std::time::Duration,
+    /// For SQLite's write lock on a database (another connection writing, or a checkpoint restarting the WAL).
+    pub sqlite: std::time::Duration,
+}
+
+impl LockWaits {
+    pub const ZERO: Self = Self { side_writer: std::time::Duration::ZERO, sqlite: std::time::Duration::ZERO };
+
+    pub fn on_this_thread() -> Self {
+        LOCK_WAITS.with(std::cell::Cell::get)
+    }
+
+    /// What was waited since `earlier` (a reading on the same thread).
+    pub fn since(self, earlier: Self) -> Self {
+        Self { side_writer: self.side_writer - earlier.side_writer, sqlite: self.sqlite - earlier.sqlite }
+    }
 }
 
 /// One more look in 200 µs, unless `attempts` reached `limit` (then SQLite returns SQLITE_BUSY).
@@ -301,7 +335,13 @@ impl SqliteStore {
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let asked = std::time::Instant::now();
         let mut slot = self.side_writer.lock();
+        LOCK_WAITS.with(|w| {
+            let mut waits = w.get();
+            waits.side_writer += asked.elapsed();
+            w.set(waits);
+        });
         let (conn, _) = match slot.as_mut() {
             Some(writer) => writer,
             None => {

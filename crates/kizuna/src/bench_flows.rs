@@ -97,8 +97,17 @@ fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
         let r = &rounds[i];
         let gap = i.checked_sub(1).map_or(0, |p| (r.at - rounds[p].at).num_milliseconds());
         println!(
-            "    round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}); {} ms after the round before",
-            r.oldest_late_ms, r.runs, r.total_ms, r.read_ms, r.advance_ms, r.queue_ms, r.write_ms, gap
+            "    round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}; of those two, waiting for messaging's turn at the writer {:.0} and for SQLite's lock {:.0}); {} ms after the round before",
+            r.oldest_late_ms,
+            r.runs,
+            r.total_ms,
+            r.read_ms,
+            r.advance_ms,
+            r.queue_ms,
+            r.write_ms,
+            r.side_writer_wait_ms,
+            r.sqlite_wait_ms,
+            gap
         );
     }
 }

@@ -52,16 +52,20 @@ fn to_template((name, version, definition, created): (String, i64, String, i64))
     Ok(StoredTemplate { name, version, definition: serde_json::from_str(&definition)?, created_at: from_ms(created) })
 }
 
-/// The rowids of the messages of the people in `?1` (a JSON array): one indexed path per kind of message (see
-/// migration 15), not a scan of the whole outbox; the queue's is a walk of the queue (the planner would rather
-/// scan the table).
-const ERASED_PEOPLES_MESSAGES: &str = "WITH gone(id) AS (SELECT value FROM json_each(?1))
-     SELECT rowid FROM msg_messages WHERE sent_at IS NOT NULL AND profile_id IN gone
+/// The people in `?1` (a JSON array of profile ids) and everyone merged into them, as the table `people`: a
+/// message queued before a merge still names the merged-away profile (see migration 14).
+const PEOPLE: &str = "WITH RECURSIVE people(id) AS (
+         SELECT value FROM json_each(?1)
+         UNION SELECT m.from_profile FROM merges m JOIN people p ON m.into_profile = p.id)";
+
+/// The rowids of the messages of `people`: one indexed path per kind of message (see migration 15), not a scan of
+/// the whole outbox; the queue's is a walk of the queue (the planner would rather scan the table).
+const MESSAGES_OF_PEOPLE: &str = "SELECT rowid FROM msg_messages WHERE sent_at IS NOT NULL AND profile_id IN people
      UNION SELECT rowid FROM msg_messages INDEXED BY msg_messages_due
-       WHERE state IN ('queued', 'deferred') AND profile_id IN gone
-     UNION SELECT rowid FROM msg_messages WHERE state = 'sending' AND profile_id IN gone
+       WHERE state IN ('queued', 'deferred') AND profile_id IN people
+     UNION SELECT rowid FROM msg_messages WHERE state = 'sending' AND profile_id IN people
      UNION SELECT rowid FROM msg_messages
-       WHERE sent_at IS NULL AND state NOT IN ('queued', 'deferred', 'sending') AND profile_id IN gone";
+       WHERE sent_at IS NULL AND state NOT IN ('queued', 'deferred', 'sending') AND profile_id IN people";
 
 const MERGES_CURSOR: &str = "merges";
 const ERASURES_CURSOR: &str = "erasures";
@@ -321,16 +325,24 @@ impl MessageStore for SqliteStore {
                     .optional()?,
                 None => None,
             };
+            // One person's messages (also those queued before a merge) through the indexes that hold a person's
+            // messages; everyone's through the index on creation time.
+            let (whose, people) = match filter.profile_id {
+                Some(profile) => (
+                    format!("{PEOPLE}, theirs(id) AS ({MESSAGES_OF_PEOPLE}) SELECT {MESSAGE_COLUMNS} FROM msg_messages WHERE rowid IN theirs"),
+                    Some(format!("[{}]", profile as i64)),
+                ),
+                None => (format!("SELECT {MESSAGE_COLUMNS} FROM msg_messages WHERE ?1 IS NULL"), None),
+            };
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM msg_messages
-                 WHERE (?1 IS NULL OR profile_id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR channel = ?3)
+                "{whose} AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR channel = ?3)
                    AND (?4 IS NULL OR template = ?4) AND (?5 IS NULL OR flow = ?5)
                    AND (?6 IS NULL OR created_at < ?6 OR (created_at = ?6 AND id < ?7))
                  ORDER BY created_at DESC, id DESC LIMIT ?8"
             ))?;
             let rows = stmt.query_map(
                 params![
-                    filter.profile_id.map(|p| p as i64),
+                    people,
                     filter.state,
                     filter.channel,
                     filter.template,
@@ -536,17 +548,12 @@ impl MessageStore for SqliteStore {
                 // Messages queued for someone later merged into the erased person still name that someone.
                 let erased = serde_json::to_string(&erasures.iter().map(|e| e.1).collect::<Vec<_>>())?;
                 changes.gone = conn
-                    .prepare_cached(
-                        "WITH RECURSIVE gone(id) AS (
-                             SELECT value FROM json_each(?1)
-                             UNION SELECT m.from_profile FROM merges m JOIN gone g ON m.into_profile = g.id)
-                         SELECT id FROM gone",
-                    )?
+                    .prepare_cached(&format!("{PEOPLE} SELECT id FROM people"))?
                     .query_map([&erased], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 changes.erased_messages = conn
-                    .prepare_cached(ERASED_PEOPLES_MESSAGES)?
-                    .query_map([serde_json::to_string(&changes.gone)?], |r| r.get(0))?
+                    .prepare_cached(&format!("{PEOPLE} {MESSAGES_OF_PEOPLE}"))?
+                    .query_map([&erased], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
             }
             Ok(Some(changes))
@@ -703,7 +710,7 @@ mod tests {
         drop(SqliteStore::open(dir.path(), Durability::Process)?);
         let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
         let steps: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {ERASED_PEOPLES_MESSAGES}"))?
+            .prepare(&format!("EXPLAIN QUERY PLAN {PEOPLE} {MESSAGES_OF_PEOPLE}"))?
             .query_map(["[1]"], |row| row.get(3))?
             .collect::<Result<_, _>>()?;
         for index in ["msg_messages_profile", "msg_messages_due", "msg_messages_sending", "msg_messages_unsent_profile"]
