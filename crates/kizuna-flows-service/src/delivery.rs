@@ -11,6 +11,9 @@ pub trait Delivery: Send + Sync {
     /// Queues sends durably, all or none. A request whose idempotency key was seen before is not queued
     /// again, so executing a step twice sends once.
     fn enqueue(&self, sends: &[SendRequest]) -> Result<(), String>;
+    /// Withdraws the sends still waiting to go that were queued under these idempotency key prefixes (a run
+    /// that ended: its person converted, stopped matching, or was merged into someone with the same flow).
+    fn withdraw(&self, key_prefixes: &[String], reason: &str) -> Result<usize, String>;
     /// Sends waiting to be handed to a channel, counted up to `cap`.
     fn backlog(&self, cap: usize) -> usize;
     fn template_exists(&self, name: &str) -> bool;
@@ -23,6 +26,10 @@ impl Delivery for Messenger {
         // The engine's runs follow merges and erasures (see `FlowEngine::round`), so messaging need not read
         // every person again before queueing.
         Messenger::enqueue_for_known_profiles(self, sends).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn withdraw(&self, key_prefixes: &[String], reason: &str) -> Result<usize, String> {
+        Messenger::withdraw(self, key_prefixes, reason).map_err(|e| e.to_string())
     }
 
     fn backlog(&self, cap: usize) -> usize {

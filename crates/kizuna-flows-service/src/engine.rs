@@ -111,6 +111,8 @@ pub(crate) struct Work<'a> {
     flow_status: HashMap<i64, Option<(Arc<str>, bool)>>,
     refused: u64,
     started: u64,
+    /// Runs whose person reached a goal that exits (also after the run's last step): (flow id, run id).
+    converted: Vec<(i64, i64)>,
 }
 
 impl<'a> Work<'a> {
@@ -127,6 +129,7 @@ impl<'a> Work<'a> {
             flow_status: HashMap::new(),
             refused: 0,
             started: 0,
+            converted: Vec::new(),
         }
     }
 
@@ -259,6 +262,9 @@ impl<'a> Work<'a> {
                     self.advance(id);
                 }
                 EventEffect::Converted => {
+                    if t.def.goal.as_ref().is_some_and(|goal| goal.exit) {
+                        self.converted.push((t.flow_id, id));
+                    }
                     if was_live && !t.run.status.is_live() {
                         let key = (t.flow_id, t.run.profile);
                         if let Some(prior) = self.prior.get_mut(&key) {
@@ -312,6 +318,22 @@ impl<'a> Work<'a> {
                 .collect(),
             cursors: std::mem::take(&mut self.cursors),
         };
+        // Runs that ended early this round, whose sends still waiting should not go: the person stopped matching
+        // the flow's filter, or reached its goal.
+        let filtered: Vec<(i64, i64)> = self
+            .order
+            .iter()
+            .filter_map(|id| self.runs.get(id).map(|t| (t.flow_id, *id, t)))
+            .filter(|(_, _, t)| t.run.ended_at == Some(self.now) && t.run.exit_reason.as_deref() == Some("filter"))
+            .map(|(flow_id, id, _)| (flow_id, id))
+            .collect();
+        // Before the runs' end is written: a crash in between redoes the round (its inputs' cursors did not
+        // move), which ends them again, and withdrawing twice changes nothing.
+        for (runs, why) in [(&filtered, "filter"), (&self.converted, "goal")] {
+            self.engine.withdraw_sends(runs, why).map_err(|e| {
+                FlowsError::Store(kizuna_store::StoreError::Invalid(format!("withdrawing ended runs' sends: {e}")))
+            })?;
+        }
         let writing = std::time::Instant::now();
         let before = LockWaits::on_this_thread();
         inner.store.flows().apply_flow_batch(&batch, self.now)?;
@@ -327,7 +349,7 @@ impl<'a> Work<'a> {
     }
 
     fn key(run: i64, flow_id: i64, visit: u32) -> String {
-        format!("flow:{flow_id}:run:{run}:{visit}")
+        format!("{}{visit}", run_key_prefix(flow_id, run))
     }
 
     fn perform_sends(&mut self) {
@@ -473,8 +495,26 @@ impl FlowEngine {
             }
         }
         let flows = self.inner.store.flows();
-        while flows.follow_profile_changes(PROFILE_CHANGES_PER_READ, &concurrent)? >= PROFILE_CHANGES_PER_READ {}
-        Ok(())
+        loop {
+            let followed = flows.follow_profile_changes(PROFILE_CHANGES_PER_READ, &concurrent)?;
+            // After the merge's commit: a crash in between lets such a send go (noted as a known window).
+            if let Err(error) = self.withdraw_sends(&followed.merged_runs, "merged") {
+                tracing::warn!(%error, runs = followed.merged_runs.len(), "could not withdraw the sends of merged runs");
+            }
+            if followed.applied < PROFILE_CHANGES_PER_READ {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What ended runs queued and has not gone out yet does not go: a cart reminder held by quiet hours after
+    /// the person bought, a second welcome series after a merge.
+    fn withdraw_sends(&self, runs: &[(i64, i64)], why: &str) -> Result<(), String> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let prefixes: Vec<String> = runs.iter().map(|(flow_id, run)| run_key_prefix(*flow_id, *run)).collect();
+        self.inner.delivery.withdraw(&prefixes, &format!("flow_run_ended: {why}")).map(|_| ())
     }
 
     /// Where reading an input starts without a cursor: its head, or where an activated flow began reading it if
@@ -765,4 +805,9 @@ fn traits_body(traits: Map<String, Value>) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("traits".into(), Value::Object(traits));
     body
+}
+
+/// The start of the idempotency keys of a run's sends (one per step visit).
+fn run_key_prefix(flow_id: i64, run: i64) -> String {
+    format!("flow:{flow_id}:run:{run}:")
 }

@@ -180,13 +180,19 @@ fn cart_flow() -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cart_abandonment_end_to_end() {
+/// A node with the cart-abandonment flow active.
+async fn cart_node() -> Node {
     let node = Node::start();
     node.template("cart_1", "{{ profile.first_name }}, your cart is waiting");
     node.engine.save("cart", &cart_flow()).expect("saved");
     node.engine.activate("cart").expect("active");
     node.settle().await;
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cart_abandonment_end_to_end() {
+    let node = cart_node().await;
     node.customer("aiko").await;
     node.customer("ben").await;
     node.customer("chie").await;
@@ -227,6 +233,45 @@ async fn cart_abandonment_end_to_end() {
     assert_eq!(messages[0].state, "sent");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_held_by_quiet_hours_does_not_go_once_the_person_has_bought() {
+    let node = cart_node().await;
+    let aiko = node.customer("aiko").await;
+    let ben = node.customer("ben").await;
+    // 20:30 in Tokyo: the reminders fall due at 21:30, in quiet hours, and wait for the morning.
+    let t0 = noon_tokyo() + Duration::hours(8) + Duration::minutes(30);
+    node.at(t0).await;
+    node.track("aiko", "Checkout Started", json!({"value": 80, "cart_id": "a1"})).await;
+    node.track("ben", "Checkout Started", json!({"value": 90, "cart_id": "b1"})).await;
+    node.settle().await;
+    node.at(t0 + Duration::hours(1)).await;
+    let reminder = |profile: u64| {
+        node.store
+            .messages()
+            .messages(&kizuna_store::messages::MessageFilter {
+                profile_id: Some(profile),
+                flow: Some("cart".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .expect("messages")
+            .into_iter()
+            .next()
+            .expect("a reminder")
+    };
+    assert_eq!((reminder(aiko).state.as_str(), reminder(ben).state.as_str()), ("deferred", "deferred"));
+    // Aiko buys that night, after her run's last step: the goal still counts, and ends what it queued.
+    node.clock.set(t0 + Duration::hours(2));
+    node.track("aiko", "Order Completed", json!({"cart_id": "a1", "revenue": 80})).await;
+    node.settle().await;
+    node.at(t0 + Duration::hours(12)).await;
+    assert_eq!(node.recorder.sent(), vec![("ben@example.com".to_string(), "ben, your cart is waiting".to_string())]);
+    let withdrawn = reminder(aiko);
+    assert_eq!((withdrawn.state.as_str(), withdrawn.reason.as_deref()), ("dropped", Some("flow_run_ended: goal")));
+    let report = node.engine.report("cart").expect("report");
+    assert_eq!((report.conversions, report.revenue), (1, 80.0));
+}
+
 fn series() -> Value {
     json!({
         "trigger": {"event": {"name": "Signed Up"}},
@@ -240,7 +285,8 @@ fn series() -> Value {
     })
 }
 
-async fn welcome_node() -> (Node, Vec<String>) {
+/// A node with the welcome series active.
+async fn series_node() -> Node {
     let node = Node::start();
     for (name, subject) in [("w1", "one"), ("w2", "two"), ("w3", "three")] {
         node.template(name, subject);
@@ -248,6 +294,11 @@ async fn welcome_node() -> (Node, Vec<String>) {
     node.engine.save("welcome", &series()).expect("saved");
     node.engine.activate("welcome").expect("active");
     node.settle().await;
+    node
+}
+
+async fn welcome_node() -> (Node, Vec<String>) {
+    let node = series_node().await;
     let mut users = Vec::new();
     for i in 0..20 {
         let user = format!("u{i}");
@@ -384,6 +435,32 @@ async fn a_flow_that_allows_several_runs_keeps_both_after_a_merge() {
     let runs = node.engine.runs(Some("carts"), Some(user), None, None, 10).expect("runs");
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert!(runs.iter().all(|(run, _)| run.exit_reason.is_none() && run.due_at.is_some()), "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_held_by_quiet_hours_does_not_go_when_its_run_ends_in_a_merge() {
+    let node = series_node().await;
+    // Aiko signs up at noon (welcomed at once), then again on another device at 22:00 Tokyo (held till 08:00).
+    node.customer("u1").await;
+    node.track("u1", "Signed Up", json!({})).await;
+    node.settle().await;
+    node.at(noon_tokyo() + Duration::hours(10)).await;
+    node.send(json!({"type": "identify", "anonymousId": "device-9", "traits": {"timezone": "Asia/Tokyo",
+        "email": "device9@example.com", "consent": {"email": {"marketing": "granted"}}}}))
+        .await;
+    node.send(json!({"type": "track", "anonymousId": "device-9", "event": "Signed Up", "properties": {}})).await;
+    node.settle().await;
+    let filter =
+        kizuna_store::messages::MessageFilter { flow: Some("welcome".into()), limit: 10, ..Default::default() };
+    let held = node.store.messages().messages(&filter).expect("messages");
+    assert_eq!(held.iter().map(|m| m.state.as_str()).collect::<Vec<_>>(), vec!["deferred", "sent"]);
+    // She logs in on the device: one person, one welcome series; the device's run exits as merged.
+    node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "device-9"})).await;
+    node.settle().await;
+    node.at(noon_tokyo() + Duration::hours(21)).await;
+    assert_eq!(node.recorder.sent(), vec![("u1@example.com".to_string(), "one".to_string())], "no second welcome");
+    let withdrawn = node.store.messages().message(&held[0].id).expect("read").expect("message");
+    assert_eq!((withdrawn.state.as_str(), withdrawn.reason.as_deref()), ("dropped", Some("flow_run_ended: merged")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,6 +696,9 @@ impl kizuna_flows_service::Delivery for SlowDelivery {
         let mut queued = self.queued.lock().map_err(|_| "poisoned".to_string())?;
         queued.extend(sends.iter().map(|s| (s.profile_id, s.template.clone())));
         Ok(())
+    }
+    fn withdraw(&self, _key_prefixes: &[String], _reason: &str) -> Result<usize, String> {
+        Ok(0)
     }
     fn backlog(&self, cap: usize) -> usize {
         self.backlog.load(std::sync::atomic::Ordering::SeqCst).min(cap)

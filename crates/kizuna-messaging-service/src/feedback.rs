@@ -235,6 +235,7 @@ impl Messenger {
             sent: false,
             profile: None,
             forget: false,
+            claim: false,
         };
         self.store().messages().record(&[t], now)?;
         if !event.is_empty() {

@@ -30,7 +30,7 @@ use kizuna_types::Clock;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -581,6 +581,12 @@ impl Messenger {
         Ok(transitions.len())
     }
 
+    /// Drops the messages still waiting to go whose idempotency key starts with one of `key_prefixes` (a flow
+    /// run that ended before they went out); returns how many.
+    pub fn withdraw(&self, key_prefixes: &[String], reason: &str) -> MessagingResult<usize> {
+        Ok(self.inner.store.messages().withdraw(key_prefixes, reason, self.now())?)
+    }
+
     /// Puts a failed or dropped message back in the queue.
     pub fn retry(&self, id: &str) -> MessagingResult<()> {
         let message =
@@ -632,9 +638,22 @@ impl Messenger {
                 Err(e) => settled.push(transition(&message.id, MessageState::Failed, &e.to_string())),
             }
         }
+        // The round read its messages before deciding: one withdrawn (its flow run ended) or erased since keeps
+        // that state, and is not sent.
+        for t in settled.iter_mut().chain(sending.iter_mut()) {
+            t.claim = true;
+        }
+        let first_send = settled.len();
         settled.extend(sending);
         // Durable before anything leaves: a crash from here on is settled by `recover`.
-        self.inner.store.messages().record(&settled, now)?;
+        let applied = self.inner.store.messages().record(&settled, now)?;
+        let lost: HashSet<&str> = settled[first_send..]
+            .iter()
+            .zip(&applied[first_send..])
+            .filter(|(_, applied)| !**applied)
+            .map(|(t, _)| t.id.as_str())
+            .collect();
+        to_send.retain(|(_, outgoing, _, _)| !lost.contains(outgoing.message_id.as_str()));
         // A merge committed after a message's person was resolved above but before it was recorded as sending
         // found it still queued and did not move it (merges move sent and sending messages): resolve again now,
         // when any later merge will move it, and record the result with the outcome.
@@ -964,6 +983,7 @@ fn transition(id: &str, state: MessageState, reason: &str) -> Transition {
         sent: false,
         profile: None,
         forget: false,
+        claim: false,
     }
 }
 

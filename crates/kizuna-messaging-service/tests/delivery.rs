@@ -397,6 +397,7 @@ async fn a_restart_mid_send_sends_nothing_twice() {
             sent: false,
             profile: None,
             forget: false,
+            claim: false,
         })
         .collect();
     node.store.messages().record(&stuck, node.clock.now()).expect("record");
@@ -788,6 +789,7 @@ async fn a_send_in_flight_when_its_person_is_erased_keeps_no_address_and_is_not_
         sent: false,
         profile: None,
         forget: false,
+        claim: false,
     };
     // Handed to the channel; the person is erased before the outcome comes back.
     record(transition("sending", "allowed by the governor"));
@@ -817,4 +819,41 @@ async fn a_send_in_flight_when_its_person_is_erased_keeps_no_address_and_is_not_
     assert_eq!(node.messenger.process_due().await.expect("round"), 0);
     assert!(sink.received().is_empty());
     assert_eq!(messaging_rows_mentioning(&node, "aiko@example.com"), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_message_stays_withdrawn_even_when_the_worker_read_it_before() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("account", account_template());
+    let keyed = |key: &str| {
+        let mut request = node.request("account", aiko);
+        request.idempotency_key = Some(key.into());
+        request
+    };
+    let queued = node.messenger.enqueue(&[keyed("flow:1:run:1:0"), keyed("flow:1:run:10:0")]).expect("queued");
+    // Run 1 ended: its message is withdrawn; run 10's is not (the prefix ends at the run's colon).
+    assert_eq!(node.messenger.withdraw(&["flow:1:run:1:".into()], "flow_run_ended: goal").expect("withdrawn"), 1);
+    assert_eq!(node.state(&queued[0].id), "dropped");
+    assert_eq!(node.state(&queued[1].id), "queued");
+    // The worker had read it as queued and now claims it for sending: the withdrawal wins.
+    let claim = Transition {
+        id: queued[0].id.clone(),
+        state: "sending".into(),
+        reason: "allowed by the governor".into(),
+        due_at: None,
+        recipient: Some("aiko@example.com".into()),
+        provider_id: None,
+        attempted: false,
+        sent: false,
+        profile: None,
+        forget: false,
+        claim: true,
+    };
+    assert_eq!(node.store.messages().record(&[claim], node.clock.now()).expect("record"), vec![false]);
+    assert_eq!(node.state(&queued[0].id), "dropped");
+    node.messenger.process_due().await.expect("round");
+    assert_eq!(node.state(&queued[1].id), "sent");
+    assert_eq!(sink.received().len(), 1, "only run 10's message went");
 }

@@ -103,6 +103,15 @@ pub struct FlowCounts {
     pub by_arm: Vec<(Option<String>, bool, i64, i64, f64)>,
 }
 
+/// What [`FlowStore::follow_profile_changes`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowedChanges {
+    /// Merges and erasures applied.
+    pub applied: usize,
+    /// Runs that exited as `merged`, as (flow id, run id): what they queued and has not gone yet should not.
+    pub merged_runs: Vec<(i64, i64)>,
+}
+
 pub trait FlowStore: Send + Sync {
     /// Creates a flow (as a draft) or adds a version to it; returns the stored flow.
     fn save_flow(&self, name: &str, definition: &serde_json::Value, now: DateTime<Utc>) -> StoreResult<StoredFlow>;
@@ -160,6 +169,6 @@ pub trait FlowStore: Send + Sync {
     /// advance in the same transaction — so a change is followed exactly once, even across a crash. Two people
     /// merged with a run in progress each in one flow keep one: the run that entered first goes on, the other
     /// exits as `merged` — except in the flows of `concurrent_flows`, which allow several runs per person.
-    /// Takes at most `limit` of each; returns how many it applied.
-    fn follow_profile_changes(&self, limit: usize, concurrent_flows: &[i64]) -> StoreResult<usize>;
+    /// Takes at most `limit` of each.
+    fn follow_profile_changes(&self, limit: usize, concurrent_flows: &[i64]) -> StoreResult<FollowedChanges>;
 }

@@ -88,6 +88,9 @@ pub struct Transition {
     pub profile: Option<ProfileId>,
     /// The person is gone (erased, or left without identifiers): the message keeps no personal data.
     pub forget: bool,
+    /// Applies only while the message is still waiting (queued or deferred): the worker's decisions, which a
+    /// withdrawal or an erasure committed since the worker read the message must win over.
+    pub claim: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,8 +169,9 @@ pub trait MessageStore: Send + Sync {
     fn due_messages(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<StoredMessage>>;
     /// Messages left in `sending` (a crash between hand-off and outcome).
     fn sending_messages(&self) -> StoreResult<Vec<StoredMessage>>;
-    /// Applies state changes in one transaction, each recorded in the decision log.
-    fn record(&self, transitions: &[Transition], now: DateTime<Utc>) -> StoreResult<()>;
+    /// Applies state changes in one transaction, each recorded in the decision log. Returns, per transition,
+    /// whether it applied (a claim on a message no longer waiting, or an unknown message, does not).
+    fn record(&self, transitions: &[Transition], now: DateTime<Utc>) -> StoreResult<Vec<bool>>;
     fn message(&self, id: &str) -> StoreResult<Option<StoredMessage>>;
     fn messages(&self, filter: &MessageFilter) -> StoreResult<Vec<StoredMessage>>;
     fn decisions(&self, id: &str) -> StoreResult<Vec<Decision>>;
@@ -202,6 +206,11 @@ pub trait MessageStore: Send + Sync {
     /// The same figures per group and UTC day the message was created (`day` = days since 1970-01-01), for
     /// charts over time.
     fn report_by_day(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<(i64, ReportRow)>>;
+
+    /// Drops the queued and deferred messages whose idempotency key starts with one of `key_prefixes` (what a
+    /// flow run queued, when the run ended before they went out), recording `reason`; returns how many. Messages
+    /// already handed to a channel are not touched.
+    fn withdraw(&self, key_prefixes: &[String], reason: &str, now: DateTime<Utc>) -> StoreResult<usize>;
 
     /// Applies the merges and erasures recorded since messaging last looked (the `merges` and `erasures` tables,
     /// by cursor; the first time, none: everything queued afterwards names live people), at most `limit` of each,

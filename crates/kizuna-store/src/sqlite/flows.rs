@@ -1,7 +1,9 @@
 //! SQLite implementation of [`FlowStore`].
 
 use super::{CachedSql, SqliteStore, from_ms, ms};
-use crate::flows::{FlowBatch, FlowCounts, FlowStore, FlowVersion, PriorRunsRow, RunRow, StepRow, StoredFlow};
+use crate::flows::{
+    FlowBatch, FlowCounts, FlowStore, FlowVersion, FollowedChanges, PriorRunsRow, RunRow, StepRow, StoredFlow,
+};
 use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
@@ -406,7 +408,7 @@ impl FlowStore for SqliteStore {
         })
     }
 
-    fn follow_profile_changes(&self, limit: usize, concurrent_flows: &[i64]) -> StoreResult<usize> {
+    fn follow_profile_changes(&self, limit: usize, concurrent_flows: &[i64]) -> StoreResult<FollowedChanges> {
         type Changes = (Vec<(i64, i64, i64, i64)>, Vec<(i64, i64)>, i64, i64, bool);
         let limit = limit.max(1) as i64;
         // A read first: nearly every round finds nothing, and must not take the write lock to learn it.
@@ -439,10 +441,11 @@ impl FlowStore for SqliteStore {
             Ok((merges, erasures, merge_cursor, erasure_cursor, false))
         })?;
         if merges.is_empty() && erasures.is_empty() && !fresh {
-            return Ok(0);
+            return Ok(FollowedChanges::default());
         }
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
+            let mut merged_runs = Vec::new();
             // Merges before erasures: a person merged into someone later erased leaves with them.
             for (_, from, into, recorded_at) in &merges {
                 let moved = tx.execute_cached(
@@ -450,7 +453,7 @@ impl FlowStore for SqliteStore {
                     params![from, into],
                 )?;
                 if moved > 0 {
-                    end_duplicate_runs(&tx, *into, concurrent_flows, *recorded_at)?;
+                    merged_runs.extend(end_duplicate_runs(&tx, *into, concurrent_flows, *recorded_at)?);
                 }
             }
             for (_, profile) in &erasures {
@@ -468,7 +471,7 @@ impl FlowStore for SqliteStore {
                 )?;
             }
             tx.commit()?;
-            Ok(merges.len() + erasures.len())
+            Ok(FollowedChanges { applied: merges.len() + erasures.len(), merged_runs })
         })
     }
 }
@@ -482,7 +485,7 @@ fn end_duplicate_runs(
     profile: i64,
     concurrent_flows: &[i64],
     at_ms: i64,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<(i64, i64)>> {
     let open: Vec<(i64, i64)> = tx
         .prepare_cached(
             "SELECT id, flow_id FROM flow_runs WHERE profile_id = ?1 AND status IN ('active', 'waiting', 'holdout')
@@ -491,10 +494,12 @@ fn end_duplicate_runs(
         .query_map([profile], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut kept = std::collections::HashSet::new();
+    let mut ended = Vec::new();
     for (run, flow) in open {
         if concurrent_flows.contains(&flow) || kept.insert(flow) {
             continue;
         }
+        ended.push((flow, run));
         tx.execute_cached(
             "UPDATE flow_runs SET status = 'exited', exit_reason = 'merged', step = NULL, due_at = NULL,
                     goal_until = NULL, ended_at = CASE WHEN entered_at > ?2 THEN entered_at ELSE ?2 END,
@@ -503,5 +508,5 @@ fn end_duplicate_runs(
             params![run, at_ms],
         )?;
     }
-    Ok(())
+    Ok(ended)
 }

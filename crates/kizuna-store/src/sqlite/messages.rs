@@ -67,6 +67,19 @@ const MESSAGES_OF_PEOPLE: &str = "SELECT rowid FROM msg_messages WHERE sent_at I
      UNION SELECT rowid FROM msg_messages
        WHERE sent_at IS NULL AND state NOT IN ('queued', 'deferred', 'sending') AND profile_id IN people";
 
+/// The least string greater than every string that starts with `prefix` (its last character moved up by one),
+/// or none for an empty prefix.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(u32::from(last) + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 const MERGES_CURSOR: &str = "merges";
 const ERASURES_CURSOR: &str = "erasures";
 
@@ -247,12 +260,13 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    fn record(&self, transitions: &[Transition], now: DateTime<Utc>) -> StoreResult<()> {
+    fn record(&self, transitions: &[Transition], now: DateTime<Utc>) -> StoreResult<Vec<bool>> {
         if transitions.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
+            let mut applied = Vec::with_capacity(transitions.len());
             {
                 // A message erased while it was in flight keeps nothing personal from its outcome (the address,
                 // a provider's reason that may quote it) and cannot go back to the queue; a forgotten one drops
@@ -268,7 +282,7 @@ impl MessageStore for SqliteStore {
                          profile_id = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?10, profile_id) END,
                          context = CASE WHEN ?11 THEN '{}' ELSE context END,
                          erased_at = CASE WHEN ?11 THEN COALESCE(erased_at, ?9) ELSE erased_at END
-                     WHERE id = ?1
+                     WHERE id = ?1 AND (NOT ?12 OR state IN ('queued', 'deferred'))
                      RETURNING state, reason",
                 )?;
                 let mut decision = tx.prepare_cached(
@@ -289,17 +303,19 @@ impl MessageStore for SqliteStore {
                                 ms(now),
                                 t.profile.map(|p| p as i64),
                                 t.forget,
+                                t.claim,
                             ],
                             |r| Ok((r.get(0)?, r.get(1)?)),
                         )
                         .optional()?;
+                    applied.push(recorded.is_some());
                     if let Some((state, reason)) = recorded {
                         decision.execute(params![t.id, ms(now), state, reason.unwrap_or_default()])?;
                     }
                 }
             }
             tx.commit()?;
-            Ok(())
+            Ok(applied)
         })
     }
 
@@ -508,6 +524,40 @@ impl MessageStore for SqliteStore {
 
     fn report_by_day(&self, group: &str, since: DateTime<Utc>) -> StoreResult<Vec<(i64, ReportRow)>> {
         self.grouped_report(group, since, true)
+    }
+
+    fn withdraw(&self, key_prefixes: &[String], reason: &str, now: DateTime<Utc>) -> StoreResult<usize> {
+        if key_prefixes.is_empty() {
+            return Ok(0);
+        }
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            let mut withdrawn = 0;
+            {
+                // A range of the idempotency key's index: from the prefix to the first key past all that start
+                // with it.
+                let mut drop = tx.prepare_cached(
+                    "UPDATE msg_messages SET state = 'dropped', reason = ?3, updated_at = ?4
+                     WHERE idempotency_key >= ?1 AND idempotency_key < ?2 AND state IN ('queued', 'deferred')
+                     RETURNING id",
+                )?;
+                let mut decision = tx.prepare_cached(
+                    "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES (?1, ?2, 'dropped', ?3)",
+                )?;
+                for prefix in key_prefixes {
+                    let Some(end) = prefix_end(prefix) else { continue };
+                    let ids: Vec<String> = drop
+                        .query_map(params![prefix, end, reason, ms(now)], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    for id in &ids {
+                        decision.execute(params![id, ms(now), reason])?;
+                    }
+                    withdrawn += ids.len();
+                }
+            }
+            tx.commit()?;
+            Ok(withdrawn)
+        })
     }
 
     fn follow_profile_changes(&self, limit: usize, now: DateTime<Utc>) -> StoreResult<usize> {
