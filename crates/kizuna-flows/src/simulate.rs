@@ -104,6 +104,7 @@ pub fn replay_person(
     inputs.retain(|(at, ..)| *at >= from && *at <= to);
     inputs.sort_by_key(|(at, seq, _)| (*at, *seq));
 
+    let goal_exits = def.goal.as_ref().is_some_and(|goal| goal.exit);
     let mut runs: Vec<SimRun> = Vec::new();
     let mut live: Vec<(Run, usize)> = Vec::new();
     let mut inputs = inputs.into_iter().peekable();
@@ -120,7 +121,7 @@ pub fn replay_person(
             let Some((due, i)) = next_timer else { break };
             let (run, slot) = &mut live[i];
             let records = machine::advance(flow, def, run, person, due);
-            record(&mut runs[*slot], run, records, person);
+            record(&mut runs[*slot], run, records, person, goal_exits);
         } else if let Some((at, _, input)) = inputs.next() {
             let trigger = match input {
                 Input::Event(event) => {
@@ -129,9 +130,9 @@ pub fn replay_person(
                             EventEffect::Resumed(step) => {
                                 runs[*slot].path.push(step);
                                 let records = machine::advance(flow, def, run, person, at);
-                                record(&mut runs[*slot], run, records, person);
+                                record(&mut runs[*slot], run, records, person, goal_exits);
                             }
-                            EventEffect::Converted => record(&mut runs[*slot], run, Vec::new(), person),
+                            EventEffect::Converted => record(&mut runs[*slot], run, Vec::new(), person, goal_exits),
                             EventEffect::None => {}
                         }
                     }
@@ -193,7 +194,7 @@ pub fn replay_person(
                     });
                     let slot = runs.len() - 1;
                     let records = machine::advance(flow, def, &mut run, person, at);
-                    record(&mut runs[slot], &run, records, person);
+                    record(&mut runs[slot], &run, records, person, goal_exits);
                     live.push((run, slot));
                 }
             }
@@ -206,7 +207,9 @@ pub fn replay_person(
     runs
 }
 
-fn record(out: &mut SimRun, run: &Run, records: Vec<StepRecord>, person: &mut dyn SimPerson) {
+fn record(out: &mut SimRun, run: &Run, records: Vec<StepRecord>, person: &mut dyn SimPerson, goal_exits: bool) {
+    let converted_now = out.converted_at.is_none() && run.converted_at.is_some();
+    let filtered_now = out.exit_reason.is_none() && run.exit_reason.as_deref() == Some("filter");
     for step in records {
         if let Some(Action::Send { template, .. }) = &step.action {
             let verdict = person.send(template, step.at);
@@ -220,6 +223,21 @@ fn record(out: &mut SimRun, run: &Run, records: Vec<StepRecord>, person: &mut dy
     out.holdout = run.holdout;
     out.converted_at = run.converted_at;
     out.revenue = run.revenue;
+    // As live: a send messaging still holds (deferred past this moment) does not go once the person reached a
+    // goal that exits or stopped matching the flow's filter — the engine withdraws it.
+    let ended = match (converted_now && goal_exits, filtered_now) {
+        (true, _) => run.converted_at.map(|at| (at, "goal")),
+        (false, true) => run.ended_at.map(|at| (at, "filter")),
+        (false, false) => None,
+    };
+    if let Some((at, why)) = ended {
+        for send in &mut out.sends {
+            if send.verdict.decision == "defer" && send.verdict.until.is_some_and(|until| until > at) {
+                send.verdict =
+                    SendVerdict { decision: "drop".into(), reason: format!("flow_run_ended: {why}"), until: None };
+            }
+        }
+    }
 }
 
 /// Totals over a replay.

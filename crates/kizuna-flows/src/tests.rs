@@ -401,6 +401,27 @@ fn replay_follows_each_person_through_history() {
 }
 
 #[test]
+fn replay_withdraws_a_held_send_when_the_person_converts_as_live_does() {
+    let def = cart_flow();
+    let h = |m: i64| t0() + Duration::minutes(m);
+    let events = vec![
+        event(1, "Checkout Started", h(0), json!({"value": 80, "cart_id": "c1"})),
+        // Another cart bought two hours later: the wait is over, the goal still counts and exits.
+        event(2, "Order Completed", h(120), json!({"cart_id": "c9", "revenue": 40})),
+    ];
+    let history = PersonHistory { profile: 7, events: events.clone(), ..PersonHistory::default() };
+    // A message sent at 00:30 holds the reminder (due at 01:00) for a day under the cap.
+    let mut person = Replayed { snapshot: Snapshot { events, ..Snapshot::default() }, sent: vec![h(30)] };
+    let mut refusals = simulate::Refusals::new();
+    let runs =
+        simulate::replay_person("cart", &def, &history, &mut person, t0(), t0() + Duration::days(3), &mut refusals);
+    assert_eq!((runs[0].exit_reason.as_deref(), runs[0].revenue), (Some("goal"), 40.0));
+    let sends: Vec<(&str, &str)> =
+        runs[0].sends.iter().map(|s| (s.verdict.decision.as_str(), s.verdict.reason.as_str())).collect();
+    assert_eq!(sends, vec![("drop", "flow_run_ended: goal")]);
+}
+
+#[test]
 fn replay_matches_stepping_the_machine_by_hand() {
     // The replay drives the same machine: its path equals advancing a run at each due time.
     let def = cart_flow();
