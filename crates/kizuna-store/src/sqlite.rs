@@ -42,6 +42,7 @@ const DERIVED_MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 mod admins;
+mod cursors;
 mod flows;
 mod messages;
 mod segments;

@@ -1,5 +1,6 @@
 //! SQLite implementation of [`FlowStore`].
 
+use super::cursors::{ERASURES, Follower, MERGES, erasures_after};
 use super::{CachedSql, SqliteStore, from_ms, ms};
 use crate::flows::{
     FlowBatch, FlowCounts, FlowStore, FlowVersion, FollowedChanges, PriorRunsRow, RunRow, StepRow, StoredFlow,
@@ -8,9 +9,6 @@ use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-
-const MERGES_CURSOR: &str = "merges";
-const ERASURES_CURSOR: &str = "erasures";
 
 const FLOW_COLUMNS: &str =
     "id, name, status, version, live_version, since_event_seq, since_transition_seq, created_at, updated_at";
@@ -183,11 +181,7 @@ impl FlowStore for SqliteStore {
     }
 
     fn flow_cursor(&self, name: &str) -> StoreResult<Option<i64>> {
-        self.with_reader(|conn| {
-            Ok(conn
-                .query_row_cached("SELECT position FROM flow_cursors WHERE name = ?1", [name], |r| r.get(0))
-                .optional()?)
-        })
+        self.with_reader(|conn| Follower::Flows.position(conn, name))
     }
 
     fn forget_flow_cursors(&self) -> StoreResult<()> {
@@ -247,13 +241,7 @@ impl FlowStore for SqliteStore {
                     let action = s.action.as_ref().map(serde_json::to_string).transpose()?;
                     step.execute(params![s.run_id, s.visit, flow_id, s.step, s.kind, s.outcome, action, ms(s.at)])?;
                 }
-                let mut cursor = tx.prepare_cached(
-                    "INSERT INTO flow_cursors (name, position) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                )?;
-                for (name, position) in &batch.cursors {
-                    cursor.execute(params![name, position])?;
-                }
+                Follower::Flows.save(&tx, batch.cursors.iter().map(|(name, position)| (name.as_str(), *position)))?;
             }
             tx.commit()?;
             Ok(())
@@ -413,12 +401,8 @@ impl FlowStore for SqliteStore {
         let limit = limit.max(1) as i64;
         // A read first: nearly every round finds nothing, and must not take the write lock to learn it.
         let (merges, erasures, merge_cursor, erasure_cursor, fresh): Changes = self.with_reader(|conn| {
-            let cursor = |name: &str| -> StoreResult<Option<i64>> {
-                Ok(conn
-                    .query_row_cached("SELECT position FROM flow_cursors WHERE name = ?1", [name], |r| r.get(0))
-                    .optional()?)
-            };
-            let (Some(merge_cursor), Some(erasure_cursor)) = (cursor(MERGES_CURSOR)?, cursor(ERASURES_CURSOR)?) else {
+            let cursor = |name| Follower::Flows.position(conn, name);
+            let (Some(merge_cursor), Some(erasure_cursor)) = (cursor(MERGES)?, cursor(ERASURES)?) else {
                 let (merges, erasures) = conn.query_row_cached(
                     "SELECT (SELECT COALESCE(MAX(id), 0) FROM merges), (SELECT COALESCE(MAX(rowid), 0) FROM erasures)",
                     [],
@@ -432,10 +416,7 @@ impl FlowStore for SqliteStore {
                 )?
                 .query_map([merge_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            let erasures = conn
-                .prepare_cached("SELECT rowid, profile_id FROM erasures WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?
-                .query_map([erasure_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let erasures = erasures_after(conn, erasure_cursor, limit)?;
             let merge_cursor = merges.last().map_or(merge_cursor, |m| m.0);
             let erasure_cursor = erasures.last().map_or(erasure_cursor, |e| e.0);
             Ok((merges, erasures, merge_cursor, erasure_cursor, false))
@@ -463,13 +444,7 @@ impl FlowStore for SqliteStore {
                 )?;
                 tx.execute_cached("DELETE FROM flow_runs WHERE profile_id = ?1", [profile])?;
             }
-            for (name, position) in [(MERGES_CURSOR, merge_cursor), (ERASURES_CURSOR, erasure_cursor)] {
-                tx.execute_cached(
-                    "INSERT INTO flow_cursors (name, position) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    params![name, position],
-                )?;
-            }
+            Follower::Flows.save(&tx, [(MERGES, merge_cursor), (ERASURES, erasure_cursor)])?;
             tx.commit()?;
             Ok(FollowedChanges { applied: merges.len() + erasures.len(), merged_runs })
         })

@@ -1,5 +1,6 @@
 //! SQLite implementation of [`MessageStore`].
 
+use super::cursors::{ERASURES, Follower, MERGES, erasures_after};
 use super::{CachedSql, SqliteStore, from_ms, ms};
 use crate::messages::{
     AttributionRow, Decision, MessageFilter, MessageStore, NewMessage, ReportRow, StoredMessage, StoredTemplate,
@@ -79,9 +80,6 @@ fn prefix_end(prefix: &str) -> Option<String> {
     }
     None
 }
-
-const MERGES_CURSOR: &str = "merges";
-const ERASURES_CURSOR: &str = "erasures";
 
 /// Merges and erasures read for [`MessageStore::follow_profile_changes`], with where to go on from next time.
 #[derive(Default)]
@@ -566,24 +564,16 @@ impl MessageStore for SqliteStore {
         // erased people's messages are found here too: unsent ones are not in the profile index, so that is a
         // scan, and a reader does not hold up sending while it runs.
         let pending = self.with_reader(|conn| {
-            let cursor = |name: &str| -> StoreResult<Option<i64>> {
-                Ok(conn
-                    .query_row_cached("SELECT position FROM msg_cursors WHERE name = ?1", [name], |r| r.get(0))
-                    .optional()?)
-            };
             // The first time, merges start from now (before, messaging followed them as they happened), and
             // erasures from the beginning: a store erased people before messaging followed erasures at all.
             // Migration 15 set both cursors.
-            let (merge_cursor, erasure_cursor) =
-                (cursor(MERGES_CURSOR)?.unwrap_or(0), cursor(ERASURES_CURSOR)?.unwrap_or(0));
+            let cursor = |name| Follower::Messaging.position(conn, name);
+            let (merge_cursor, erasure_cursor) = (cursor(MERGES)?.unwrap_or(0), cursor(ERASURES)?.unwrap_or(0));
             let merges: Vec<(i64, i64, i64)> = conn
                 .prepare_cached("SELECT id, from_profile, into_profile FROM merges WHERE id > ?1 ORDER BY id LIMIT ?2")?
                 .query_map([merge_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
-            let erasures: Vec<(i64, i64)> = conn
-                .prepare_cached("SELECT rowid, profile_id FROM erasures WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?
-                .query_map([erasure_cursor, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
+            let erasures = erasures_after(conn, erasure_cursor, limit)?;
             if merges.is_empty() && erasures.is_empty() {
                 return Ok(None);
             }
@@ -660,13 +650,7 @@ impl MessageStore for SqliteStore {
                     tx.execute_cached(statement, [&gone])?;
                 }
             }
-            for (name, position) in [(MERGES_CURSOR, changes.merge_cursor), (ERASURES_CURSOR, changes.erasure_cursor)] {
-                tx.execute_cached(
-                    "INSERT INTO msg_cursors (name, position) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    params![name, position],
-                )?;
-            }
+            Follower::Messaging.save(&tx, [(MERGES, changes.merge_cursor), (ERASURES, changes.erasure_cursor)])?;
             tx.commit()?;
             Ok(changes.merges.len() + changes.erasures)
         })
