@@ -223,6 +223,7 @@ impl Recommender {
                 None => break,
             }
         }
+        signals.repack();
         tracing::info!(
             products = signals.items.len(),
             events,

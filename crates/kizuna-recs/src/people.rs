@@ -317,6 +317,32 @@ impl People {
         })
     }
 
+    /// Loading builds every history one touch at a time and every taste per profile, interleaved with the
+    /// loader's short-lived allocations (parsed events), so they end up scattered over partly used allocator pages
+    /// that never become empty enough to return. Copying them out to flat buffers, freeing them all, then
+    /// allocating each again at its exact size packs them into fresh pages and lets the emptied ones go.
+    pub(crate) fn repack(&mut self) {
+        let mut touches = Vec::new();
+        let mut shares = Vec::new();
+        let mut lengths = Vec::with_capacity(self.slots.len());
+        for person in &mut self.slots {
+            let history = std::mem::take(&mut person.history.touches);
+            let taste = std::mem::take(&mut person.taste.shares);
+            lengths.push((history.len(), taste.len()));
+            touches.extend_from_slice(&history);
+            shares.extend_from_slice(&taste);
+        }
+        let (mut touches, mut shares) = (&touches[..], &shares[..]);
+        for (person, (history, taste)) in self.slots.iter_mut().zip(lengths) {
+            let (mine, rest) = touches.split_at(history);
+            person.history.touches = mine.to_vec();
+            touches = rest;
+            let (mine, rest) = shares.split_at(taste);
+            person.taste.shares = mine.into();
+            shares = rest;
+        }
+    }
+
     /// People with a history.
     pub(crate) fn histories(&self) -> impl Iterator<Item = (ProfileKey, &History)> {
         self.slots.iter().filter(|p| !p.history.is_empty()).map(|p| (p.profile, &p.history))
@@ -334,6 +360,36 @@ mod tests {
             assert_eq!(Packed::new(touch).touch(), touch);
         }
         assert_eq!(std::mem::size_of::<Packed>(), 12);
+    }
+
+    #[test]
+    fn repacking_keeps_every_history_and_taste_at_its_exact_size() {
+        let mut people = People::default();
+        let mut names = Interner::default();
+        for id in 0..50u64 {
+            for t in 0..(id % 7) {
+                let kind = if t % 3 == 0 { Kind::Purchase } else { Kind::View };
+                people.history_mut(id).add(Touch {
+                    item: (id * t) as ItemIx,
+                    kind,
+                    at: (100 * t + id) as Secs,
+                    units: 1.0,
+                });
+            }
+            let taste = Taste {
+                categories: (0..id % 4).map(|c| (format!("c{c}"), 0.25)).collect(),
+                brands: (0..id % 3).map(|b| (format!("b{b}"), 0.5)).collect(),
+                price_band: (id % 2 == 0).then(|| "mid".to_owned()),
+            };
+            people.set_taste(id, &taste, &mut names);
+        }
+        let before = format!("{:?}", people.slots);
+        people.repack();
+        assert_eq!(format!("{:?}", people.slots), before);
+        assert!(people.slots.iter().all(|p| p.history.touches.capacity() == p.history.touches.len()));
+        assert!(
+            people.slots.iter().any(|p| p.history.len() > 1) && people.slots.iter().any(|p| p.taste.shares.len() > 1)
+        );
     }
 
     #[test]

@@ -327,6 +327,12 @@ impl Summary {
             Some(Keep::For(d)) => now - e.at <= d,
             None => false,
         });
+        // Loading a profile adds its whole history before the first prune keeps the last few days of it: without
+        // this, every summary kept the capacity of its whole history (measured: 87 MB at 71k profiles with the
+        // starter segments, for a few events each).
+        if self.events.capacity() > 2 * self.events.len() {
+            self.events.shrink_to_fit();
+        }
     }
 
     /// Cuts the summary down to a narrower interest (definitions removed).
@@ -402,5 +408,32 @@ impl ProfileView for Summary {
 
     fn coordinates(&self) -> Option<(f64, f64)> {
         self.coordinates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_a_loaded_history_gives_its_memory_back() {
+        let condition = crate::parse(r#"event "Product Viewed" in last 3d"#).unwrap_or_else(|e| panic!("{e}"));
+        let interest = Interest::of(&condition);
+        let now = Utc::now();
+        // A year of daily views: loading adds them all, pruning keeps the last three days.
+        let events: Vec<NewEvent> = (0..365)
+            .map(|day| NewEvent {
+                seq: day,
+                name: "Product Viewed".into(),
+                at: now - Duration::days(364 - day) - Duration::hours(1),
+                properties: Value::Null,
+            })
+            .collect();
+        let mut summary = Summary::default();
+        summary.add_events(&events, &interest, &mut Interner::default());
+        assert_eq!(summary.events.len(), 365);
+        summary.prune(&interest, now);
+        assert_eq!(summary.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![362, 363, 364]);
+        assert!(summary.events.capacity() <= 6, "kept the capacity of {}", summary.events.capacity());
     }
 }

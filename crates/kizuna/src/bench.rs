@@ -45,6 +45,10 @@ pub struct MemoryArgs {
     /// Keep the loaded data directories (their paths are printed) to profile a server on them afterwards.
     #[arg(long)]
     keep: bool,
+    /// Save the demo's seven starter segments before loading, so the server also holds what segments keep per
+    /// profile, as a brand's server with segments does.
+    #[arg(long)]
+    segments: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -401,12 +405,12 @@ fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
     let root = std::env::temp_dir().join(format!("kizuna-bench-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let mut points: Vec<(usize, usize, u64, u64, u64)> = Vec::new();
-    let empty = load_store(config, &root.join("empty"), 0, args.seed)?;
+    let empty = load_store(config, &root.join("empty"), 0, args.seed, args.segments)?;
     let (empty_rss, _) = serve_and_measure(&root.join("empty"), args.port, &empty.0, &empty.1)?;
     for &customers in &args.customers {
         let dir = root.join(format!("c{customers}"));
         let started = Instant::now();
-        let (write_key, admin_key, events) = load_store(config, &dir, customers, args.seed)?;
+        let (write_key, admin_key, events) = load_store(config, &dir, customers, args.seed, args.segments)?;
         eprintln!("loaded {customers} customers ({events} events) in {:.0}s", started.elapsed().as_secs_f64());
         let (rss, profiles) = serve_and_measure(&dir, args.port, &write_key, &admin_key)?;
         let disk: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
@@ -421,7 +425,7 @@ fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&root);
     }
     let mb = |kib: u64| kib as f64 / 1024.0;
-    println!("## kizuna bench memory");
+    println!("## kizuna bench memory{}", if args.segments { " (with the seven starter segments)" } else { "" });
     println!("- empty server: RSS {:.0} MB", mb(empty_rss));
     for (customers, events, profiles, rss, disk) in &points {
         println!(
@@ -441,14 +445,23 @@ fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
 }
 
 /// Creates a store in `dir` and loads `customers` simulated customers through the real pipeline; returns
-/// (write key, admin key, events loaded).
-fn load_store(config: &Config, dir: &std::path::Path, customers: usize, seed: u64) -> Result<(String, String, usize)> {
+/// (write key, admin key, events loaded). With `segments`, the demo's starter segments are saved first.
+fn load_store(
+    config: &Config,
+    dir: &std::path::Path,
+    customers: usize,
+    seed: u64,
+    segments: bool,
+) -> Result<(String, String, usize)> {
     let now = chrono::Utc::now();
     let store = SqliteStore::open(dir, config.durability)?;
     let source = store.create_source("bench", true, kizuna_profiles::DataKind::FirstParty, now)?;
     let (_, admin) = store.create_api_key("bench", now)?;
     drop(store);
     let node = crate::node::start_node(&Config { data_dir: dir.to_path_buf(), ..config.clone() })?;
+    if segments {
+        crate::demo::starter_segments(&node)?;
+    }
     let simulator =
         Simulator::new(SimConfig { seed, customers, start: now - chrono::Duration::days(365), ..SimConfig::default() });
     let events = crate::node::load_simulated(&node, &source, &simulator, customers, |_| {})?;

@@ -224,7 +224,7 @@ const DEMO_SEGMENTS: &[&str] = &[
     "at-risk-by-churn",
 ];
 
-fn starter_segments(node: &node::Node) -> Result<Vec<(String, usize)>> {
+pub(crate) fn starter_segments(node: &node::Node) -> Result<Vec<(String, usize)>> {
     let runtime = node::runtime()?;
     let mut out = Vec::new();
     for name in DEMO_SEGMENTS {

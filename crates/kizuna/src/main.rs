@@ -1,6 +1,9 @@
 //! `kizuna`: one binary for the whole platform. See `kizuna --help`.
 
 /// mimalloc: the write path frees on one thread what the HTTP threads allocated, which glibc does slowly.
+/// The `system-allocator` feature leaves it out, so heap profilers that hook `malloc` (heaptrack) see every
+/// allocation: `cargo build --release --features system-allocator`.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
