@@ -350,8 +350,11 @@ impl IdentityGraph {
             link_nodes: usize,
             max_order: Order,
         }
-        let mut shapes = Vec::new();
-        let (mut nodes, mut links, mut link_nodes) = (Vec::new(), Vec::new(), Vec::new());
+        let live = || self.clusters.iter().flatten();
+        let mut shapes = Vec::with_capacity(live().count());
+        let mut nodes = Vec::with_capacity(live().map(|c| c.nodes.len()).sum());
+        let mut links = Vec::with_capacity(live().map(|c| c.links.len()).sum());
+        let mut link_nodes = Vec::with_capacity(live().map(|c| c.link_nodes.len()).sum());
         for (id, slot) in self.clusters.iter_mut().enumerate() {
             if let Some(cluster) = slot.take() {
                 shapes.push(Shape {

@@ -322,8 +322,8 @@ impl People {
     /// that never become empty enough to return. Copying them out to flat buffers, freeing them all, then
     /// allocating each again at its exact size packs them into fresh pages and lets the emptied ones go.
     pub(crate) fn repack(&mut self) {
-        let mut touches = Vec::new();
-        let mut shares = Vec::new();
+        let mut touches = Vec::with_capacity(self.slots.iter().map(|p| p.history.touches.len()).sum());
+        let mut shares = Vec::with_capacity(self.slots.iter().map(|p| p.taste.shares.len()).sum());
         let mut lengths = Vec::with_capacity(self.slots.len());
         for person in &mut self.slots {
             let history = std::mem::take(&mut person.history.touches);
@@ -383,6 +383,10 @@ mod tests {
             };
             people.set_taste(id, &taste, &mut names);
         }
+        for id in (0..50u64).step_by(5) {
+            people.history_mut(id).touches.reserve(8);
+        }
+        assert!(people.slots.iter().any(|p| p.history.touches.capacity() > p.history.touches.len()));
         let before = format!("{:?}", people.slots);
         people.repack();
         assert_eq!(format!("{:?}", people.slots), before);

@@ -276,13 +276,13 @@ impl Signals {
         self.people.history(profile).map_or_else(Vec::new, History::purchases)
     }
 
-    /// Where a profile is (place keys such as `country:jp`, `city:tokyo`; up to three, most specific first):
-    /// its purchases count there.
     /// Packs what is kept per person densely in memory; call once after loading (see `People::repack`).
     pub fn repack(&mut self) {
         self.people.repack();
     }
 
+    /// Where a profile is (place keys such as `country:jp`, `city:tokyo`; up to three, most specific first):
+    /// its purchases count there.
     pub fn set_places(&mut self, profile: ProfileKey, places: Vec<String>) {
         let ids: Vec<u32> = places.iter().take(crate::people::MAX_PLACES).map(|p| self.place_id(p)).collect();
         let old = self.people.places(profile);

@@ -86,7 +86,7 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
 }
 
 /// Starts `kizuna serve` on `data_dir`, waits until ready, sends one batch and reads a profile (so the write
-/// path and a reader are warm), and returns its resident memory in KiB with the profile count.
+/// path and a reader are warm), and returns the resident memory it settles at, in KiB, with the profile count.
 fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, admin_key: &str) -> Result<(u64, u64)> {
     let address = format!("127.0.0.1:{port}");
     let mut server = std::process::Command::new(std::env::current_exe()?)
@@ -117,13 +117,19 @@ fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, adm
         let stats: serde_json::Value =
             client.get(format!("{base}/api/stats")).bearer_auth(admin_key).send().await?.json().await?;
         client.get(format!("{base}/api/profiles/by/user_id/cust_1")).bearer_auth(admin_key).send().await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (rss, _) = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the server's memory"))?;
-        // Whether the figure is settled state or a start-up job still holding memory.
-        for (wait_s, sleep_s) in [(5, 5), (15, 10)] {
-            tokio::time::sleep(Duration::from_secs(sleep_s)).await;
-            if let Some((later, hwm)) = rss_kib(pid) {
-                eprintln!("  {wait_s} s later: RSS {} MB (peak so far {} MB)", later / 1024, hwm / 1024);
+        // Ready is not idle: start-up jobs (the recommendation model's first training, among others) run on after
+        // it and hold memory for a few seconds. The figure is what the server settles at: the first of 5-second
+        // readings within 1 MB of the one before (up to a minute); the peak is printed beside it.
+        let read = || rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the server's memory"));
+        let (mut rss, _) = read()?;
+        for waited in (5..=60).step_by(5) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let (now, peak) = read()?;
+            eprintln!("  {waited} s after the requests: RSS {} MB (peak so far {} MB)", now / 1024, peak / 1024);
+            let settled = now.abs_diff(rss) < 1024;
+            rss = now;
+            if settled {
+                break;
             }
         }
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
