@@ -438,6 +438,7 @@ impl FlowEngine {
     /// One round: merges and erasures, segment transitions, events, due runs. True when it did anything.
     pub async fn round(&self) -> FlowsResult<bool> {
         let _round = self.inner.round.lock().await;
+        let started = std::time::Instant::now();
         self.inner.stats.lock().rounds += 1;
         // No flow at all: nobody can enter, wait or be due, so the inputs are not read — a store without flows
         // must not pay for them on every commit (each round used to write its cursors and fsync, competing with
@@ -456,10 +457,12 @@ impl FlowEngine {
         // never makes the people already inside late; inputs get their turn after at most `TIMER_ROUNDS`
         // batches (they wait durably in the store meanwhile).
         let mut worked = false;
+        let mut prelude_ms = started.elapsed().as_secs_f64() * 1e3;
         for _ in 0..TIMER_ROUNDS {
-            if !self.run_due().await? {
+            if !self.run_due(prelude_ms).await? {
                 break;
             }
+            prelude_ms = 0.0;
             worked = true;
         }
         // Backpressure is on admission, in two steps: past `backlog_limit` messages waiting, new entrants only
@@ -497,11 +500,43 @@ impl FlowEngine {
         let flows = self.inner.store.flows();
         loop {
             let followed = flows.follow_profile_changes(PROFILE_CHANGES_PER_READ, &concurrent)?;
-            // After the merge's commit: a crash in between lets such a send go (noted as a known window).
-            if let Err(error) = self.withdraw_sends(&followed.merged_runs, "merged") {
-                tracing::warn!(%error, runs = followed.merged_runs.len(), "could not withdraw the sends of merged runs");
+            if followed.merged_runs > 0 {
+                self.inner.withdrawals_owed.store(true, Ordering::SeqCst);
             }
+            self.pay_owed_withdrawals()?;
             if followed.applied < PROFILE_CHANGES_PER_READ {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Withdraws the sends of runs a merge ended, recorded with their end (also those a crash left undone: the
+    /// flag starts set), and then forgets them. A failure leaves them recorded for the next round.
+    fn pay_owed_withdrawals(&self) -> FlowsResult<()> {
+        if !self.inner.withdrawals_owed.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        if self.inner.crash_before_withdrawal.swap(false, Ordering::SeqCst) {
+            return Err(FlowsError::Store(kizuna_store::StoreError::Invalid(
+                "simulated crash before withdrawing".into(),
+            )));
+        }
+        let flows = self.inner.store.flows();
+        loop {
+            let owed = flows.owed_withdrawals(PROFILE_CHANGES_PER_READ)?;
+            let mut by_reason: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
+            for w in &owed {
+                by_reason.entry(w.reason.as_str()).or_default().push((w.flow_id, w.run_id));
+            }
+            for (why, runs) in &by_reason {
+                if let Err(error) = self.withdraw_sends(runs, why) {
+                    tracing::warn!(%error, runs = runs.len(), "could not withdraw the sends of ended runs; retrying");
+                    self.inner.withdrawals_owed.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
+            }
+            flows.withdrawals_done(&owed.iter().map(|w| w.run_id).collect::<Vec<_>>())?;
+            if owed.len() < PROFILE_CHANGES_PER_READ {
                 return Ok(());
             }
         }
@@ -620,7 +655,7 @@ impl FlowEngine {
         Ok(true)
     }
 
-    async fn run_due(&self) -> FlowsResult<bool> {
+    async fn run_due(&self, prelude_ms: f64) -> FlowsResult<bool> {
         let started = std::time::Instant::now();
         let now = self.now();
         let Some(oldest) = self.inner.store.flows().next_due()?.filter(|at| *at <= now) else {
@@ -662,6 +697,7 @@ impl FlowEngine {
                 side_writer_wait_ms: waits.side_writer.as_secs_f64() * 1e3,
                 sqlite_wait_ms: waits.sqlite.as_secs_f64() * 1e3,
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
+                prelude_ms,
             });
             self.inner.lateness_ms.lock().extend(lateness);
         }
@@ -807,7 +843,12 @@ fn traits_body(traits: Map<String, Value>) -> Map<String, Value> {
     body
 }
 
+/// The start of the idempotency keys of all the flow's sends (the colon: flow 1 is not flow 10).
+pub(crate) fn flow_key_prefix(flow_id: i64) -> String {
+    format!("flow:{flow_id}:")
+}
+
 /// The start of the idempotency keys of a run's sends (one per step visit).
 fn run_key_prefix(flow_id: i64, run: i64) -> String {
-    format!("flow:{flow_id}:run:{run}:")
+    format!("{}run:{run}:", flow_key_prefix(flow_id))
 }

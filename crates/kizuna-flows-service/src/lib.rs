@@ -104,6 +104,9 @@ pub struct TimerRound {
     pub side_writer_wait_ms: f64,
     pub sqlite_wait_ms: f64,
     pub total_ms: f64,
+    /// For a round's first batch: the time its round spent before it (listing flows, following merges and
+    /// erasures); 0 for the batches after.
+    pub prelude_ms: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +163,9 @@ pub(crate) struct Inner {
     definitions: Mutex<HashMap<(i64, i64), Arc<FlowDefinition>>>,
     /// One round at a time; API enrolment takes it too.
     round: tokio::sync::Mutex<()>,
+    /// Runs ended by a merge may have sends to withdraw (see `FlowStore::owed_withdrawals`); set at start, so
+    /// what a crash left undone is done in the first round.
+    withdrawals_owed: AtomicBool,
     next_run_id: AtomicI64,
     wake: Notify,
     stopped: AtomicBool,
@@ -168,6 +174,7 @@ pub(crate) struct Inner {
     timer_rounds: Mutex<Vec<TimerRound>>,
     /// Test hook: the next round stops after its actions and before its write, as a kill would.
     crash_before_write: AtomicBool,
+    crash_before_withdrawal: AtomicBool,
     /// No flow exists and the input cursors are forgotten: rounds read nothing.
     idle: AtomicBool,
 }
@@ -220,6 +227,7 @@ impl FlowEngine {
                 http,
                 definitions: Mutex::new(HashMap::new()),
                 round: tokio::sync::Mutex::new(()),
+                withdrawals_owed: AtomicBool::new(true),
                 next_run_id: AtomicI64::new(next),
                 wake: Notify::new(),
                 stopped: AtomicBool::new(false),
@@ -227,6 +235,7 @@ impl FlowEngine {
                 lateness_ms: Mutex::new(Vec::new()),
                 timer_rounds: Mutex::new(Vec::new()),
                 crash_before_write: AtomicBool::new(false),
+                crash_before_withdrawal: AtomicBool::new(false),
                 idle: AtomicBool::new(false),
             }),
         })
@@ -351,17 +360,38 @@ impl FlowEngine {
         self.info(name)
     }
 
-    /// The kill switch: nobody enters, no step runs, timers wait; [`FlowEngine::activate`] resumes.
-    pub fn pause(&self, name: &str) -> FlowsResult<FlowInfo> {
+    /// The kill switch: nobody enters, no step runs, timers wait; [`FlowEngine::activate`] resumes. What the
+    /// flow's runs handed to messaging and has not gone out yet (a reminder deferred to the morning by quiet
+    /// hours) is withdrawn: a kill switch that let queued sends go on would not stop a flow sending the wrong
+    /// thing. Runs resume after their send steps; those sends are not queued again.
+    pub async fn pause(&self, name: &str) -> FlowsResult<FlowInfo> {
         let flow = self.stored(name)?;
+        // Held across both writes: no round of this engine queues a send of the flow in between.
+        let _round = self.inner.round.lock().await;
         self.inner.store.flows().set_flow_status(flow.id, "paused", None, self.now())?;
+        self.withdraw_flow_sends(flow.id, "flow_paused")?;
         self.info(name)
     }
 
-    /// Deletes the flow with its runs and their history.
-    pub fn delete(&self, name: &str) -> FlowsResult<()> {
+    /// Deletes the flow with its runs and their history, and withdraws what its runs queued and has not gone out
+    /// yet (first: a crash in between leaves the flow there to be deleted again, never its sends without it).
+    pub async fn delete(&self, name: &str) -> FlowsResult<()> {
         let flow = self.stored(name)?;
+        let _round = self.inner.round.lock().await;
+        self.withdraw_flow_sends(flow.id, "flow_deleted")?;
         self.inner.store.flows().delete_flow(flow.id)?;
+        Ok(())
+    }
+
+    fn withdraw_flow_sends(&self, flow_id: i64, reason: &str) -> FlowsResult<()> {
+        let withdrawn = self
+            .inner
+            .delivery
+            .withdraw(&[engine::flow_key_prefix(flow_id)], reason)
+            .map_err(|e| FlowsError::Store(kizuna_store::StoreError::Invalid(format!("withdrawing sends: {e}"))))?;
+        if withdrawn > 0 {
+            tracing::info!(flow_id, withdrawn, reason, "withdrew the flow's sends still waiting to go");
+        }
         Ok(())
     }
 
@@ -471,6 +501,13 @@ impl FlowEngine {
     #[doc(hidden)]
     pub fn crash_before_next_write(&self) {
         self.inner.crash_before_write.store(true, Ordering::SeqCst);
+    }
+
+    /// For crash tests: the next round that ends runs in a merge fails after writing their end and before
+    /// withdrawing their sends, as a `kill -9` between the two would.
+    #[doc(hidden)]
+    pub fn crash_before_next_withdrawal(&self) {
+        self.inner.crash_before_withdrawal.store(true, Ordering::SeqCst);
     }
 
     pub fn stop(&self) {

@@ -272,6 +272,55 @@ async fn a_reminder_held_by_quiet_hours_does_not_go_once_the_person_has_bought()
     assert_eq!((report.conversions, report.revenue), (1, 80.0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_or_deleting_a_flow_withdraws_its_sends_still_waiting() {
+    let node = cart_node().await;
+    for (flow, template) in [("cart_deleted", "cart_2"), ("cart_kept", "cart_3")] {
+        node.template(template, &format!("{{{{ profile.first_name }}}}, {flow}"));
+        let mut definition = cart_flow();
+        definition["steps"][1]["template"] = json!(template);
+        node.engine.save(flow, &definition).expect("saved");
+        node.engine.activate(flow).expect("active");
+    }
+    let aiko = node.customer("aiko").await;
+    // 20:30 in Tokyo: the three reminders fall due at 21:30, in quiet hours, and wait for the morning.
+    let t0 = noon_tokyo() + Duration::hours(8) + Duration::minutes(30);
+    node.at(t0).await;
+    node.track("aiko", "Checkout Started", json!({"value": 80, "cart_id": "a1"})).await;
+    node.settle().await;
+    node.at(t0 + Duration::hours(1)).await;
+    let reminder = |flow: &str| {
+        node.store
+            .messages()
+            .messages(&kizuna_store::messages::MessageFilter {
+                profile_id: Some(aiko),
+                flow: Some(flow.into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .expect("messages")
+    };
+    for flow in ["cart", "cart_deleted", "cart_kept"] {
+        let states: Vec<String> = reminder(flow).into_iter().map(|m| m.state).collect();
+        assert_eq!(states, vec!["deferred"], "{flow}");
+    }
+    node.engine.pause("cart").await.expect("paused");
+    node.engine.delete("cart_deleted").await.expect("deleted");
+    node.at(t0 + Duration::hours(12)).await;
+    assert_eq!(node.recorder.sent(), vec![("aiko@example.com".to_string(), "aiko, cart_kept".to_string())]);
+    for (flow, reason) in [("cart", "flow_paused"), ("cart_deleted", "flow_deleted")] {
+        let messages = reminder(flow);
+        let outcome: Vec<(&str, Option<&str>)> =
+            messages.iter().map(|m| (m.state.as_str(), m.reason.as_deref())).collect();
+        assert_eq!(outcome, vec![("dropped", Some(reason))], "{flow}");
+    }
+    // Activated again, the paused flow goes on from after its send: the withdrawn reminder is not queued again.
+    node.engine.activate("cart").expect("active");
+    node.at(t0 + Duration::days(1)).await;
+    assert_eq!(node.recorder.sent().len(), 1);
+    assert!(node.engine.report("cart_deleted").is_err(), "the deleted flow is gone");
+}
+
 fn series() -> Value {
     json!({
         "trigger": {"event": {"name": "Signed Up"}},
@@ -414,6 +463,45 @@ async fn runs_follow_merges_and_erasures_even_across_a_restart() {
     assert_eq!(report.arms.iter().map(|a| a.entered).sum::<u64>(), 19, "{report:?}");
 }
 
+/// Aiko signs up at noon (welcomed at once), then again on another device at 22:00 Tokyo: that welcome is held
+/// till 08:00. Returns the node and the held message's id.
+async fn welcome_held_on_a_second_device() -> (Node, String) {
+    let node = series_node().await;
+    node.customer("u1").await;
+    node.track("u1", "Signed Up", json!({})).await;
+    node.settle().await;
+    node.at(noon_tokyo() + Duration::hours(10)).await;
+    node.send(json!({"type": "identify", "anonymousId": "device-9", "traits": {"timezone": "Asia/Tokyo",
+        "email": "device9@example.com", "consent": {"email": {"marketing": "granted"}}}}))
+        .await;
+    node.send(json!({"type": "track", "anonymousId": "device-9", "event": "Signed Up", "properties": {}})).await;
+    node.settle().await;
+    let filter =
+        kizuna_store::messages::MessageFilter { flow: Some("welcome".into()), limit: 10, ..Default::default() };
+    let held = node.store.messages().messages(&filter).expect("messages");
+    assert_eq!(held.iter().map(|m| m.state.as_str()).collect::<Vec<_>>(), vec!["deferred", "sent"]);
+    (node, held[0].id.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_merge_ending_a_run_and_withdrawing_its_sends_does_not_let_them_go() {
+    let (node, held) = welcome_held_on_a_second_device().await;
+    // The merge ends the device's run; the process dies before messaging hears of it.
+    node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "device-9"})).await;
+    node.membership.sync().await.expect("segments");
+    node.engine.crash_before_next_withdrawal();
+    assert!(node.engine.round().await.is_err(), "the round crashed");
+    let runs = node.engine.runs(Some("welcome"), None, None, None, 10).expect("runs");
+    assert!(runs.iter().any(|(r, _)| r.exit_reason.as_deref() == Some("merged")), "the run's end was written");
+    assert_eq!(node.store.messages().message(&held).expect("read").expect("message").state, "deferred");
+    assert_eq!(node.recorder.sent(), vec![("u1@example.com".to_string(), "one".to_string())]);
+    let node = node.restart();
+    node.at(noon_tokyo() + Duration::hours(21)).await;
+    assert!(node.recorder.sent().is_empty(), "no second welcome after the restart: {:?}", node.recorder.sent());
+    let withdrawn = node.store.messages().message(&held).expect("read").expect("message");
+    assert_eq!((withdrawn.state.as_str(), withdrawn.reason.as_deref()), ("dropped", Some("flow_run_ended: merged")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_that_allows_several_runs_keeps_both_after_a_merge() {
     let node = Node::start();
@@ -439,27 +527,13 @@ async fn a_flow_that_allows_several_runs_keeps_both_after_a_merge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_welcome_held_by_quiet_hours_does_not_go_when_its_run_ends_in_a_merge() {
-    let node = series_node().await;
-    // Aiko signs up at noon (welcomed at once), then again on another device at 22:00 Tokyo (held till 08:00).
-    node.customer("u1").await;
-    node.track("u1", "Signed Up", json!({})).await;
-    node.settle().await;
-    node.at(noon_tokyo() + Duration::hours(10)).await;
-    node.send(json!({"type": "identify", "anonymousId": "device-9", "traits": {"timezone": "Asia/Tokyo",
-        "email": "device9@example.com", "consent": {"email": {"marketing": "granted"}}}}))
-        .await;
-    node.send(json!({"type": "track", "anonymousId": "device-9", "event": "Signed Up", "properties": {}})).await;
-    node.settle().await;
-    let filter =
-        kizuna_store::messages::MessageFilter { flow: Some("welcome".into()), limit: 10, ..Default::default() };
-    let held = node.store.messages().messages(&filter).expect("messages");
-    assert_eq!(held.iter().map(|m| m.state.as_str()).collect::<Vec<_>>(), vec!["deferred", "sent"]);
+    let (node, held) = welcome_held_on_a_second_device().await;
     // She logs in on the device: one person, one welcome series; the device's run exits as merged.
     node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "device-9"})).await;
     node.settle().await;
     node.at(noon_tokyo() + Duration::hours(21)).await;
     assert_eq!(node.recorder.sent(), vec![("u1@example.com".to_string(), "one".to_string())], "no second welcome");
-    let withdrawn = node.store.messages().message(&held[0].id).expect("read").expect("message");
+    let withdrawn = node.store.messages().message(&held).expect("read").expect("message");
     assert_eq!((withdrawn.state.as_str(), withdrawn.reason.as_deref()), ("dropped", Some("flow_run_ended: merged")));
 }
 
@@ -490,7 +564,7 @@ async fn versions_and_the_kill_switch() {
     node.track("b", "Signed Up", json!({})).await;
     node.settle().await;
     // The kill switch holds both timers.
-    node.engine.pause("hello").expect("paused");
+    node.engine.pause("hello").await.expect("paused");
     let t0 = node.clock.now();
     node.at(t0 + Duration::hours(2)).await;
     assert!(node.recorder.sent().is_empty());

@@ -238,15 +238,11 @@ async fn put_flow(
 }
 
 #[utoipa::path(delete, path = "/api/flows/{name}", tag = "flows",
-    responses((status = 204, description = "Deleted with its runs"), (status = 404, description = "flow_not_found")),
+    responses((status = 204, description = "Deleted with its runs; its sends not gone out yet are withdrawn"), (status = 404, description = "flow_not_found")),
     security(("admin_key" = [])))]
 async fn delete_flow(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    let engine = engine(&state)?;
-    blocking(move || {
-        engine.delete(&name)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    engine(&state)?.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/flows/{name}/versions", tag = "flows",
@@ -282,12 +278,12 @@ async fn activate(_: Admin, State(state): State<AppState>, Path(name): Path<Stri
     blocking(move || Ok(axum::Json(json!(engine.activate(&name)?)))).await
 }
 
-/// The kill switch: nobody enters, no step runs, timers wait until the flow is activated again.
+/// The kill switch: nobody enters, no step runs, timers wait until the flow is activated again; the flow's sends
+/// not gone out yet are withdrawn.
 #[utoipa::path(post, path = "/api/flows/{name}/pause", tag = "flows",
     responses((status = 200, description = "The paused flow")), security(("admin_key" = [])))]
 async fn pause(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
-    let engine = engine(&state)?;
-    blocking(move || Ok(axum::Json(json!(engine.pause(&name)?)))).await
+    Ok(axum::Json(json!(engine(&state)?.pause(&name).await?)))
 }
 
 /// Moves people on older versions to the latest one where their current step still exists.

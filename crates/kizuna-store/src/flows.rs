@@ -108,8 +108,16 @@ pub struct FlowCounts {
 pub struct FollowedChanges {
     /// Merges and erasures applied.
     pub applied: usize,
-    /// Runs that exited as `merged`, as (flow id, run id): what they queued and has not gone yet should not.
-    pub merged_runs: Vec<(i64, i64)>,
+    /// Runs that exited as `merged`; each is owed a withdrawal (see [`FlowStore::owed_withdrawals`]).
+    pub merged_runs: usize,
+}
+
+/// Sends to withdraw: what a run queued and has not gone out yet, because the run ended (`reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwedWithdrawal {
+    pub flow_id: i64,
+    pub run_id: i64,
+    pub reason: String,
 }
 
 pub trait FlowStore: Send + Sync {
@@ -171,4 +179,10 @@ pub trait FlowStore: Send + Sync {
     /// exits as `merged` — except in the flows of `concurrent_flows`, which allow several runs per person.
     /// Takes at most `limit` of each.
     fn follow_profile_changes(&self, limit: usize, concurrent_flows: &[i64]) -> StoreResult<FollowedChanges>;
+    /// Withdrawals recorded in the transaction that ended their runs (a merge's duplicates), oldest run first, at
+    /// most `limit`: they stay until [`FlowStore::withdrawals_done`], so a crash after the runs ended and before
+    /// messaging heard of it leaves them to do again.
+    fn owed_withdrawals(&self, limit: usize) -> StoreResult<Vec<OwedWithdrawal>>;
+    /// Forgets withdrawals messaging has carried out.
+    fn withdrawals_done(&self, run_ids: &[i64]) -> StoreResult<()>;
 }

@@ -95,9 +95,10 @@ fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
     }
     for &i in &worst {
         let r = &rounds[i];
-        let gap = i.checked_sub(1).map_or(0, |p| (r.at - rounds[p].at).num_milliseconds());
+        let (gap, before_took) =
+            i.checked_sub(1).map_or((0, 0.0), |p| ((r.at - rounds[p].at).num_milliseconds(), rounds[p].total_ms));
         println!(
-            "    round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}; of those two, waiting for messaging's turn at the writer {:.0} and for SQLite's lock {:.0}); {} ms after the round before",
+            "    round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}; of those two, waiting for messaging's turn at the writer {:.0} and for SQLite's lock {:.0}); {} ms after the round before, which took {:.0} ms; {:.0} ms of its own round before it (following merges, listing flows)",
             r.oldest_late_ms,
             r.runs,
             r.total_ms,
@@ -107,7 +108,9 @@ fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
             r.write_ms,
             r.side_writer_wait_ms,
             r.sqlite_wait_ms,
-            gap
+            gap,
+            before_took,
+            r.prelude_ms
         );
     }
 }

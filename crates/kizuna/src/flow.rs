@@ -151,7 +151,7 @@ async fn run_with(node: &Node, command: FlowCommand) -> Result<()> {
             println!("flow \"{}\" active at version {}", info.name, info.version);
         }
         FlowCommand::Pause { name } => {
-            engine.pause(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            engine.pause(&name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("flow \"{name}\" paused");
         }
         FlowCommand::List => {

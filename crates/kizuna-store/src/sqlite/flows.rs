@@ -3,7 +3,8 @@
 use super::cursors::{ERASURES, Follower, MERGES, erasures_after};
 use super::{CachedSql, SqliteStore, from_ms, ms};
 use crate::flows::{
-    FlowBatch, FlowCounts, FlowStore, FlowVersion, FollowedChanges, PriorRunsRow, RunRow, StepRow, StoredFlow,
+    FlowBatch, FlowCounts, FlowStore, FlowVersion, FollowedChanges, OwedWithdrawal, PriorRunsRow, RunRow, StepRow,
+    StoredFlow,
 };
 use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
@@ -173,6 +174,8 @@ impl FlowStore for SqliteStore {
             let tx = conn.transaction()?;
             tx.execute_cached("DELETE FROM flow_steps WHERE flow_id = ?1", [flow_id])?;
             tx.execute_cached("DELETE FROM flow_runs WHERE flow_id = ?1", [flow_id])?;
+            // Its sends were withdrawn as a whole before (see `FlowEngine::delete`).
+            tx.execute_cached("DELETE FROM flow_withdrawals WHERE flow_id = ?1", [flow_id])?;
             tx.execute_cached("DELETE FROM flow_versions WHERE flow_id = ?1", [flow_id])?;
             tx.execute_cached("DELETE FROM flows WHERE id = ?1", [flow_id])?;
             tx.commit()?;
@@ -426,7 +429,7 @@ impl FlowStore for SqliteStore {
         }
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
-            let mut merged_runs = Vec::new();
+            let mut merged_runs = 0;
             // Merges before erasures: a person merged into someone later erased leaves with them.
             for (_, from, into, recorded_at) in &merges {
                 let moved = tx.execute_cached(
@@ -434,7 +437,7 @@ impl FlowStore for SqliteStore {
                     params![from, into],
                 )?;
                 if moved > 0 {
-                    merged_runs.extend(end_duplicate_runs(&tx, *into, concurrent_flows, *recorded_at)?);
+                    merged_runs += end_duplicate_runs(&tx, *into, concurrent_flows, *recorded_at)?;
                 }
             }
             for (_, profile) in &erasures {
@@ -449,6 +452,31 @@ impl FlowStore for SqliteStore {
             Ok(FollowedChanges { applied: merges.len() + erasures.len(), merged_runs })
         })
     }
+
+    fn owed_withdrawals(&self, limit: usize) -> StoreResult<Vec<OwedWithdrawal>> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT flow_id, run_id, reason FROM flow_withdrawals ORDER BY run_id LIMIT ?1")?
+                .query_map([limit.max(1) as i64], |r| {
+                    Ok(OwedWithdrawal { flow_id: r.get(0)?, run_id: r.get(1)?, reason: r.get(2)? })
+                })?
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn withdrawals_done(&self, run_ids: &[i64]) -> StoreResult<()> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            for run in run_ids {
+                tx.execute_cached("DELETE FROM flow_withdrawals WHERE run_id = ?1", [run])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
 }
 
 /// A person holds at most one run in progress per flow (unless the flow allows several): after a merge brought
@@ -460,7 +488,7 @@ fn end_duplicate_runs(
     profile: i64,
     concurrent_flows: &[i64],
     at_ms: i64,
-) -> StoreResult<Vec<(i64, i64)>> {
+) -> StoreResult<usize> {
     let open: Vec<(i64, i64)> = tx
         .prepare_cached(
             "SELECT id, flow_id FROM flow_runs WHERE profile_id = ?1 AND status IN ('active', 'waiting', 'holdout')
@@ -469,12 +497,18 @@ fn end_duplicate_runs(
         .query_map([profile], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut kept = std::collections::HashSet::new();
-    let mut ended = Vec::new();
+    let mut ended = 0;
     for (run, flow) in open {
         if concurrent_flows.contains(&flow) || kept.insert(flow) {
             continue;
         }
-        ended.push((flow, run));
+        ended += 1;
+        // What the run queued is withdrawn after this commits; recorded here so a crash cannot skip it.
+        tx.execute_cached(
+            "INSERT INTO flow_withdrawals (run_id, flow_id, reason) VALUES (?1, ?2, 'merged')
+             ON CONFLICT (run_id) DO NOTHING",
+            params![run, flow],
+        )?;
         tx.execute_cached(
             "UPDATE flow_runs SET status = 'exited', exit_reason = 'merged', step = NULL, due_at = NULL,
                     goal_until = NULL, ended_at = CASE WHEN entered_at > ?2 THEN entered_at ELSE ?2 END,
