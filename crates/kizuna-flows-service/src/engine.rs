@@ -26,6 +26,8 @@ const TRANSITIONS_CURSOR: &str = "segment_transitions";
 /// Due runs this late (ms) make a round take `CATCH_UP_FACTOR` batches at once.
 const CATCH_UP_AFTER_MS: i64 = 250;
 const CATCH_UP_FACTOR: usize = 4;
+/// People whose actions (webhooks, profile updates) a round carries out at the same time.
+const EFFECTS_AT_ONCE: usize = 32;
 
 pub(crate) fn is_live(status: &str) -> bool {
     RunStatus::parse(status).is_some_and(RunStatus::is_live)
@@ -96,6 +98,17 @@ struct Touched {
     def: Arc<FlowDefinition>,
     active: bool,
     run: Run,
+}
+
+/// An action other than a send, to carry out after the round's steps: the step it belongs to (`index` into the
+/// round's steps), what it does, and its idempotency key.
+struct Effect {
+    index: usize,
+    action: Action,
+    run: Run,
+    flow: Arc<str>,
+    step: String,
+    key: String,
 }
 
 /// What one round changed, before it is written.
@@ -391,21 +404,52 @@ impl<'a> Work<'a> {
         self.engine.inner.stats.lock().sends_queued += sent as u64;
     }
 
+    /// Carries out the round's actions other than sends: one person's in the order their steps ran (a tag then
+    /// a trait update), different people's at the same time, at most `EFFECTS_AT_ONCE` people at once. One by
+    /// one, a webhook that hangs (10 s, three attempts) held up every timer of every flow for each person
+    /// reaching it.
     async fn perform_effects(&mut self) {
-        let indexes: Vec<usize> = (0..self.steps.len())
-            .filter(|&i| matches!(&self.steps[i].2.action, Some(a) if !matches!(a, Action::Send { .. })))
-            .collect();
-        for i in indexes {
-            let (flow_id, run_id, record) = &self.steps[i];
+        let mut by_person: HashMap<ProfileId, Vec<Effect>> = HashMap::new();
+        for (i, (flow_id, run_id, record)) in self.steps.iter().enumerate() {
+            let Some(action) = record.action.as_ref().filter(|a| !matches!(a, Action::Send { .. })) else { continue };
             let Some(t) = self.runs.get(run_id) else { continue };
             let key = Self::key(*run_id, *flow_id, record.visit);
-            let result = match &record.action {
-                Some(action) => self.engine.act(action, &t.run, &t.flow, &record.step, &key).await,
-                None => Ok(()),
-            };
-            if let Err(reason) = result {
-                tracing::warn!(run = run_id, step = %record.step, reason = %reason, "a flow action failed");
-                self.steps[i].2.outcome = format!("failed: {reason}");
+            by_person.entry(t.run.profile).or_default().push(Effect {
+                index: i,
+                action: action.clone(),
+                run: t.run.clone(),
+                flow: t.flow.clone(),
+                step: record.step.clone(),
+                key,
+            });
+        }
+        if by_person.is_empty() {
+            return;
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(EFFECTS_AT_ONCE));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, effects) in by_person {
+            let (engine, slots) = (self.engine.clone(), slots.clone());
+            tasks.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let mut failed = Vec::new();
+                for e in effects {
+                    if let Err(reason) = engine.act(&e.action, &e.run, &e.flow, &e.step, &e.key).await {
+                        tracing::warn!(run = e.run.id, step = %e.step, reason = %reason, "a flow action failed");
+                        failed.push((e.index, reason));
+                    }
+                }
+                failed
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(failed) => {
+                    for (i, reason) in failed {
+                        self.steps[i].2.outcome = format!("failed: {reason}");
+                    }
+                }
+                Err(error) => tracing::error!(%error, "a flow action task stopped"),
             }
         }
     }

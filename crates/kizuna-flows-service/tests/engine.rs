@@ -666,6 +666,62 @@ async fn hook_server() -> (String, Hooks) {
     (format!("http://{addr}/task"), hooks)
 }
 
+/// A webhook receiver that answers no call until `together` calls are in flight at once, or fails them after
+/// 3 s: it succeeds only for a caller that does not wait for one person's call before making the next.
+async fn hook_answering_only_calls_made_together(together: usize) -> String {
+    use axum::routing::post;
+    let (arrived, _) = tokio::sync::watch::channel(0usize);
+    let arrived = Arc::new(arrived);
+    let app = axum::Router::new().route(
+        "/task",
+        post(move || {
+            let arrived = arrived.clone();
+            async move {
+                arrived.send_modify(|n| *n += 1);
+                let mut seen = arrived.subscribe();
+                let all_in = tokio::time::timeout(std::time::Duration::from_secs(3), seen.wait_for(|n| *n >= together));
+                match all_in.await {
+                    Ok(Ok(_)) => axum::http::StatusCode::NO_CONTENT,
+                    _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_calls_different_peoples_webhooks_at_the_same_time() {
+    let node = Node::start();
+    let url = hook_answering_only_calls_made_together(4).await;
+    node.engine
+        .save(
+            "signup_task",
+            &json!({"trigger": {"event": {"name": "Signed Up"}}, "steps": [
+            {"id": "task", "type": "webhook", "url": url, "body": {"task": "call"}}]}),
+        )
+        .expect("saved");
+    node.engine.activate("signup_task").expect("active");
+    node.settle().await;
+    for user in ["a", "b", "c", "d"] {
+        node.customer(user).await;
+        node.track(user, "Signed Up", json!({})).await;
+    }
+    node.settle().await;
+    let runs = node.engine.runs(Some("signup_task"), None, None, None, 10).expect("runs");
+    assert_eq!(runs.len(), 4);
+    for (run, _) in runs {
+        let (_, _, steps) = node.engine.run(run.id).expect("run");
+        let outcomes: Vec<&str> = steps.iter().map(|s| s.outcome.as_str()).collect();
+        assert_eq!(outcomes, vec!["called"], "run {}", run.id);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_date_schedule_triggers_and_profile_actions() {
     let node = Node::start();
