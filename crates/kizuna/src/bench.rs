@@ -118,8 +118,24 @@ fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, adm
             client.get(format!("{base}/api/stats")).bearer_auth(admin_key).send().await?.json().await?;
         client.get(format!("{base}/api/profiles/by/user_id/cust_1")).bearer_auth(admin_key).send().await?;
         // Ready is not idle: start-up jobs (the recommendation model's first training, among others) run on after
-        // it and hold memory for a few seconds. The figure is what the server settles at: the first of 5-second
-        // readings within 1 MB of the one before (up to a minute); the peak is printed beside it.
+        // it and hold memory for seconds. The first training is waited for (up to two minutes: a store too small
+        // to train on never gets a model); two readings 5 s apart had agreed while it still ran, once, and put
+        // 40 MB on the figure. Then the figure is what the server settles at: the first of 5-second readings
+        // within 1 MB of the one before (up to a minute); the peak is printed beside it.
+        let trained_by = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < trained_by {
+            let status: serde_json::Value = client
+                .get(format!("{base}/api/recommendations/status"))
+                .bearer_auth(admin_key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if !status["model"].is_null() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let read = || rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read the server's memory"));
         let (mut rss, _) = read()?;
         for waited in (5..=60).step_by(5) {
