@@ -259,6 +259,8 @@ impl Worker {
         let changed = transitions.len();
         self.record(transitions);
         self.write_all_members();
+        // The load parsed every profile and event it keeps: give back what that freed before waiting for work.
+        kizuna_types::memory::release_free_memory();
         Ok(changed)
     }
 
@@ -305,6 +307,7 @@ impl Worker {
                 after_seq = last;
             }
         }
+        kizuna_types::memory::release_free_memory();
         Ok(())
     }
 

@@ -465,6 +465,8 @@ impl Recommender {
             "recommendation model trained"
         );
         *self.inner.model.write() = Some((Arc::new(model), info.clone()));
+        // Training on the training thread, which then sleeps until the next one: give back what it freed.
+        kizuna_types::memory::release_free_memory();
         Ok(info)
     }
 

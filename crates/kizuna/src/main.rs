@@ -1,12 +1,5 @@
 //! `kizuna`: one binary for the whole platform. See `kizuna --help`.
 
-/// mimalloc: the write path frees on one thread what the HTTP threads allocated, which glibc does slowly.
-/// The `system-allocator` feature leaves it out, so heap profilers that hook `malloc` (heaptrack) see every
-/// allocation: `cargo build --release --features system-allocator`.
-#[cfg(not(feature = "system-allocator"))]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// mimalloc asks for transparent huge pages on its arenas, so the first touch of each 2 MiB region — and of
 /// each region again after mimalloc returned freed memory to the OS — zeroes all of it in one page fault.
 /// Measured on the segment engine's thread under ingest: 15% of its time in `clear_page_erms`, in bursts of
@@ -177,6 +170,8 @@ fn main() -> Result<()> {
     };
     let config = Config::load(&cli.global, listen.as_deref())?;
     init_logging(&config.log_format);
+    // The process's allocator is set in `kizuna-allocator`; threads that end a large job give back what it freed.
+    kizuna_types::memory::set_free_memory_release(kizuna_allocator::release_thread_memory);
     if !config.huge_pages {
         disable_transparent_huge_pages();
     }

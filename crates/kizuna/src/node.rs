@@ -75,6 +75,8 @@ pub fn start_node(config: &Config) -> Result<Node> {
     let messaging_source = source_named(store.as_ref(), MESSAGING_SOURCE, clock.now())?;
     messenger.set_feedback(pipeline.clone(), messaging_source);
     flows.set_effects(pipeline.clone(), source_named(store.as_ref(), FLOWS_SOURCE, clock.now())?);
+    // This thread restored the identity graph and loaded recommendations; what that freed goes back now.
+    kizuna_types::memory::release_free_memory();
     Ok(Node { store, pipeline, membership, recommender, messenger, flows, clock, _lock: lock })
 }
 
