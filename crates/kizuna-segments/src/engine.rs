@@ -864,3 +864,14 @@ impl Engine {
         self.interest.attributes.contains(attribute_root(path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every profile has one boxed entry: mimalloc's size classes around it are 128, 160 and 192 bytes, so a
+    /// field that takes it past 160 costs 32 bytes per profile (3.8 MB at 118k profiles).
+    #[test]
+    fn a_profile_entry_fits_the_allocators_160_byte_size_class() {
+        let size = std::mem::size_of::<super::Entry>();
+        assert!(size <= 160, "an entry is {size} bytes");
+    }
+}

@@ -163,12 +163,15 @@ impl Interner {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub version: i64,
-    /// Attribute roots (`traits.vip`) the interest names, with their values.
-    attributes: Vec<(Arc<str>, Value)>,
+    /// Attribute roots (`traits.vip`) the interest names, with their values. Boxed slices rather than vectors
+    /// here: exactly sized (most profiles hold fewer of the attributes than the definitions read: an anonymous
+    /// visitor has no order dates) and 8 bytes smaller each, which keeps the engine's per-profile entry within
+    /// the allocator's 160-byte size class instead of 192.
+    attributes: Box<[(Arc<str>, Value)]>,
     /// Events of interesting names, properties cut to the interesting paths; by time, then log position.
     events: Vec<EventFact>,
     /// `email`, `phone`… and `consent:channel:purpose` for granted consent.
-    flags: Vec<Arc<str>>,
+    flags: Box<[Arc<str>]>,
     coordinates: Option<(f64, f64)>,
 }
 
@@ -256,15 +259,15 @@ impl Summary {
                 touched.attributes.insert(root.clone());
             }
         }
-        self.attributes = attributes;
+        self.attributes = attributes.into_boxed_slice();
         let mut flags: Vec<Arc<str>> = data.identifiers.iter().map(|k| interner.get(k)).collect();
         flags.extend(data.consent.iter().map(|(c, p)| interner.get(&consent_flag(c, p))));
         flags.sort();
         flags.dedup();
-        if flags != self.flags || data.coordinates != self.coordinates {
+        if *flags != *self.flags || data.coordinates != self.coordinates {
             touched.identity = true;
         }
-        self.flags = flags;
+        self.flags = flags.into_boxed_slice();
         self.coordinates = data.coordinates;
         touched
     }
@@ -304,17 +307,21 @@ impl Summary {
                 self.events.insert(position, event);
             }
         }
+        let mut attributes = std::mem::take(&mut self.attributes).into_vec();
         for (root, value) in other.attributes {
-            if !self.attributes.iter().any(|(r, _)| *r == root) {
-                self.attributes.push((root, value));
+            if !attributes.iter().any(|(r, _)| *r == root) {
+                attributes.push((root, value));
             }
         }
+        self.attributes = attributes.into_boxed_slice();
+        let mut flags = std::mem::take(&mut self.flags).into_vec();
         for flag in other.flags {
-            if !self.flags.contains(&flag) {
-                self.flags.push(flag);
+            if !flags.contains(&flag) {
+                flags.push(flag);
             }
         }
-        self.flags.sort();
+        flags.sort();
+        self.flags = flags.into_boxed_slice();
         if self.coordinates.is_none() {
             self.coordinates = other.coordinates;
         }
@@ -338,7 +345,9 @@ impl Summary {
 
     /// Cuts the summary down to a narrower interest (definitions removed).
     pub fn narrow(&mut self, interest: &Interest) {
-        self.attributes.retain(|(root, _)| interest.attributes.contains(&**root));
+        let mut attributes = std::mem::take(&mut self.attributes).into_vec();
+        attributes.retain(|(root, _)| interest.attributes.contains(&**root));
+        self.attributes = attributes.into_boxed_slice();
         self.events.retain(|e| interest.events.contains_key(&*e.name));
     }
 
@@ -360,11 +369,11 @@ impl Summary {
                 _ => 0,
             }
         }
-        self.attributes.capacity() * std::mem::size_of::<(Arc<str>, Value)>()
+        self.attributes.len() * std::mem::size_of::<(Arc<str>, Value)>()
             + self.attributes.iter().map(|(_, v)| value_bytes(v)).sum::<usize>()
             + self.events.capacity() * std::mem::size_of::<EventFact>()
             + self.events.iter().map(|e| value_bytes(&e.properties)).sum::<usize>()
-            + self.flags.capacity() * std::mem::size_of::<Arc<str>>()
+            + self.flags.len() * std::mem::size_of::<Arc<str>>()
     }
 }
 
@@ -436,5 +445,27 @@ mod tests {
         summary.prune(&interest, now);
         assert_eq!(summary.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![362, 363, 364]);
         assert!(summary.events.capacity() <= 6, "kept the capacity of {}", summary.events.capacity());
+    }
+
+    #[test]
+    fn a_profile_keeps_the_attributes_and_flags_it_has_only() {
+        let condition = crate::parse("computed.orders_count >= 2 and computed.aov >= 100 and traits.vip = true")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let interest = Interest::of(&condition);
+        let mut computed = Map::new();
+        computed.insert("orders_count".into(), Value::from(3));
+        let data = ProfileData {
+            version: 1,
+            traits: Map::new(),
+            computed,
+            consent: vec![("email".into(), "marketing".into())],
+            identifiers: vec!["email".into(), "anonymous_id".into(), "email".into()],
+            coordinates: None,
+        };
+        let mut summary = Summary::default();
+        summary.set_data(&data, &interest, &mut Interner::default());
+        assert_eq!(summary.attributes.len(), 1);
+        assert_eq!(summary.flags.len(), 3);
+        assert_eq!(summary.attribute("computed.orders_count"), Some(&Value::from(3)));
     }
 }
