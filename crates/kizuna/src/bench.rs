@@ -87,7 +87,14 @@ pub fn run(config: &Config, which: Which) -> Result<()> {
 
 /// Starts `kizuna serve` on `data_dir`, waits until ready, sends one batch and reads a profile (so the write
 /// path and a reader are warm), and returns the resident memory it settles at, in KiB, with the profile count.
-fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, admin_key: &str) -> Result<(u64, u64)> {
+/// `trains`: the store has product events, so a model will train (an empty store never gets one).
+fn serve_and_measure(
+    data_dir: &std::path::Path,
+    port: u16,
+    write_key: &str,
+    admin_key: &str,
+    trains: bool,
+) -> Result<(u64, u64)> {
     let address = format!("127.0.0.1:{port}");
     let mut server = std::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", &address, "--data-dir"])
@@ -123,7 +130,7 @@ fn serve_and_measure(data_dir: &std::path::Path, port: u16, write_key: &str, adm
         // 40 MB on the figure. Then the figure is what the server settles at: the first of 5-second readings
         // within 1 MB of the one before (up to a minute); the peak is printed beside it.
         let trained_by = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < trained_by {
+        while trains && Instant::now() < trained_by {
             let status: serde_json::Value = client
                 .get(format!("{base}/api/recommendations/status"))
                 .bearer_auth(admin_key)
@@ -428,13 +435,13 @@ fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     let mut points: Vec<(usize, usize, u64, u64, u64)> = Vec::new();
     let empty = load_store(config, &root.join("empty"), 0, args.seed, args.segments)?;
-    let (empty_rss, _) = serve_and_measure(&root.join("empty"), args.port, &empty.0, &empty.1)?;
+    let (empty_rss, _) = serve_and_measure(&root.join("empty"), args.port, &empty.0, &empty.1, false)?;
     for &customers in &args.customers {
         let dir = root.join(format!("c{customers}"));
         let started = Instant::now();
         let (write_key, admin_key, events) = load_store(config, &dir, customers, args.seed, args.segments)?;
         eprintln!("loaded {customers} customers ({events} events) in {:.0}s", started.elapsed().as_secs_f64());
-        let (rss, profiles) = serve_and_measure(&dir, args.port, &write_key, &admin_key)?;
+        let (rss, profiles) = serve_and_measure(&dir, args.port, &write_key, &admin_key, customers > 0)?;
         let disk: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
         if args.keep {
             eprintln!("kept {} (write key {write_key}, admin key {admin_key})", dir.display());
