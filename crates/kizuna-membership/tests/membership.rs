@@ -175,6 +175,20 @@ fn with_no_segment_nothing_is_kept_and_the_first_one_loads_what_it_reads() {
 }
 
 #[test]
+fn a_segment_reading_identifiers_after_others_that_do_not_loads_them_then() {
+    let node = Node::start();
+    // Summaries kept for this one hold no identity flags at all.
+    node.save("repeat", r#"count of event "Order Completed" >= 2"#);
+    node.send(json!({"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}}));
+    node.send(json!({"type": "identify", "userId": "u2"}));
+    node.save("reachable", "has email");
+    assert_eq!(node.members("reachable"), vec![node.profile("u1")]);
+    node.send(json!({"type": "identify", "userId": "u2", "traits": {"email": "u2@example.com"}}));
+    assert_eq!(node.members("reachable").len(), 2, "kept current once loaded");
+    assert!(node.members("repeat").is_empty());
+}
+
+#[test]
 fn merging_two_profiles_in_different_segments_and_erasure() {
     let node = Node::start();
     node.save("repeat", r#"count of event "Order Completed" >= 2"#);

@@ -33,6 +33,10 @@ pub struct Interest {
     /// `traits.address.city`).
     pub attributes: BTreeSet<String>,
     pub events: BTreeMap<String, EventInterest>,
+    /// Identifier kinds (`has email`) and granted consents (`consent:email:marketing`) read, as summary flags.
+    pub flags: BTreeSet<String>,
+    /// Whether a `near` condition reads the profile's location.
+    pub coordinates: bool,
 }
 
 /// The attribute root of a path: `traits.address.city` → `traits.address`.
@@ -84,7 +88,14 @@ impl Interest {
                 self.add_event(&s.first.name, &first, keep);
                 self.add_event(&s.then_not.name, &then, keep);
             }
-            _ => {}
+            Condition::HasIdentifier(kind) => {
+                self.flags.insert(kind.clone());
+            }
+            Condition::Consent(c) => {
+                self.flags.insert(consent_flag(&c.channel, &c.purpose));
+            }
+            Condition::Near(_) => self.coordinates = true,
+            Condition::And(_) | Condition::Or(_) | Condition::Not(_) | Condition::InSegment(_) => {}
         });
     }
 
@@ -101,6 +112,8 @@ impl Interest {
     pub fn union(&self, other: &Interest) -> Interest {
         let mut out = self.clone();
         out.attributes.extend(other.attributes.iter().cloned());
+        out.flags.extend(other.flags.iter().cloned());
+        out.coordinates |= other.coordinates;
         for (name, e) in &other.events {
             let paths: Vec<&str> = e.paths.iter().map(String::as_str).collect();
             out.add_event(name, &paths, e.keep);
@@ -112,6 +125,8 @@ impl Interest {
     /// evaluated without reloading from storage).
     pub fn covers(&self, other: &Interest) -> bool {
         other.attributes.is_subset(&self.attributes)
+            && other.flags.is_subset(&self.flags)
+            && (self.coordinates || !other.coordinates)
             && other.events.iter().all(|(name, e)| {
                 self.events.get(name).is_some_and(|mine| e.paths.is_subset(&mine.paths) && e.keep <= mine.keep)
             })
@@ -170,9 +185,11 @@ pub struct Summary {
     attributes: Box<[(Arc<str>, Value)]>,
     /// Events of interesting names, properties cut to the interesting paths; by time, then log position.
     events: Vec<EventFact>,
-    /// `email`, `phone`… and `consent:channel:purpose` for granted consent.
+    /// `email`, `phone`… and `consent:channel:purpose` for granted consent: only those the interest reads (most
+    /// definition sets read none, and a profile's identifier kinds and consents took ~5 flags of 16 bytes each).
     flags: Box<[Arc<str>]>,
-    coordinates: Option<(f64, f64)>,
+    /// Only when a definition reads it; boxed because it rarely is (8 bytes in the entry instead of 24).
+    coordinates: Option<Box<(f64, f64)>>,
 }
 
 /// Which parts of a summary an update changed, to pick the definitions worth re-evaluating.
@@ -260,15 +277,24 @@ impl Summary {
             }
         }
         self.attributes = attributes.into_boxed_slice();
-        let mut flags: Vec<Arc<str>> = data.identifiers.iter().map(|k| interner.get(k)).collect();
-        flags.extend(data.consent.iter().map(|(c, p)| interner.get(&consent_flag(c, p))));
-        flags.sort();
-        flags.dedup();
-        if *flags != *self.flags || data.coordinates != self.coordinates {
+        let mut flags: Vec<Arc<str>> = Vec::new();
+        if !interest.flags.is_empty() {
+            let identifiers = data.identifiers.iter().cloned();
+            let consents = data.consent.iter().map(|(c, p)| consent_flag(c, p));
+            for flag in identifiers.chain(consents) {
+                if interest.flags.contains(&flag) {
+                    flags.push(interner.get(&flag));
+                }
+            }
+            flags.sort();
+            flags.dedup();
+        }
+        let coordinates = data.coordinates.filter(|_| interest.coordinates).map(Box::new);
+        if *flags != *self.flags || coordinates != self.coordinates {
             touched.identity = true;
         }
         self.flags = flags.into_boxed_slice();
-        self.coordinates = data.coordinates;
+        self.coordinates = coordinates;
         touched
     }
 
@@ -348,6 +374,12 @@ impl Summary {
         let mut attributes = std::mem::take(&mut self.attributes).into_vec();
         attributes.retain(|(root, _)| interest.attributes.contains(&**root));
         self.attributes = attributes.into_boxed_slice();
+        let mut flags = std::mem::take(&mut self.flags).into_vec();
+        flags.retain(|flag| interest.flags.contains(&**flag));
+        self.flags = flags.into_boxed_slice();
+        if !interest.coordinates {
+            self.coordinates = None;
+        }
         self.events.retain(|e| interest.events.contains_key(&*e.name));
     }
 
@@ -374,6 +406,7 @@ impl Summary {
             + self.events.capacity() * std::mem::size_of::<EventFact>()
             + self.events.iter().map(|e| value_bytes(&e.properties)).sum::<usize>()
             + self.flags.len() * std::mem::size_of::<Arc<str>>()
+            + self.coordinates.as_ref().map_or(0, |_| std::mem::size_of::<(f64, f64)>())
     }
 }
 
@@ -417,7 +450,7 @@ impl ProfileView for Summary {
     }
 
     fn coordinates(&self) -> Option<(f64, f64)> {
-        self.coordinates
+        self.coordinates.as_deref().copied()
     }
 }
 
@@ -447,25 +480,57 @@ mod tests {
         assert!(summary.events.capacity() <= 6, "kept the capacity of {}", summary.events.capacity());
     }
 
-    #[test]
-    fn a_profile_keeps_the_attributes_and_flags_it_has_only() {
-        let condition = crate::parse("computed.orders_count >= 2 and computed.aov >= 100 and traits.vip = true")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let interest = Interest::of(&condition);
+    fn profile_data(identifiers: &[&str], consent: &[(&str, &str)]) -> ProfileData {
         let mut computed = Map::new();
         computed.insert("orders_count".into(), Value::from(3));
-        let data = ProfileData {
+        ProfileData {
             version: 1,
             traits: Map::new(),
             computed,
-            consent: vec![("email".into(), "marketing".into())],
-            identifiers: vec!["email".into(), "anonymous_id".into(), "email".into()],
-            coordinates: None,
-        };
+            consent: consent.iter().map(|(c, p)| (c.to_string(), p.to_string())).collect(),
+            identifiers: identifiers.iter().map(|k| k.to_string()).collect(),
+            coordinates: Some((35.68, 139.69)),
+        }
+    }
+
+    #[test]
+    fn a_profile_keeps_the_attributes_and_flags_it_has_only() {
+        let condition = crate::parse(
+            "computed.orders_count >= 2 and computed.aov >= 100 and traits.vip = true and has email \
+             and consent email for marketing and has phone",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let interest = Interest::of(&condition);
+        let data = profile_data(&["email", "anonymous_id", "email"], &[("email", "marketing"), ("sms", "marketing")]);
         let mut summary = Summary::default();
         summary.set_data(&data, &interest, &mut Interner::default());
         assert_eq!(summary.attributes.len(), 1);
-        assert_eq!(summary.flags.len(), 3);
+        let flags: Vec<&str> = summary.flags.iter().map(|f| &**f).collect();
+        assert_eq!(flags, ["consent:email:marketing", "email"]);
         assert_eq!(summary.attribute("computed.orders_count"), Some(&Value::from(3)));
+        assert!(summary.has_identifier("email") && summary.consent_granted("email", "marketing"));
+        assert_eq!(summary.coordinates(), None, "no definition reads the location");
+    }
+
+    #[test]
+    fn identity_flags_and_location_are_kept_only_while_a_definition_reads_them() {
+        let data = profile_data(&["email", "phone"], &[("email", "marketing")]);
+        let orders = Interest::of(&crate::parse("computed.orders_count >= 2").unwrap_or_else(|e| panic!("{e}")));
+        let mut summary = Summary::default();
+        let touched = summary.set_data(&data, &orders, &mut Interner::default());
+        assert!(summary.flags.is_empty() && !touched.identity);
+
+        let near = crate::parse("has phone and near 35.6, 139.7 within 20 km").unwrap_or_else(|e| panic!("{e}"));
+        let both = orders.union(&Interest::of(&near));
+        assert!(!orders.covers(&both), "a definition reading flags must reload what the summaries dropped");
+        assert!(both.covers(&orders) && both.covers(&Interest::of(&near)));
+        let touched = summary.set_data(&data, &both, &mut Interner::default());
+        assert!(touched.identity);
+        assert!(summary.has_identifier("phone") && !summary.has_identifier("email"));
+        assert_eq!(summary.coordinates(), Some((35.68, 139.69)));
+
+        summary.narrow(&orders);
+        assert!(summary.flags.is_empty());
+        assert_eq!(summary.coordinates(), None);
     }
 }
