@@ -8,8 +8,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Returns the pages the calling thread freed to the OS now, instead of on its next allocation after a delay.
-/// For a thread that has ended a large job and is about to wait (see `kizuna_types::memory`).
+/// Returns the pages the calling thread freed to the OS now, instead of on its next allocation after a delay,
+/// and the free pages of the C library's heap. For a thread that has ended a large job and is about to wait (see
+/// `kizuna_types::memory`).
 pub fn release_thread_memory() {
     #[cfg(not(feature = "system-allocator"))]
     #[allow(unsafe_code)]
@@ -17,6 +18,55 @@ pub fn release_thread_memory() {
     // returns pages that hold no live allocation.
     unsafe {
         libmimalloc_sys::mi_collect(true);
+    }
+    // SQLite allocates through the C library, not mimalloc: the pages its connections' caches freed stay in
+    // glibc's arenas (between live blocks, where glibc does not return them by itself) until trimmed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: `malloc_trim` takes no pointers and is thread-safe; it only returns free pages of the C heap.
+    unsafe {
+        glibc::malloc_trim(0);
+    }
+}
+
+/// Bytes the C library's allocator has handed out and not had back — SQLite's page caches and statements, as
+/// Rust's allocations go to mimalloc. `None` where it cannot be read (a C library other than glibc).
+pub fn c_heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: `mallinfo2` takes no arguments, returns a plain struct by value and is thread-safe.
+        let info = unsafe { glibc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    /// `struct mallinfo2` of glibc 2.33 and later: every field a `size_t`.
+    #[repr(C)]
+    #[allow(dead_code)] // read by C's layout, not by name
+    pub struct MallInfo2 {
+        pub arena: usize,
+        pub ordblks: usize,
+        pub smblks: usize,
+        pub hblks: usize,
+        /// Bytes in mmapped chunks (large allocations).
+        pub hblkhd: usize,
+        pub usmblks: usize,
+        pub fsmblks: usize,
+        /// Bytes allocated from the arenas and in use.
+        pub uordblks: usize,
+        pub fordblks: usize,
+        pub keepcost: usize,
+    }
+
+    #[allow(unsafe_code)]
+    unsafe extern "C" {
+        pub fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        pub fn mallinfo2() -> MallInfo2;
     }
 }
 

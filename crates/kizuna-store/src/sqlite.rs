@@ -197,8 +197,9 @@ fn open_connection(
 
 /// Each connection's page cache (KiB) unless it says otherwise.
 const CONNECTION_CACHE_KIB: i64 = 16_384;
-/// The page cache (KiB) of a reader while it counts rows.
-const COUNTING_CACHE_KIB: i64 = 256;
+/// The page cache (KiB) of a reader while it reads a whole table: each page is read once, so a bigger cache
+/// only keeps pages no other query wants (start-up scans left two readers holding 16 MB each).
+const SCAN_CACHE_KIB: i64 = 256;
 
 /// Follows merges from `id` to the profile that holds it now (`None`: erased, or never existed).
 fn live_profile(conn: &Connection, id: ProfileId) -> StoreResult<Option<ProfileId>> {
@@ -339,6 +340,17 @@ impl SqliteStore {
         let value = result?;
         ended?;
         Ok(value)
+    }
+
+    /// [`Self::with_reader`] for reading a whole table (page by page or at once) through a small page cache;
+    /// setting it also frees what the connection's cache held beyond it.
+    fn with_scan_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        self.with_reader(|conn| {
+            conn.pragma_update(None, "cache_size", -SCAN_CACHE_KIB)?;
+            let result = f(conn);
+            conn.pragma_update(None, "cache_size", -CONNECTION_CACHE_KIB)?;
+            result
+        })
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
@@ -747,23 +759,18 @@ impl Store for SqliteStore {
     }
 
     fn counts(&self) -> StoreResult<Counts> {
-        self.with_reader(|conn| {
-            // A count reads a whole index once: through a small cache, or every call would leave the reader
-            // holding its full cache of pages no other query wants (17 MB of a 100k-profile server's memory).
-            conn.pragma_update(None, "cache_size", -COUNTING_CACHE_KIB)?;
+        // A count reads a whole index once: through a large cache every call would leave the reader holding
+        // pages no other query wants (17 MB of a 100k-profile server's memory).
+        self.with_scan_reader(|conn| {
             let count = |table: &str| -> StoreResult<u64> {
                 Ok(conn.query_row_cached(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
             };
-            let counts = (|| {
-                Ok(Counts {
-                    profiles: count("profiles")?,
-                    events: count("events")?,
-                    identities: count("identities")?,
-                    products: count("products")?,
-                })
-            })();
-            conn.pragma_update(None, "cache_size", -CONNECTION_CACHE_KIB)?;
-            counts
+            Ok(Counts {
+                profiles: count("profiles")?,
+                events: count("events")?,
+                identities: count("identities")?,
+                products: count("products")?,
+            })
         })
     }
 
@@ -793,7 +800,7 @@ impl Store for SqliteStore {
     }
 
     fn list_products(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Product>> {
-        self.with_reader(|conn| {
+        self.with_scan_reader(|conn| {
             let mut stmt = conn.prepare("SELECT body FROM products WHERE id > ?1 ORDER BY id LIMIT ?2")?;
             let rows =
                 stmt.query_map(params![after.unwrap_or(""), limit.clamp(1, 1000) as i64], |r| r.get::<_, String>(0))?;
@@ -802,7 +809,7 @@ impl Store for SqliteStore {
     }
 
     fn scan_profiles(&self, after: Option<ProfileId>, limit: usize) -> StoreResult<Vec<(ProfileId, ProfileState)>> {
-        self.with_reader(|conn| {
+        self.with_scan_reader(|conn| {
             let mut stmt = conn.prepare_cached("SELECT id, state FROM profiles WHERE id > ?1 ORDER BY id LIMIT ?2")?;
             let after = after.map_or(-1, |a| a as i64);
             let rows =
@@ -978,12 +985,12 @@ impl Store for SqliteStore {
     }
 
     fn load_segment_members(&self, visit: &mut dyn FnMut(i64, ProfileId)) -> StoreResult<()> {
-        self.with_reader(|conn| segments::load_members(conn, visit))
+        self.with_scan_reader(|conn| segments::load_members(conn, visit))
     }
 
     fn prune_segment_members(&self) -> StoreResult<usize> {
         self.with_derived_writer(segments::catch_up_members)?;
-        let stale = self.with_reader(segments::stale_rows)?;
+        let stale = self.with_scan_reader(segments::stale_rows)?;
         self.with_derived_writer(|conn| segments::prune(conn, &stale))
     }
 
@@ -996,7 +1003,7 @@ impl Store for SqliteStore {
     }
 
     fn scan_profile_data(&self, after: Option<ProfileId>, limit: usize) -> StoreResult<Vec<ScannedProfile>> {
-        self.with_reader(|conn| segments::scan_profile_data(conn, after, limit))
+        self.with_scan_reader(|conn| segments::scan_profile_data(conn, after, limit))
     }
 
     fn scan_events(
@@ -1005,7 +1012,7 @@ impl Store for SqliteStore {
         limit: usize,
         wanted: &dyn Fn(&str) -> bool,
     ) -> StoreResult<(Vec<ScannedEvent>, Option<i64>)> {
-        self.with_reader(|conn| segments::scan_events(conn, after_seq, limit, wanted))
+        self.with_scan_reader(|conn| segments::scan_events(conn, after_seq, limit, wanted))
     }
 
     fn profile_scores(&self, profile: ProfileId) -> StoreResult<Option<serde_json::Value>> {
@@ -1013,7 +1020,7 @@ impl Store for SqliteStore {
     }
 
     fn load_identity(&self, visit: &mut dyn FnMut(IdentityRow)) -> StoreResult<ProfileId> {
-        self.with_reader(|conn| {
+        self.with_scan_reader(|conn| {
             let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
