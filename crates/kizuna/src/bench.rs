@@ -49,6 +49,11 @@ pub struct MemoryArgs {
     /// profile, as a brand's server with segments does.
     #[arg(long)]
     segments: bool,
+    /// Start the server this many times on each store and take the median reading: one start's reading moves
+    /// by several MB from the next (when start-up jobs finish and what the allocator keeps), which two single
+    /// readings put straight into the slope.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    starts: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,7 +104,8 @@ fn serve_and_measure(
     let mut server = std::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", &address, "--data-dir"])
         .arg(data_dir)
-        .env("KIZUNA_LOG", "warn")
+        // Quiet unless asked (`KIZUNA_LOG=info` shows what each start did).
+        .env("KIZUNA_LOG", std::env::var("KIZUNA_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("cannot start the server")?;
@@ -434,14 +440,25 @@ fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
     let root = std::env::temp_dir().join(format!("kizuna-bench-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let mut points: Vec<(usize, usize, u64, u64, u64)> = Vec::new();
+    // The median of `args.starts` starts on one store, with every reading printed.
+    let measure = |dir: &std::path::Path, write_key: &str, admin_key: &str, trains: bool| -> Result<(u64, u64)> {
+        let mut readings = Vec::new();
+        for start in 1..=args.starts {
+            let (rss, profiles) = serve_and_measure(dir, args.port, write_key, admin_key, trains)?;
+            eprintln!("  start {start} of {}: settled at {} MB", args.starts, rss / 1024);
+            readings.push((rss, profiles));
+        }
+        readings.sort_unstable();
+        Ok(readings[readings.len() / 2])
+    };
     let empty = load_store(config, &root.join("empty"), 0, args.seed, args.segments)?;
-    let (empty_rss, _) = serve_and_measure(&root.join("empty"), args.port, &empty.0, &empty.1, false)?;
+    let (empty_rss, _) = measure(&root.join("empty"), &empty.0, &empty.1, false)?;
     for &customers in &args.customers {
         let dir = root.join(format!("c{customers}"));
         let started = Instant::now();
         let (write_key, admin_key, events) = load_store(config, &dir, customers, args.seed, args.segments)?;
         eprintln!("loaded {customers} customers ({events} events) in {:.0}s", started.elapsed().as_secs_f64());
-        let (rss, profiles) = serve_and_measure(&dir, args.port, &write_key, &admin_key, customers > 0)?;
+        let (rss, profiles) = measure(&dir, &write_key, &admin_key, customers > 0)?;
         let disk: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
         if args.keep {
             eprintln!("kept {} (write key {write_key}, admin key {admin_key})", dir.display());
@@ -455,6 +472,9 @@ fn memory(config: &Config, args: MemoryArgs) -> Result<()> {
     }
     let mb = |kib: u64| kib as f64 / 1024.0;
     println!("## kizuna bench memory{}", if args.segments { " (with the seven starter segments)" } else { "" });
+    if args.starts > 1 {
+        println!("- each reading: the median of {} starts of the server on the same store", args.starts);
+    }
     println!("- empty server: RSS {:.0} MB", mb(empty_rss));
     for (customers, events, profiles, rss, disk) in &points {
         println!(
