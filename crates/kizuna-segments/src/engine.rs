@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::ast::Condition;
 use crate::eval::{Evaluation, evaluate};
-use crate::summary::{Interest, Interner, NewEvent, ProfileData, Summary, Touched, attribute_root};
+use crate::summary::{Interest, Interner, NewEvent, ProfileData, Summary, Touched, attribute_root, edit};
 use crate::validate::{DefinitionError, check_definitions};
 
 pub type ProfileKey = u64;
@@ -120,15 +120,11 @@ impl Entry {
         match (self.members.binary_search(&slot), member) {
             (Ok(_), true) | (Err(_), false) => false,
             (Err(at), true) => {
-                let mut members = std::mem::take(&mut self.members).into_vec();
-                members.insert(at, slot);
-                self.members = members.into_boxed_slice();
+                edit(&mut self.members, |members| members.insert(at, slot));
                 true
             }
             (Ok(at), false) => {
-                let mut members = std::mem::take(&mut self.members).into_vec();
-                members.remove(at);
-                self.members = members.into_boxed_slice();
+                edit(&mut self.members, |members| members.remove(at));
                 true
             }
         }
@@ -139,10 +135,10 @@ impl Entry {
         if self.wakes.iter().find(|(s, _)| *s == slot) == next.as_ref() {
             return;
         }
-        let mut wakes = std::mem::take(&mut self.wakes).into_vec();
-        wakes.retain(|(s, _)| *s != slot);
-        wakes.extend(next);
-        self.wakes = wakes.into_boxed_slice();
+        edit(&mut self.wakes, |wakes| {
+            wakes.retain(|(s, _)| *s != slot);
+            wakes.extend(next);
+        });
     }
 }
 

@@ -256,6 +256,21 @@ fn copy_path(from: &Value, parts: &[&str], into: &mut Value) {
     }
 }
 
+/// Changes an exactly sized list as a vector, then sizes it exactly again (no reallocation when the change
+/// added and removed nothing).
+pub(crate) fn edit<T, R>(list: &mut Box<[T]>, change: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    let mut vec = std::mem::take(list).into_vec();
+    let result = change(&mut vec);
+    *list = vec.into_boxed_slice();
+    result
+}
+
+/// Inserts an event in time order, then log position.
+fn insert_in_order(events: &mut Vec<EventFact>, event: EventFact) {
+    let position = events.partition_point(|e| (e.at, e.seq) <= (event.at, event.seq));
+    events.insert(position, event);
+}
+
 impl Summary {
     /// Replaces the attributes and identity facts with `data` (cut to `interest`); returns what changed.
     /// Data older than the summary's is ignored.
@@ -308,52 +323,50 @@ impl Summary {
         interner: &mut Interner,
     ) -> BTreeSet<String> {
         let mut added = BTreeSet::new();
-        let mut kept = std::mem::take(&mut self.events).into_vec();
-        for event in events {
-            let Some(wanted) = interest.events.get(&event.name) else { continue };
-            if kept.iter().any(|e| e.seq == event.seq) {
-                continue;
+        edit(&mut self.events, |kept| {
+            for event in events {
+                let Some(wanted) = interest.events.get(&event.name) else { continue };
+                if kept.iter().any(|e| e.seq == event.seq) {
+                    continue;
+                }
+                let fact = EventFact {
+                    seq: event.seq,
+                    name: interner.get(&event.name),
+                    at: event.at,
+                    properties: cut(&event.properties, &wanted.paths),
+                };
+                insert_in_order(kept, fact);
+                added.insert(event.name.clone());
             }
-            let fact = EventFact {
-                seq: event.seq,
-                name: interner.get(&event.name),
-                at: event.at,
-                properties: cut(&event.properties, &wanted.paths),
-            };
-            let position = kept.partition_point(|e| (e.at, e.seq) <= (fact.at, fact.seq));
-            kept.insert(position, fact);
-            added.insert(event.name.clone());
-        }
-        self.events = kept.into_boxed_slice();
+        });
         added
     }
 
     /// Takes in everything another summary knows (two profiles merged): events united by log position, the
     /// other's attributes kept only where this one has none (the store's merged state follows right after).
     pub fn absorb(&mut self, other: Summary) {
-        let mut events = std::mem::take(&mut self.events).into_vec();
-        for event in other.events {
-            if !events.iter().any(|e| e.seq == event.seq) {
-                let position = events.partition_point(|e| (e.at, e.seq) <= (event.at, event.seq));
-                events.insert(position, event);
+        edit(&mut self.events, |events| {
+            for event in other.events {
+                if !events.iter().any(|e| e.seq == event.seq) {
+                    insert_in_order(events, event);
+                }
             }
-        }
-        self.events = events.into_boxed_slice();
-        let mut attributes = std::mem::take(&mut self.attributes).into_vec();
-        for (root, value) in other.attributes {
-            if !attributes.iter().any(|(r, _)| *r == root) {
-                attributes.push((root, value));
+        });
+        edit(&mut self.attributes, |attributes| {
+            for (root, value) in other.attributes {
+                if !attributes.iter().any(|(r, _)| *r == root) {
+                    attributes.push((root, value));
+                }
             }
-        }
-        self.attributes = attributes.into_boxed_slice();
-        let mut flags = std::mem::take(&mut self.flags).into_vec();
-        for flag in other.flags {
-            if !flags.contains(&flag) {
-                flags.push(flag);
+        });
+        edit(&mut self.flags, |flags| {
+            for flag in other.flags {
+                if !flags.contains(&flag) {
+                    flags.push(flag);
+                }
             }
-        }
-        flags.sort();
-        self.flags = flags.into_boxed_slice();
+            flags.sort();
+        });
         if self.coordinates.is_none() {
             self.coordinates = other.coordinates;
         }
@@ -370,28 +383,18 @@ impl Summary {
         // list is exactly sized again after (a vector kept its whole history's capacity: ~110 MB more resident
         // at 71k profiles with the starter segments, which keep a few events each).
         if !self.events.iter().all(keeps) {
-            self.retain_events(keeps);
+            edit(&mut self.events, |events| events.retain(keeps));
         }
     }
 
     /// Cuts the summary down to a narrower interest (definitions removed).
     pub fn narrow(&mut self, interest: &Interest) {
-        let mut attributes = std::mem::take(&mut self.attributes).into_vec();
-        attributes.retain(|(root, _)| interest.attributes.contains(&**root));
-        self.attributes = attributes.into_boxed_slice();
-        let mut flags = std::mem::take(&mut self.flags).into_vec();
-        flags.retain(|flag| interest.flags.contains(&**flag));
-        self.flags = flags.into_boxed_slice();
+        edit(&mut self.attributes, |attributes| attributes.retain(|(root, _)| interest.attributes.contains(&**root)));
+        edit(&mut self.flags, |flags| flags.retain(|flag| interest.flags.contains(&**flag)));
         if !interest.coordinates {
             self.coordinates = None;
         }
-        self.retain_events(|e| interest.events.contains_key(&*e.name));
-    }
-
-    fn retain_events(&mut self, keep: impl Fn(&EventFact) -> bool) {
-        let mut events = std::mem::take(&mut self.events).into_vec();
-        events.retain(keep);
-        self.events = events.into_boxed_slice();
+        edit(&mut self.events, |events| events.retain(|e| interest.events.contains_key(&*e.name)));
     }
 
     pub fn clear_events(&mut self) {

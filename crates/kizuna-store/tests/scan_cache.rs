@@ -63,7 +63,7 @@ fn a_scan_of_every_profile_leaves_the_reader_with_a_small_page_cache() -> anyhow
     let grown = c_heap() - before;
     assert!(grown < 2 << 20, "the reader kept {grown} bytes after scanning {PROFILES} profiles");
 
-    // Point reads on the same reader still get its full cache back.
+    // The reader goes back to the pool and still answers after the scan.
     let profile = store.scan_profile_data(Some(41), 1)?;
     assert_eq!(profile.first().map(|p| p.id), Some(42));
     Ok(())
