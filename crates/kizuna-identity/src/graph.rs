@@ -1,4 +1,5 @@
 use crate::identifier::{IdKind, Identifier};
+use crate::paged::{Paged, TextPages};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
@@ -230,18 +231,19 @@ impl Cluster {
 pub struct IdentityGraph {
     rules: IdentityRules,
     kinds: Vec<IdKind>,
-    arena: String,
-    nodes: Vec<Node>,
+    /// Identifier values, and the nodes, clusters and profile heads below, are in pages (see [`Paged`]).
+    arena: TextPages,
+    nodes: Paged<Node>,
     /// Live identifiers by the hash of kind and value. The table holds node numbers only (4 bytes a slot, where a
     /// map from hash to node took 16) and compares candidates' values in the arena, so collisions are exact.
     index: hashbrown::HashTable<NodeId>,
     /// The first identifier of each profile, indexed by profile id (ids are dense: the graph hands them out);
     /// [`NO_NODE`] where no profile (or no longer one) has that id. A map of vectors was 90 bytes a profile.
-    profile_heads: Vec<NodeId>,
+    profile_heads: Paged<NodeId>,
     profile_count: usize,
     /// Indexed by cluster id (one per identifier ever interned; most are folded away into others, leaving `None`:
     /// boxed, so an empty slot costs 8 bytes rather than a whole cluster).
-    clusters: Vec<Option<Box<Cluster>>>,
+    clusters: Paged<Option<Box<Cluster>>>,
     next_profile: ProfileId,
 }
 
@@ -270,9 +272,9 @@ fn hash_of(kind: KindId, value: &str) -> u64 {
 }
 
 /// [`hash_of`] a node, for the index to rehash when it grows (free of `self`: the index is borrowed mutably).
-fn node_hash(nodes: &[Node], arena: &str, n: NodeId) -> u64 {
+fn node_hash(nodes: &Paged<Node>, arena: &TextPages, n: NodeId) -> u64 {
     let node = &nodes[n as usize];
-    hash_of(node.kind, &arena[node.value_start as usize..(node.value_start + node.value_len) as usize])
+    hash_of(node.kind, arena.get(node.value_start, node.value_len))
 }
 
 /// The first `n` items of `slice`, which moves past them.
@@ -327,13 +329,9 @@ impl IdentityGraph {
 
     pub fn finish_restore(&mut self, next_profile: ProfileId) {
         self.next_profile = self.next_profile.max(next_profile).max(1);
-        self.arena.shrink_to_fit();
-        self.nodes.shrink_to_fit();
-        self.clusters.shrink_to_fit();
         self.repack_clusters();
         let Self { index, nodes, arena, .. } = self;
         index.shrink_to_fit(|&n| node_hash(nodes, arena, n));
-        self.profile_heads.shrink_to_fit();
     }
 
     /// Restoring started a cluster per identifier and folded most of them away (two in three in a real store),
@@ -505,7 +503,7 @@ impl IdentityGraph {
 
     fn value(&self, n: NodeId) -> &str {
         let node = &self.nodes[n as usize];
-        &self.arena[node.value_start as usize..(node.value_start + node.value_len) as usize]
+        self.arena.get(node.value_start, node.value_len)
     }
 
     fn kind(&self, n: NodeId) -> &IdKind {
@@ -535,8 +533,7 @@ impl IdentityGraph {
         };
         let n = self.nodes.len() as NodeId;
         let cluster = self.clusters.len() as ClusterId;
-        let value_start = self.arena.len() as u32;
-        self.arena.push_str(&identifier.value);
+        let value_start = self.arena.push(&identifier.value);
         self.nodes.push(Node {
             value_start,
             value_len: identifier.value.len() as u32,
@@ -563,7 +560,7 @@ impl IdentityGraph {
         if let Some(new) = owner {
             let index = new as usize;
             if index >= self.profile_heads.len() {
-                self.profile_heads.resize(index + 1, NO_NODE);
+                self.profile_heads.grow_to(index + 1, NO_NODE);
             }
             let head = self.profile_heads[index];
             if head == NO_NODE {

@@ -17,6 +17,7 @@
 
 mod graph;
 mod identifier;
+mod paged;
 
 pub use graph::{
     ConflictReason, ConflictRecord, IdentityGraph, IdentityRules, Link, MergeRecord, OrderKey, Outcome, ProfileId,
