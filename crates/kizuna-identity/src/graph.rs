@@ -157,72 +157,121 @@ struct Node {
     next_of_owner: NodeId,
 }
 
-/// One link of a cluster; its identifiers are a slice of the cluster's `link_nodes` (one allocation per cluster
-/// rather than one per link: most links carry one or two identifiers).
+/// One link of a cluster, read in place.
 #[derive(Debug, Clone, Copy)]
-struct LinkRec {
+struct LinkView<'a> {
     order: Order,
-    first: u32,
-    /// A message carries one identifier per kind; more than 65,535 are not kept.
-    len: u16,
     trusted: bool,
+    nodes: &'a [NodeId],
+    /// Where the link's record starts in the cluster's words.
+    at: usize,
 }
 
+/// Words of a link record before its identifiers: the order's time and tie (two words each), then the number of
+/// identifiers with the trust flag in the top bit.
+const LINK_HEAD: usize = 5;
+const TRUSTED_BIT: u32 = 1 << 31;
+
 /// Identifiers connected through any link, applied or not: the scope of a replay.
+///
+/// Packed into one exactly sized allocation of words: the number of identifiers, the identifiers, then each link
+/// as [`LINK_HEAD`] words followed by its identifiers in priority order, as the message carried them. There is
+/// one cluster per person, so this is most of what the graph holds per profile: three vectors and their
+/// boxed header took ~224 bytes for a typical cluster (2.6 identifiers, 3.1 links) where the words take ~112.
+/// A change rebuilds the words, which costs what reading them costs; every change of a cluster already reads all
+/// of its links (to find whether the link is known).
 #[derive(Debug, Clone)]
 struct Cluster {
-    nodes: Vec<NodeId>,
-    links: Vec<LinkRec>,
-    /// Each link's identifiers in priority order, as the message carried them.
-    link_nodes: Vec<NodeId>,
-    /// The latest link's order; [`NO_ORDER`] while there is none.
-    max_order: Order,
+    words: Box<[u32]>,
+}
+
+fn order_words(order: Order) -> [u32; 4] {
+    let (at, tie) = (order.at_ms as u64, order.tie);
+    [at as u32, (at >> 32) as u32, tie as u32, (tie >> 32) as u32]
+}
+
+fn order_of_words(words: &[u32]) -> Order {
+    let wide = |low: u32, high: u32| u64::from(low) | (u64::from(high) << 32);
+    Order { at_ms: wide(words[0], words[1]) as i64, tie: wide(words[2], words[3]) }
+}
+
+/// Appends a link record to `words`.
+fn push_link_words(words: &mut Vec<u32>, nodes: &[NodeId], order: Order, trusted: bool) {
+    // A message carries one identifier per kind; more than 65,535 are not kept.
+    let nodes = &nodes[..nodes.len().min(usize::from(u16::MAX))];
+    words.extend_from_slice(&order_words(order));
+    words.push(nodes.len() as u32 | if trusted { TRUSTED_BIT } else { 0 });
+    words.extend_from_slice(nodes);
 }
 
 impl Cluster {
     fn of(node: NodeId) -> Self {
-        Self { nodes: vec![node], links: Vec::new(), link_nodes: Vec::new(), max_order: NO_ORDER }
+        Self { words: Box::new([1, node]) }
     }
 
-    fn nodes_of(&self, link: &LinkRec) -> &[NodeId] {
-        &self.link_nodes[link.first as usize..][..usize::from(link.len)]
+    /// Packs identifiers and links.
+    fn pack<'a>(nodes: &[NodeId], links: impl IntoIterator<Item = LinkView<'a>>) -> Self {
+        let mut words = Vec::with_capacity(1 + nodes.len());
+        words.push(nodes.len() as u32);
+        words.extend_from_slice(nodes);
+        for link in links {
+            push_link_words(&mut words, link.nodes, link.order, link.trusted);
+        }
+        Self { words: words.into_boxed_slice() }
     }
 
-    fn find_link(&self, nodes: &[NodeId], trusted: bool) -> Option<usize> {
-        let wanted = sorted(nodes);
-        self.links.iter().position(|l| {
-            l.trusted == trusted && usize::from(l.len) == nodes.len() && sorted(self.nodes_of(l)) == wanted
+    fn nodes(&self) -> &[NodeId] {
+        &self.words[1..][..self.words[0] as usize]
+    }
+
+    fn links(&self) -> impl Iterator<Item = LinkView<'_>> + '_ {
+        let mut at = 1 + self.words[0] as usize;
+        std::iter::from_fn(move || {
+            let head = self.words.get(at..at + LINK_HEAD)?;
+            let len = (head[4] & !TRUSTED_BIT) as usize;
+            let start = at + LINK_HEAD;
+            let link = LinkView {
+                order: order_of_words(head),
+                trusted: head[4] & TRUSTED_BIT != 0,
+                nodes: &self.words[start..start + len],
+                at,
+            };
+            at = start + len;
+            Some(link)
         })
     }
 
+    /// The latest link's order; [`NO_ORDER`] while there is none.
+    fn max_order(&self) -> Order {
+        self.links().map(|l| l.order).max().unwrap_or(NO_ORDER)
+    }
+
+    fn find_link(&self, nodes: &[NodeId], trusted: bool) -> Option<LinkView<'_>> {
+        let wanted = sorted(nodes);
+        self.links().find(|l| l.trusted == trusted && l.nodes.len() == nodes.len() && sorted(l.nodes) == wanted)
+    }
+
+    /// Moves the link recorded at `at` (see [`LinkView::at`]) to an earlier order.
+    fn set_order(&mut self, at: usize, order: Order) {
+        self.words[at..at + 4].copy_from_slice(&order_words(order));
+    }
+
     fn push_link(&mut self, nodes: &[NodeId], order: Order, trusted: bool) {
-        let nodes = &nodes[..nodes.len().min(usize::from(u16::MAX))];
-        let first = self.link_nodes.len() as u32;
-        self.link_nodes.extend_from_slice(nodes);
-        self.links.push(LinkRec { order, first, len: nodes.len() as u16, trusted });
+        let mut words = Vec::with_capacity(self.words.len() + LINK_HEAD + nodes.len());
+        words.extend_from_slice(&self.words);
+        push_link_words(&mut words, nodes, order, trusted);
+        self.words = words.into_boxed_slice();
     }
 
     fn absorb(&mut self, other: Cluster) {
-        let shift = self.link_nodes.len() as u32;
-        self.nodes.extend(other.nodes);
-        self.link_nodes.extend(other.link_nodes);
-        self.links.extend(other.links.into_iter().map(|l| LinkRec { first: l.first + shift, ..l }));
-        self.max_order = self.max_order.max(other.max_order);
+        let nodes = [self.nodes(), other.nodes()].concat();
+        *self = Cluster::pack(&nodes, self.links().chain(other.links()));
     }
 
     /// Drops an identifier and every link that carried it (erasure).
     fn forget(&mut self, node: NodeId) {
-        self.nodes.retain(|&m| m != node);
-        let links = std::mem::take(&mut self.links);
-        let link_nodes = std::mem::take(&mut self.link_nodes);
-        self.max_order = NO_ORDER;
-        for link in links {
-            let nodes = &link_nodes[link.first as usize..][..usize::from(link.len)];
-            if !nodes.contains(&node) {
-                self.push_link(nodes, link.order, link.trusted);
-                self.max_order = self.max_order.max(link.order);
-            }
-        }
+        let nodes: Vec<NodeId> = self.nodes().iter().copied().filter(|&m| m != node).collect();
+        *self = Cluster::pack(&nodes, self.links().filter(|l| !l.nodes.contains(&node)));
     }
 }
 
@@ -243,7 +292,7 @@ pub struct IdentityGraph {
     profile_count: usize,
     /// Indexed by cluster id (one per identifier ever interned; most are folded away into others, leaving `None`:
     /// boxed, so an empty slot costs 8 bytes rather than a whole cluster).
-    clusters: Paged<Option<Box<Cluster>>>,
+    clusters: Paged<Option<Cluster>>,
     next_profile: ProfileId,
 }
 
@@ -335,47 +384,31 @@ impl IdentityGraph {
     }
 
     /// Restoring started a cluster per identifier and folded most of them away (two in three in a real store),
-    /// growing the survivors' lists by doubling. The folded ones leave holes all over the allocator's pages for
-    /// their sizes, which no page ever becomes empty enough to return, and only the restoring thread could refill.
-    /// Copying every cluster out to flat buffers, freeing them all, then allocating each again at its exact size
-    /// packs them into fresh pages and lets the emptied ones go. With recommendations' histories repacked the same
-    /// way, a server holding 118k profiles went from ~200 to ~171 MB resident (BENCHMARKS.md, memory).
+    /// rebuilding the survivors as they grew. The folded ones leave holes all over the allocator's pages for their
+    /// sizes, which no page ever becomes empty enough to return, and only the restoring thread could refill.
+    /// Copying every cluster out to one flat buffer, freeing them all, then allocating each again packs them into
+    /// fresh pages and lets the emptied ones go. With recommendations' histories repacked the same way, a server
+    /// holding 118k profiles went from ~200 to ~171 MB resident (BENCHMARKS.md, memory). The survivors are also
+    /// numbered afresh, so the cluster table has one slot per cluster rather than one per identifier.
     fn repack_clusters(&mut self) {
-        struct Shape {
-            id: usize,
-            nodes: usize,
-            links: usize,
-            link_nodes: usize,
-            max_order: Order,
-        }
         let live = || self.clusters.iter().flatten();
-        let mut shapes = Vec::with_capacity(live().count());
-        let mut nodes = Vec::with_capacity(live().map(|c| c.nodes.len()).sum());
-        let mut links = Vec::with_capacity(live().map(|c| c.links.len()).sum());
-        let mut link_nodes = Vec::with_capacity(live().map(|c| c.link_nodes.len()).sum());
-        for (id, slot) in self.clusters.iter_mut().enumerate() {
+        let mut lengths = Vec::with_capacity(live().count());
+        let mut words = Vec::with_capacity(live().map(|c| c.words.len()).sum());
+        for slot in self.clusters.iter_mut() {
             if let Some(cluster) = slot.take() {
-                shapes.push(Shape {
-                    id,
-                    nodes: cluster.nodes.len(),
-                    links: cluster.links.len(),
-                    link_nodes: cluster.link_nodes.len(),
-                    max_order: cluster.max_order,
-                });
-                nodes.extend_from_slice(&cluster.nodes);
-                links.extend_from_slice(&cluster.links);
-                link_nodes.extend_from_slice(&cluster.link_nodes);
+                lengths.push(cluster.words.len());
+                words.extend_from_slice(&cluster.words);
             }
         }
-        let (mut nodes, mut links, mut link_nodes) = (&nodes[..], &links[..], &link_nodes[..]);
-        for shape in shapes {
-            let cluster = Cluster {
-                nodes: take_front(&mut nodes, shape.nodes).to_vec(),
-                links: take_front(&mut links, shape.links).to_vec(),
-                link_nodes: take_front(&mut link_nodes, shape.link_nodes).to_vec(),
-                max_order: shape.max_order,
-            };
-            self.clusters[shape.id] = Some(Box::new(cluster));
+        self.clusters = Paged::default();
+        let mut rest = &words[..];
+        for length in lengths {
+            let cluster = Cluster { words: take_front(&mut rest, length).into() };
+            let id = self.clusters.len() as ClusterId;
+            for &n in cluster.nodes() {
+                self.nodes[n as usize].cluster = id;
+            }
+            self.clusters.push(Some(cluster));
         }
     }
 
@@ -434,8 +467,8 @@ impl IdentityGraph {
         let cluster_id = self.union_clusters(&nodes);
         let order = Order::of(&link.order);
         let cluster = self.cluster(cluster_id);
-        let known = cluster.find_link(&nodes, link.trusted).map(|i| cluster.links[i].order);
-        let in_order = order >= cluster.max_order;
+        let known = cluster.find_link(&nodes, link.trusted).map(|l| l.order);
+        let in_order = order >= cluster.max_order();
         match known {
             Some(earlier) if earlier <= order => {
                 // The same identifiers were linked before: applying them again changes nothing.
@@ -461,9 +494,9 @@ impl IdentityGraph {
         let mut out = Vec::new();
         for n in self.members(profile) {
             let Some(cluster) = self.live_cluster(self.nodes[n as usize].cluster) else { continue };
-            for link in cluster.links.iter().filter(|l| cluster.nodes_of(l).contains(&n)) {
+            for link in cluster.links().filter(|l| l.nodes.contains(&n)) {
                 let as_link = Link {
-                    identifiers: cluster.nodes_of(link).iter().map(|&m| self.identifier(m)).collect(),
+                    identifiers: link.nodes.iter().map(|&m| self.identifier(m)).collect(),
                     order: OrderKey { at_ms: 0, message_id: String::new() },
                     trusted: link.trusted,
                 };
@@ -489,7 +522,7 @@ impl IdentityGraph {
             let node = &mut self.nodes[n as usize];
             node.alive = false;
             let cluster_id = node.cluster;
-            if let Some(cluster) = self.clusters.get_mut(cluster_id as usize).and_then(Option::as_deref_mut) {
+            if let Some(cluster) = self.clusters.get_mut(cluster_id as usize).and_then(Option::as_mut) {
                 cluster.forget(n);
             }
             removed.push(identifier);
@@ -545,7 +578,7 @@ impl IdentityGraph {
         });
         let Self { index, nodes, arena, .. } = self;
         index.insert_unique(hash_of(kind, &identifier.value), n, |&m| node_hash(nodes, arena, m));
-        self.clusters.push(Some(Box::new(Cluster::of(n))));
+        self.clusters.push(Some(Cluster::of(n)));
         n
     }
 
@@ -612,11 +645,11 @@ impl IdentityGraph {
     }
 
     fn live_cluster(&self, id: ClusterId) -> Option<&Cluster> {
-        self.clusters.get(id as usize).and_then(Option::as_deref)
+        self.clusters.get(id as usize).and_then(Option::as_ref)
     }
 
     fn cluster_mut(&mut self, id: ClusterId) -> &mut Cluster {
-        self.clusters[id as usize].as_deref_mut().expect("a node's cluster is live")
+        self.clusters[id as usize].as_mut().expect("a node's cluster is live")
     }
 
     fn union_clusters(&mut self, nodes: &[NodeId]) -> ClusterId {
@@ -626,29 +659,28 @@ impl IdentityGraph {
         // Keep the largest cluster and fold the others into it, so relabelling stays cheap.
         let keep = *ids
             .iter()
-            .max_by_key(|&&c| (self.cluster(c).nodes.len(), std::cmp::Reverse(c)))
+            .max_by_key(|&&c| (self.cluster(c).nodes().len(), std::cmp::Reverse(c)))
             .expect("at least one node");
         for other in ids.into_iter().filter(|&c| c != keep) {
             let Some(folded) = self.clusters[other as usize].take() else { continue };
-            for &n in &folded.nodes {
+            for &n in folded.nodes() {
                 self.nodes[n as usize].cluster = keep;
             }
-            self.cluster_mut(keep).absorb(*folded);
+            self.cluster_mut(keep).absorb(folded);
         }
         keep
     }
 
     fn remember_link(&mut self, cluster_id: ClusterId, nodes: &[NodeId], order: Order, trusted: bool) {
         let cluster = self.cluster_mut(cluster_id);
-        match cluster.find_link(nodes, trusted) {
-            Some(i) => {
-                if order < cluster.links[i].order {
-                    cluster.links[i].order = order;
+        match cluster.find_link(nodes, trusted).map(|l| (l.at, l.order)) {
+            Some((at, known)) => {
+                if order < known {
+                    cluster.set_order(at, order);
                 }
             }
             None => cluster.push_link(nodes, order, trusted),
         }
-        cluster.max_order = cluster.max_order.max(order);
     }
 
     fn check(
@@ -781,9 +813,10 @@ impl IdentityGraph {
     /// keeping each group's id stable where it can.
     fn replay(&mut self, cluster_id: ClusterId, link_nodes: &[NodeId], link: &Link) -> Outcome {
         // A copy: the graph changes below while the replay still reads the cluster as it was.
-        let mut cluster = self.cluster(cluster_id).clone();
-        cluster.links.sort_by_key(|l| l.order);
-        let members = &cluster.nodes;
+        let cluster = self.cluster(cluster_id).clone();
+        let mut links: Vec<LinkView<'_>> = cluster.links().collect();
+        links.sort_by_key(|l| l.order);
+        let members = cluster.nodes();
 
         // Replay on a scratch graph holding only this cluster.
         let mut scratch = IdentityGraph::new(self.rules.clone());
@@ -792,8 +825,8 @@ impl IdentityGraph {
         let new_order = Order::of(&link.order);
         let unrecorded = OrderKey { at_ms: 0, message_id: String::new() };
         let mut new_link_conflicts = Vec::new();
-        for stored in &cluster.links {
-            let stored_nodes = cluster.nodes_of(stored);
+        for stored in &links {
+            let stored_nodes = stored.nodes;
             let mapped: Vec<NodeId> = stored_nodes.iter().map(|n| local[n]).collect();
             let is_new = stored.order == new_order && stored_nodes == link_nodes;
             let mut log = StepLog::default();
