@@ -17,6 +17,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::ast::Condition;
+use crate::by_profile::ByProfile;
 use crate::eval::{Evaluation, evaluate};
 use crate::summary::{Interest, Interner, NewEvent, ProfileData, Summary, Touched, attribute_root, edit};
 use crate::validate::{DefinitionError, check_definitions};
@@ -175,8 +176,8 @@ pub struct Engine {
     order: Vec<u32>,
     interest: Interest,
     /// Boxed: a table of 168-byte entries doubles to twice the profiles it holds in slots, and at 118k profiles
-    /// had just doubled to 262k of them (46 MB); boxed, a slot is 16 bytes and each entry is allocated once.
-    profiles: HashMap<ProfileKey, Box<Entry>>,
+    /// had just doubled to 262k of them (46 MB); boxed, each entry is allocated once.
+    profiles: ByProfile<Entry>,
     timers: BTreeSet<(i64, ProfileKey)>,
     interner: Interner,
     threads: usize,
@@ -254,7 +255,7 @@ struct BuildPart {
 /// Evaluates `slots` for a share of the profiles and applies the answers to their entries.
 fn build_part(
     view: Definitions<'_>,
-    part: &mut [(&ProfileKey, &mut Entry)],
+    part: &mut [(ProfileKey, &mut Entry)],
     slots: &[u32],
     now: DateTime<Utc>,
     cause: &Cause,
@@ -267,7 +268,7 @@ fn build_part(
     };
     let mut answers = Vec::with_capacity(slots.len());
     for (profile, entry) in part.iter_mut() {
-        let profile = **profile;
+        let profile = *profile;
         view.evaluate_entry(entry, slots, now, &mut answers);
         for &(slot, evaluation) in &answers {
             entry.set_wake(slot, evaluation.next_change);
@@ -318,7 +319,7 @@ impl Engine {
             return false;
         }
         self.dormant = true;
-        self.profiles = HashMap::new();
+        self.profiles = ByProfile::default();
         self.timers.clear();
         self.interest = Interest::default();
         self.interner = Interner::default();
@@ -359,14 +360,14 @@ impl Engine {
     /// Ids of the segments a profile is in.
     pub fn memberships(&self, profile: ProfileKey) -> Vec<i64> {
         self.profiles
-            .get(&profile)
+            .get(profile)
             .map(|e| e.members.iter().filter_map(|s| self.slot(*s)).map(|s| s.definition.id).collect())
             .unwrap_or_default()
     }
 
     pub fn is_member(&self, name: &str, profile: ProfileKey) -> bool {
         let Some(slot) = self.by_name.get(name) else { return false };
-        self.profiles.get(&profile).is_some_and(|e| e.is_member(*slot))
+        self.profiles.get(profile).is_some_and(|e| e.is_member(*slot))
     }
 
     /// Members of a segment in profile order after `after`, at most `limit`.
@@ -375,8 +376,8 @@ impl Engine {
         let mut out: Vec<ProfileKey> = self
             .profiles
             .iter()
-            .filter(|(id, e)| after.is_none_or(|a| **id > a) && e.is_member(slot))
-            .map(|(id, _)| *id)
+            .filter(|(id, e)| after.is_none_or(|a| *id > a) && e.is_member(slot))
+            .map(|(id, _)| id)
             .collect();
         out.sort_unstable();
         out.truncate(limit);
@@ -390,7 +391,7 @@ impl Engine {
             timers: self.timers.len(),
             ..EngineStats::default()
         };
-        let entry_size = std::mem::size_of::<(ProfileKey, Box<Entry>)>() + std::mem::size_of::<Entry>() + 8;
+        let entry_size = std::mem::size_of::<Option<Box<Entry>>>() + std::mem::size_of::<Entry>();
         for entry in self.profiles.values() {
             stats.events += entry.summary.event_count();
             stats.state_bytes += entry_size
@@ -410,7 +411,7 @@ impl Engine {
     /// Marks a stored membership (start-up), before [`Engine::evaluate_all`] reconciles it.
     pub fn restore_member(&mut self, segment_id: i64, profile: ProfileKey) {
         let Some(slot) = self.by_id.get(&segment_id).copied() else { return };
-        let entry = self.profiles.entry(profile).or_default();
+        let entry = self.profiles.get_or_default(profile);
         if entry.set_member(slot, true)
             && let Some(Some(s)) = self.slots.get_mut(slot as usize)
         {
@@ -430,7 +431,7 @@ impl Engine {
         if self.dormant {
             return;
         }
-        let entry = self.profiles.entry(profile).or_default();
+        let entry = self.profiles.get_or_default(profile);
         if let Some(data) = data {
             entry.summary.set_data(data, &self.interest, &mut self.interner);
         }
@@ -569,7 +570,7 @@ impl Engine {
             entry.set_member(slot, false);
             entry.set_wake(slot, None);
             entry.summary.narrow(&self.interest);
-            reschedule(&mut self.timers, *profile, entry);
+            reschedule(&mut self.timers, profile, entry);
         }
         Ok(removed.definition)
     }
@@ -600,8 +601,7 @@ impl Engine {
     fn build(&mut self, slots: &[u32], now: DateTime<Utc>, cause: &Cause) -> Vec<Transition> {
         let threads = self.threads.max(1);
         let view = Definitions { slots: &self.slots, by_name: &self.by_name };
-        let mut entries: Vec<(&ProfileKey, &mut Entry)> =
-            self.profiles.iter_mut().map(|(p, e)| (p, &mut **e)).collect();
+        let mut entries: Vec<(ProfileKey, &mut Entry)> = self.profiles.iter_mut().collect();
         let chunk = entries.len().div_ceil(threads).max(1);
         let parts: Vec<BuildPart> = std::thread::scope(|scope| {
             let handles: Vec<_> = entries
@@ -647,7 +647,7 @@ impl Engine {
         cause: &Cause,
         transitions: &mut Vec<Transition>,
     ) {
-        let Some(entry) = self.profiles.get_mut(&profile) else { return };
+        let Some(entry) = self.profiles.get_mut(profile) else { return };
         for (slot, evaluation) in answers {
             entry.set_wake(slot, evaluation.next_change);
             if entry.set_member(slot, evaluation.member)
@@ -674,7 +674,7 @@ impl Engine {
         cause: &Cause,
         transitions: &mut Vec<Transition>,
     ) {
-        let Some(entry) = self.profiles.get(&profile) else { return };
+        let Some(entry) = self.profiles.get(profile) else { return };
         let mut answers: Vec<(u32, Evaluation)> = Vec::new();
         let mut changed: Vec<u32> = Vec::new();
         for &slot in &self.order {
@@ -701,8 +701,8 @@ impl Engine {
         for change in changes {
             match change {
                 Change::Updated { profile, data, events } => {
-                    let first_seen = !self.profiles.contains_key(&profile);
-                    let entry = self.profiles.entry(profile).or_default();
+                    let first_seen = !self.profiles.contains(profile);
+                    let entry = self.profiles.get_or_default(profile);
                     let (t, cause) = touched.entry(profile).or_insert((Touched::default(), Cause::ProfileChanged));
                     if first_seen {
                         // Never evaluated: a segment that holds for someone we know nothing about (`not has
@@ -725,8 +725,8 @@ impl Engine {
                     }
                 }
                 Change::Merged { from, into } => {
-                    let absorbed = self.profiles.get_mut(&from).map(|e| std::mem::take(&mut e.summary));
-                    let entry = self.profiles.entry(into).or_default();
+                    let absorbed = self.profiles.get_mut(from).map(|e| std::mem::take(&mut e.summary));
+                    let entry = self.profiles.get_or_default(into);
                     if let Some(summary) = absorbed {
                         entry.summary.absorb(summary);
                     }
@@ -741,7 +741,7 @@ impl Engine {
                     gone.push((from, Cause::MergedInto { into }));
                 }
                 Change::Rebuilt { profile, events } => {
-                    let entry = self.profiles.entry(profile).or_default();
+                    let entry = self.profiles.get_or_default(profile);
                     entry.summary.clear_events();
                     entry.summary.add_events(&events, &self.interest, &mut self.interner);
                     let (t, _) = touched.entry(profile).or_insert((Touched::default(), Cause::Recomputed));
@@ -760,7 +760,7 @@ impl Engine {
             self.drop_profile(profile, now, cause, &mut transitions);
         }
         for (profile, (t, cause)) in touched {
-            let Some(entry) = self.profiles.get_mut(&profile) else { continue };
+            let Some(entry) = self.profiles.get_mut(profile) else { continue };
             entry.summary.prune(&self.interest, now);
             let everything = t.attributes.contains("*");
             let wanted = |s: &Slot, _slot: u32| {
@@ -775,7 +775,7 @@ impl Engine {
     }
 
     fn drop_profile(&mut self, profile: ProfileKey, now: DateTime<Utc>, cause: Cause, out: &mut Vec<Transition>) {
-        let Some(entry) = self.profiles.remove(&profile) else { return };
+        let Some(entry) = self.profiles.remove(profile) else { return };
         if let Some(at) = entry.timer {
             self.timers.remove(&(at, profile));
         }
@@ -803,7 +803,7 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
-            let due: Vec<u32> = match self.profiles.get_mut(&profile) {
+            let due: Vec<u32> = match self.profiles.get_mut(profile) {
                 Some(entry) => {
                     entry.timer = None;
                     entry.summary.prune(&self.interest, now);
@@ -832,7 +832,7 @@ impl Engine {
         if !self.covers(condition) {
             return Err(EngineError::NeedsReload);
         }
-        let entries: Vec<(&ProfileKey, &Entry)> = self.profiles.iter().map(|(p, e)| (p, &**e)).collect();
+        let entries: Vec<(ProfileKey, &Entry)> = self.profiles.iter().collect();
         let chunk = entries.len().div_ceil(self.threads.max(1)).max(1);
         let parts: Vec<(usize, Vec<ProfileKey>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = entries
@@ -846,7 +846,7 @@ impl Engine {
                                 |name: &str| self.by_name.get(name).is_some_and(|slot| entry.is_member(*slot));
                             if evaluate(condition, &entry.summary, now, &in_segment).member {
                                 count += 1;
-                                ids.push(**id);
+                                ids.push(*id);
                             }
                         }
                         ids.sort_unstable();

@@ -10,6 +10,7 @@
 //! This crate is pure: no I/O, and "now" is always a parameter.
 
 pub mod ast;
+mod by_profile;
 pub mod engine;
 pub mod eval;
 pub mod parse;
