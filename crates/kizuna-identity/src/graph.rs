@@ -241,9 +241,22 @@ impl Cluster {
         })
     }
 
-    /// The latest link's order; [`NO_ORDER`] while there is none.
-    fn max_order(&self) -> Order {
-        self.links().map(|l| l.order).max().unwrap_or(NO_ORDER)
+    /// The order of the link with these identifiers and trust if there is one, and the latest link's order
+    /// ([`NO_ORDER`] while there is none): what every message asks of its cluster, read in one pass.
+    fn known_and_latest(&self, nodes: &[NodeId], trusted: bool) -> (Option<Order>, Order) {
+        let wanted = sorted(nodes);
+        let (mut known, mut latest) = (None, NO_ORDER);
+        for link in self.links() {
+            latest = latest.max(link.order);
+            if known.is_none()
+                && link.trusted == trusted
+                && link.nodes.len() == nodes.len()
+                && sorted(link.nodes) == wanted
+            {
+                known = Some(link.order);
+            }
+        }
+        (known, latest)
     }
 
     fn find_link(&self, nodes: &[NodeId], trusted: bool) -> Option<LinkView<'_>> {
@@ -290,8 +303,8 @@ pub struct IdentityGraph {
     /// [`NO_NODE`] where no profile (or no longer one) has that id. A map of vectors was 90 bytes a profile.
     profile_heads: Paged<NodeId>,
     profile_count: usize,
-    /// Indexed by cluster id (one per identifier ever interned; most are folded away into others, leaving `None`:
-    /// boxed, so an empty slot costs 8 bytes rather than a whole cluster).
+    /// Indexed by cluster id: restore numbers the clusters it leaves densely; after it, each new identifier
+    /// starts one more, and folding leaves `None` behind (16 bytes a slot).
     clusters: Paged<Option<Cluster>>,
     next_profile: ProfileId,
 }
@@ -466,9 +479,8 @@ impl IdentityGraph {
         let nodes: Vec<NodeId> = link.identifiers.iter().map(|id| self.intern(id)).collect();
         let cluster_id = self.union_clusters(&nodes);
         let order = Order::of(&link.order);
-        let cluster = self.cluster(cluster_id);
-        let known = cluster.find_link(&nodes, link.trusted).map(|l| l.order);
-        let in_order = order >= cluster.max_order();
+        let (known, latest) = self.cluster(cluster_id).known_and_latest(&nodes, link.trusted);
+        let in_order = order >= latest;
         match known {
             Some(earlier) if earlier <= order => {
                 // The same identifiers were linked before: applying them again changes nothing.

@@ -171,7 +171,8 @@ fn repacking_keeps_every_cluster_as_it_was() {
 fn a_packed_cluster_reads_changes_and_merges_its_links_in_place() {
     let (early, late) = (Order { at_ms: -5, tie: u64::MAX }, Order { at_ms: 1 << 40, tie: 7 });
     let mut cluster = Cluster::of(1);
-    assert_eq!((cluster.nodes(), cluster.links().count(), cluster.max_order()), (&[1][..], 0, NO_ORDER));
+    assert_eq!((cluster.nodes(), cluster.links().count()), (&[1][..], 0));
+    assert_eq!(cluster.known_and_latest(&[1], false), (None, NO_ORDER));
     cluster.push_link(&[1], late, false);
     let mut other = Cluster::of(2);
     other.push_link(&[2, 1], early, true);
@@ -180,7 +181,8 @@ fn a_packed_cluster_reads_changes_and_merges_its_links_in_place() {
     let links: Vec<(Order, bool, Vec<NodeId>)> =
         cluster.links().map(|l| (l.order, l.trusted, l.nodes.to_vec())).collect();
     assert_eq!(links, vec![(late, false, vec![1]), (early, true, vec![2, 1])]);
-    assert_eq!(cluster.max_order(), late);
+    assert_eq!(cluster.known_and_latest(&[1], false), (Some(late), late));
+    assert_eq!(cluster.known_and_latest(&[1, 2], true), (Some(early), late));
     assert!(cluster.find_link(&[1, 2], false).is_none(), "trust is part of a link");
     let found = cluster.find_link(&[1, 2], true).map(|l| (l.at, l.order));
     let Some((at, order)) = found else { panic!("the merged link is found whatever its identifiers' order") };
