@@ -24,7 +24,7 @@ use kizuna_messaging::{
     TemplateError,
 };
 use kizuna_pipeline::Pipeline;
-use kizuna_store::messages::{NewMessage, StoredMessage, Transition};
+use kizuna_store::messages::{NewMessage, StoredMessage, Suppression, Transition};
 use kizuna_store::{Source, Store, StoreError};
 use kizuna_types::Clock;
 use parking_lot::{Mutex, RwLock};
@@ -405,6 +405,35 @@ impl Messenger {
         Ok(self.live_recipient(id)?.map(|(_, recipient)| recipient))
     }
 
+    /// Reads a round's people, and whether their addresses are suppressed, in one read transaction each instead
+    /// of two per message (perf of a wave of flow sends: those per-message reads were ~15% of the node's CPU).
+    /// Whoever is not found here (merged away since the message was queued, or gone) is resolved message by
+    /// message, as before.
+    fn round_reads(&self, due: &[StoredMessage]) -> MessagingResult<RoundReads> {
+        let ids: Vec<ProfileId> = due.iter().filter_map(|m| m.profile_id).collect();
+        let recipients: HashMap<ProfileId, profile::Recipient> = self
+            .inner
+            .store
+            .profiles(&ids)?
+            .into_iter()
+            .map(|(id, found)| (id, profile::Recipient::of(&found)))
+            .collect();
+        let keys: Vec<(&'static str, String)> = due
+            .iter()
+            .filter_map(|m| {
+                let channel = Channel::parse(&m.channel).filter(|c| c.reaches_a_person())?;
+                Some((channel.as_str(), recipients.get(&m.profile_id?)?.address(channel)?))
+            })
+            .collect();
+        let asked: Vec<(&str, &str)> = keys.iter().map(|(channel, address)| (*channel, address.as_str())).collect();
+        let mut suppressions: HashMap<(String, String), Option<Suppression>> =
+            keys.iter().map(|(channel, address)| (((*channel).to_owned(), address.clone()), None)).collect();
+        for found in self.inner.store.messages().suppressions_of(&asked)? {
+            suppressions.insert((found.channel.clone(), found.address.clone()), Some(found));
+        }
+        Ok(RoundReads { recipients, suppressions })
+    }
+
     /// The person a message queued for `id` is for now, and their profile id.
     fn live_recipient(&self, id: ProfileId) -> MessagingResult<Option<(ProfileId, profile::Recipient)>> {
         if let Some(found) = self.inner.store.profile(id)? {
@@ -619,11 +648,12 @@ impl Messenger {
         let mut to_send = Vec::new();
         // Sends decided earlier in this round count against caps too (they are not committed as sent yet).
         let mut this_round: HashMap<(ProfileId, String), Vec<DateTime<Utc>>> = HashMap::new();
+        let mut reads = self.round_reads(&due)?;
         for message in &due {
             // Keyed by the person the message is for now (merges since it was queued followed).
             let earlier =
                 |live: ProfileId| this_round.get(&(live, message.channel.clone())).cloned().unwrap_or_default();
-            match self.prepare(message, now, &earlier) {
+            match self.prepare(message, now, &earlier, &mut reads) {
                 Ok(Prepared::Settled(t)) => settled.push(t),
                 Ok(Prepared::Send(outgoing, transport, profile)) => {
                     if message.purpose == Purpose::Marketing.as_str() {
@@ -707,6 +737,7 @@ impl Messenger {
         message: &StoredMessage,
         now: DateTime<Utc>,
         earlier_this_round: &dyn Fn(ProfileId) -> Vec<DateTime<Utc>>,
+        reads: &mut RoundReads,
     ) -> MessagingResult<(Decision, Option<Gated>)> {
         let channel = Channel::parse(&message.channel).ok_or_else(|| invalid("channel", "unknown channel"))?;
         let purpose = Purpose::parse(&message.purpose).unwrap_or(Purpose::Marketing);
@@ -714,7 +745,11 @@ impl Messenger {
         let Some(profile_id) = message.profile_id else {
             return Err(invalid("profile_id", "a queued message needs a profile"));
         };
-        let Some((profile_id, recipient)) = self.live_recipient(profile_id)? else {
+        let found = match reads.recipients.remove(&profile_id) {
+            Some(recipient) => Some((profile_id, recipient)),
+            None => self.live_recipient(profile_id)?,
+        };
+        let Some((profile_id, recipient)) = found else {
             return Ok((Decision::Suppress { reason: GONE.into() }, None));
         };
         let address = match channel {
@@ -723,7 +758,12 @@ impl Messenger {
         };
         let suppressed = match &address {
             Some(address) if channel.reaches_a_person() => {
-                self.inner.store.messages().suppression(channel.as_str(), address)?.filter(|s| {
+                let key = (channel.as_str().to_owned(), address.clone());
+                match reads.suppressions.get(&key) {
+                    Some(known) => known.clone(),
+                    None => self.inner.store.messages().suppression(channel.as_str(), address)?,
+                }
+                .filter(|s| {
                     // A hard bounce stops everything; unsubscribes and complaints stop marketing only.
                     purpose == Purpose::Marketing || s.reason == "hard_bounce"
                 })
@@ -807,7 +847,7 @@ impl Messenger {
             clicked_at: None,
             erased_at: None,
         };
-        Ok(self.gate(&message, at, &|_| earlier.to_vec())?.0)
+        Ok(self.gate(&message, at, &|_| earlier.to_vec(), &mut RoundReads::default())?.0)
     }
 
     fn prepare(
@@ -815,8 +855,9 @@ impl Messenger {
         message: &StoredMessage,
         now: DateTime<Utc>,
         earlier_this_round: &dyn Fn(ProfileId) -> Vec<DateTime<Utc>>,
+        reads: &mut RoundReads,
     ) -> MessagingResult<Prepared> {
-        let (decision, gated) = self.gate(message, now, earlier_this_round)?;
+        let (decision, gated) = self.gate(message, now, earlier_this_round, reads)?;
         // Records whom the message is for when a merge since it was queued changed that (queued messages keep
         // the profile they were queued for; see migration 14).
         let moved = gated.as_ref().map(|g| g.profile).filter(|live| message.profile_id != Some(*live));
@@ -928,6 +969,15 @@ fn track_line_links(value: &mut Value, links: &Links<'_>) {
         Value::Array(items) => items.iter_mut().for_each(|item| track_line_links(item, links)),
         _ => {}
     }
+}
+
+/// What a round of sends read up front about its people ([`Messenger::round_reads`]); empty outside a round.
+#[derive(Default)]
+struct RoundReads {
+    /// Each person found, taken by their first message of the round (a second one reads them again).
+    recipients: HashMap<ProfileId, profile::Recipient>,
+    /// Every `(channel, address)` looked up, with its suppression if there is one.
+    suppressions: HashMap<(String, String), Option<Suppression>>,
 }
 
 /// A message the governor looked at, with what sending it needs.

@@ -50,6 +50,9 @@ pub trait Store: Send + Sync + 'static {
     fn api_key_is_valid(&self, key: &str) -> StoreResult<bool>;
 
     fn profile(&self, id: ProfileId) -> StoreResult<Option<StoredProfile>>;
+    /// [`Store::profile`] of many ids in one read, keyed by id; ids without a profile (merged away, erased)
+    /// are absent. For a round of sends, which otherwise pays a read transaction per person.
+    fn profiles(&self, ids: &[ProfileId]) -> StoreResult<HashMap<ProfileId, StoredProfile>>;
     /// Follows merges: the live profile an old (merged-away) profile id now lives in.
     fn live_profile_id(&self, id: ProfileId) -> StoreResult<Option<ProfileId>>;
     /// [`Store::live_profile_id`] of many ids in one read (a flow round or a batch of sends checks thousands).

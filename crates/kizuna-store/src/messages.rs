@@ -187,6 +187,8 @@ pub trait MessageStore: Send + Sync {
     fn suppress(&self, channel: &str, address: &str, reason: &str, now: DateTime<Utc>) -> StoreResult<()>;
     fn unsuppress(&self, channel: &str, address: &str) -> StoreResult<bool>;
     fn suppression(&self, channel: &str, address: &str) -> StoreResult<Option<Suppression>>;
+    /// [`MessageStore::suppression`] of many `(channel, address)` pairs in one read: the suppressed ones.
+    fn suppressions_of(&self, keys: &[(&str, &str)]) -> StoreResult<Vec<Suppression>>;
     fn suppressions(&self, limit: usize) -> StoreResult<Vec<Suppression>>;
 
     /// Records an open or click; returns false when the message is unknown.

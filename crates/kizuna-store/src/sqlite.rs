@@ -327,9 +327,10 @@ impl SqliteStore {
         // identifiers, a page of runs and their steps) sees one snapshot, never half of a commit. (Tried for
         // speed too — a connection keeps its page cache within a transaction — and measured no change in a
         // batch of 8,000 point reads.)
-        conn.execute_batch("BEGIN")?;
+        // Cached statements: `execute_batch` would parse BEGIN and COMMIT again on every read.
+        conn.execute_cached("BEGIN", [])?;
         let result = f(&conn);
-        let ended = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let ended = conn.execute_cached(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }, []);
         // A connection whose transaction could not end would hand its old snapshot to the next reader.
         if ended.is_ok() || conn.is_autocommit() {
             let mut pool = self.readers.lock();
@@ -608,34 +609,22 @@ impl Store for SqliteStore {
     }
 
     fn profile(&self, id: ProfileId) -> StoreResult<Option<StoredProfile>> {
+        self.with_reader(|conn| read_profile(conn, id))
+    }
+
+    fn profiles(&self, ids: &[ProfileId]) -> StoreResult<HashMap<ProfileId, StoredProfile>> {
+        // In id order: neighbouring lookups share b-tree pages.
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
         self.with_reader(|conn| {
-            let row = conn
-                .query_row_cached(
-                    "SELECT state, created_at, updated_at FROM profiles WHERE id = ?1",
-                    [id as i64],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-                )
-                .optional()?;
-            let Some((state, created, updated)) = row else { return Ok(None) };
-            let mut stmt = conn.prepare_cached("SELECT kind, value FROM identities WHERE profile_id = ?1")?;
-            let mut identities: Vec<Identifier> = stmt
-                .query_map([id as i64], |r| {
-                    Ok(Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            identities.sort();
-            let scores: Option<String> = conn
-                .prepare_cached("SELECT scores FROM profile_scores WHERE profile_id = ?1")?
-                .query_row([id as i64], |r| r.get(0))
-                .optional()?;
-            Ok(Some(StoredProfile {
-                id,
-                state: serde_json::from_str(&state)?,
-                scores: scores.map(|s| serde_json::from_str(&s)).transpose()?,
-                identities,
-                created_at: from_ms(created),
-                updated_at: from_ms(updated),
-            }))
+            let mut out = HashMap::with_capacity(sorted.len());
+            for id in sorted {
+                if let Some(profile) = read_profile(conn, id)? {
+                    out.insert(id, profile);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -1393,6 +1382,35 @@ impl WriteTx for SqliteTx<'_> {
         self.tx.commit()?;
         Ok(())
     }
+}
+
+/// A profile with its identifiers and latest scores, read inside the caller's transaction.
+fn read_profile(conn: &Connection, id: ProfileId) -> StoreResult<Option<StoredProfile>> {
+    let row = conn
+        .query_row_cached("SELECT state, created_at, updated_at FROM profiles WHERE id = ?1", [id as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+        .optional()?;
+    let Some((state, created, updated)) = row else { return Ok(None) };
+    let mut stmt = conn.prepare_cached("SELECT kind, value FROM identities WHERE profile_id = ?1")?;
+    let mut identities: Vec<Identifier> = stmt
+        .query_map([id as i64], |r| {
+            Ok(Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    identities.sort();
+    let scores: Option<String> = conn
+        .prepare_cached("SELECT scores FROM profile_scores WHERE profile_id = ?1")?
+        .query_row([id as i64], |r| r.get(0))
+        .optional()?;
+    Ok(Some(StoredProfile {
+        id,
+        state: serde_json::from_str(&state)?,
+        scores: scores.map(|s| serde_json::from_str(&s)).transpose()?,
+        identities,
+        created_at: from_ms(created),
+        updated_at: from_ms(updated),
+    }))
 }
 
 #[cfg(test)]

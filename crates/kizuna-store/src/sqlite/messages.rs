@@ -266,50 +266,55 @@ impl MessageStore for SqliteStore {
             let tx = conn.transaction()?;
             let mut applied = Vec::with_capacity(transitions.len());
             {
-                // A message erased while it was in flight keeps nothing personal from its outcome (the address,
-                // a provider's reason that may quote it) and cannot go back to the queue; a forgotten one drops
-                // what it had.
+                // Read, then update by rowid: `UPDATE … RETURNING` opened and created a temporary b-tree on
+                // every execution. The writer's transaction holds the write lock, so nothing changes the row
+                // between the two.
+                let mut current = tx.prepare_cached(
+                    "SELECT rowid, state IN ('queued', 'deferred'), erased_at IS NOT NULL FROM msg_messages
+                     WHERE id = ?1",
+                )?;
                 let mut update = tx.prepare_cached(
                     "UPDATE msg_messages SET due_at = COALESCE(?4, due_at),
                          provider_id = COALESCE(?6, provider_id),
                          attempts = attempts + ?7, sent_at = CASE WHEN ?8 THEN ?9 ELSE sent_at END, updated_at = ?9,
-                         state = CASE WHEN erased_at IS NOT NULL AND ?2 IN ('queued', 'deferred', 'sending')
-                                      THEN 'suppressed' ELSE ?2 END,
-                         reason = CASE WHEN erased_at IS NULL THEN ?3 ELSE 'erased' END,
+                         state = ?2, reason = ?3,
                          recipient = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?5, recipient) END,
                          profile_id = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?10, profile_id) END,
                          context = CASE WHEN ?11 THEN '{}' ELSE context END,
                          erased_at = CASE WHEN ?11 THEN COALESCE(erased_at, ?9) ELSE erased_at END
-                     WHERE id = ?1 AND (NOT ?12 OR state IN ('queued', 'deferred'))
-                     RETURNING state, reason",
+                     WHERE rowid = ?1",
                 )?;
                 let mut decision = tx.prepare_cached(
                     "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for t in transitions {
-                    let recorded: Option<(String, Option<String>)> = update
-                        .query_row(
-                            params![
-                                t.id,
-                                t.state,
-                                t.reason,
-                                t.due_at.map(ms),
-                                t.recipient,
-                                t.provider_id,
-                                i64::from(t.attempted),
-                                t.sent,
-                                ms(now),
-                                t.profile.map(|p| p as i64),
-                                t.forget,
-                                t.claim,
-                            ],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    applied.push(recorded.is_some());
-                    if let Some((state, reason)) = recorded {
-                        decision.execute(params![t.id, ms(now), state, reason.unwrap_or_default()])?;
-                    }
+                    let found: Option<(i64, bool, bool)> =
+                        current.query_row([&t.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+                    let Some((rowid, _, erased)) = found.filter(|(_, waiting, _)| !t.claim || *waiting) else {
+                        applied.push(false);
+                        continue;
+                    };
+                    // A message erased while it was in flight keeps nothing personal from its outcome (the
+                    // address, a provider's reason that may quote it) and cannot go back to the queue; a
+                    // forgotten one drops what it had.
+                    let reopened = matches!(t.state.as_str(), "queued" | "deferred" | "sending");
+                    let state = if erased && reopened { "suppressed" } else { t.state.as_str() };
+                    let reason = if erased { "erased" } else { t.reason.as_str() };
+                    update.execute(params![
+                        rowid,
+                        state,
+                        reason,
+                        t.due_at.map(ms),
+                        t.recipient,
+                        t.provider_id,
+                        i64::from(t.attempted),
+                        t.sent,
+                        ms(now),
+                        t.profile.map(|p| p as i64),
+                        t.forget,
+                    ])?;
+                    decision.execute(params![t.id, ms(now), state, reason])?;
+                    applied.push(true);
                 }
             }
             tx.commit()?;
@@ -428,6 +433,24 @@ impl MessageStore for SqliteStore {
                     suppression_row,
                 )
                 .optional()?)
+        })
+    }
+
+    fn suppressions_of(&self, keys: &[(&str, &str)]) -> StoreResult<Vec<Suppression>> {
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel, address, reason, at FROM msg_suppressions WHERE channel = ?1 AND address = ?2",
+            )?;
+            let mut found = Vec::new();
+            for (channel, address) in sorted {
+                if let Some(suppression) = stmt.query_row([channel, address], suppression_row).optional()? {
+                    found.push(suppression);
+                }
+            }
+            Ok(found)
         })
     }
 
