@@ -405,11 +405,12 @@ impl Messenger {
         Ok(self.live_recipient(id)?.map(|(_, recipient)| recipient))
     }
 
-    /// Reads a round's people, and whether their addresses are suppressed, in one read transaction each instead
-    /// of two per message (perf of a wave of flow sends: those per-message reads were ~15% of the node's CPU).
-    /// Whoever is not found here (merged away since the message was queued, or gone) is resolved message by
-    /// message, as before.
-    fn round_reads(&self, due: &[StoredMessage]) -> MessagingResult<RoundReads> {
+    /// Reads a round's people, whether their addresses are suppressed and their recent marketing sends (caps) in
+    /// one read transaction each instead of up to three per message. A read transaction that begins after a
+    /// commit starts with an empty page cache, so one per message read each person's b-tree path from the OS
+    /// again while ingestion and the flow engine committed. Whoever is not found here (merged away since the
+    /// message was queued, or gone) is resolved message by message, as before.
+    fn round_reads(&self, due: &[StoredMessage], now: DateTime<Utc>) -> MessagingResult<RoundReads> {
         let ids: Vec<ProfileId> = due.iter().filter_map(|m| m.profile_id).collect();
         let recipients: HashMap<ProfileId, profile::Recipient> = self
             .inner
@@ -431,7 +432,31 @@ impl Messenger {
         for found in self.inner.store.messages().suppressions_of(&asked)? {
             suppressions.insert((found.channel.clone(), found.address.clone()), Some(found));
         }
-        Ok(RoundReads { recipients, suppressions })
+        let mut capped: HashMap<Channel, Vec<ProfileId>> = HashMap::new();
+        for m in due.iter().filter(|m| m.purpose == Purpose::Marketing.as_str()) {
+            if let (Some(channel), Some(profile)) = (Channel::parse(&m.channel), m.profile_id)
+                && recipients.contains_key(&profile)
+            {
+                capped.entry(channel).or_default().push(profile);
+            }
+        }
+        let mut sent_times = HashMap::new();
+        for (channel, people) in capped {
+            let lookback = self.inner.live.read().policy.lookback(channel);
+            if lookback <= Duration::zero() {
+                continue;
+            }
+            let mut found = self.inner.store.messages().sent_times_of(
+                &people,
+                channel.as_str(),
+                Purpose::Marketing.as_str(),
+                now - lookback,
+            )?;
+            for profile in people {
+                sent_times.insert((profile, channel), found.remove(&profile).unwrap_or_default());
+            }
+        }
+        Ok(RoundReads { recipients, suppressions, sent_times })
     }
 
     /// The person a message queued for `id` is for now, and their profile id.
@@ -648,7 +673,7 @@ impl Messenger {
         let mut to_send = Vec::new();
         // Sends decided earlier in this round count against caps too (they are not committed as sent yet).
         let mut this_round: HashMap<(ProfileId, String), Vec<DateTime<Utc>>> = HashMap::new();
-        let mut reads = self.round_reads(&due)?;
+        let mut reads = self.round_reads(&due, now)?;
         for message in &due {
             // Keyed by the person the message is for now (merges since it was queued followed).
             let earlier =
@@ -772,12 +797,15 @@ impl Messenger {
         };
         let lookback = self.inner.live.read().policy.lookback(channel);
         let sends = if purpose == Purpose::Marketing && lookback > Duration::zero() {
-            let mut sends = self.inner.store.messages().sent_times(
-                profile_id,
-                channel.as_str(),
-                purpose.as_str(),
-                now - lookback,
-            )?;
+            let mut sends = match reads.sent_times.get(&(profile_id, channel)) {
+                Some(known) => known.clone(),
+                None => self.inner.store.messages().sent_times(
+                    profile_id,
+                    channel.as_str(),
+                    purpose.as_str(),
+                    now - lookback,
+                )?,
+            };
             sends.extend(earlier_this_round(profile_id));
             sends
         } else {
@@ -978,6 +1006,8 @@ struct RoundReads {
     recipients: HashMap<ProfileId, profile::Recipient>,
     /// Every `(channel, address)` looked up, with its suppression if there is one.
     suppressions: HashMap<(String, String), Option<Suppression>>,
+    /// Each person's marketing sends of a channel within its caps' lookback, for everyone looked up.
+    sent_times: HashMap<(ProfileId, Channel), Vec<DateTime<Utc>>>,
 }
 
 /// A message the governor looked at, with what sending it needs.

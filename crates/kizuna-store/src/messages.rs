@@ -6,6 +6,7 @@ use crate::StoreResult;
 use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
 use serde::Serialize;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredTemplate {
@@ -183,6 +184,16 @@ pub trait MessageStore: Send + Sync {
         purpose: &str,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DateTime<Utc>>>;
+
+    /// [`MessageStore::sent_times`] of many people in one read, keyed by person: those with no sends since
+    /// `since` are absent.
+    fn sent_times_of(
+        &self,
+        profiles: &[ProfileId],
+        channel: &str,
+        purpose: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<ProfileId, Vec<DateTime<Utc>>>>;
 
     fn suppress(&self, channel: &str, address: &str, reason: &str, now: DateTime<Utc>) -> StoreResult<()>;
     fn unsuppress(&self, channel: &str, address: &str) -> StoreResult<bool>;

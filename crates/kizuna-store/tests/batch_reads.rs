@@ -4,7 +4,7 @@
 use chrono::{TimeZone, Utc};
 use kizuna_identity::{IdKind, Identifier};
 use kizuna_profiles::{DataKind, ProfileState, TraitEntry};
-use kizuna_store::messages::MessageStore;
+use kizuna_store::messages::{MessageStore, NewMessage, Transition};
 use kizuna_store::{Durability, SqliteStore, Store};
 
 #[test]
@@ -74,5 +74,67 @@ fn suppressions_of_many_addresses_are_the_suppressed_ones() -> anyhow::Result<()
         let single = messages.suppression(channel, address)?;
         assert_eq!(single.is_some(), found.iter().any(|(c, a, _)| c == channel && a == address));
     }
+    Ok(())
+}
+
+#[test]
+fn sent_times_of_many_people_match_each_persons_read() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Process)?;
+    let messages = Store::messages(&store);
+    let start = Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).single().expect("a valid time");
+    // Person 1: two marketing emails and one transactional; person 2: one marketing SMS; person 3: nothing sent.
+    let sends = [
+        (1u64, "email", "marketing"),
+        (1, "email", "transactional"),
+        (1, "email", "marketing"),
+        (2, "sms", "marketing"),
+    ];
+    for (i, (profile, channel, purpose)) in sends.into_iter().enumerate() {
+        let at = start + chrono::Duration::minutes(i as i64);
+        let id = format!("m{i}");
+        messages.enqueue(
+            &[NewMessage {
+                id: id.clone(),
+                idempotency_key: None,
+                profile_id: Some(profile),
+                channel: channel.into(),
+                purpose: purpose.into(),
+                priority: 1,
+                template: "t".into(),
+                template_version: 1,
+                flow: None,
+                campaign: None,
+                context: serde_json::json!({}),
+                recipient: None,
+                test: false,
+                due_at: at,
+            }],
+            at,
+        )?;
+        let sent = Transition {
+            id,
+            state: "sent".into(),
+            reason: "sent".into(),
+            due_at: None,
+            recipient: Some(format!("to-{profile}")),
+            provider_id: None,
+            attempted: true,
+            sent: true,
+            profile: None,
+            forget: false,
+            claim: false,
+        };
+        assert_eq!(messages.record(&[sent], at)?, vec![true]);
+    }
+
+    let since = start + chrono::Duration::seconds(30);
+    let email = messages.sent_times_of(&[3, 1, 2, 1], "email", "marketing", since)?;
+    assert_eq!(email.keys().copied().collect::<Vec<_>>(), vec![1], "only person 1 had marketing email since then");
+    assert_eq!(email[&1], messages.sent_times(1, "email", "marketing", since)?);
+    assert_eq!(email[&1], vec![start + chrono::Duration::minutes(2)], "the send before `since` is left out");
+    let sms = messages.sent_times_of(&[1, 2], "sms", "marketing", start)?;
+    assert_eq!(sms.get(&2), Some(&vec![start + chrono::Duration::minutes(3)]));
+    assert!(!sms.contains_key(&1));
     Ok(())
 }

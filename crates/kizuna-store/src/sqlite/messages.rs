@@ -10,6 +10,7 @@ use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use kizuna_identity::ProfileId;
 use rusqlite::{OptionalExtension, Row, params};
+use std::collections::HashMap;
 
 const MESSAGE_COLUMNS: &str = "id, idempotency_key, profile_id, channel, purpose, priority, template, template_version, \
      flow, campaign, context, recipient, state, reason, due_at, attempts, provider_id, test, created_at, updated_at, \
@@ -394,13 +395,34 @@ impl MessageStore for SqliteStore {
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<DateTime<Utc>>> {
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT sent_at FROM msg_messages
-                 WHERE profile_id = ?1 AND channel = ?2 AND sent_at >= ?3 AND purpose = ?4 AND test = 0
-                   AND state IN ('sending', 'sent', 'delivered')",
-            )?;
+            let mut stmt = conn.prepare_cached(SENT_TIMES)?;
             let rows = stmt.query_map(params![profile as i64, channel, ms(since), purpose], |r| r.get::<_, i64>(0))?;
             rows.map(|r| Ok(from_ms(r?))).collect()
+        })
+    }
+
+    fn sent_times_of(
+        &self,
+        profiles: &[ProfileId],
+        channel: &str,
+        purpose: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<ProfileId, Vec<DateTime<Utc>>>> {
+        let mut sorted = profiles.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(SENT_TIMES)?;
+            let mut out = HashMap::new();
+            for profile in sorted {
+                let rows =
+                    stmt.query_map(params![profile as i64, channel, ms(since), purpose], |r| r.get::<_, i64>(0))?;
+                let times: Vec<DateTime<Utc>> = rows.map(|r| r.map(from_ms)).collect::<Result<_, _>>()?;
+                if !times.is_empty() {
+                    out.insert(profile, times);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -707,6 +729,11 @@ impl MessageStore for SqliteStore {
         })
     }
 }
+
+/// One person's sends of a channel and purpose since a time (frequency caps), through the sent messages' index.
+const SENT_TIMES: &str = "SELECT sent_at FROM msg_messages
+     WHERE profile_id = ?1 AND channel = ?2 AND sent_at >= ?3 AND purpose = ?4 AND test = 0
+       AND state IN ('sending', 'sent', 'delivered')";
 
 fn suppression_row(r: &Row<'_>) -> rusqlite::Result<Suppression> {
     Ok(Suppression { channel: r.get(0)?, address: r.get(1)?, reason: r.get(2)?, at: from_ms(r.get(3)?) })
