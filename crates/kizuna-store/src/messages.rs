@@ -211,6 +211,8 @@ pub trait MessageStore: Send + Sync {
         url: Option<&str>,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Opens and clicks since `since` by `profile` and by everyone merged into it, also before messaging has
+    /// moved the merged-away people's rows to it.
     fn touches(&self, profile: ProfileId, since: DateTime<Utc>) -> StoreResult<Vec<TouchRow>>;
     /// Records an order's attribution once; false when the order was already attributed.
     fn record_attribution(&self, row: &AttributionRow) -> StoreResult<bool>;

@@ -528,8 +528,14 @@ impl MessageStore for SqliteStore {
 
     fn touches(&self, profile: ProfileId, since: DateTime<Utc>) -> StoreResult<Vec<TouchRow>> {
         self.with_reader(|conn| {
+            // Through the merges as recorded, not only as messaging has applied them: an order can be attributed
+            // before the touches of someone merged into its buyer have moved (see the attribution thread).
             let mut stmt = conn.prepare_cached(
-                "SELECT message_id, kind, at, machine FROM msg_touches WHERE profile_id = ?1 AND at >= ?2",
+                "WITH RECURSIVE people(id) AS (
+                     SELECT ?1 UNION SELECT merges.from_profile FROM merges JOIN people ON merges.into_profile = people.id
+                 )
+                 SELECT message_id, kind, at, machine FROM msg_touches
+                 WHERE profile_id IN (SELECT id FROM people) AND at >= ?2",
             )?;
             let rows = stmt.query_map(params![profile as i64, ms(since)], |r| {
                 Ok(TouchRow {

@@ -1,8 +1,9 @@
-//! The batch reads a round of sends makes once instead of once per message answer what the single reads answer,
-//! and leave out what those find nothing for.
+//! What messaging reads on its hot paths. The batch reads a round of sends makes once instead of once per
+//! message answer what the single reads answer and leave out what those find nothing for; attribution's read of
+//! touches follows merges as recorded, before messaging has moved the rows.
 
 use chrono::{TimeZone, Utc};
-use kizuna_identity::{IdKind, Identifier};
+use kizuna_identity::{IdKind, Identifier, MergeRecord};
 use kizuna_profiles::{DataKind, ProfileState, TraitEntry};
 use kizuna_store::messages::{MessageStore, NewMessage, Transition};
 use kizuna_store::{Durability, SqliteStore, Store};
@@ -93,25 +94,7 @@ fn sent_times_of_many_people_match_each_persons_read() -> anyhow::Result<()> {
     for (i, (profile, channel, purpose)) in sends.into_iter().enumerate() {
         let at = start + chrono::Duration::minutes(i as i64);
         let id = format!("m{i}");
-        messages.enqueue(
-            &[NewMessage {
-                id: id.clone(),
-                idempotency_key: None,
-                profile_id: Some(profile),
-                channel: channel.into(),
-                purpose: purpose.into(),
-                priority: 1,
-                template: "t".into(),
-                template_version: 1,
-                flow: None,
-                campaign: None,
-                context: serde_json::json!({}),
-                recipient: None,
-                test: false,
-                due_at: at,
-            }],
-            at,
-        )?;
+        queue(messages, &id, profile, (channel, purpose), at)?;
         let sent = Transition {
             id,
             state: "sent".into(),
@@ -136,5 +119,76 @@ fn sent_times_of_many_people_match_each_persons_read() -> anyhow::Result<()> {
     let sms = messages.sent_times_of(&[1, 2], "sms", "marketing", start)?;
     assert_eq!(sms.get(&2), Some(&vec![start + chrono::Duration::minutes(3)]));
     assert!(!sms.contains_key(&1));
+    Ok(())
+}
+
+/// Attribution reads touches before messaging has moved a merged-away person's rows (it applies merges at most
+/// every quarter second): the survivor's touches include theirs, through merges of merges.
+#[test]
+fn touches_include_those_of_people_merged_in_before_messaging_moved_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Process)?;
+    let messages = Store::messages(&store);
+    let at = Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).single().expect("a valid time");
+    // One message each to people 1, 2 and 4, each clicked.
+    for profile in [1u64, 2, 4] {
+        let id = format!("m{profile}");
+        queue(messages, &id, profile, ("email", "marketing"), at)?;
+        assert!(messages.record_touch(&id, "click", false, None, at)?);
+    }
+    // 1 was merged into 2, then 2 into 3; 4 is someone else.
+    let mut writer = store.writer()?;
+    let mut tx = writer.begin()?;
+    for (from, into) in [(1u64, 2u64), (2, 3)] {
+        let merge = MergeRecord {
+            into,
+            from,
+            identifier: Identifier::new(IdKind::Email, format!("p{from}@example.com")),
+            message_id: format!("merge-{from}"),
+            at_ms: 1_000,
+            replayed: false,
+        };
+        tx.record_merge(&merge, 1_000)?;
+    }
+    tx.commit()?;
+
+    let ids = |profile| -> anyhow::Result<Vec<String>> {
+        let mut ids: Vec<String> =
+            messages.touches(profile, at - chrono::Duration::days(1))?.into_iter().map(|t| t.message_id).collect();
+        ids.sort();
+        Ok(ids)
+    };
+    assert_eq!(ids(3)?, vec!["m1", "m2"], "the survivor's touches include everyone merged into it");
+    assert_eq!(ids(2)?, vec!["m1", "m2"]);
+    assert_eq!(ids(4)?, vec!["m4"], "nobody else's");
+    assert!(ids(5)?.is_empty());
+    Ok(())
+}
+
+/// Queues one message due at `at`.
+fn queue(
+    messages: &dyn MessageStore,
+    id: &str,
+    profile: u64,
+    (channel, purpose): (&str, &str),
+    at: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let message = NewMessage {
+        id: id.into(),
+        idempotency_key: None,
+        profile_id: Some(profile),
+        channel: channel.into(),
+        purpose: purpose.into(),
+        priority: 1,
+        template: "t".into(),
+        template_version: 1,
+        flow: None,
+        campaign: None,
+        context: serde_json::json!({}),
+        recipient: None,
+        test: false,
+        due_at: at,
+    };
+    messages.enqueue(&[message], at)?;
     Ok(())
 }
