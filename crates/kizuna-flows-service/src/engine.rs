@@ -350,9 +350,7 @@ impl<'a> Work<'a> {
         let writing = std::time::Instant::now();
         let before = LockWaits::on_this_thread();
         inner.store.flows().apply_flow_batch(&batch, self.now)?;
-        let written = LockWaits::on_this_thread().since(before);
-        waits.side_writer += written.side_writer;
-        waits.sqlite += written.sqlite;
+        waits.add(LockWaits::on_this_thread().since(before));
         let write_ms = writing.elapsed().as_secs_f64() * 1e3;
         let mut stats = inner.stats.lock();
         stats.runs_started += self.started;
@@ -701,6 +699,7 @@ impl FlowEngine {
 
     async fn run_due(&self, prelude_ms: f64) -> FlowsResult<bool> {
         let started = std::time::Instant::now();
+        let thread_before = LockWaits::on_this_thread();
         let now = self.now();
         let Some(oldest) = self.inner.store.flows().next_due()?.filter(|at| *at <= now) else {
             return Ok(false);
@@ -728,7 +727,9 @@ impl FlowEngine {
             work.advance(id);
         }
         let advance_ms = started.elapsed().as_secs_f64() * 1e3 - read_ms;
+        let mut thread = LockWaits::on_this_thread().since(thread_before);
         let (queue_ms, write_ms, waits) = work.finish().await?;
+        thread.add(waits);
         if record {
             self.inner.timer_rounds.lock().push(crate::TimerRound {
                 at: now,
@@ -740,6 +741,8 @@ impl FlowEngine {
                 write_ms,
                 side_writer_wait_ms: waits.side_writer.as_secs_f64() * 1e3,
                 sqlite_wait_ms: waits.sqlite.as_secs_f64() * 1e3,
+                on_cpu_ms: thread.on_cpu.as_secs_f64() * 1e3,
+                cpu_wait_ms: thread.cpu_wait.as_secs_f64() * 1e3,
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
                 prelude_ms,
             });

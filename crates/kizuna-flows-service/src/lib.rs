@@ -103,6 +103,10 @@ pub struct TimerRound {
     /// SQLite's write lock (the ingest writer, a checkpoint restarting the WAL).
     pub side_writer_wait_ms: f64,
     pub sqlite_wait_ms: f64,
+    /// Of reading, advancing, queueing and writing: the engine's thread on a CPU, and runnable but waiting for
+    /// one (Linux only; 0 elsewhere).
+    pub on_cpu_ms: f64,
+    pub cpu_wait_ms: f64,
     pub total_ms: f64,
     /// For a round's first batch: the time its round spent before it (listing flows, following merges and
     /// erasures); 0 for the batches after.

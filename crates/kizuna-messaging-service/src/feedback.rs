@@ -225,19 +225,7 @@ impl Messenger {
             self.store().messages().suppress(&message.channel, address, reason, now)?;
         }
         let reason = if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") };
-        let t = kizuna_store::messages::Transition {
-            id: message.id.clone(),
-            state: state.into(),
-            reason,
-            due_at: None,
-            recipient: None,
-            provider_id: None,
-            attempted: false,
-            sent: false,
-            profile: None,
-            forget: false,
-            claim: false,
-        };
+        let t = kizuna_store::messages::Transition::new(message.id.clone(), state, reason);
         self.store().messages().record(&[t], now)?;
         if !event.is_empty() {
             let mut properties = Self::properties(&message);

@@ -1052,19 +1052,7 @@ fn message_id() -> String {
 const GONE: &str = "profile_gone: erased or left without identifiers";
 
 fn transition(id: &str, state: MessageState, reason: &str) -> Transition {
-    Transition {
-        id: id.to_owned(),
-        state: state.as_str().into(),
-        reason: reason.to_owned(),
-        due_at: None,
-        recipient: None,
-        provider_id: None,
-        attempted: false,
-        sent: false,
-        profile: None,
-        forget: false,
-        claim: false,
-    }
+    Transition::new(id, state.as_str(), reason)
 }
 
 /// Retries back off 1, 4, 16, 64… minutes, capped at 6 hours.

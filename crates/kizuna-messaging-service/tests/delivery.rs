@@ -384,22 +384,8 @@ async fn a_restart_mid_send_sends_nothing_twice() {
     assert_eq!(sink.received().len(), 1);
     assert_eq!(fake.requests.lock().expect("lock").len(), 1);
     // As if the server died after handing both over but before recording the outcome.
-    let stuck: Vec<Transition> = queued
-        .iter()
-        .map(|q| Transition {
-            id: q.id.clone(),
-            state: "sending".into(),
-            reason: "allowed by the governor".into(),
-            due_at: None,
-            recipient: None,
-            provider_id: None,
-            attempted: false,
-            sent: false,
-            profile: None,
-            forget: false,
-            claim: false,
-        })
-        .collect();
+    let stuck: Vec<Transition> =
+        queued.iter().map(|q| Transition::new(q.id.clone(), "sending", "allowed by the governor")).collect();
     node.store.messages().record(&stuck, node.clock.now()).expect("record");
     let restarted = Messenger::new(
         node.store.clone(),

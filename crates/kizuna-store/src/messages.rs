@@ -94,6 +94,25 @@ pub struct Transition {
     pub claim: bool,
 }
 
+impl Transition {
+    /// A change to `state` for `reason` and nothing else: no new due time, address, attempt or person.
+    pub fn new(id: impl Into<String>, state: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            state: state.into(),
+            reason: reason.into(),
+            due_at: None,
+            recipient: None,
+            provider_id: None,
+            attempted: false,
+            sent: false,
+            profile: None,
+            forget: false,
+            claim: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub at: DateTime<Utc>,

@@ -96,17 +96,10 @@ fn sent_times_of_many_people_match_each_persons_read() -> anyhow::Result<()> {
         let id = format!("m{i}");
         queue(messages, &id, profile, (channel, purpose), at)?;
         let sent = Transition {
-            id,
-            state: "sent".into(),
-            reason: "sent".into(),
-            due_at: None,
             recipient: Some(format!("to-{profile}")),
-            provider_id: None,
             attempted: true,
             sent: true,
-            profile: None,
-            forget: false,
-            claim: false,
+            ..Transition::new(id, "sent", "sent")
         };
         assert_eq!(messages.record(&[sent], at)?, vec![true]);
     }
@@ -165,6 +158,36 @@ fn touches_include_those_of_people_merged_in_before_messaging_moved_them() -> an
     Ok(())
 }
 
+#[test]
+fn the_backlog_counts_waiting_messages_due_of_every_priority() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Process)?;
+    let now = Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).single().expect("a valid time");
+    let messages = Store::messages(&store);
+    let later = now + chrono::Duration::minutes(5);
+    // Two due messages of each priority, one of each due later.
+    for priority in 0..4 {
+        for (n, due_at) in [(0, now), (1, now - chrono::Duration::minutes(1)), (2, later)] {
+            let mut message = new_message(&format!("p{priority}-{n}"), 1, ("email", "marketing"), due_at);
+            message.priority = priority;
+            messages.enqueue(&[message], now)?;
+        }
+    }
+    assert_eq!(messages.backlog(now, 100)?, 8);
+    assert_eq!(messages.backlog(now, 5)?, 5, "counted up to the cap");
+    assert_eq!(messages.backlog(later, 100)?, 12);
+    // Claimed for sending, or settled: no longer waiting. Deferred: waiting until it is due again.
+    let to = |id: &str, state: &str, due_at| Transition { due_at, claim: true, ..Transition::new(id, state, "test") };
+    let applied = messages.record(
+        &[to("p0-0", "sending", None), to("p1-0", "dropped", None), to("p2-0", "deferred", Some(later))],
+        now,
+    )?;
+    assert_eq!(applied, vec![true, true, true]);
+    assert_eq!(messages.backlog(now, 100)?, 5);
+    assert_eq!(messages.backlog(later, 100)?, 10);
+    Ok(())
+}
+
 /// Queues one message due at `at`.
 fn queue(
     messages: &dyn MessageStore,
@@ -173,7 +196,13 @@ fn queue(
     (channel, purpose): (&str, &str),
     at: chrono::DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let message = NewMessage {
+    messages.enqueue(&[new_message(id, profile, (channel, purpose), at)], at)?;
+    Ok(())
+}
+
+/// A message for `profile` due at `at`.
+fn new_message(id: &str, profile: u64, (channel, purpose): (&str, &str), at: chrono::DateTime<Utc>) -> NewMessage {
+    NewMessage {
         id: id.into(),
         idempotency_key: None,
         profile_id: Some(profile),
@@ -188,7 +217,5 @@ fn queue(
         recipient: None,
         test: false,
         due_at: at,
-    };
-    messages.enqueue(&[message], at)?;
-    Ok(())
+    }
 }

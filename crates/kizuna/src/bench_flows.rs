@@ -69,6 +69,16 @@ fn peak_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// The process's CPU time so far (user + system), in seconds; 0 where `/proc` is missing.
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which may hold spaces: state is the first, utime the 12th, stime the 13th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
+    ticks as f64 / 100.0
+}
+
 /// Where late timers' time went: the rounds that started latest, with the gap since the round before.
 fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
     if rounds.is_empty() {
@@ -98,7 +108,7 @@ fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
         let (gap, before_took) =
             i.checked_sub(1).map_or((0, 0.0), |p| ((r.at - rounds[p].at).num_milliseconds(), rounds[p].total_ms));
         println!(
-            "    round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}; of those two, waiting for messaging's turn at the writer {:.0} and for SQLite's lock {:.0}); {} ms after the round before, which took {:.0} ms; {:.0} ms of its own round before it (following merges, listing flows)",
+            "    round: oldest run {} ms late, {} runs, took {:.0} ms (reading {:.0}, advancing {:.0}, queueing sends {:.0}, writing {:.0}; of those two, waiting for messaging's turn at the writer {:.0} and for SQLite's lock {:.0}; of all four, on a CPU {:.0} and waiting for one {:.0}); {} ms after the round before, which took {:.0} ms; {:.0} ms of its own round before it (following merges, listing flows)",
             r.oldest_late_ms,
             r.runs,
             r.total_ms,
@@ -108,6 +118,8 @@ fn print_timer_rounds(rounds: &[kizuna_flows_service::TimerRound]) {
             r.write_ms,
             r.side_writer_wait_ms,
             r.sqlite_wait_ms,
+            r.on_cpu_ms,
+            r.cpu_wait_ms,
             gap,
             before_took,
             r.prelude_ms
@@ -189,8 +201,13 @@ pub fn run(config: &Config, args: FlowsArgs) -> Result<()> {
     let segment_s = t0.elapsed().as_secs_f64();
     eprintln!("segment built with {} members in {segment_s:.1} s", saved.members);
     node.flows.wake();
+    let wave_one_cpu_from = process_cpu_s();
 
     let target = args.profiles;
+    // CPU seconds of the whole process in each wave: the second must not cost more per person than the first,
+    // or its timers, which fall due as fast as the first wave was admitted, fall behind.
+    let mut wave_one_cpu = None;
+    let mut wave_two_cpu_from = None;
     let mut first_done = None;
     let mut entered_done = None;
     let mut last_report = Instant::now();
@@ -200,6 +217,10 @@ pub fn run(config: &Config, args: FlowsArgs) -> Result<()> {
         let (first, second) = (sink.first.load(Ordering::Relaxed), sink.second.load(Ordering::Relaxed));
         if first_done.is_none() && first >= target {
             first_done = Some(t0.elapsed().as_secs_f64());
+            wave_one_cpu = Some(process_cpu_s() - wave_one_cpu_from);
+        }
+        if wave_two_cpu_from.is_none() && second > 0 {
+            wave_two_cpu_from = Some((process_cpu_s(), second));
         }
         if entered_done.is_none() && node.flows.stats().runs_started >= target as u64 {
             entered_done = Some((t0.elapsed().as_secs_f64(), node.flows.stats().steps_executed));
@@ -221,6 +242,7 @@ pub fn run(config: &Config, args: FlowsArgs) -> Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the flow did not finish within an hour");
     }
     let all_s = t0.elapsed().as_secs_f64();
+    let wave_two_cpu = wave_two_cpu_from.map(|(from, already)| (process_cpu_s() - from, target - already));
     let stats = node.flows.stats();
     node.flows.stop();
     node.messenger.stop();
@@ -264,6 +286,13 @@ pub fn run(config: &Config, args: FlowsArgs) -> Result<()> {
         lateness.last().copied().unwrap_or(0)
     );
     print_timer_rounds(&rounds);
+    if let (Some(one), Some((two, people_two))) = (wave_one_cpu, wave_two_cpu) {
+        println!(
+            "  process CPU per 1,000 people: first wave (entry, first send) {:.0} ms, second wave (timer, second send) {:.0} ms",
+            one * 1e6 / target.max(1) as f64,
+            two * 1e6 / people_two.max(1) as f64,
+        );
+    }
     println!(
         "  store growth, main database: {:.0} MB, {:.0} bytes per run (the run, its 3 steps, the two messages it queued with their decision log); its WAL at the end {:.0} MB (at the start {:.0} MB)",
         grown_main as f64 / 1e6,

@@ -63,11 +63,16 @@ const PEOPLE: &str = "WITH RECURSIVE people(id) AS (
 /// The rowids of the messages of `people`: one indexed path per kind of message (see migration 15), not a scan of
 /// the whole outbox; the queue's is a walk of the queue (the planner would rather scan the table).
 const MESSAGES_OF_PEOPLE: &str = "SELECT rowid FROM msg_messages WHERE sent_at IS NOT NULL AND profile_id IN people
-     UNION SELECT rowid FROM msg_messages INDEXED BY msg_messages_due
+     UNION SELECT rowid FROM msg_messages INDEXED BY msg_messages_queue
        WHERE state IN ('queued', 'deferred') AND profile_id IN people
      UNION SELECT rowid FROM msg_messages WHERE state = 'sending' AND profile_id IN people
      UNION SELECT rowid FROM msg_messages
        WHERE sent_at IS NULL AND state NOT IN ('queued', 'deferred', 'sending') AND profile_id IN people";
+
+/// Messages waiting and due, counted up to a cap: one range of the queue index per priority, as `due_messages`
+/// reads it.
+const BACKLOG: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM msg_messages
+     WHERE priority IN (0, 1, 2, 3) AND state IN ('queued', 'deferred') AND due_at <= ?1 LIMIT ?2)";
 
 /// The least string greater than every string that starts with `prefix` (its last character moved up by one),
 /// or none for an empty prefix.
@@ -165,12 +170,7 @@ impl MessageStore for SqliteStore {
 
     fn backlog(&self, now: DateTime<Utc>, cap: usize) -> StoreResult<usize> {
         self.with_reader(|conn| {
-            let n: i64 = conn.query_row_cached(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM msg_messages WHERE state IN ('queued', 'deferred') AND due_at <= ?1
-                 LIMIT ?2)",
-                params![ms(now), cap as i64],
-                |r| r.get(0),
-            )?;
+            let n: i64 = conn.query_row_cached(BACKLOG, params![ms(now), cap as i64], |r| r.get(0))?;
             Ok(n as usize)
         })
     }
@@ -803,11 +803,28 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {PEOPLE} {MESSAGES_OF_PEOPLE}"))?
             .query_map(["[1]"], |row| row.get(3))?
             .collect::<Result<_, _>>()?;
-        for index in ["msg_messages_profile", "msg_messages_due", "msg_messages_sending", "msg_messages_unsent_profile"]
+        for index in
+            ["msg_messages_profile", "msg_messages_queue", "msg_messages_sending", "msg_messages_unsent_profile"]
         {
             assert!(steps.iter().any(|s| s.contains(index)), "{index}: {steps:?}");
         }
         assert!(!steps.iter().any(|s| s == "SCAN msg_messages"), "{steps:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_backlog_reads_only_the_queue_index() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        drop(SqliteStore::open(dir.path(), Durability::Process)?);
+        let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+        let steps: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {BACKLOG}"))?
+            .query_map([0, 10], |row| row.get(3))?
+            .collect::<Result<_, _>>()?;
+        assert!(
+            steps.iter().any(|s| s.contains("COVERING INDEX msg_messages_queue (priority=? AND due_at<?)")),
+            "{steps:?}"
+        );
         Ok(())
     }
 }
