@@ -16,6 +16,7 @@ use kizuna_store::{LockWaits, TransitionFilter};
 use serde_json::{Map, Value, json};
 
 use crate::person::{LivePerson, fact};
+use crate::thread_cpu::ThreadCpu;
 use crate::{FlowEngine, FlowsError, FlowsResult};
 
 const EVENTS_CURSOR: &str = "events";
@@ -293,15 +294,18 @@ impl<'a> Work<'a> {
 
     /// Carries out the actions of the round's steps, then writes runs, steps and cursors in one transaction.
     /// Returns the milliseconds spent queueing sends and writing, and the lock waits within them.
-    pub(crate) async fn finish(mut self) -> FlowsResult<(f64, f64, LockWaits)> {
+    pub(crate) async fn finish(mut self) -> FlowsResult<(f64, f64, LockWaits, ThreadCpu)> {
         if self.is_empty() {
-            return Ok((0.0, 0.0, LockWaits::ZERO));
+            return Ok((0.0, 0.0, LockWaits::ZERO, ThreadCpu::default()));
         }
         let queueing = std::time::Instant::now();
         // Per thread: queueing runs without an await, and so does the write.
+        let traced = self.engine.inner.settings.record_lateness;
         let before = LockWaits::on_this_thread();
+        let cpu_before = ThreadCpu::read(traced);
         self.perform_sends();
         let mut waits = LockWaits::on_this_thread().since(before);
+        let mut cpu = ThreadCpu::read(traced).since(cpu_before);
         let queue_ms = queueing.elapsed().as_secs_f64() * 1e3;
         self.perform_effects().await;
         let inner = &self.engine.inner;
@@ -349,14 +353,16 @@ impl<'a> Work<'a> {
         }
         let writing = std::time::Instant::now();
         let before = LockWaits::on_this_thread();
+        let cpu_before = ThreadCpu::read(traced);
         inner.store.flows().apply_flow_batch(&batch, self.now)?;
         waits.add(LockWaits::on_this_thread().since(before));
+        cpu.add(ThreadCpu::read(traced).since(cpu_before));
         let write_ms = writing.elapsed().as_secs_f64() * 1e3;
         let mut stats = inner.stats.lock();
         stats.runs_started += self.started;
         stats.entries_refused += self.refused;
         stats.steps_executed += steps_executed;
-        Ok((queue_ms, write_ms, waits))
+        Ok((queue_ms, write_ms, waits, cpu))
     }
 
     fn key(run: i64, flow_id: i64, visit: u32) -> String {
@@ -699,7 +705,8 @@ impl FlowEngine {
 
     async fn run_due(&self, prelude_ms: f64) -> FlowsResult<bool> {
         let started = std::time::Instant::now();
-        let thread_before = LockWaits::on_this_thread();
+        let record = self.inner.settings.record_lateness;
+        let cpu_before = ThreadCpu::read(record);
         let now = self.now();
         let Some(oldest) = self.inner.store.flows().next_due()?.filter(|at| *at <= now) else {
             return Ok(false);
@@ -715,7 +722,6 @@ impl FlowEngine {
         }
         let read_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut work = Work::new(self, now);
-        let record = self.inner.settings.record_lateness;
         let mut lateness = Vec::new();
         // People merged away or erased were followed at the start of the round (their runs moved or deleted);
         // one merged during it is followed next round, and messaging resolves whom a send is for when it sends.
@@ -727,9 +733,9 @@ impl FlowEngine {
             work.advance(id);
         }
         let advance_ms = started.elapsed().as_secs_f64() * 1e3 - read_ms;
-        let mut thread = LockWaits::on_this_thread().since(thread_before);
-        let (queue_ms, write_ms, waits) = work.finish().await?;
-        thread.add(waits);
+        let mut cpu = ThreadCpu::read(record).since(cpu_before);
+        let (queue_ms, write_ms, waits, finishing) = work.finish().await?;
+        cpu.add(finishing);
         if record {
             self.inner.timer_rounds.lock().push(crate::TimerRound {
                 at: now,
@@ -741,8 +747,8 @@ impl FlowEngine {
                 write_ms,
                 side_writer_wait_ms: waits.side_writer.as_secs_f64() * 1e3,
                 sqlite_wait_ms: waits.sqlite.as_secs_f64() * 1e3,
-                on_cpu_ms: thread.on_cpu.as_secs_f64() * 1e3,
-                cpu_wait_ms: thread.cpu_wait.as_secs_f64() * 1e3,
+                on_cpu_ms: cpu.on_cpu.as_secs_f64() * 1e3,
+                cpu_wait_ms: cpu.waiting.as_secs_f64() * 1e3,
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
                 prelude_ms,
             });

@@ -18,6 +18,7 @@ mod engine;
 pub mod person;
 mod replay;
 mod report;
+mod thread_cpu;
 mod timed;
 
 use std::collections::HashMap;

@@ -107,50 +107,24 @@ pub struct LockWaits {
     pub side_writer: std::time::Duration,
     /// For SQLite's write lock on a database (another connection writing, or a checkpoint restarting the WAL).
     pub sqlite: std::time::Duration,
-    /// The thread's time on a CPU, and runnable but waiting for one (Linux's schedstat; zero elsewhere): tells
-    /// work from waiting for the CPU in a slow round, where the locks above tell waiting for each other.
-    pub on_cpu: std::time::Duration,
-    pub cpu_wait: std::time::Duration,
 }
 
 impl LockWaits {
-    pub const ZERO: Self = Self {
-        side_writer: std::time::Duration::ZERO,
-        sqlite: std::time::Duration::ZERO,
-        on_cpu: std::time::Duration::ZERO,
-        cpu_wait: std::time::Duration::ZERO,
-    };
+    pub const ZERO: Self = Self { side_writer: std::time::Duration::ZERO, sqlite: std::time::Duration::ZERO };
 
     pub fn on_this_thread() -> Self {
-        let (on_cpu, cpu_wait) = thread_schedstat().unwrap_or_default();
-        Self { on_cpu, cpu_wait, ..LOCK_WAITS.with(std::cell::Cell::get) }
+        LOCK_WAITS.with(std::cell::Cell::get)
     }
 
     /// What was waited since `earlier` (a reading on the same thread).
     pub fn since(self, earlier: Self) -> Self {
-        Self {
-            side_writer: self.side_writer.saturating_sub(earlier.side_writer),
-            sqlite: self.sqlite.saturating_sub(earlier.sqlite),
-            on_cpu: self.on_cpu.saturating_sub(earlier.on_cpu),
-            cpu_wait: self.cpu_wait.saturating_sub(earlier.cpu_wait),
-        }
+        Self { side_writer: self.side_writer - earlier.side_writer, sqlite: self.sqlite - earlier.sqlite }
     }
 
     pub fn add(&mut self, other: Self) {
         self.side_writer += other.side_writer;
         self.sqlite += other.sqlite;
-        self.on_cpu += other.on_cpu;
-        self.cpu_wait += other.cpu_wait;
     }
-}
-
-/// The calling thread's nanoseconds on a CPU and waiting in the run queue, from `/proc/thread-self/schedstat`.
-fn thread_schedstat() -> Option<(std::time::Duration, std::time::Duration)> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    let on_cpu = fields.next()??;
-    let waiting = fields.next()??;
-    Some((std::time::Duration::from_nanos(on_cpu), std::time::Duration::from_nanos(waiting)))
 }
 
 /// One more look in 200 µs, unless `attempts` reached `limit` (then SQLite returns SQLITE_BUSY).
