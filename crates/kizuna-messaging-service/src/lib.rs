@@ -335,22 +335,26 @@ impl Messenger {
 
     // ---- rendering ---------------------------------------------------------------------------------------
 
-    fn context(&self, profile: Option<&profile::Recipient>, event: &Value, message_id: &str) -> RenderContext {
+    /// The recipient's template data moves into the context: it was built for this one message.
+    fn context(&self, profile: Option<profile::Recipient>, event: Value, message_id: &str) -> RenderContext {
         let links = Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id };
+        let (profile, profile_computed, timezone, locale) = match profile {
+            Some(p) => (p.template_data, p.computed, p.timezone, p.locale),
+            None => (json!({}), None, None, None),
+        };
+        let (unsubscribe_url, preferences_url) = links.unsubscribe_urls();
         RenderContext {
-            profile: profile.map(|p| p.template_data.clone()).unwrap_or_else(|| json!({})),
-            event: event.clone(),
+            profile,
+            event,
             store: self.inner.live.read().store.clone(),
-            recipient: json!({
-                "timezone": profile.and_then(|p| p.timezone.clone()),
-                "locale": profile.and_then(|p| p.locale.clone()),
-            }),
+            recipient: json!({"timezone": timezone, "locale": locale}),
             message: json!({
                 "id": message_id,
-                "unsubscribe_url": links.unsubscribe_url(),
-                "preferences_url": links.preferences_url(),
+                "unsubscribe_url": unsubscribe_url,
+                "preferences_url": preferences_url,
             }),
             now: self.now().to_rfc3339(),
+            profile_computed,
         }
     }
 
@@ -358,7 +362,7 @@ impl Messenger {
     fn render_tracked(
         &self,
         template: &CompiledTemplate,
-        context: &RenderContext,
+        context: RenderContext,
         message_id: &str,
     ) -> MessagingResult<Rendered> {
         let rendered =
@@ -397,8 +401,8 @@ impl Messenger {
             Some(id) => Some(self.recipient(id)?.ok_or(MessagingError::ProfileNotFound(id))?),
             None => Some(profile::Recipient::sample()),
         };
-        let context = self.context(recipient.as_ref(), event, "preview");
-        self.inner.renderer.render(&compiled, &context).map_err(|e| MessagingError::Render(e.to_string()))
+        let context = self.context(recipient, event.clone(), "preview");
+        self.inner.renderer.render(&compiled, context).map_err(|e| MessagingError::Render(e.to_string()))
     }
 
     fn recipient(&self, id: ProfileId) -> MessagingResult<Option<profile::Recipient>> {
@@ -417,7 +421,7 @@ impl Messenger {
             .store
             .profiles(&ids)?
             .into_iter()
-            .map(|(id, found)| (id, profile::Recipient::of(&found)))
+            .map(|(id, found)| (id, profile::Recipient::of(found)))
             .collect();
         let keys: Vec<(&'static str, String)> = due
             .iter()
@@ -462,11 +466,11 @@ impl Messenger {
     /// The person a message queued for `id` is for now, and their profile id.
     fn live_recipient(&self, id: ProfileId) -> MessagingResult<Option<(ProfileId, profile::Recipient)>> {
         if let Some(found) = self.inner.store.profile(id)? {
-            return Ok(Some((id, profile::Recipient::of(&found))));
+            return Ok(Some((id, profile::Recipient::of(found))));
         }
         // Merged away since the message was queued: it goes to the person they are part of now.
         match self.inner.store.live_profile_id(id)? {
-            Some(live) if live != id => Ok(self.inner.store.profile(live)?.map(|p| (live, profile::Recipient::of(&p)))),
+            Some(live) if live != id => Ok(self.inner.store.profile(live)?.map(|p| (live, profile::Recipient::of(p)))),
             _ => Ok(None),
         }
     }
@@ -567,8 +571,8 @@ impl Messenger {
             None => profile::Recipient::sample(),
         };
         let id = message_id();
-        let context = self.context(Some(&recipient), &Value::Null, &id);
-        let rendered = self.render_tracked(&compiled, &context, &id)?;
+        let context = self.context(Some(recipient), Value::Null, &id);
+        let rendered = self.render_tracked(&compiled, context, &id)?;
         let now = self.now();
         self.inner.store.messages().enqueue(
             &[NewMessage {
@@ -920,20 +924,19 @@ impl Messenger {
             ));
         };
         let event = message.context.get("event").cloned().unwrap_or(Value::Null);
-        let context = self.context(Some(&recipient), &event, &message.id);
-        let rendered = match self.render_tracked(&compiled, &context, &message.id) {
+        let context = self.context(Some(recipient), event, &message.id);
+        let unsubscribe_url = context.message.get("unsubscribe_url").and_then(Value::as_str).map(str::to_owned);
+        let rendered = match self.render_tracked(&compiled, context, &message.id) {
             Ok(r) => r,
             Err(e) => return settled(transition(&message.id, MessageState::Failed, &format!("render_error: {e}"))),
         };
-        let links =
-            Links { signer: &self.inner.signer, base_url: &self.inner.settings.public_url, message_id: &message.id };
         Ok(Prepared::Send(
             Outgoing {
                 message_id: message.id.clone(),
                 to: address.unwrap_or_default(),
                 purpose,
                 rendered,
-                unsubscribe_url: Some(links.unsubscribe_url()),
+                unsubscribe_url,
             },
             transport,
             profile,

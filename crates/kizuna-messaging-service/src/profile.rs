@@ -1,11 +1,13 @@
 //! What messaging reads of a profile: addresses, consent, time zone, locale, and the template data.
 
 use kizuna_identity::IdKind;
+use kizuna_messaging::Deferred;
 use kizuna_messaging::governor::Consent;
 use kizuna_messaging::{Channel, Purpose};
 use kizuna_profiles::ConsentStatus;
 use kizuna_store::StoredProfile;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 pub(crate) struct Recipient {
     pub email: Option<String>,
@@ -15,8 +17,10 @@ pub(crate) struct Recipient {
     pub locale: Option<String>,
     consent: std::collections::BTreeMap<String, std::collections::BTreeMap<String, ConsentStatus>>,
     pub unsubscribed_topics: Vec<String>,
-    /// `profile` in templates: traits at the top level, plus `id`, the addresses and `computed`.
+    /// `profile` in templates: traits at the top level, plus `id` and the addresses.
     pub template_data: Value,
+    /// `profile.computed` in templates.
+    pub computed: Option<Deferred>,
 }
 
 fn text(value: Option<&Value>) -> Option<String> {
@@ -24,12 +28,15 @@ fn text(value: Option<&Value>) -> Option<String> {
 }
 
 impl Recipient {
-    pub fn of(profile: &StoredProfile) -> Recipient {
+    /// Takes the profile: its computed attributes move into the template data, summarised only if a template
+    /// reads `profile.computed`.
+    pub fn of(profile: StoredProfile) -> Recipient {
         let identity = |kind: IdKind| profile.identities.iter().find(|i| i.kind == kind).map(|i| i.value.clone());
         let traits = profile.state.trait_values();
-        let computed = profile.state.computed.summary();
-        let timezone = text(traits.get("timezone")).or_else(|| text(computed.get("timezone")));
-        let locale = text(traits.get("locale")).or_else(|| text(computed.get("locale")));
+        let computed = Arc::new(profile.state.computed);
+        let fallback = |seen: Option<&str>| seen.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let timezone = text(traits.get("timezone")).or_else(|| fallback(computed.timezone()));
+        let locale = text(traits.get("locale")).or_else(|| fallback(computed.locale()));
         let email = identity(IdKind::Email).or_else(|| text(traits.get("email")).map(|e| e.to_lowercase()));
         let phone = identity(IdKind::Phone);
         let line = identity(IdKind::LineUserId);
@@ -45,16 +52,15 @@ impl Recipient {
         data.insert("id".into(), json!(profile.id.to_string()));
         data.insert("email".into(), json!(email));
         data.insert("phone".into(), json!(phone));
-        data.insert("computed".into(), computed);
-        if let Some(scores) = &profile.scores {
-            data.insert("predictions".into(), scores.clone());
+        if let Some(scores) = profile.scores {
+            data.insert("predictions".into(), scores);
         }
         let consent = profile
             .state
             .consent
-            .iter()
+            .into_iter()
             .map(|(channel, purposes)| {
-                (channel.clone(), purposes.iter().map(|(purpose, entry)| (purpose.clone(), entry.status)).collect())
+                (channel, purposes.into_iter().map(|(purpose, entry)| (purpose, entry.status)).collect())
             })
             .collect();
         Recipient {
@@ -66,6 +72,7 @@ impl Recipient {
             consent,
             unsubscribed_topics,
             template_data: Value::Object(data),
+            computed: Some(Deferred::new(move || computed.summary())),
         }
     }
 
@@ -81,6 +88,7 @@ impl Recipient {
             unsubscribed_topics: Vec::new(),
             template_data: json!({"id": "0", "first_name": "Sample", "last_name": "Customer",
                                   "email": "sample@example.com", "computed": {"orders_count": 2, "revenue": 120.0}}),
+            computed: None,
         }
     }
 

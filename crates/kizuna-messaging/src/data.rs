@@ -1,13 +1,16 @@
 //! The values templates see. Liquid treats a missing key as an error; a message must never fail because one
 //! customer has no `first_name`, so every object here answers a missing key with `nil`, which prints as nothing
 //! and takes `| default: "…"`.
+//!
+//! An object's fields are converted for Liquid when a template first reads them: a message's template data holds
+//! the whole profile (traits, computed attributes, predictions), and a template reads a few of its values.
 
 use liquid_core::model::{
     ArrayView, DisplayCow, KStringCow, ObjectView, ScalarCow, State, Value as LiquidValue, ValueView,
 };
 use serde_json::Value as Json;
-use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// What a missing key reads as: nil to every test and print, and itself for any deeper key, so
 /// `profile.address.city` is nil too when the profile has no address.
@@ -19,33 +22,112 @@ pub enum Data {
     /// Scalars (and nil) are plain Liquid values.
     Leaf(LiquidValue),
     List(Vec<Data>),
-    Map(BTreeMap<String, Data>),
+    Map(Fields),
     Missing,
 }
 
-impl Data {
-    pub fn from_json(value: &Json) -> Data {
+/// A value made only if a template reads it (the computed attributes of a profile).
+#[derive(Clone)]
+pub struct Deferred(Arc<dyn Fn() -> Json + Send + Sync>);
+
+impl Deferred {
+    pub fn new(make: impl Fn() -> Json + Send + Sync + 'static) -> Deferred {
+        Deferred(Arc::new(make))
+    }
+}
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Json(Json),
+    Deferred(Deferred),
+    /// Given as Liquid data already: the value is set.
+    Ready,
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    key: String,
+    source: Source,
+    value: OnceLock<Data>,
+}
+
+impl Field {
+    fn value(&self) -> &Data {
+        self.value.get_or_init(|| match &self.source {
+            Source::Json(json) => Data::from(json.clone()),
+            Source::Deferred(make) => Data::from((make.0)()),
+            Source::Ready => Data::Missing,
+        })
+    }
+}
+
+/// An object's fields, sorted by key, each converted on first read.
+#[derive(Debug, Clone, Default)]
+pub struct Fields(Vec<Field>);
+
+impl Fields {
+    fn get(&self, key: &str) -> Option<&Data> {
+        self.0.binary_search_by(|f| f.key.as_str().cmp(key)).ok().map(|i| self.0[i].value())
+    }
+
+    fn set(&mut self, field: Field) {
+        match self.0.binary_search_by(|f| f.key.cmp(&field.key)) {
+            Ok(i) => self.0[i] = field,
+            Err(i) => self.0.insert(i, field),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Data)> {
+        self.0.iter().map(|f| (f.key.as_str(), f.value()))
+    }
+}
+
+impl From<Json> for Data {
+    /// Takes the document apart instead of copying it; an object's fields wait to be read.
+    fn from(value: Json) -> Data {
         match value {
             Json::Null => Data::Leaf(LiquidValue::Nil),
-            Json::Bool(b) => Data::Leaf(LiquidValue::scalar(*b)),
+            Json::Bool(b) => Data::Leaf(LiquidValue::scalar(b)),
             Json::Number(n) => Data::Leaf(match n.as_i64() {
                 Some(i) => LiquidValue::scalar(i),
                 None => LiquidValue::scalar(n.as_f64().unwrap_or(0.0)),
             }),
-            Json::String(s) => Data::Leaf(LiquidValue::scalar(s.clone())),
-            Json::Array(items) => Data::List(items.iter().map(Data::from_json).collect()),
-            Json::Object(map) => Data::Map(map.iter().map(|(k, v)| (k.clone(), Data::from_json(v))).collect()),
+            Json::String(s) => Data::Leaf(LiquidValue::scalar(s)),
+            Json::Array(items) => Data::List(items.into_iter().map(Data::from).collect()),
+            Json::Object(map) => {
+                let mut fields: Vec<Field> = map
+                    .into_iter()
+                    .map(|(key, json)| Field { key, source: Source::Json(json), value: OnceLock::new() })
+                    .collect();
+                fields.sort_by(|a, b| a.key.cmp(&b.key));
+                Data::Map(Fields(fields))
+            }
         }
     }
+}
 
+impl Data {
     pub fn map() -> Data {
-        Data::Map(BTreeMap::new())
+        Data::Map(Fields::default())
     }
 
     /// Sets a key when this is a map (otherwise does nothing).
     pub fn insert(&mut self, key: &str, value: Data) {
-        if let Data::Map(map) = self {
-            map.insert(key.to_owned(), value);
+        if let Data::Map(fields) = self {
+            fields.set(Field { key: key.to_owned(), source: Source::Ready, value: OnceLock::from(value) });
+        }
+    }
+
+    /// Sets a key, made when a template first reads it, when this is a map (otherwise does nothing).
+    pub fn insert_deferred(&mut self, key: &str, make: Deferred) {
+        if let Data::Map(fields) = self {
+            fields.set(Field { key: key.to_owned(), source: Source::Deferred(make), value: OnceLock::new() });
         }
     }
 }
@@ -96,9 +178,9 @@ impl ValueView for Data {
                 State::Truthy => true,
                 _ => items.is_empty(),
             },
-            Data::Map(map) => match state {
+            Data::Map(fields) => match state {
                 State::Truthy => true,
-                _ => map.is_empty(),
+                _ => fields.0.is_empty(),
             },
         }
     }
@@ -116,7 +198,9 @@ impl ValueView for Data {
             Data::Leaf(v) => v.clone(),
             Data::Missing => LiquidValue::Nil,
             Data::List(items) => LiquidValue::Array(items.iter().map(ValueView::to_value).collect()),
-            Data::Map(map) => LiquidValue::Object(map.iter().map(|(k, v)| (k.clone().into(), v.to_value())).collect()),
+            Data::Map(fields) => {
+                LiquidValue::Object(fields.iter().map(|(k, v)| (k.to_owned().into(), v.to_value())).collect())
+            }
         }
     }
 
@@ -187,30 +271,28 @@ impl ObjectView for Data {
 
     fn size(&self) -> i64 {
         match self {
-            Data::Map(map) => map.len() as i64,
+            Data::Map(fields) => fields.0.len() as i64,
             _ => 0,
         }
     }
 
     fn keys<'k>(&'k self) -> Box<dyn Iterator<Item = KStringCow<'k>> + 'k> {
         match self {
-            Data::Map(map) => Box::new(map.keys().map(|k| KStringCow::from_ref(k.as_str()))),
+            Data::Map(fields) => Box::new(fields.0.iter().map(|f| KStringCow::from_ref(f.key.as_str()))),
             _ => Box::new(std::iter::empty()),
         }
     }
 
     fn values<'k>(&'k self) -> Box<dyn Iterator<Item = &'k dyn ValueView> + 'k> {
         match self {
-            Data::Map(map) => Box::new(map.values().map(|v| v as &dyn ValueView)),
+            Data::Map(fields) => Box::new(fields.iter().map(|(_, v)| v as &dyn ValueView)),
             _ => Box::new(std::iter::empty()),
         }
     }
 
     fn iter<'k>(&'k self) -> Box<dyn Iterator<Item = (KStringCow<'k>, &'k dyn ValueView)> + 'k> {
         match self {
-            Data::Map(map) => {
-                Box::new(map.iter().map(|(k, v)| (KStringCow::from_ref(k.as_str()), v as &dyn ValueView)))
-            }
+            Data::Map(fields) => Box::new(fields.iter().map(|(k, v)| (KStringCow::from_ref(k), v as &dyn ValueView))),
             _ => Box::new(std::iter::empty()),
         }
     }
@@ -222,7 +304,7 @@ impl ObjectView for Data {
 
     fn get<'s>(&'s self, index: &str) -> Option<&'s dyn ValueView> {
         match self {
-            Data::Map(map) => Some(map.get(index).unwrap_or(&MISSING)),
+            Data::Map(fields) => Some(fields.get(index).unwrap_or(&MISSING)),
             Data::Missing => Some(&MISSING),
             _ => None,
         }

@@ -14,7 +14,7 @@ pub mod template;
 pub mod text;
 pub mod tracking;
 
-pub use data::Data;
+pub use data::{Data, Deferred};
 pub use liquid_ext::{NoProducts, PickRequest, ProductPicker, context_products};
 pub use model::{Channel, MessageState, Priority, Purpose};
 pub use template::{Content, RenderContext, RenderError, Rendered, Renderer, TemplateDefinition, TemplateError};

@@ -226,7 +226,7 @@ mod tests {
         let renderer = Renderer::new(Arc::new(NoProducts));
         for (name, definition) in starter_templates() {
             let compiled = renderer.compile(&definition).unwrap_or_else(|e| panic!("{name}: {e}"));
-            renderer.render(&compiled, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            renderer.render(&compiled, Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

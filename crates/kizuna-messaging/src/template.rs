@@ -1,7 +1,7 @@
 //! Message templates: what a brand writes (Liquid per part), checked on save with the line and column of a
 //! mistake, rendered per recipient.
 
-use crate::data::Data;
+use crate::data::{Data, Deferred};
 use crate::line::{Carousel, carousel_message};
 use crate::liquid_ext::{
     JsonFilter, LocalDateFilter, MoneyFilter, PickRequest, ProductPicker, RecommendTag, context_products,
@@ -154,6 +154,9 @@ pub struct RenderContext {
     /// RFC 3339 time of rendering.
     #[serde(default)]
     pub now: String,
+    /// `profile.computed`, made only if the template reads it (it summarises the whole profile).
+    #[serde(skip)]
+    pub profile_computed: Option<Deferred>,
 }
 
 /// Fields every product in an event's `products` has (as nil when missing): inside `{% for %}` Liquid reads
@@ -161,8 +164,7 @@ pub struct RenderContext {
 const EVENT_PRODUCT_FIELDS: &[&str] =
     &["product_id", "sku", "name", "price", "quantity", "category", "brand", "variant", "url", "image_url", "coupon"];
 
-fn with_product_fields(event: &Json) -> Json {
-    let mut event = event.clone();
+fn with_product_fields(mut event: Json) -> Json {
     if let Some(products) = event.pointer_mut("/properties/products").and_then(Json::as_array_mut) {
         for product in products.iter_mut().filter_map(Json::as_object_mut) {
             for field in EVENT_PRODUCT_FIELDS {
@@ -174,20 +176,24 @@ fn with_product_fields(event: &Json) -> Json {
 }
 
 impl RenderContext {
-    fn globals(&self) -> Data {
+    /// What templates see; the context is taken apart, not copied.
+    fn into_globals(self) -> Data {
         let mut globals = Data::map();
-        let event = with_product_fields(&self.event);
+        let mut profile = if self.profile.is_object() { Data::from(self.profile) } else { Data::map() };
+        if let Some(computed) = self.profile_computed {
+            profile.insert_deferred("computed", computed);
+        }
+        globals.insert("profile", profile);
         for (key, value) in [
-            ("profile", &self.profile),
-            ("event", &event),
-            ("store", &self.store),
-            ("recipient", &self.recipient),
-            ("message", &self.message),
+            ("event", with_product_fields(self.event)),
+            ("store", self.store),
+            ("recipient", self.recipient),
+            ("message", self.message),
         ] {
-            let data = if value.is_object() { Data::from_json(value) } else { Data::map() };
+            let data = if value.is_object() { Data::from(value) } else { Data::map() };
             globals.insert(key, data);
         }
-        globals.insert("now", Data::from_json(&Json::String(self.now.clone())));
+        globals.insert("now", Data::from(Json::String(self.now)));
         globals
     }
 }
@@ -278,8 +284,25 @@ impl Renderer {
         Ok(CompiledTemplate { definition: definition.clone(), parts })
     }
 
-    pub fn render(&self, template: &CompiledTemplate, context: &RenderContext) -> Result<Rendered, RenderError> {
-        let globals = context.globals();
+    pub fn render(&self, template: &CompiledTemplate, context: RenderContext) -> Result<Rendered, RenderError> {
+        // What a LINE carousel needs of the context, read before the context becomes the templates' globals.
+        let carousel = match &template.definition.content {
+            Content::Line { carousel: Some(carousel), .. } => Some((
+                carousel,
+                PickRequest {
+                    profile_id: context.profile.get("id").and_then(|v| match v {
+                        Json::String(s) => s.parse().ok(),
+                        other => other.as_u64(),
+                    }),
+                    products: context_products(&context.event),
+                    limit: carousel.limit,
+                },
+                context.store.clone(),
+                context.recipient.clone(),
+            )),
+            _ => None,
+        };
+        let globals = context.into_globals();
         let render = |name: &str| -> Result<Option<String>, RenderError> {
             let Some((_, part)) = template.parts.iter().find(|(field, _)| *field == name) else { return Ok(None) };
             part.render(&globals).map(Some).map_err(|e| RenderError { part: name.into(), message: e.to_string() })
@@ -300,19 +323,11 @@ impl Renderer {
                 }
             }
             Content::Sms { .. } => Rendered::Sms { body: required("body")?.trim().to_owned() },
-            Content::Line { carousel, .. } => {
+            Content::Line { .. } => {
                 let mut messages = vec![json!({"type": "text", "text": required("text")?.trim()})];
-                if let Some(carousel) = carousel {
-                    let request = PickRequest {
-                        profile_id: context.profile.get("id").and_then(|v| match v {
-                            Json::String(s) => s.parse().ok(),
-                            other => other.as_u64(),
-                        }),
-                        products: context_products(&context.event),
-                        limit: carousel.limit,
-                    };
+                if let Some((carousel, request, store, recipient)) = carousel {
                     let products = self.picker.pick(&carousel.placement, &request).unwrap_or_default();
-                    if let Some(message) = carousel_message(carousel, &products, &context.store, &context.recipient) {
+                    if let Some(message) = carousel_message(carousel, &products, &store, &recipient) {
                         messages.push(message);
                     }
                 }

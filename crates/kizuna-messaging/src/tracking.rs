@@ -43,20 +43,22 @@ pub enum TokenError {
     BadSignature,
 }
 
+/// Keyed once: each message signs several links, and keying HMAC hashes two blocks.
 #[derive(Clone)]
 pub struct Signer {
-    key: Vec<u8>,
+    keyed: HmacSha256,
 }
 
 impl Signer {
     pub fn new(secret: &[u8]) -> Signer {
-        Signer { key: secret.to_vec() }
+        // HMAC takes keys of any length.
+        let keyed = HmacSha256::new_from_slice(secret)
+            .unwrap_or_else(|_| HmacSha256::new_from_slice(b"kizuna").expect("static key"));
+        Signer { keyed }
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length.
-        HmacSha256::new_from_slice(&self.key)
-            .unwrap_or_else(|_| HmacSha256::new_from_slice(b"kizuna").expect("static key"))
+        self.keyed.clone()
     }
 
     pub fn sign(&self, token: &Token) -> String {
@@ -104,11 +106,17 @@ impl Links<'_> {
     }
 
     pub fn unsubscribe_url(&self) -> String {
-        format!("{}/t/u/{}", self.base(), self.signer.sign(&Token::Unsubscribe { m: self.message_id.to_owned() }))
+        self.unsubscribe_urls().0
     }
 
     pub fn preferences_url(&self) -> String {
-        format!("{}/t/p/{}", self.base(), self.signer.sign(&Token::Unsubscribe { m: self.message_id.to_owned() }))
+        self.unsubscribe_urls().1
+    }
+
+    /// The one-click unsubscribe URL and the preference page's: one token, signed once, serves both.
+    pub fn unsubscribe_urls(&self) -> (String, String) {
+        let token = self.signer.sign(&Token::Unsubscribe { m: self.message_id.to_owned() });
+        (format!("{}/t/u/{token}", self.base()), format!("{}/t/p/{token}", self.base()))
     }
 
     /// Rewrites every `href="http…"` to its click URL (unsubscribe and preference links stay direct, so a

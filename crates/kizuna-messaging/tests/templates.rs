@@ -3,7 +3,9 @@
 
 use kizuna_messaging::line::Carousel;
 use kizuna_messaging::model::Purpose;
-use kizuna_messaging::{Content, PickRequest, ProductPicker, RenderContext, Rendered, Renderer, TemplateDefinition};
+use kizuna_messaging::{
+    Content, Deferred, PickRequest, ProductPicker, RenderContext, Rendered, Renderer, TemplateDefinition,
+};
 use parking_lot_free::Recorded;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -62,12 +64,13 @@ fn context() -> RenderContext {
         recipient: json!({"timezone": "Asia/Tokyo", "locale": "ja-JP"}),
         message: json!({"id": "m1", "unsubscribe_url": "https://crm.example/t/u/x"}),
         now: "2026-11-30T15:00:00Z".into(),
+        profile_computed: None,
     }
 }
 
 fn render_email(renderer: &Renderer, def: &TemplateDefinition, ctx: &RenderContext) -> (String, String, String) {
     let compiled = renderer.compile(def).expect("compiles");
-    match renderer.render(&compiled, ctx).expect("renders") {
+    match renderer.render(&compiled, ctx.clone()).expect("renders") {
         Rendered::Email { subject, html, text, .. } => (subject, html, text),
         other => panic!("not an email: {other:?}"),
     }
@@ -178,7 +181,7 @@ fn line_text_and_a_flex_carousel_of_recommended_products() {
         },
     };
     let compiled = renderer.compile(&def).expect("compiles");
-    let Rendered::Line { messages } = renderer.render(&compiled, &context()).expect("renders") else { panic!("line") };
+    let Rendered::Line { messages } = renderer.render(&compiled, context()).expect("renders") else { panic!("line") };
     assert_eq!(messages[0], json!({"type": "text", "text": "Aikoさん、おすすめです"}));
     assert_eq!(messages[1]["type"], "flex");
     assert_eq!(messages[1]["altText"], "おすすめ");
@@ -201,11 +204,52 @@ fn webhook_payloads_must_render_to_json() {
     let compiled = renderer
         .compile(&def("{\"name\": {{ profile.first_name | json }}, \"orders\": {{ profile.computed.orders }}}"))
         .expect("compiles");
-    match renderer.render(&compiled, &context()) {
+    match renderer.render(&compiled, context()) {
         Ok(Rendered::Webhook { payload }) => assert_eq!(payload, json!({"name": "Aiko", "orders": 3})),
         other => panic!("{other:?}"),
     }
     let compiled = renderer.compile(&def("{\"name\": {{ profile.first_name }}}")).expect("compiles");
-    let error = renderer.render(&compiled, &context()).expect_err("not JSON");
+    let error = renderer.render(&compiled, context()).expect_err("not JSON");
     assert_eq!(error.part, "payload");
+}
+
+#[test]
+fn computed_attributes_are_made_only_for_a_template_that_reads_them() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (renderer, _) = renderer();
+    let made = Arc::new(AtomicUsize::new(0));
+    let context = || {
+        let made = made.clone();
+        RenderContext {
+            profile_computed: Some(Deferred::new(move || {
+                made.fetch_add(1, Ordering::SeqCst);
+                json!({"orders_count": 7, "category_affinity": {"tea": 0.8}})
+            })),
+            ..context()
+        }
+    };
+    let sms = |body: &str| TemplateDefinition {
+        description: String::new(),
+        purpose: Purpose::Marketing,
+        topic: None,
+        content: Content::Sms { body: body.into() },
+    };
+    let body = |rendered| match rendered {
+        Ok(Rendered::Sms { body }) => body,
+        other => panic!("not an SMS: {other:?}"),
+    };
+    let render = |source: &str| body(renderer.render(&renderer.compile(&sms(source)).expect("compiles"), context()));
+
+    assert_eq!(render("Hi {{ profile.first_name }}"), "Hi Aiko");
+    assert_eq!(made.load(Ordering::SeqCst), 0, "not read, not made");
+    // Read: made once, and it replaces what the profile document had under the same key.
+    assert_eq!(render("{{ profile.computed.orders_count }} {{ profile.computed.orders_count }}"), "7 7");
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    assert_eq!(render("{{ profile.computed.category_affinity.tea }} {{ profile.computed.missing.deeper }}."), "0.8 .");
+    // The whole profile printed includes them, in key order.
+    let printed = render("{{ profile | json }}");
+    let value: serde_json::Value = serde_json::from_str(&printed).expect("JSON");
+    assert_eq!(value["computed"]["orders_count"], 7);
+    assert_eq!(value["first_name"], "Aiko");
+    assert_eq!(made.load(Ordering::SeqCst), 3);
 }

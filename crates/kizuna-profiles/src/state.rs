@@ -534,6 +534,16 @@ impl Computed {
         })
     }
 
+    /// The time zone seen in the profile's events, if any.
+    pub fn timezone(&self) -> Option<&str> {
+        self.timezone.as_ref().map(|t| t.value.as_str())
+    }
+
+    /// The locale seen in the profile's events, if any.
+    pub fn locale(&self) -> Option<&str> {
+        self.locale.as_ref().map(|t| t.value.as_str())
+    }
+
     pub fn orders_count(&self) -> usize {
         self.orders.values().filter(|o| !o.cancelled && o.value > 0.0).count()
     }

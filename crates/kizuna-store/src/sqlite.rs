@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../migrations/0015_messaging_follows_erasures.sql")),
     (16, include_str!("../migrations/0016_flow_withdrawals.sql")),
     (17, include_str!("../migrations/0017_one_queue_index.sql")),
+    (18, include_str!("../migrations/0018_queued_decision_from_message.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.

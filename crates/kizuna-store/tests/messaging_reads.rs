@@ -188,6 +188,67 @@ fn the_backlog_counts_waiting_messages_due_of_every_priority() -> anyhow::Result
     Ok(())
 }
 
+#[test]
+fn the_decision_log_begins_with_the_queueing_read_from_the_message() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Process)?;
+    let queued_at = Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).single().expect("a valid time");
+    let later = queued_at + chrono::Duration::seconds(3);
+    let messages = Store::messages(&store);
+    let mut by_flow = new_message("f", 1, ("email", "marketing"), queued_at);
+    by_flow.flow = Some("7".into());
+    let mut by_campaign = new_message("c", 1, ("email", "marketing"), queued_at);
+    by_campaign.campaign = Some("spring".into());
+    messages.enqueue(&[by_flow, by_campaign, new_message("m", 1, ("email", "marketing"), queued_at)], queued_at)?;
+    let sending = Transition { claim: true, ..Transition::new("f", "sending", "allowed by the governor") };
+    messages.record(&[sending, Transition::new("f", "sent", "sent")], later)?;
+
+    let log = |id: &str| -> anyhow::Result<Vec<(chrono::DateTime<Utc>, String, String)>> {
+        Ok(messages.decisions(id)?.into_iter().map(|d| (d.at, d.state, d.reason)).collect())
+    };
+    let entry = |at, state: &str, reason: &str| (at, state.to_owned(), reason.to_owned());
+    assert_eq!(
+        log("f")?,
+        vec![
+            entry(queued_at, "queued", "queued by flow 7"),
+            entry(later, "sending", "allowed by the governor"),
+            entry(later, "sent", "sent"),
+        ]
+    );
+    assert_eq!(log("c")?, vec![entry(queued_at, "queued", "queued by campaign spring")]);
+    assert_eq!(log("m")?, vec![entry(queued_at, "queued", "queued")]);
+    assert!(log("unknown")?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn migration_18_removes_the_queueing_rows_written_before_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let queued_at = Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).single().expect("a valid time");
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Process)?;
+        let mut message = new_message("old", 1, ("email", "marketing"), queued_at);
+        message.flow = Some("7".into());
+        Store::messages(&store).enqueue(&[message], queued_at)?;
+    }
+    // The log as the build before migration 18 wrote it: the queueing row first, then a later requeue.
+    let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+    let at = queued_at.timestamp_millis();
+    conn.execute_batch(&format!(
+        "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES ('old', {at}, 'queued', 'queued by flow 7');
+         INSERT INTO msg_decisions (message_id, at, state, reason) VALUES ('old', {at} + 1, 'queued', 'retry');
+         DELETE FROM schema_migrations WHERE version = 18;"
+    ))?;
+    drop(conn);
+
+    let store = SqliteStore::open(dir.path(), Durability::Process)?;
+    let log: Vec<(String, String)> =
+        Store::messages(&store).decisions("old")?.into_iter().map(|d| (d.state, d.reason)).collect();
+    let entry = |state: &str, reason: &str| (state.to_owned(), reason.to_owned());
+    assert_eq!(log, vec![entry("queued", "queued by flow 7"), entry("queued", "retry")], "once each");
+    Ok(())
+}
+
 /// Queues one message due at `at`.
 fn queue(
     messages: &dyn MessageStore,

@@ -187,9 +187,7 @@ impl MessageStore for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', 'queued', ?13, ?14, ?15, ?15)
                      ON CONFLICT (idempotency_key) DO NOTHING",
                 )?;
-                let mut decision = tx.prepare_cached(
-                    "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES (?1, ?2, 'queued', ?3)",
-                )?;
+                // No decision row for queueing: `decisions` makes it from the message row (migration 18).
                 let mut existing = tx.prepare_cached("SELECT id FROM msg_messages WHERE idempotency_key = ?1")?;
                 for m in messages {
                     let inserted = insert.execute(params![
@@ -210,12 +208,6 @@ impl MessageStore for SqliteStore {
                         ms(now),
                     ])? > 0;
                     if inserted {
-                        let why = match (&m.flow, &m.campaign) {
-                            (Some(flow), _) => format!("queued by flow {flow}"),
-                            (_, Some(campaign)) => format!("queued by campaign {campaign}"),
-                            _ => "queued".to_owned(),
-                        };
-                        decision.execute(params![m.id, ms(now), why])?;
                         out.push((m.id.clone(), true));
                     } else {
                         let key = m.idempotency_key.as_deref().unwrap_or_default();
@@ -379,11 +371,28 @@ impl MessageStore for SqliteStore {
 
     fn decisions(&self, id: &str) -> StoreResult<Vec<Decision>> {
         self.with_reader(|conn| {
+            // The first decision, queueing, is the message row itself (its creation time, and who queued it).
+            let queued = conn
+                .query_row_cached(
+                    "SELECT created_at, flow, campaign, erased_at IS NOT NULL FROM msg_messages WHERE id = ?1",
+                    [id],
+                    |r| {
+                        let (flow, campaign): (Option<String>, Option<String>) = (r.get(1)?, r.get(2)?);
+                        let reason = match (flow, campaign, r.get::<_, bool>(3)?) {
+                            (_, _, true) => "erased".to_owned(),
+                            (Some(flow), _, _) => format!("queued by flow {flow}"),
+                            (_, Some(campaign), _) => format!("queued by campaign {campaign}"),
+                            _ => "queued".to_owned(),
+                        };
+                        Ok(Decision { at: from_ms(r.get(0)?), state: "queued".into(), reason })
+                    },
+                )
+                .optional()?;
             let mut stmt = conn
                 .prepare_cached("SELECT at, state, reason FROM msg_decisions WHERE message_id = ?1 ORDER BY rowid")?;
             let rows =
                 stmt.query_map([id], |r| Ok(Decision { at: from_ms(r.get(0)?), state: r.get(1)?, reason: r.get(2)? }))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            queued.into_iter().map(Ok).chain(rows).collect::<Result<_, _>>().map_err(Into::into)
         })
     }
 
