@@ -249,6 +249,36 @@ fn migration_18_removes_the_queueing_rows_written_before_it() -> anyhow::Result<
     Ok(())
 }
 
+#[test]
+fn due_messages_come_most_urgent_priority_first_then_by_due_time_up_to_the_limit() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path(), Durability::Process)?;
+    let now = Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).single().expect("a valid time");
+    let messages = Store::messages(&store);
+    let minutes = |m: i64| now - chrono::Duration::minutes(m);
+    // Queued out of order: priority 2 first, the most urgent last; one not yet due.
+    for (id, priority, due_at) in [
+        ("p2-late", 2, minutes(1)),
+        ("p2-early", 2, minutes(9)),
+        ("p3", 3, minutes(20)),
+        ("p0-late", 0, minutes(2)),
+        ("p0-early", 0, minutes(5)),
+        ("p0-future", 0, now + chrono::Duration::minutes(1)),
+        ("p1", 1, minutes(3)),
+    ] {
+        let mut message = new_message(id, 1, ("email", "marketing"), due_at);
+        message.priority = priority;
+        messages.enqueue(&[message], now)?;
+    }
+    let due = |limit: usize| -> anyhow::Result<Vec<String>> {
+        Ok(messages.due_messages(now, limit)?.into_iter().map(|m| m.id).collect())
+    };
+    assert_eq!(due(10)?, vec!["p0-early", "p0-late", "p1", "p2-early", "p2-late", "p3"]);
+    assert_eq!(due(4)?, vec!["p0-early", "p0-late", "p1", "p2-early"]);
+    assert_eq!(due(1)?, vec!["p0-early"]);
+    Ok(())
+}
+
 /// Queues one message due at `at`.
 fn queue(
     messages: &dyn MessageStore,

@@ -69,6 +69,14 @@ const MESSAGES_OF_PEOPLE: &str = "SELECT rowid FROM msg_messages WHERE sent_at I
      UNION SELECT rowid FROM msg_messages
        WHERE sent_at IS NULL AND state NOT IN ('queued', 'deferred', 'sending') AND profile_id IN people";
 
+/// One priority's waiting messages due at `?2`, in due order, at most `?3`.
+fn due_of_priority() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM msg_messages
+         WHERE priority = ?1 AND state IN ('queued', 'deferred') AND due_at <= ?2 ORDER BY due_at LIMIT ?3"
+    )
+}
+
 /// Messages waiting and due, counted up to a cap: one range of the queue index per priority, as `due_messages`
 /// reads it.
 const BACKLOG: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM msg_messages
@@ -223,22 +231,22 @@ impl MessageStore for SqliteStore {
 
     fn due_messages(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<StoredMessage>> {
         self.with_reader(|conn| {
-            // One range read per priority on the queue index, instead of sorting every due message.
-            let per_priority: Vec<String> = (0..=3)
-                .map(|p| {
-                    format!(
-                        "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM msg_messages
-                         WHERE priority = {p} AND state IN ('queued', 'deferred') AND due_at <= ?1
-                         ORDER BY due_at LIMIT ?2)"
-                    )
-                })
-                .collect();
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT * FROM ({}) ORDER BY priority, due_at LIMIT ?2",
-                per_priority.join(" UNION ALL ")
-            ))?;
-            let rows = stmt.query_map(params![ms(now), limit as i64], message_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            // Priorities in order, each one range of the queue index read in due order, until the limit: the
+            // answer comes out ordered without sorting. (One statement with UNION ALL and ORDER BY sorted every
+            // row it took, whole: the 24 columns and the context.)
+            let mut due = Vec::with_capacity(limit.min(1_024));
+            let mut stmt = conn.prepare_cached(&due_of_priority())?;
+            for priority in 0..=3 {
+                let left = limit.saturating_sub(due.len());
+                if left == 0 {
+                    break;
+                }
+                let rows = stmt.query_map(params![priority, ms(now), left as i64], message_row)?;
+                for row in rows {
+                    due.push(row?);
+                }
+            }
+            Ok(due)
         })
     }
 
@@ -803,15 +811,21 @@ mod tests {
     use super::*;
     use crate::Durability;
 
-    #[test]
-    fn an_erasure_finds_the_peoples_messages_through_indexes() -> anyhow::Result<()> {
+    /// The steps of `sql`'s query plan in a fresh store.
+    fn plan(sql: &str, params: impl rusqlite::Params) -> anyhow::Result<Vec<String>> {
         let dir = tempfile::tempdir()?;
         drop(SqliteStore::open(dir.path(), Durability::Process)?);
         let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
-        let steps: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {PEOPLE} {MESSAGES_OF_PEOPLE}"))?
-            .query_map(["[1]"], |row| row.get(3))?
+        let steps = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
+            .query_map(params, |row| row.get(3))?
             .collect::<Result<_, _>>()?;
+        Ok(steps)
+    }
+
+    #[test]
+    fn an_erasure_finds_the_peoples_messages_through_indexes() -> anyhow::Result<()> {
+        let steps = plan(&format!("{PEOPLE} {MESSAGES_OF_PEOPLE}"), ["[1]"])?;
         for index in
             ["msg_messages_profile", "msg_messages_queue", "msg_messages_sending", "msg_messages_unsent_profile"]
         {
@@ -822,14 +836,16 @@ mod tests {
     }
 
     #[test]
+    fn due_messages_are_read_in_queue_order_without_sorting() -> anyhow::Result<()> {
+        let steps = plan(&due_of_priority(), [0, 10, 5])?;
+        assert!(steps.iter().any(|s| s.contains("INDEX msg_messages_queue (priority=? AND due_at<?)")), "{steps:?}");
+        assert!(!steps.iter().any(|s| s.contains("TEMP B-TREE")), "{steps:?}");
+        Ok(())
+    }
+
+    #[test]
     fn the_backlog_reads_only_the_queue_index() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        drop(SqliteStore::open(dir.path(), Durability::Process)?);
-        let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
-        let steps: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {BACKLOG}"))?
-            .query_map([0, 10], |row| row.get(3))?
-            .collect::<Result<_, _>>()?;
+        let steps = plan(BACKLOG, [0, 10])?;
         assert!(
             steps.iter().any(|s| s.contains("COVERING INDEX msg_messages_queue (priority=? AND due_at<?)")),
             "{steps:?}"
