@@ -852,4 +852,23 @@ mod tests {
         );
         Ok(())
     }
+
+    #[test]
+    fn cached_statements_are_not_planned_again_for_new_values() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(dir.path(), Durability::Process)?;
+        store.with_reader(|conn| {
+            for sql in [due_of_priority(), BACKLOG.to_owned()] {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let count = stmt.parameter_count();
+                for i in 0..5i64 {
+                    let values = [i % 4, 1_000 + i, 500 + i];
+                    let _ = stmt.query_map(rusqlite::params_from_iter(&values[..count]), |_| Ok(()))?.count();
+                }
+                assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
 }
