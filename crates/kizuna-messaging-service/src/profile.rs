@@ -7,7 +7,6 @@ use kizuna_messaging::{Channel, Purpose};
 use kizuna_profiles::ConsentStatus;
 use kizuna_store::StoredProfile;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 pub(crate) struct Recipient {
     pub email: Option<String>,
@@ -24,7 +23,11 @@ pub(crate) struct Recipient {
 }
 
 fn text(value: Option<&Value>) -> Option<String> {
-    value.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    non_empty(value.and_then(Value::as_str))
+}
+
+fn non_empty(text: Option<&str>) -> Option<String> {
+    text.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 impl Recipient {
@@ -33,10 +36,9 @@ impl Recipient {
     pub fn of(profile: StoredProfile) -> Recipient {
         let identity = |kind: IdKind| profile.identities.iter().find(|i| i.kind == kind).map(|i| i.value.clone());
         let traits = profile.state.trait_values();
-        let computed = Arc::new(profile.state.computed);
-        let fallback = |seen: Option<&str>| seen.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-        let timezone = text(traits.get("timezone")).or_else(|| fallback(computed.timezone()));
-        let locale = text(traits.get("locale")).or_else(|| fallback(computed.locale()));
+        let computed = profile.state.computed;
+        let timezone = text(traits.get("timezone")).or_else(|| non_empty(computed.timezone()));
+        let locale = text(traits.get("locale")).or_else(|| non_empty(computed.locale()));
         let email = identity(IdKind::Email).or_else(|| text(traits.get("email")).map(|e| e.to_lowercase()));
         let phone = identity(IdKind::Phone);
         let line = identity(IdKind::LineUserId);
