@@ -297,6 +297,24 @@ fn parse_time(value: &Value) -> Result<DateTime<Utc>, String> {
     Err(format!("'{text}' is not an ISO 8601 date-time"))
 }
 
+/// Sets a normalised string field. Most messages already hold it as normalised, and then nothing is allocated:
+/// inserting afresh made a new key and value and dropped the old pair, for each of several fields per event.
+fn set_string(object: &mut Map<String, Value>, key: &str, value: &str) {
+    match object.get_mut(key) {
+        Some(Value::String(current)) if current == value => {}
+        Some(slot) => *slot = Value::String(value.to_owned()),
+        None => drop(object.insert(key.to_owned(), Value::String(value.to_owned()))),
+    }
+}
+
+/// Sets a field, keeping the key it already has.
+fn set_value(object: &mut Map<String, Value>, key: &str, value: Value) {
+    match object.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => drop(object.insert(key.to_owned(), value)),
+    }
+}
+
 fn format_time(t: DateTime<Utc>) -> Value {
     Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
@@ -364,7 +382,7 @@ fn normalise(
             Some(_) => return Err(invalid("type", "must be a string")),
         },
     };
-    object.insert("type".into(), Value::String(message_type.as_str().into()));
+    set_string(&mut object, "type", message_type.as_str());
 
     let message_id = match object.get("messageId") {
         None | Some(Value::Null) => format!("kz-{}", uuid::Uuid::new_v4()),
@@ -372,7 +390,7 @@ fn normalise(
         Some(Value::Number(n)) => n.to_string(),
         Some(_) => return Err(invalid("messageId", "must be a non-empty string of at most 256 characters")),
     };
-    object.insert("messageId".into(), Value::String(message_id.clone()));
+    set_string(&mut object, "messageId", &message_id);
 
     let user_id = take_id(&object, "userId")?;
     let anonymous_id = take_id(&object, "anonymousId")?;
@@ -384,12 +402,12 @@ fn normalise(
         .with_field("userId"));
     }
     match &user_id {
-        Some(id) => object.insert("userId".into(), Value::String(id.clone())),
-        None => object.remove("userId"),
+        Some(id) => set_string(&mut object, "userId", id),
+        None => drop(object.remove("userId")),
     };
     match &anonymous_id {
-        Some(id) => object.insert("anonymousId".into(), Value::String(id.clone())),
-        None => object.remove("anonymousId"),
+        Some(id) => set_string(&mut object, "anonymousId", id),
+        None => drop(object.remove("anonymousId")),
     };
 
     for key in ["traits", "properties", "context", "integrations"] {
@@ -452,13 +470,13 @@ fn normalise(
         (None, _) => received_at,
     };
     if let Some(original) = original {
-        object.insert("originalTimestamp".into(), format_time(original));
+        set_value(&mut object, "originalTimestamp", format_time(original));
     }
     if let Some(sent) = sent_at {
-        object.insert("sentAt".into(), format_time(sent));
+        set_value(&mut object, "sentAt", format_time(sent));
     }
-    object.insert("timestamp".into(), format_time(timestamp));
-    object.insert("receivedAt".into(), format_time(received_at));
+    set_value(&mut object, "timestamp", format_time(timestamp));
+    set_value(&mut object, "receivedAt", format_time(received_at));
 
     let encoded = serde_json::to_string(&object).map_err(|e| KizunaError::internal(e.to_string()))?;
     Ok(Event { message_id, message_type, timestamp, received_at, user_id, anonymous_id, body: object, encoded })

@@ -3,6 +3,7 @@ use chrono::{DateTime, Utc};
 use kizuna_ingest::{EcommerceEvent, Event, MessageType, classify};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 const LAST_VIEWED_KEPT: usize = 20;
@@ -132,9 +133,14 @@ fn number(v: Option<&Value>) -> Option<f64> {
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
+    text_ref(v).map(Cow::into_owned)
+}
+
+/// [`text`] without a copy when the value is already a string.
+fn text_ref(v: Option<&Value>) -> Option<Cow<'_, str>> {
     match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s.trim())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }
@@ -323,11 +329,13 @@ impl Computed {
         self.last_seen = Some(self.last_seen.map_or(at, |t| t.max(at)));
         self.event_count += 1;
         let name = match event.message_type {
-            MessageType::Track => event.name().unwrap_or("track").to_owned(),
-            other => other.as_str().to_owned(),
+            MessageType::Track => event.name().unwrap_or("track"),
+            other => other.as_str(),
         };
-        if self.event_counts.len() < EVENT_NAMES_KEPT || self.event_counts.contains_key(&name) {
-            *self.event_counts.entry(name).or_default() += 1;
+        if let Some(count) = self.event_counts.get_mut(name) {
+            *count += 1;
+        } else if self.event_counts.len() < EVENT_NAMES_KEPT {
+            self.event_counts.insert(name.to_owned(), 1);
         }
         if let Some(context) = event.context() {
             self.apply_context(context, at);
@@ -430,21 +438,34 @@ impl Computed {
         }
     }
 
+    /// Most events repeat the place, time zone and locale the profile already holds: then only the stamp moves,
+    /// and nothing is allocated (this ran on every event, on the single writer thread).
     fn apply_context(&mut self, context: &Map<String, Value>, at: DateTime<Utc>) {
+        const PLACE: [&str; 5] = ["country", "region", "city", "latitude", "longitude"];
         if let Some(location) = context.get("location").and_then(Value::as_object) {
-            let mut place = BTreeMap::new();
-            for key in ["country", "region", "city", "latitude", "longitude"] {
-                if let Some(v) = text(location.get(key)) {
-                    place.insert(key.to_owned(), v);
+            let unchanged = self.location.as_mut().filter(|held| {
+                PLACE
+                    .iter()
+                    .all(|key| text_ref(location.get(*key)).as_deref() == held.value.get(*key).map(String::as_str))
+            });
+            match unchanged {
+                Some(held) => held.at = held.at.max(at),
+                None => {
+                    let mut place = BTreeMap::new();
+                    for key in PLACE {
+                        if let Some(v) = text(location.get(key)) {
+                            place.insert(key.to_owned(), v);
+                        }
+                    }
+                    self.set_location(place, at);
                 }
             }
-            self.set_location(place, at);
         }
-        if let Some(tz) = text(context.get("timezone")) {
-            set_stamped(&mut self.timezone, tz, at);
+        if let Some(tz) = text_ref(context.get("timezone")) {
+            stamp_text(&mut self.timezone, &tz, at);
         }
-        if let Some(locale) = text(context.get("locale")) {
-            set_stamped(&mut self.locale, locale, at);
+        if let Some(locale) = text_ref(context.get("locale")) {
+            stamp_text(&mut self.locale, &locale, at);
         }
     }
 
@@ -596,6 +617,14 @@ fn set_stamped<T: PartialEq + Serialize>(slot: &mut Option<Stamped<T>>, value: T
     }
 }
 
+/// [`set_stamped`] for text, allocating only when the value changes.
+fn stamp_text(slot: &mut Option<Stamped<String>>, value: &str, at: DateTime<Utc>) {
+    match slot {
+        Some(held) if held.value == value => held.at = held.at.max(at),
+        _ => set_stamped(slot, value.to_owned(), at),
+    }
+}
+
 fn bump(scores: &mut BTreeMap<String, f64>, key: String, by: f64) {
     *scores.entry(key).or_default() += by;
     if scores.len() > AFFINITY_KEPT {
@@ -741,6 +770,38 @@ mod tests {
         assert_eq!(s["timezone"], json!("Asia/Tokyo"));
         assert_eq!(s["event_counts"]["Product Viewed"], json!(3));
         assert_eq!(state.traits["skin_type"].data_kind, DataKind::ZeroParty);
+    }
+
+    #[test]
+    fn a_repeated_place_time_zone_or_locale_moves_its_stamp() {
+        let seen = |day, city: &str, zone: &str| {
+            event(
+                MessageType::Page,
+                json!({"anonymousId": "a", "name": "Home", "timestamp": t(day),
+                       "context": {"timezone": zone, "locale": zone, "location": {"country": "JP", "city": city}}}),
+            )
+        };
+        // Osaka on day 4 is older than Tokyo's repeat on day 5, so Tokyo stays; had the repeat not moved the
+        // stamp (held from day 3), Osaka would win.
+        let state = fold(&[
+            seen(3, "Tokyo", "Asia/Tokyo"),
+            seen(1, "Osaka", "Asia/Osaka"),
+            seen(5, "Tokyo", "Asia/Tokyo"),
+            seen(4, "Osaka", "Asia/Osaka"),
+        ]);
+        let s = state.computed.summary();
+        assert_eq!(
+            (&s["city"], &s["timezone"], &s["locale"]),
+            (&json!("Tokyo"), &json!("Asia/Tokyo"), &json!("Asia/Tokyo"))
+        );
+        // A newer different place still replaces it.
+        let state =
+            fold(&[seen(3, "Tokyo", "Asia/Tokyo"), seen(5, "Tokyo", "Asia/Tokyo"), seen(6, "Osaka", "Asia/Osaka")]);
+        let s = state.computed.summary();
+        assert_eq!(
+            (&s["city"], &s["timezone"], &s["locale"]),
+            (&json!("Osaka"), &json!("Asia/Osaka"), &json!("Asia/Osaka"))
+        );
     }
 
     #[test]
