@@ -609,6 +609,35 @@ mod tests {
     }
 
     #[test]
+    fn normalised_fields_are_what_is_stored() {
+        let parsed = single(
+            MessageType::Track,
+            json!({"type": "page", "userId": 42, "anonymousId": " a-1 ", "messageId": " m1 ", "event": "E",
+                   "timestamp": "2026-01-01T11:00:00Z"}),
+        )
+        .expect("valid");
+        let event = &parsed.events[0];
+        let stored: Value = serde_json::from_str(&event.encoded).expect("stored JSON");
+        assert_eq!(stored["type"], json!("track"), "the endpoint decides the type");
+        assert_eq!(
+            (&stored["userId"], &stored["anonymousId"], &stored["messageId"]),
+            (&json!("42"), &json!("a-1"), &json!("m1"))
+        );
+        assert_eq!(stored["timestamp"], json!("2026-01-01T11:00:00.000Z"));
+        assert_eq!(stored["receivedAt"], json!("2026-01-01T12:00:00.000Z"));
+        assert_eq!(Value::Object(event.body.clone()), stored);
+        // Already normalised fields stay as they are; a junk id is dropped.
+        let parsed = batch(json!({"batch": [{"type": "track", "userId": "u", "anonymousId": "null", "messageId": "m2", "event": "E"}]}))
+            .expect("valid");
+        let stored: Value = serde_json::from_str(&parsed.events[0].encoded).expect("stored JSON");
+        assert_eq!(
+            (&stored["type"], &stored["userId"], &stored["messageId"]),
+            (&json!("track"), &json!("u"), &json!("m2"))
+        );
+        assert!(stored.get("anonymousId").is_none());
+    }
+
+    #[test]
     fn a_body_that_is_not_utf8_is_malformed() {
         let mut body = br#"{"batch": [{"type": "track", "userId": "u", "event": "caf"#.to_vec();
         body.extend_from_slice(&[0xe9, b'"', b'}', b']', b'}']);

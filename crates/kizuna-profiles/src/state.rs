@@ -439,7 +439,7 @@ impl Computed {
     }
 
     /// Most events repeat the place, time zone and locale the profile already holds: then only the stamp moves,
-    /// and nothing is allocated (this ran on every event, on the single writer thread).
+    /// and nothing is allocated when they are strings (this ran on every event, on the single writer thread).
     fn apply_context(&mut self, context: &Map<String, Value>, at: DateTime<Utc>) {
         const PLACE: [&str; 5] = ["country", "region", "city", "latitude", "longitude"];
         if let Some(location) = context.get("location").and_then(Value::as_object) {
