@@ -300,10 +300,8 @@ fn parse_time(value: &Value) -> Result<DateTime<Utc>, String> {
 /// Sets a normalised string field. Most messages already hold it as normalised, and then nothing is allocated:
 /// inserting afresh made a new key and value and dropped the old pair, for each of several fields per event.
 fn set_string(object: &mut Map<String, Value>, key: &str, value: &str) {
-    match object.get_mut(key) {
-        Some(Value::String(current)) if current == value => {}
-        Some(slot) => *slot = Value::String(value.to_owned()),
-        None => drop(object.insert(key.to_owned(), Value::String(value.to_owned()))),
+    if object.get(key).and_then(Value::as_str) != Some(value) {
+        set_value(object, key, Value::String(value.to_owned()));
     }
 }
 
@@ -401,14 +399,12 @@ fn normalise(
         )
         .with_field("userId"));
     }
-    match &user_id {
-        Some(id) => set_string(&mut object, "userId", id),
-        None => drop(object.remove("userId")),
-    };
-    match &anonymous_id {
-        Some(id) => set_string(&mut object, "anonymousId", id),
-        None => drop(object.remove("anonymousId")),
-    };
+    for (key, id) in [("userId", &user_id), ("anonymousId", &anonymous_id)] {
+        match id {
+            Some(id) => set_string(&mut object, key, id),
+            None => drop(object.remove(key)),
+        }
+    }
 
     for key in ["traits", "properties", "context", "integrations"] {
         check_object(&object, key)?;
