@@ -67,7 +67,26 @@ const MESSAGES_OF_PEOPLE: &str = "SELECT rowid FROM msg_messages WHERE sent_at I
        WHERE state IN ('queued', 'deferred') AND profile_id IN people
      UNION SELECT rowid FROM msg_messages WHERE state = 'sending' AND profile_id IN people
      UNION SELECT rowid FROM msg_messages
-       WHERE sent_at IS NULL AND state NOT IN ('queued', 'deferred', 'sending') AND profile_id IN people";
+       WHERE sent_at IS NULL AND state <> 'queued' AND state <> 'deferred' AND state <> 'sending'
+         AND profile_id IN people";
+
+/// Queues one message, unless one with its idempotency key exists.
+const QUEUE_MESSAGE: &str = "INSERT INTO msg_messages (id, idempotency_key, profile_id, channel, purpose, priority,
+         template, template_version, flow, campaign, context, recipient, state, reason, due_at, test, created_at,
+         updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', 'queued', ?13, ?14, ?15, ?15)
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// A message's change of state (see `record`).
+const MESSAGE_TRANSITION: &str = "UPDATE msg_messages SET due_at = COALESCE(?4, due_at),
+         provider_id = COALESCE(?6, provider_id),
+         attempts = attempts + ?7, sent_at = CASE WHEN ?8 THEN ?9 ELSE sent_at END, updated_at = ?9,
+         state = ?2, reason = ?3,
+         recipient = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?5, recipient) END,
+         profile_id = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?10, profile_id) END,
+         context = CASE WHEN ?11 THEN '{}' ELSE context END,
+         erased_at = CASE WHEN ?11 THEN COALESCE(erased_at, ?9) ELSE erased_at END
+     WHERE rowid = ?1";
 
 /// One priority's waiting messages due at `?2`, in due order, at most `?3`.
 fn due_of_priority() -> String {
@@ -188,13 +207,7 @@ impl MessageStore for SqliteStore {
             let tx = conn.transaction()?;
             let mut out = Vec::with_capacity(messages.len());
             {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO msg_messages (id, idempotency_key, profile_id, channel, purpose, priority, template,
-                         template_version, flow, campaign, context, recipient, state, reason, due_at, test,
-                         created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', 'queued', ?13, ?14, ?15, ?15)
-                     ON CONFLICT (idempotency_key) DO NOTHING",
-                )?;
+                let mut insert = tx.prepare_cached(QUEUE_MESSAGE)?;
                 // No decision row for queueing: `decisions` makes it from the message row (migration 18).
                 let mut existing = tx.prepare_cached("SELECT id FROM msg_messages WHERE idempotency_key = ?1")?;
                 for m in messages {
@@ -274,17 +287,7 @@ impl MessageStore for SqliteStore {
                     "SELECT rowid, state IN ('queued', 'deferred'), erased_at IS NOT NULL FROM msg_messages
                      WHERE id = ?1",
                 )?;
-                let mut update = tx.prepare_cached(
-                    "UPDATE msg_messages SET due_at = COALESCE(?4, due_at),
-                         provider_id = COALESCE(?6, provider_id),
-                         attempts = attempts + ?7, sent_at = CASE WHEN ?8 THEN ?9 ELSE sent_at END, updated_at = ?9,
-                         state = ?2, reason = ?3,
-                         recipient = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?5, recipient) END,
-                         profile_id = CASE WHEN erased_at IS NULL AND NOT ?11 THEN COALESCE(?10, profile_id) END,
-                         context = CASE WHEN ?11 THEN '{}' ELSE context END,
-                         erased_at = CASE WHEN ?11 THEN COALESCE(erased_at, ?9) ELSE erased_at END
-                     WHERE rowid = ?1",
-                )?;
+                let mut update = tx.prepare_cached(MESSAGE_TRANSITION)?;
                 let mut decision = tx.prepare_cached(
                     "INSERT INTO msg_decisions (message_id, at, state, reason) VALUES (?1, ?2, ?3, ?4)",
                 )?;
@@ -832,6 +835,24 @@ mod tests {
             assert!(steps.iter().any(|s| s.contains(index)), "{index}: {steps:?}");
         }
         assert!(!steps.iter().any(|s| s == "SCAN msg_messages"), "{steps:?}");
+        Ok(())
+    }
+
+    /// Queueing a message and each change of its state build no temporary b-tree: a partial index whose
+    /// condition holds an IN list of three values made SQLite create one on every write (migration 19).
+    #[test]
+    fn writing_a_message_builds_no_temporary_btree() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        drop(SqliteStore::open(dir.path(), Durability::Process)?);
+        let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+        for sql in [QUEUE_MESSAGE, MESSAGE_TRANSITION] {
+            let mut explain = conn.prepare(&format!("EXPLAIN {sql}"))?;
+            let unbound =
+                rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, explain.parameter_count()));
+            let opcodes: Vec<String> = explain.query_map(unbound, |row| row.get(1))?.collect::<Result<_, _>>()?;
+            assert!(opcodes.iter().any(|op| op == "IdxInsert"), "{sql}: {opcodes:?}");
+            assert!(!opcodes.iter().any(|op| op == "OpenEphemeral"), "{sql}: {opcodes:?}");
+        }
         Ok(())
     }
 
