@@ -595,6 +595,39 @@ async fn versions_and_the_kill_switch() {
     }
 }
 
+/// `migrate` moves the people inside an older version to the latest one, where they go on from the step they are
+/// at; a run whose step the latest version lacks stays on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_moves_runs_to_the_latest_version() {
+    let node = Node::start();
+    node.template("w1", "first version");
+    node.template("w2", "second version");
+    let flow = |send: &str, template: &str| {
+        json!({"trigger": {"event": {"name": "Signed Up"}}, "steps": [
+            {"id": "wait", "type": "delay", "for": "1h", "next": send},
+            {"id": send, "type": "send", "template": template}]})
+    };
+    node.engine.save("hello", &flow("hello", "w1")).expect("saved");
+    node.engine.activate("hello").expect("active");
+    node.customer("a").await;
+    node.track("a", "Signed Up", json!({})).await;
+    node.settle().await;
+    // Version 2 renames the step "a" goes to next: "a" cannot move to it.
+    node.engine.save("hello", &flow("greet", "w2")).expect("saved");
+    assert_eq!(node.engine.migrate("hello").await.expect("migrated"), 0);
+    // Version 3 has that step again, with the other message.
+    let info = node.engine.save("hello", &flow("hello", "w2")).expect("saved");
+    assert_eq!(info.version, 3);
+    assert_eq!(node.engine.migrate("hello").await.expect("migrated"), 1);
+    let runs = node.engine.runs(Some("hello"), None, None, None, 10).expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].0.version, 3);
+    // Nothing left to move.
+    assert_eq!(node.engine.migrate("hello").await.expect("migrated"), 0);
+    node.at(node.clock.now() + Duration::hours(2)).await;
+    assert_eq!(node.recorder.sent(), vec![("a@example.com".to_string(), "second version".to_string())]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_predicts_live_execution() {
     // Live: three people through the cart flow, the clock stepped to each timer.

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (17, include_str!("../migrations/0017_one_queue_index.sql")),
     (18, include_str!("../migrations/0018_queued_decision_from_message.sql")),
     (19, include_str!("../migrations/0019_unsent_index_without_in_list.sql")),
+    (20, include_str!("../migrations/0020_flow_steps_without_rowid.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.

@@ -204,18 +204,42 @@ impl FlowStore for SqliteStore {
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             {
-                let mut upsert = tx.prepare_cached(
+                // A run is updated in place, and inserted only when no row was there: an upsert rewrote the
+                // person index of every run it updated (its SET named `profile_id`), and serialised the trigger
+                // that an update never writes. A run's person changes only when merges move it
+                // (`follow_profile_changes`), which an update here must not undo; its version only by `migrate`
+                // (the upsert did not write it, so a migration moved nobody).
+                let mut update = tx.prepare_cached(
+                    "UPDATE flow_runs SET status = ?2, step = ?3, due_at = ?4, visits = ?5, arm = ?6, holdout = ?7,
+                         converted_at = ?8, revenue = ?9, exit_reason = ?10, ended_at = ?11, updated_at = ?12,
+                         version = ?13
+                     WHERE id = ?1",
+                )?;
+                let mut insert = tx.prepare_cached(
                     "INSERT INTO flow_runs (id, flow_id, version, profile_id, status, step, due_at, entered_at, trigger,
                          visits, arm, holdout, goal_until, converted_at, revenue, exit_reason, ended_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
-                     ON CONFLICT (id) DO UPDATE SET profile_id = excluded.profile_id, status = excluded.status,
-                         step = excluded.step, due_at = excluded.due_at, visits = excluded.visits, arm = excluded.arm,
-                         holdout = excluded.holdout, converted_at = excluded.converted_at, revenue = excluded.revenue,
-                         exit_reason = excluded.exit_reason, ended_at = excluded.ended_at,
-                         updated_at = excluded.updated_at",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )?;
                 for run in &batch.runs {
-                    upsert.execute(params![
+                    let updated = update.execute(params![
+                        run.id,
+                        run.status,
+                        run.step,
+                        run.due_at.map(ms),
+                        run.visits,
+                        run.arm,
+                        i64::from(run.holdout),
+                        run.converted_at.map(ms),
+                        run.revenue,
+                        run.exit_reason,
+                        run.ended_at.map(ms),
+                        ms(now),
+                        run.version,
+                    ])?;
+                    if updated > 0 {
+                        continue;
+                    }
+                    insert.execute(params![
                         run.id,
                         run.flow_id,
                         run.version,
