@@ -13,7 +13,7 @@ CREATE TABLE flow_steps_v20 (
     PRIMARY KEY (run_id, visit)
 ) WITHOUT ROWID;
 INSERT INTO flow_steps_v20 (run_id, visit, flow_id, step, kind, outcome, action, at)
-    SELECT run_id, visit, flow_id, step, kind, outcome, action, at FROM flow_steps;
+    SELECT run_id, visit, flow_id, step, kind, outcome, action, at FROM flow_steps ORDER BY run_id, visit;
 DROP TABLE flow_steps;
 ALTER TABLE flow_steps_v20 RENAME TO flow_steps;
 CREATE INDEX flow_steps_flow ON flow_steps(flow_id, step);

@@ -147,7 +147,9 @@ pub trait FlowStore: Send + Sync {
     /// Forgets every input cursor (no flow exists: the first one to come reads from where it was activated
     /// instead of through everything stored meanwhile).
     fn forget_flow_cursors(&self) -> StoreResult<()>;
-    /// Writes runs, steps and cursors in one transaction.
+    /// Writes runs, steps and cursors in one transaction. A run already stored takes its new state and version; its
+    /// person, flow, entry time, trigger and goal window stay as stored (a person changes only by a merge, see
+    /// `follow_profile_changes`). A step already stored is kept as it was.
     fn apply_flow_batch(&self, batch: &FlowBatch, now: DateTime<Utc>) -> StoreResult<()>;
     /// The largest run id in use (new runs are numbered after it).
     fn max_run_id(&self) -> StoreResult<i64>;

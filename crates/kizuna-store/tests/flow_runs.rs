@@ -110,6 +110,12 @@ fn migration_20_keeps_every_step_and_stores_them_by_their_key() -> anyhow::Resul
     let sql: String =
         conn.query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'flow_steps'", [], |r| r.get(0))?;
     assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+    let indexes: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'flow_steps_flow' AND tbl_name = 'flow_steps'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(indexes, 1, "the per-flow index is there again");
     let counts = Store::flows(&store).flow_counts(1)?;
     assert_eq!(
         counts.by_step,
