@@ -815,10 +815,16 @@ mod tests {
     use crate::Durability;
 
     /// The steps of `sql`'s query plan in a fresh store.
-    fn plan(sql: &str, params: impl rusqlite::Params) -> anyhow::Result<Vec<String>> {
+    /// A connection to a freshly migrated store (the directory lives as long as the returned guard).
+    fn fresh_store() -> anyhow::Result<(tempfile::TempDir, rusqlite::Connection)> {
         let dir = tempfile::tempdir()?;
         drop(SqliteStore::open(dir.path(), Durability::Process)?);
         let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+        Ok((dir, conn))
+    }
+
+    fn plan(sql: &str, params: impl rusqlite::Params) -> anyhow::Result<Vec<String>> {
+        let (_dir, conn) = fresh_store()?;
         let steps = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
             .query_map(params, |row| row.get(3))?
@@ -842,9 +848,7 @@ mod tests {
     /// condition holds an IN list of three values made SQLite create one on every write (migration 19).
     #[test]
     fn writing_a_message_builds_no_temporary_btree() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        drop(SqliteStore::open(dir.path(), Durability::Process)?);
-        let conn = rusqlite::Connection::open(dir.path().join(SqliteStore::FILE_NAME))?;
+        let (_dir, conn) = fresh_store()?;
         for sql in [QUEUE_MESSAGE, MESSAGE_TRANSITION] {
             let mut explain = conn.prepare(&format!("EXPLAIN {sql}"))?;
             let unbound =
