@@ -12,7 +12,7 @@ use kizuna_ingest::MessageType;
 use kizuna_messaging_service::SendRequest;
 use kizuna_segments::eval::EventFact;
 use kizuna_store::flows::{FlowBatch, RunRow, StepRow, StoredFlow};
-use kizuna_store::{LockWaits, TransitionFilter};
+use kizuna_store::{LockWaits, SegmentTransitionRow, TransitionFilter};
 use serde_json::{Map, Value, json};
 
 use crate::person::{LivePerson, fact};
@@ -629,9 +629,19 @@ impl FlowEngine {
             }
             return Ok(false);
         };
+        let triggers = |t: &SegmentTransitionRow, flow: &LiveFlow| {
+            t.seq > flow.since_transition_seq && machine::transition_triggers(&flow.def, &t.segment, t.entered)
+        };
+        // A transition keeps the id its person had when it was recorded. If they merged since, and an earlier
+        // round already followed that merge, nothing would move a run entered under the old id: enter the
+        // person the id belongs to now (erased people enter nothing).
+        let entrants: Vec<ProfileId> =
+            transitions.iter().filter(|t| flows.iter().any(|f| triggers(t, f))).map(|t| t.profile_id).collect();
+        let live = if entrants.is_empty() { HashMap::new() } else { self.inner.store.live_profile_ids(&entrants)? };
         for t in &transitions {
             for flow in flows {
-                if t.seq > flow.since_transition_seq && machine::transition_triggers(&flow.def, &t.segment, t.entered) {
+                if triggers(t, flow) {
+                    let Some(&Some(profile)) = live.get(&t.profile_id) else { continue };
                     let name = if t.entered { "Segment Entered" } else { "Segment Exited" };
                     let trigger = TriggerInfo {
                         seq: 0,
@@ -639,7 +649,7 @@ impl FlowEngine {
                         properties: json!({"segment": t.segment, "cause": t.cause}),
                         at: t.at.min(work.now),
                     };
-                    work.enter(flow, t.profile_id, trigger)?;
+                    work.enter(flow, profile, trigger)?;
                 }
             }
         }
@@ -681,6 +691,8 @@ impl FlowEngine {
             if !wanted(&scanned.name) {
                 continue;
             }
+            // Unlike a transition, an event is moved with its person in the merge's own transaction: its id is
+            // live, or belongs to a merge this round did not follow yet and the next one will.
             let profile = scanned.profile_id;
             let Some(event) = fact(scanned.seq, scanned.body) else { continue };
             if awaited.contains(&*event.name) {

@@ -415,10 +415,13 @@ impl FlowEngine {
         Ok(def)
     }
 
-    /// Runs of older versions move to the latest one when their current step still exists there.
+    /// Runs of other versions move to the live one — the version new entrants get, not a draft saved while the
+    /// flow was paused — when their current step is still there and still the same kind of step: a run waiting
+    /// for an event keeps that wait's state, which a delay of the same name would misread.
     pub async fn migrate(&self, name: &str) -> FlowsResult<usize> {
         let flow = self.stored(name)?;
-        let latest = self.definition(flow.id, flow.version)?;
+        let target_version = flow.live_version.unwrap_or(flow.version);
+        let target = self.definition(flow.id, target_version)?;
         let _round = self.inner.round.lock().await;
         let mut moved = Vec::new();
         let mut after = None;
@@ -427,10 +430,24 @@ impl FlowEngine {
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             for row in page {
-                let keeps_step = row.step.as_deref().is_none_or(|s| latest.step(s).is_some());
-                if row.version != flow.version && engine::is_live(&row.status) && keeps_step {
+                if row.version == target_version || !engine::is_live(&row.status) {
+                    continue;
+                }
+                let keeps_step = match row.step.as_deref() {
+                    None => true,
+                    Some(id) => {
+                        let current = self.definition(flow.id, row.version)?;
+                        match (current.step(id), target.step(id)) {
+                            (Some(now), Some(then)) => {
+                                std::mem::discriminant(&now.kind) == std::mem::discriminant(&then.kind)
+                            }
+                            _ => false,
+                        }
+                    }
+                };
+                if keeps_step {
                     let mut row = row;
-                    row.version = flow.version;
+                    row.version = target_version;
                     moved.push(row);
                 }
             }

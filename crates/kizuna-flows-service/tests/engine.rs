@@ -526,6 +526,39 @@ async fn a_flow_that_allows_several_runs_keeps_both_after_a_merge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_entry_read_after_its_person_merged_starts_the_run_on_the_survivor() {
+    let node = Node::start();
+    node.template("vip_welcome", "welcome to VIP");
+    let vip = kizuna_segments::parse("traits.spend >= 1000").expect("condition");
+    node.membership.save("vip", "", vip).await.expect("segment");
+    let flow = json!({"trigger": {"segment_entered": "vip"}, "steps": [
+        {"id": "wait", "type": "delay", "for": "1d", "next": "hello"},
+        {"id": "hello", "type": "send", "template": "vip_welcome"}]});
+    node.engine.save("vip_tier", &flow).expect("saved");
+    node.engine.activate("vip_tier").expect("active");
+    node.settle().await;
+    let user = node.customer("u1").await;
+    node.settle().await;
+    // A device spends enough to be a VIP: the entry is recorded, and the engine has not read it yet.
+    node.send(json!({"type": "identify", "anonymousId": "device-7", "traits": {"spend": 1500}})).await;
+    node.membership.sync().await.expect("segments");
+    let device = node.store.profile_by_identifier(&Identifier::new(IdKind::AnonymousId, "device-7")).expect("lookup");
+    let device = device.expect("the device's profile");
+    // Then u1 logs in on it: one person. The round follows the merge before it reads the entry.
+    node.send(json!({"type": "identify", "userId": "u1", "anonymousId": "device-7"})).await;
+    let survivor = node.store.profile_by_identifier(&Identifier::new(IdKind::UserId, "u1")).expect("lookup");
+    let survivor = survivor.expect("u1's profile");
+    assert!([user, device].contains(&survivor));
+    node.settle().await;
+
+    let runs = node.engine.runs(Some("vip_tier"), None, None, None, 10).expect("runs");
+    assert_eq!(runs.len(), 1, "one person, one run: {runs:?}");
+    assert_eq!(runs[0].0.profile, survivor, "the run belongs to the person the device became: {runs:?}");
+    // After the day's delay: one welcome, to u1.
+    node.at(noon_tokyo() + Duration::days(1)).await;
+    assert_eq!(node.recorder.sent(), vec![("u1@example.com".to_string(), "welcome to VIP".to_string())]);
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_welcome_held_by_quiet_hours_does_not_go_when_its_run_ends_in_a_merge() {
     let (node, held) = welcome_held_on_a_second_device().await;
     // She logs in on the device: one person, one welcome series; the device's run exits as merged.
@@ -595,10 +628,10 @@ async fn versions_and_the_kill_switch() {
     }
 }
 
-/// `migrate` moves the people inside an older version to the latest one, where they go on from the step they are
-/// at; a run whose step the latest version lacks stays on its own.
+/// `migrate` moves the people inside an older version to the live one, where they go on from the step they are
+/// at; a run whose step the live version lacks, or has as another kind of step, stays on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrating_moves_runs_to_the_latest_version() {
+async fn migrating_moves_runs_to_the_live_version() {
     let node = Node::start();
     node.template("w1", "first version");
     node.template("w2", "second version");
@@ -624,8 +657,26 @@ async fn migrating_moves_runs_to_the_latest_version() {
     assert_eq!(runs[0].0.version, 3);
     // Nothing left to move.
     assert_eq!(node.engine.migrate("hello").await.expect("migrated"), 0);
+    // Version 4 keeps the name "hello" for a delay: a run due to send cannot become a run due to wait.
+    let renamed = json!({"trigger": {"event": {"name": "Signed Up"}}, "steps": [
+        {"id": "wait", "type": "delay", "for": "1h", "next": "hello"},
+        {"id": "hello", "type": "delay", "for": "1h", "next": "send"},
+        {"id": "send", "type": "send", "template": "w1"}]});
+    node.engine.save("hello", &renamed).expect("saved");
+    assert_eq!(node.engine.migrate("hello").await.expect("migrated"), 0);
+    // A draft saved while the flow is paused is not live: nobody moves to it.
+    node.engine.pause("hello").await.expect("paused");
+    node.engine.save("hello", &flow("hello", "w1")).expect("saved");
+    assert_eq!(node.engine.migrate("hello").await.expect("migrated"), 0);
+    let runs = node.engine.runs(Some("hello"), None, None, None, 10).expect("runs");
+    assert_eq!(runs[0].0.version, 3);
+    // Activated, version 5 is live: the run moves to it.
+    node.engine.activate("hello").expect("active");
+    assert_eq!(node.engine.migrate("hello").await.expect("migrated"), 1);
+    let runs = node.engine.runs(Some("hello"), None, None, None, 10).expect("runs");
+    assert_eq!(runs[0].0.version, 5);
     node.at(node.clock.now() + Duration::hours(2)).await;
-    assert_eq!(node.recorder.sent(), vec![("a@example.com".to_string(), "second version".to_string())]);
+    assert_eq!(node.recorder.sent(), vec![("a@example.com".to_string(), "first version".to_string())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

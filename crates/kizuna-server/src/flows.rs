@@ -286,7 +286,7 @@ async fn pause(_: Admin, State(state): State<AppState>, Path(name): Path<String>
     Ok(axum::Json(json!(engine(&state)?.pause(&name).await?)))
 }
 
-/// Moves people on older versions to the latest one where their current step still exists.
+/// Moves people on other versions to the live one where their current step is still there as the same kind of step.
 #[utoipa::path(post, path = "/api/flows/{name}/migrate", tag = "flows",
     responses((status = 200, description = "{migrated}")), security(("admin_key" = [])))]
 async fn migrate(_: Admin, State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Value>> {
