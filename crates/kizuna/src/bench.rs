@@ -75,6 +75,17 @@ pub struct IngestArgs {
     /// Port for the benchmarked server on 127.0.0.1
     #[arg(long, default_value_t = 7429)]
     port: u16,
+    /// Order of the events: `person` sends each customer's history in one go (a replay or an import: a batch
+    /// holds one or two people); `time` sends every customer's events merged in time order, as a live store
+    /// receives them (a batch holds up to a hundred people)
+    #[arg(long, value_enum, default_value_t = EventOrder::Person)]
+    order: EventOrder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventOrder {
+    Person,
+    Time,
 }
 
 pub fn run(config: &Config, which: Which) -> Result<()> {
@@ -195,6 +206,27 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// A process's CPU time so far (user, system), from `/proc/{pid}/stat`: it counts every thread, also those that
+/// have exited. Linux reports it in USER_HZ ticks, 100 a second on every architecture it exposes to programs.
+fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? as f64 / 100.0, ticks(12)? as f64 / 100.0))
+}
+
+/// The whole machine's busy and total CPU time so far (all cores), from the first line of `/proc/stat`.
+fn machine_cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already counted in user).
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((total - idle, total))
+}
+
 fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     let data_dir = std::env::temp_dir().join(format!("kizuna-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -212,17 +244,23 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
         start: now - chrono::Duration::days(365),
         ..SimConfig::default()
     });
-    let mut payloads: Vec<bytes::Bytes> = Vec::new();
-    let mut batch = Vec::with_capacity(args.batch);
-    let mut total_events = 0usize;
-    for message in simulator.messages() {
-        batch.push(message);
-        if batch.len() == args.batch {
-            total_events += batch.len();
-            payloads.push(serde_json::to_vec(&serde_json::json!({ "batch": batch }))?.into());
-            batch.clear();
+    let (payloads, total_events) = match args.order {
+        EventOrder::Person => {
+            let mut payloads: Vec<bytes::Bytes> = Vec::new();
+            let mut batch = Vec::with_capacity(args.batch);
+            let mut total_events = 0usize;
+            for message in simulator.messages() {
+                batch.push(message);
+                if batch.len() == args.batch {
+                    total_events += batch.len();
+                    payloads.push(serde_json::to_vec(&serde_json::json!({ "batch": batch }))?.into());
+                    batch.clear();
+                }
+            }
+            (payloads, total_events)
         }
-    }
+        EventOrder::Time => time_ordered_payloads(&simulator, args.batch)?,
+    };
     let payload_bytes: usize = payloads.iter().map(|p| p.len()).sum();
     eprintln!(
         "{} requests, {} events, {:.0} MB in {:.1}s",
@@ -266,8 +304,14 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     let per_100k = |kib: u64| kib as f64 / 1024.0 / (outcome.profiles.max(1) as f64) * 100_000.0;
     println!("## kizuna bench ingest");
     println!(
-        "- load: {} clients, {} events/request, {:.1} s, durability {durability}",
-        args.clients, args.batch, seconds
+        "- load: {} clients, {} events/request, {} order, {:.1} s, durability {durability}",
+        args.clients,
+        args.batch,
+        match args.order {
+            EventOrder::Person => "person",
+            EventOrder::Time => "time",
+        },
+        seconds
     );
     println!(
         "- sustained: {:.0} events/s ({} events, {} requests, {} errors)",
@@ -292,6 +336,19 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
         ceiling.1,
         rate / ceiling.1
     );
+    if let Some((user, system)) = outcome.server_cpu {
+        let per_event = |seconds: f64| seconds * 1e6 / outcome.events.max(1) as f64;
+        println!(
+            "- server CPU: {:.1} µs per event (user {:.1}, system {:.1}); {:.2} cores busy on average",
+            per_event(user + system),
+            per_event(user),
+            per_event(system),
+            (user + system) / seconds
+        );
+    }
+    if let Some(busy) = outcome.machine_busy {
+        println!("- whole machine busy {:.0}% of its CPU time during the load", busy * 100.0);
+    }
     println!(
         "- server memory: RSS {:.0} MB (peak {:.0} MB) with {} profiles = {:.1} MB per 100k profiles (peak {:.1})",
         outcome.rss_kib as f64 / 1024.0,
@@ -301,6 +358,34 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
         per_100k(outcome.peak_kib)
     );
     Ok(())
+}
+
+/// Every customer's messages merged in time order, in batches of `batch` (whole batches only, as in person
+/// order). Simulated timestamps are all written alike (RFC 3339, UTC, milliseconds), so their text sorts as time.
+fn time_ordered_payloads(simulator: &Simulator, batch: usize) -> Result<(Vec<bytes::Bytes>, usize)> {
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    for message in simulator.messages() {
+        let at = message.get("timestamp").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        messages.push((at, serde_json::to_vec(&message)?));
+    }
+    // Stable: one person's messages at the same instant keep their order.
+    messages.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut payloads = Vec::with_capacity(messages.len() / batch.max(1));
+    let mut total_events = 0usize;
+    for chunk in messages.chunks_exact(batch.max(1)) {
+        let mut body = Vec::with_capacity(chunk.iter().map(|(_, m)| m.len() + 1).sum::<usize>() + 16);
+        body.extend_from_slice(b"{\"batch\":[");
+        for (i, (_, message)) in chunk.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(message);
+        }
+        body.extend_from_slice(b"]}");
+        total_events += chunk.len();
+        payloads.push(body.into());
+    }
+    Ok((payloads, total_events))
 }
 
 /// Parses every payload once with serde_json (the ceiling) and once through the full Segment validation.
@@ -343,6 +428,10 @@ struct Outcome {
     profiles: u64,
     rss_kib: u64,
     peak_kib: u64,
+    /// The server's CPU seconds (user, system) spent during the load.
+    server_cpu: Option<(f64, f64)>,
+    /// The share of the machine's CPU time that was busy during the load (all processes).
+    machine_busy: Option<f64>,
 }
 
 async fn drive(
@@ -368,6 +457,8 @@ async fn drive(
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("{base}/v1/batch");
+    let cpu_before = cpu_seconds(pid);
+    let machine_before = machine_cpu_ticks();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
@@ -417,6 +508,8 @@ async fn drive(
         profiles: 0,
         rss_kib: 0,
         peak_kib: 0,
+        server_cpu: None,
+        machine_busy: None,
     };
     for task in tasks {
         let (latencies, events, errors) = task.await?;
@@ -425,6 +518,12 @@ async fn drive(
         outcome.errors += errors;
     }
     outcome.elapsed = started.elapsed();
+    if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
+        outcome.server_cpu = Some((after.0 - before.0, after.1 - before.1));
+    }
+    if let (Some((busy0, total0)), Some((busy1, total1))) = (machine_before, machine_cpu_ticks()) {
+        outcome.machine_busy = Some((busy1 - busy0) as f64 / (total1 - total0).max(1) as f64);
+    }
     if next.load(Ordering::Relaxed) >= payloads.len() {
         eprintln!(
             "note: every generated payload was sent before the duration ended; raise --customers for longer runs"
@@ -523,4 +622,45 @@ fn load_store(
     pipeline.shutdown();
     membership.shutdown();
     Ok((source.write_key, admin, events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_order_merges_everyones_events_by_time_in_whole_batches() {
+        let simulator = Simulator::new(SimConfig { seed: 3, customers: 40, ..SimConfig::default() });
+        let all = simulator.messages().count();
+        let (payloads, events) = time_ordered_payloads(&simulator, 10).expect("payloads");
+        assert_eq!(events, all / 10 * 10, "every whole batch is sent");
+        assert_eq!(payloads.len(), all / 10);
+        let person = |message: &serde_json::Value| {
+            // `sim-{seed}-{customer}-{n}`: the customer is all but the last part.
+            message["messageId"].as_str().and_then(|id| id.rsplit_once('-')).map(|(who, _)| who.to_owned())
+        };
+        let mut last = String::new();
+        let mut people_in_batches = 0;
+        for payload in &payloads {
+            let body: serde_json::Value = serde_json::from_slice(payload).expect("valid JSON");
+            let batch = body["batch"].as_array().expect("a batch");
+            assert_eq!(batch.len(), 10);
+            for message in batch {
+                let at = message["timestamp"].as_str().expect("timestamp").to_owned();
+                assert!(at >= last, "{at} came after {last}");
+                last = at;
+            }
+            people_in_batches += batch.iter().map(person).collect::<std::collections::HashSet<_>>().len();
+        }
+        // The same events in person order, as batches of 10: time order mixes more people into a batch.
+        let in_person_order: Vec<serde_json::Value> = simulator.messages().collect();
+        let people_in_person_batches: usize = in_person_order
+            .chunks_exact(10)
+            .map(|batch| batch.iter().map(person).collect::<std::collections::HashSet<_>>().len())
+            .sum();
+        assert!(
+            people_in_batches > people_in_person_batches * 3 / 2,
+            "time order {people_in_batches} people over all batches, person order {people_in_person_batches}"
+        );
+    }
 }
