@@ -518,13 +518,8 @@ impl Computed {
         let refunded: f64 = self.orders.values().map(|o| o.refunded).sum();
         let first = completed.iter().min_by_key(|o| o.at);
         let last = completed.iter().max_by_key(|o| o.at);
-        let avg_item_price = (self.items_bought > 0).then(|| self.item_price_sum / self.items_bought as f64);
-        let price_band = avg_item_price.map(|p| match p {
-            p if p < 25.0 => "low",
-            p if p < 75.0 => "mid",
-            p if p < 200.0 => "high",
-            _ => "premium",
-        });
+        let avg_item_price = self.avg_item_price();
+        let price_band = self.price_band();
         serde_json::json!({
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
@@ -553,6 +548,37 @@ impl Computed {
             "timezone": self.timezone.as_ref().map(|t| &t.value),
             "locale": self.locale.as_ref().map(|t| &t.value),
         })
+    }
+
+    fn avg_item_price(&self) -> Option<f64> {
+        (self.items_bought > 0).then(|| self.item_price_sum / self.items_bought as f64)
+    }
+
+    /// The band of the average price paid per item, as in the summary's `price_band`.
+    pub fn price_band(&self) -> Option<&'static str> {
+        self.avg_item_price().map(|p| match p {
+            p if p < 25.0 => "low",
+            p if p < 75.0 => "mid",
+            p if p < 200.0 => "high",
+            _ => "premium",
+        })
+    }
+
+    /// Category affinities as shares, exactly as in the summary's `category_affinity`, without building it:
+    /// recommendations read these for every profile a commit changes.
+    pub fn category_shares(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        share_iter(&self.category_affinity)
+    }
+
+    /// Brand affinities as shares, as in the summary's `brand_affinity`.
+    pub fn brand_shares(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        share_iter(&self.brand_affinity)
+    }
+
+    /// The latest location seen (country, region, city), as in the summary.
+    pub fn place(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        let field = |key: &str| self.location.as_ref().and_then(|l| l.value.get(key)).map(String::as_str);
+        (field("country"), field("region"), field("city"))
     }
 
     /// The time zone seen in the profile's events, if any.
@@ -637,11 +663,13 @@ fn bump(scores: &mut BTreeMap<String, f64>, key: String, by: f64) {
 }
 
 fn shares(scores: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    share_iter(scores).map(|(k, share)| (k.to_owned(), share)).collect()
+}
+
+/// Each score's share of the total, rounded to thousandths; nothing when the total is not positive.
+fn share_iter(scores: &BTreeMap<String, f64>) -> impl Iterator<Item = (&str, f64)> + '_ {
     let total: f64 = scores.values().sum();
-    if total <= 0.0 {
-        return BTreeMap::new();
-    }
-    scores.iter().map(|(k, v)| (k.clone(), (v / total * 1000.0).round() / 1000.0)).collect()
+    scores.iter().filter(move |_| total > 0.0).map(move |(k, v)| (k.as_str(), (v / total * 1000.0).round() / 1000.0))
 }
 
 /// Rounds to cents; never returns -0.0 (a sum of refunds that nets to nothing reads as 0, not "-0").

@@ -172,6 +172,14 @@ pub struct Recommender {
 
 const PRODUCT_EVENTS: &[&str] = &["product viewed", "product clicked", "product added", "order completed"];
 
+/// A profile's place keys and taste, read straight from its computed attributes (the same values as through
+/// the JSON summary, without building it for every profile a commit changes).
+fn places_and_taste(computed: &kizuna_profiles::Computed) -> (Vec<String>, Taste) {
+    let (country, region, city) = computed.place();
+    let taste = Taste::from_shares(computed.category_shares(), computed.brand_shares(), computed.price_band());
+    (Taste::places(country, region, city), taste)
+}
+
 fn is_product_event(name: &str) -> bool {
     PRODUCT_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(name.trim()))
 }
@@ -198,9 +206,9 @@ impl Recommender {
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             for profile in page {
-                let computed = profile.state.computed.summary();
-                signals.set_places(profile.id, Taste::places_from_computed(&computed));
-                signals.set_taste(profile.id, &Taste::from_computed(&computed));
+                let (places, taste) = places_and_taste(&profile.state.computed);
+                signals.set_places(profile.id, places);
+                signals.set_taste(profile.id, &taste);
             }
         }
         let now = clock.now().timestamp();
@@ -351,9 +359,9 @@ impl Recommender {
         // Places first: a commit's purchases count where the buyer is after it.
         for change in &committed.changes {
             if let FeedChange::State { profile, state, .. } = change {
-                let computed = state.computed.summary();
-                live.signals.set_places(*profile, Taste::places_from_computed(&computed));
-                live.signals.set_taste(*profile, &Taste::from_computed(&computed));
+                let (places, taste) = places_and_taste(&state.computed);
+                live.signals.set_places(*profile, places);
+                live.signals.set_taste(*profile, &taste);
             }
         }
         for change in committed.changes {
@@ -645,4 +653,63 @@ fn max_window(settings: &RankingSettings) -> i32 {
     let longest = settings.bestseller_windows.iter().copied().max().unwrap_or(30);
     let trending = settings.trending_recent_days + settings.trending_baseline_days;
     longest.max(trending) as i32 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kizuna_ingest::{Endpoint, Limits, MessageType, parse_request};
+    use kizuna_profiles::{DataKind, Origin, ProfileState};
+    use serde_json::json;
+
+    fn fold(messages: &[serde_json::Value]) -> ProfileState {
+        let origin = Origin { source: "web".into(), data_kind: DataKind::FirstParty };
+        let mut state = ProfileState::default();
+        for message in messages {
+            let body = message.to_string();
+            let parsed =
+                parse_request(Endpoint::Single(MessageType::Track), body.as_bytes(), Utc::now(), &Limits::default())
+                    .expect("valid message");
+            for event in &parsed.events {
+                state.apply(event, &origin);
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn places_and_taste_read_directly_match_the_summary() {
+        // Seven categories and brands (the taste keeps five of each, ties by name), two price levels, a place.
+        let products: Vec<serde_json::Value> = (0..7)
+            .map(|i| {
+                json!({"product_id": format!("p{i}"), "price": 20.0 + f64::from(i) * 15.0, "quantity": 1 + i % 3,
+                       "category": format!("Category {}", i % 7), "brand": format!("Brand {}", (i * 3) % 7)})
+            })
+            .collect();
+        let order = json!({"userId": "u", "event": "Order Completed", "timestamp": "2026-11-01T10:00:00Z",
+            "context": {"location": {"country": "JP", "region": "Tokyo", "city": "Shibuya"}},
+            "properties": {"order_id": "o1", "total": 300.0, "products": products}});
+        let view = json!({"userId": "u", "event": "Product Viewed", "timestamp": "2026-11-02T10:00:00Z",
+            "properties": {"product_id": "p9", "price": 12.0, "category": "Category 3", "brand": "Brand 5"}});
+        let without_region = json!({"userId": "u", "event": "Product Viewed", "timestamp": "2026-11-03T10:00:00Z",
+            "context": {"location": {"country": "JP", "city": ""}},
+            "properties": {"product_id": "p9", "category": "Category 3"}});
+        let states = [
+            ProfileState::default(),
+            fold(std::slice::from_ref(&view)),
+            fold(&[order.clone(), view.clone()]),
+            fold(&[order, view, without_region]),
+        ];
+        for state in &states {
+            let summary = state.computed.summary();
+            let (places, taste) = places_and_taste(&state.computed);
+            assert_eq!(places, Taste::places_from_computed(&summary), "{summary}");
+            assert_eq!(taste, Taste::from_computed(&summary), "{summary}");
+        }
+        let (places, taste) = places_and_taste(&states[2].computed);
+        assert_eq!(places, ["city:shibuya", "region:jp/tokyo", "country:jp"]);
+        assert_eq!((taste.categories.len(), taste.brands.len()), (5, 5), "{taste:?}");
+        assert!(taste.price_band.is_some());
+        assert_eq!(places_and_taste(&states[0].computed), (Vec::new(), Taste::default()));
+    }
 }

@@ -17,29 +17,54 @@ pub struct Taste {
 impl Taste {
     /// Reads a profile's computed summary (`category_affinity`, `brand_affinity`, `price_band`).
     pub fn from_computed(computed: &Value) -> Taste {
-        let shares = |key: &str| -> Vec<(String, f32)> {
-            let mut v: Vec<(String, f32)> = computed
+        let shares = |key: &str| {
+            computed
                 .get(key)
                 .and_then(Value::as_object)
                 .into_iter()
                 .flatten()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()? as f32)))
-                .collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_f64()?)))
+                .collect::<Vec<_>>()
+        };
+        Taste::from_shares(
+            shares("category_affinity"),
+            shares("brand_affinity"),
+            computed.get("price_band").and_then(Value::as_str),
+        )
+    }
+
+    /// A taste from category and brand shares (any order) and a price band: the five largest shares of each,
+    /// favourite first.
+    pub fn from_shares<'a>(
+        categories: impl IntoIterator<Item = (&'a str, f64)>,
+        brands: impl IntoIterator<Item = (&'a str, f64)>,
+        price_band: Option<&str>,
+    ) -> Taste {
+        let top = |shares: &mut dyn Iterator<Item = (&'a str, f64)>| -> Vec<(String, f32)> {
+            let mut v: Vec<(&str, f32)> = shares.map(|(k, share)| (k, share as f32)).collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
             v.truncate(5);
-            v
+            v.into_iter().map(|(k, share)| (k.to_owned(), share)).collect()
         };
         Taste {
-            categories: shares("category_affinity"),
-            brands: shares("brand_affinity"),
-            price_band: computed.get("price_band").and_then(Value::as_str).map(str::to_owned),
+            categories: top(&mut categories.into_iter()),
+            brands: top(&mut brands.into_iter()),
+            price_band: price_band.map(str::to_owned),
         }
     }
 
     /// Place keys of a computed summary, most specific first (`city:…`, `region:COUNTRY/…`, `country:…`).
     pub fn places_from_computed(computed: &Value) -> Vec<String> {
-        let get = |k: &str| computed.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-        place_keys(get("country"), get("region"), get("city"))
+        let get = |k: &str| computed.get(k).and_then(Value::as_str);
+        Taste::places(get("country"), get("region"), get("city"))
+    }
+
+    /// Place keys of a location (empty parts count as unknown), most specific first.
+    pub fn places(country: Option<&str>, region: Option<&str>, city: Option<&str>) -> Vec<String> {
+        fn known(part: Option<&str>) -> Option<&str> {
+            part.filter(|s| !s.is_empty())
+        }
+        place_keys(known(country), known(region), known(city))
     }
 
     fn multiplier(&self, product: &kizuna_catalog::Product, weight: f32) -> f32 {
