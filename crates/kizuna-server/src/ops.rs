@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use kizuna_types::telemetry;
 use kizuna_types::{Code, KizunaError};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use utoipa::OpenApi;
@@ -25,8 +26,22 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Durations in seconds by default; the two histograms that count things get buckets for counts
+            // (with the seconds buckets every commit group fell in `+Inf`).
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(telemetry::COMMIT_GROUP_EVENTS.into()),
+                        &[1.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(telemetry::SYNC_COMMITS.into()),
+                        &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0],
+                    )
+                })
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
