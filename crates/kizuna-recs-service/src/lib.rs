@@ -700,11 +700,23 @@ mod tests {
             fold(&[order.clone(), view.clone()]),
             fold(&[order, view, without_region]),
         ];
+        // The same, read from the public JSON summary.
+        let from_summary = |summary: &serde_json::Value| {
+            let text = |key: &str| summary.get(key).and_then(serde_json::Value::as_str);
+            let shares = |key: &str| -> Vec<(&str, f64)> {
+                summary[key]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.as_f64()?)))
+                    .collect()
+            };
+            let places = Taste::places(text("country"), text("region"), text("city"));
+            (places, Taste::from_shares(shares("category_affinity"), shares("brand_affinity"), text("price_band")))
+        };
         for state in &states {
             let summary = state.computed.summary();
-            let (places, taste) = places_and_taste(&state.computed);
-            assert_eq!(places, Taste::places_from_computed(&summary), "{summary}");
-            assert_eq!(taste, Taste::from_computed(&summary), "{summary}");
+            assert_eq!(places_and_taste(&state.computed), from_summary(&summary), "{summary}");
         }
         let (places, taste) = places_and_taste(&states[2].computed);
         assert_eq!(places, ["city:shibuya", "region:jp/tokyo", "country:jp"]);

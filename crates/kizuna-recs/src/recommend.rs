@@ -1,7 +1,6 @@
 use crate::model::CfModel;
 use crate::strategy::{Candidate, Sources, price_band, replenish_interval};
 use crate::{ItemIx, Kind, Placement, ProfileKey, Rankings, Secs, Signals};
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 /// What a person likes, from their profile's computed attributes: category and brand shares (summing to 1)
@@ -15,24 +14,6 @@ pub struct Taste {
 }
 
 impl Taste {
-    /// Reads a profile's computed summary (`category_affinity`, `brand_affinity`, `price_band`).
-    pub fn from_computed(computed: &Value) -> Taste {
-        let shares = |key: &str| {
-            computed
-                .get(key)
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| Some((k.as_str(), v.as_f64()?)))
-                .collect::<Vec<_>>()
-        };
-        Taste::from_shares(
-            shares("category_affinity"),
-            shares("brand_affinity"),
-            computed.get("price_band").and_then(Value::as_str),
-        )
-    }
-
     /// A taste from category and brand shares (any order) and a price band: the five largest shares of each,
     /// favourite first.
     pub fn from_shares<'a>(
@@ -40,23 +21,13 @@ impl Taste {
         brands: impl IntoIterator<Item = (&'a str, f64)>,
         price_band: Option<&str>,
     ) -> Taste {
-        let top = |shares: &mut dyn Iterator<Item = (&'a str, f64)>| -> Vec<(String, f32)> {
-            let mut v: Vec<(&str, f32)> = shares.map(|(k, share)| (k, share as f32)).collect();
+        fn top<'a>(shares: impl IntoIterator<Item = (&'a str, f64)>) -> Vec<(String, f32)> {
+            let mut v: Vec<(&str, f32)> = shares.into_iter().map(|(k, share)| (k, share as f32)).collect();
             v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
             v.truncate(5);
             v.into_iter().map(|(k, share)| (k.to_owned(), share)).collect()
-        };
-        Taste {
-            categories: top(&mut categories.into_iter()),
-            brands: top(&mut brands.into_iter()),
-            price_band: price_band.map(str::to_owned),
         }
-    }
-
-    /// Place keys of a computed summary, most specific first (`city:…`, `region:COUNTRY/…`, `country:…`).
-    pub fn places_from_computed(computed: &Value) -> Vec<String> {
-        let get = |k: &str| computed.get(k).and_then(Value::as_str);
-        Taste::places(get("country"), get("region"), get("city"))
+        Taste { categories: top(categories), brands: top(brands), price_band: price_band.map(str::to_owned) }
     }
 
     /// Place keys of a location (empty parts count as unknown), most specific first.
