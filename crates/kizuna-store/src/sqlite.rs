@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (18, include_str!("../migrations/0018_queued_decision_from_message.sql")),
     (19, include_str!("../migrations/0019_unsent_index_without_in_list.sql")),
     (20, include_str!("../migrations/0020_flow_steps_without_rowid.sql")),
+    (21, include_str!("../migrations/0021_replay_keys_log.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -50,6 +51,8 @@ mod admins;
 mod cursors;
 mod flows;
 mod messages;
+mod replay_index;
+mod replay_keys;
 mod segments;
 
 /// How hard a commit pushes data to disk.
@@ -1064,7 +1067,10 @@ impl Store for SqliteStore {
         // triggers them. A background connection does them instead, off the write path.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let wal = syncs.then(|| self.path.with_extension("db-wal"));
-        Ok(Box::new(SqliteWriter { conn, wal, _checkpointer: self.main_checkpointer()? }))
+        // Loaded now, at start-up, so that the first request does not wait for it.
+        let mut replay = replay_keys::ReplayKeys::default();
+        replay.ensure_loaded(&conn)?;
+        Ok(Box::new(SqliteWriter { conn, wal, _checkpointer: self.main_checkpointer()?, replay }))
     }
 }
 
@@ -1190,12 +1196,14 @@ struct SqliteWriter {
     /// The WAL file to fsync after commits, when they do not fsync themselves (full durability).
     wal: Option<PathBuf>,
     _checkpointer: std::sync::Arc<Checkpointer>,
+    replay: replay_keys::ReplayKeys,
 }
 
 impl StoreWriter for SqliteWriter {
     fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>> {
+        self.replay.ensure_loaded(&self.conn)?;
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(Box::new(SqliteTx { tx }))
+        Ok(Box::new(SqliteTx { tx, replay: ReplayGuard { keys: &mut self.replay, committed: false } }))
     }
 
     fn syncer(&mut self) -> StoreResult<Option<Box<dyn Syncer>>> {
@@ -1205,6 +1213,19 @@ impl StoreWriter for SqliteWriter {
 
 struct SqliteTx<'c> {
     tx: rusqlite::Transaction<'c>,
+    replay: ReplayGuard<'c>,
+}
+
+/// Tells the replay keys how their transaction ended, however it ends.
+struct ReplayGuard<'c> {
+    keys: &'c mut replay_keys::ReplayKeys,
+    committed: bool,
+}
+
+impl Drop for ReplayGuard<'_> {
+    fn drop(&mut self) {
+        self.keys.finish(self.committed);
+    }
 }
 
 impl WriteTx for SqliteTx<'_> {
@@ -1215,15 +1236,7 @@ impl WriteTx for SqliteTx<'_> {
         expires_at_ms: Option<i64>,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let changed = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO dedup (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (source_id, message_id) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE dedup.expires_at IS NOT NULL AND dedup.expires_at < ?4",
-            )?
-            .execute(params![source_id, message_id, expires_at_ms, now_ms])?;
-        Ok(changed > 0)
+        self.replay.keys.claim(&self.tx, source_id, message_id, expires_at_ms, now_ms)
     }
 
     fn insert_event(&mut self, e: &NewEvent<'_>) -> StoreResult<i64> {
@@ -1388,17 +1401,13 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn prune_dedup(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize> {
-        Ok(self.tx.execute_cached(
-            "DELETE FROM dedup WHERE (source_id, message_id) IN (
-                 SELECT source_id, message_id FROM dedup
-                 WHERE expires_at IS NOT NULL AND expires_at < ?1
-                 ORDER BY expires_at LIMIT ?2)",
-            params![now_ms, limit as i64],
-        )?)
+        self.replay.keys.prune(&self.tx, now_ms, limit)
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit()?;
+        let SqliteTx { tx, mut replay } = *self;
+        tx.commit()?;
+        replay.committed = true;
         Ok(())
     }
 }
