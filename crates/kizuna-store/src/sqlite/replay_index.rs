@@ -207,7 +207,7 @@ mod tests {
             index.insert(tag, seq).expect("fits");
             model.entry(tag).or_default().push(seq);
             live.push((tag, seq));
-            if next(&mut rng) % 3 == 0 {
+            if next(&mut rng).is_multiple_of(3) {
                 let at = (next(&mut rng) % live.len() as u64) as usize;
                 let (tag, seq) = live.swap_remove(at);
                 assert!(index.remove(tag, seq));
