@@ -15,6 +15,17 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// Runs `f` with the connection's page cache shrunk to [`SCAN_CACHE_KIB`], then gives the cache its size back:
+/// a whole table read through a full-size cache leaves it holding pages nobody needs (setting the small size also
+/// frees what the cache held beyond it).
+fn through_scan_cache<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    let cache_kib: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+    conn.pragma_update(None, "cache_size", -SCAN_CACHE_KIB)?;
+    let result = f(conn);
+    conn.pragma_update(None, "cache_size", cache_kib)?;
+    result
+}
+
 /// Versioned migrations, applied in order; each runs once and is recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_core.sql")),
@@ -363,12 +374,7 @@ impl SqliteStore {
     /// [`Self::with_reader`] for reading a whole table (page by page or at once) through a small page cache;
     /// setting it also frees what the connection's cache held beyond it.
     fn with_scan_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        self.with_reader(|conn| {
-            conn.pragma_update(None, "cache_size", -SCAN_CACHE_KIB)?;
-            let result = f(conn);
-            conn.pragma_update(None, "cache_size", -CONNECTION_CACHE_KIB)?;
-            result
-        })
+        self.with_reader(|conn| through_scan_cache(conn, f))
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {

@@ -56,11 +56,9 @@ impl ReplayKeys {
         let span: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM dedup_log", [], |r| r.get(0))?;
         let mut index = ReplayIndex::with_room_for(usize::try_from(span).unwrap_or(0));
-        // Read through a small page cache: the whole log passing through the writer's cache would leave it full
-        // of pages the writer does not need (64 MB of resident memory after every start).
-        let cache_kib: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
-        conn.pragma_update(None, "cache_size", -super::SCAN_CACHE_KIB)?;
-        let scanned = (|| -> StoreResult<()> {
+        // The whole log passing through the writer's own cache would leave it full of pages the writer does not
+        // need (64 MB of resident memory after every start).
+        super::through_scan_cache(conn, |conn| {
             let mut stmt = conn.prepare("SELECT seq, source_id, message_id FROM dedup_log ORDER BY seq")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
@@ -68,9 +66,7 @@ impl ReplayKeys {
                 index.insert(self.tag(row.get(1)?, message_id), row.get(0)?)?;
             }
             Ok(())
-        })();
-        conn.pragma_update(None, "cache_size", cache_kib)?;
-        scanned?;
+        })?;
         // One index seek per source, not a scan of what may be millions of imported keys.
         let mut forever_sources = HashSet::new();
         let mut after = i64::MIN;
@@ -98,9 +94,10 @@ impl ReplayKeys {
         now_ms: i64,
     ) -> StoreResult<bool> {
         let tag = self.tag(source_id, message_id);
-        let mut read = conn.prepare_cached("SELECT source_id, message_id, expires_at FROM dedup_log WHERE seq = ?1")?;
+        // Most keys have no candidate: the statement is looked up only for those that do.
         for seq in self.index.candidates(tag) {
-            let live = read
+            let live = conn
+                .prepare_cached("SELECT source_id, message_id, expires_at FROM dedup_log WHERE seq = ?1")?
                 .query_row([seq], |r| {
                     Ok(r.get::<_, i64>(0)? == source_id
                         && r.get_ref(1)?.as_str()? == message_id
