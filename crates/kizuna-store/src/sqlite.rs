@@ -64,6 +64,7 @@ mod flows;
 mod messages;
 mod replay_index;
 mod replay_keys;
+mod replay_runs;
 mod segments;
 
 /// How hard a commit pushes data to disk.

@@ -55,6 +55,24 @@ impl ReplayIndex {
         (hash >> 32) as u32
     }
 
+    /// A slot's tag and its row's offset from the base.
+    pub fn split(slot: u64) -> (u32, u32) {
+        ((slot >> 32) as u32, slot as u32)
+    }
+
+    /// The base that the offsets in this table's slots count from.
+    pub fn base(&self) -> i64 {
+        self.base
+    }
+
+    /// Empties the table into its slots sorted by tag, then offset.
+    pub fn into_sorted_slots(self) -> Vec<u64> {
+        let mut slots = self.slots;
+        slots.retain(|&slot| slot != EMPTY);
+        slots.sort_unstable();
+        slots
+    }
+
     fn home(&self, tag: u32) -> usize {
         ((u64::from(tag) * self.slots.len() as u64) >> 32) as usize
     }
