@@ -77,11 +77,13 @@ impl ReplayKeys {
         self.index.insert(tag, seq)?;
         let keys = self.frozen_keys + self.index.len();
         if self.index.len() >= self.run_keys(keys) {
+            let started = std::time::Instant::now();
             let room = self.run_keys(keys);
             let full = std::mem::replace(&mut self.index, ReplayIndex::with_room_for(room));
             let base = full.base();
             let run = FrozenRun::write(&self.run_dir, &full.into_sorted_slots(), base)?;
             self.frozen_keys += run.len();
+            tracing::debug!(keys = run.len(), runs = self.runs.len() + 1, elapsed = ?started.elapsed(), "froze replay keys");
             self.runs.push(run);
         }
         Ok(())
