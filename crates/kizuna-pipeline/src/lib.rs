@@ -7,6 +7,7 @@
 //! consistent graph, and the order of application is the order of the queue.
 
 mod feed;
+mod state_cache;
 mod writer;
 
 pub use feed::{Committed, FedEvent, FeedChange, FeedSink};

@@ -9,6 +9,7 @@ use kizuna_store::{IdentityRow, NewEvent, Source, Store, StoreError, StoreWriter
 use kizuna_types::{Clock, telemetry::Telemetry};
 
 use crate::feed::{Committed, FedEvent, FeedChange, FeedSink};
+use crate::state_cache::StateCache;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ pub struct PipelineConfig {
     pub max_group_events: usize,
     /// Queue length before callers wait (back-pressure).
     pub queue: usize,
+    /// Profile states kept decoded after their commit for the next transaction that touches them (0: none).
+    pub state_cache: usize,
 }
 
 impl Default for PipelineConfig {
@@ -36,6 +39,7 @@ impl Default for PipelineConfig {
             rules: IdentityRules::default(),
             max_group_events: 20_000,
             queue: 1024,
+            state_cache: 4096,
         }
     }
 }
@@ -156,7 +160,8 @@ impl Pipeline {
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
         let acknowledger = Acknowledger { feed };
         let publishes = acknowledger.feed.is_some();
-        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None, publishes };
+        let states = StateCache::new(config.state_cache);
+        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None, publishes, states };
         let handle = std::thread::Builder::new()
             .name("kizuna-writer".into())
             .spawn(move || state.run(writer, receiver, acknowledger))
@@ -282,6 +287,8 @@ struct WriterState {
     last_prune: Option<DateTime<Utc>>,
     /// Someone listens to what commits change.
     publishes: bool,
+    /// States committed recently, so that the next transaction need not read and decode them.
+    states: StateCache,
 }
 
 /// A committed group waiting to be acknowledged: its commands with their answers, and what it changed.
@@ -424,8 +431,11 @@ impl WriterState {
                 }
                 Err(error) => {
                     tracing::error!(%error, commands = group.len(), "write transaction failed; rolled back");
-                    // The in-memory graph may hold changes the rollback undid: rebuild it from the store.
+                    // The in-memory graph may hold changes the rollback undid: rebuild it from the store. The kept
+                    // states are all committed ones (a transaction takes out those it touches), but after a failure
+                    // nothing in memory is trusted.
                     self.reload_graph();
+                    self.states.clear();
                     for command in group {
                         reply(command, Err(PipelineError::Store(StoreError::Invalid(error.to_string()))));
                     }
@@ -469,6 +479,7 @@ impl WriterState {
                 }
                 Command::Erase { profile, .. } => {
                     dirty.states.remove(profile);
+                    self.states.forget(*profile);
                     dirty.deleted.remove(profile);
                     dirty.publish(|| FeedChange::Removed { profile: *profile, erased: true });
                     Answer::Erase(self.erase(tx.as_mut(), *profile, now_ms)?)
@@ -491,20 +502,27 @@ impl WriterState {
             self.last_prune = if pruned == DEDUP_PRUNE_BATCH { None } else { Some(now) };
         }
         tx.commit()?;
-        let committed = dirty.feed.take().map(|mut changes| {
+        for profile in &dirty.deleted {
+            self.states.forget(*profile);
+        }
+        let mut changes = dirty.feed.take();
+        if let Some(changes) = &mut changes {
             for profile in &dirty.deleted {
                 changes.push(FeedChange::Removed { profile: *profile, erased: false });
             }
-            for (profile, state) in dirty.states {
+        }
+        for (profile, state) in dirty.states {
+            let state = Arc::new(state);
+            if let Some(changes) = &mut changes {
                 let mut identifier_kinds: Vec<String> =
                     self.graph.identifiers_of(profile).iter().map(|i| i.kind.as_str().to_string()).collect();
                 identifier_kinds.sort();
                 identifier_kinds.dedup();
-                changes.push(FeedChange::State { profile, state: Arc::new(state), identifier_kinds, version: now_ms });
+                changes.push(FeedChange::State { profile, state: state.clone(), identifier_kinds, version: now_ms });
             }
-            Committed { at: now, changes }
-        });
-        Ok((answers, committed))
+            self.states.put(profile, state);
+        }
+        Ok((answers, changes.map(|changes| Committed { at: now, changes })))
     }
 
     fn origin(&mut self, source: &Source) -> Origin {
@@ -560,7 +578,7 @@ impl WriterState {
                     tx.move_events(merge.from, merge.into)?;
                     let absorbed = match dirty.states.remove(&merge.from) {
                         Some(state) => state,
-                        None => tx.load_state(merge.from)?.unwrap_or_default(),
+                        None => self.load_state(tx, merge.from)?,
                     };
                     dirty.deleted.insert(merge.from);
                     dirty.publish(|| FeedChange::Merged { from: merge.from, into: merge.into });
@@ -607,8 +625,16 @@ impl WriterState {
         Ok(())
     }
 
+    /// A profile's state as last committed: kept from its commit, or read from the store.
+    fn load_state(&mut self, tx: &mut dyn WriteTx, profile: ProfileId) -> Result<ProfileState, StoreError> {
+        match self.states.take(profile) {
+            Some(state) => Ok(state),
+            None => Ok(tx.load_state(profile)?.unwrap_or_default()),
+        }
+    }
+
     fn state_mut<'d>(
-        &self,
+        &mut self,
         tx: &mut dyn WriteTx,
         dirty: &'d mut Dirty,
         profile: ProfileId,
@@ -616,7 +642,7 @@ impl WriterState {
         match dirty.states.entry(profile) {
             std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let state = tx.load_state(profile)?.unwrap_or_default();
+                let state = self.load_state(tx, profile)?;
                 dirty.deleted.remove(&profile);
                 Ok(entry.insert(state))
             }
@@ -631,6 +657,7 @@ impl WriterState {
         involved.dedup();
         for profile in involved {
             dirty.states.remove(&profile);
+            self.states.forget(profile);
             if self.graph.identifiers_of(profile).is_empty() {
                 dirty.deleted.insert(profile);
                 continue;

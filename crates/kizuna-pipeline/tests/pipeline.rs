@@ -209,3 +209,60 @@ fn a_commit_is_answered_and_published_only_after_a_sync_that_follows_it() {
     drop(permit);
     pipeline.shutdown();
 }
+
+/// Sends the same requests, one commit each, through a pipeline that keeps committed states and one that reads
+/// every state back from the store; returns every profile as stored afterwards.
+fn profiles_after(requests: &[Vec<serde_json::Value>], erase_user: &str, state_cache: usize) -> Vec<String> {
+    let (_dir, store, clock) = setup();
+    let config = PipelineConfig { state_cache, ..PipelineConfig::default() };
+    let pipeline = Pipeline::start(store.clone(), config, Arc::new(clock.clone())).expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = runtime();
+    let user = Identifier::new(IdKind::UserId, erase_user);
+    for (i, request) in requests.iter().enumerate() {
+        if i == requests.len() / 2 {
+            let profile = store.profile_by_identifier(&user).expect("read").expect("the user has a profile");
+            rt.block_on(pipeline.erase(profile)).expect("erase");
+        }
+        let events = request.iter().cloned().map(event).collect();
+        rt.block_on(pipeline.ingest(&source, events)).expect("ingest");
+        clock.advance(chrono::Duration::seconds(1));
+    }
+    pipeline.shutdown();
+    let mut profiles = Vec::new();
+    for id in 1..=200 {
+        if let Some(profile) = store.profile(id).expect("read") {
+            profiles.push(format!("{profile:?}"));
+        }
+    }
+    profiles
+}
+
+#[test]
+fn states_kept_between_commits_give_the_same_profiles_as_states_read_back() {
+    // Five people on two devices each, buying, browsing, identifying (merges), one erased half way and coming
+    // back: every request is its own commit, so most touch a state the previous commits kept.
+    let mut requests = Vec::new();
+    for round in 0..12 {
+        let mut request = Vec::new();
+        for person in 0..5 {
+            let device = format!("d{person}-{}", round % 2);
+            let at = format!("2026-04-{:02}T{:02}:00:00Z", 1 + round, 8 + person);
+            request.push(match (round + person) % 4 {
+                0 => json!({"type": "track", "anonymousId": device, "event": "Product Viewed", "timestamp": at,
+                    "properties": {"product_id": format!("p{round}"), "category": "shoes", "price": 10 + round}}),
+                1 => json!({"type": "identify", "anonymousId": device, "userId": format!("u{person}"),
+                    "timestamp": at, "traits": {"email": format!("u{person}@example.com"), "round": round}}),
+                2 => json!({"type": "track", "userId": format!("u{person}"), "event": "Order Completed",
+                    "timestamp": at, "properties": {"order_id": format!("o{person}-{round}"), "total": 5 * round}}),
+                _ => json!({"type": "track", "anonymousId": device, "event": "Product Added", "timestamp": at,
+                    "properties": {"product_id": format!("p{person}"), "brand": "acme", "price": 7}}),
+            });
+        }
+        requests.push(request);
+    }
+    let kept = profiles_after(&requests, "u2", 4096);
+    let read_back = profiles_after(&requests, "u2", 0);
+    assert!(kept.len() >= 5, "{} profiles", kept.len());
+    assert_eq!(kept, read_back);
+}
