@@ -35,5 +35,6 @@ impl ConsentStatus {
 pub struct ConsentEntry {
     pub status: ConsentStatus,
     pub source: String,
+    #[serde(with = "crate::timestamp")]
     pub at: DateTime<Utc>,
 }

@@ -6,6 +6,7 @@
 
 mod consent;
 mod state;
+mod timestamp;
 
 pub use consent::{CHANNELS, ConsentEntry, ConsentStatus, PURPOSES};
 pub use state::{Computed, DataKind, OrderView, Origin, ProfileState, TraitEntry, ViewedProduct};

@@ -53,6 +53,7 @@ pub struct Origin {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraitEntry {
     pub value: Value,
+    #[serde(with = "crate::timestamp")]
     pub set_at: DateTime<Utc>,
     pub source: String,
     pub data_kind: DataKind,
@@ -61,11 +62,13 @@ pub struct TraitEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ViewedProduct {
     pub product_id: String,
+    #[serde(with = "crate::timestamp")]
     pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OrderFacts {
+    #[serde(with = "crate::timestamp")]
     at: DateTime<Utc>,
     value: f64,
     #[serde(default)]
@@ -93,13 +96,16 @@ pub struct OrderView<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Stamped<T> {
     value: T,
+    #[serde(with = "crate::timestamp")]
     at: DateTime<Utc>,
 }
 
 /// Attributes computed from events; see [`Computed::summary`] for the public form.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Computed {
+    #[serde(default, with = "crate::timestamp::option")]
     first_seen: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::timestamp::option")]
     last_seen: Option<DateTime<Utc>>,
     event_count: u64,
     event_counts: BTreeMap<String, u64>,
@@ -107,6 +113,7 @@ pub struct Computed {
     items_bought: u64,
     item_price_sum: f64,
     last_viewed: Vec<ViewedProduct>,
+    #[serde(default, with = "crate::timestamp::option")]
     affinity_at: Option<DateTime<Utc>>,
     category_affinity: BTreeMap<String, f64>,
     brand_affinity: BTreeMap<String, f64>,
