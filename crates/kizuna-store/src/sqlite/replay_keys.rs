@@ -34,6 +34,9 @@ pub struct ReplayKeys {
     runs: Vec<FrozenRun>,
     frozen_keys: usize,
     min_run_keys: usize,
+    /// While the log is read at start: how many keys it holds, so that runs are sized for the whole window at
+    /// once (sized by the running count, a restart made ~16·ln(keys/4M) more runs than steady traffic does).
+    loading: usize,
     /// Where the runs' unnamed files go: beside the database.
     run_dir: PathBuf,
     /// Seeded per process, so that nobody can pick message ids that pile onto one slot run.
@@ -53,6 +56,7 @@ impl Default for ReplayKeys {
             runs: Vec::new(),
             frozen_keys: 0,
             min_run_keys: MIN_RUN_KEYS,
+            loading: 0,
             run_dir: std::env::temp_dir(),
             hasher: RandomState::new(),
             forever_sources: HashSet::new(),
@@ -69,7 +73,7 @@ impl ReplayKeys {
 
     /// Keys per run: a share of the keys in the window, at least `min_run_keys`.
     fn run_keys(&self, keys: usize) -> usize {
-        (keys / RUNS_IN_WINDOW).max(self.min_run_keys)
+        (keys.max(self.loading) / RUNS_IN_WINDOW).max(self.min_run_keys)
     }
 
     /// Adds a claimed key, freezing the table into a run when it is full.
@@ -106,6 +110,7 @@ impl ReplayKeys {
         let span = usize::try_from(span).unwrap_or(0);
         self.runs.clear();
         self.frozen_keys = 0;
+        self.loading = span;
         self.index = ReplayIndex::with_room_for(span.min(self.run_keys(span)));
         // The whole log passing through the writer's own cache would leave it full of pages the writer does not
         // need (64 MB of resident memory after every start).
@@ -133,6 +138,7 @@ impl ReplayKeys {
             "loaded the replay-protection keys"
         );
         self.forever_sources = forever_sources;
+        self.loading = 0;
         self.stale = false;
         self.changed = false;
         Ok(())
@@ -298,6 +304,24 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(claim(&mut keys, &conn, i, 1500)?, i < 500, "m{i} after the prune");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_restart_sizes_its_runs_for_the_whole_window() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (conn, mut keys) = open(dir.path())?;
+        for i in 0..4000 {
+            assert!(claim(&mut keys, &conn, i, 0)?);
+        }
+        keys.finish(true);
+        // Live, the first runs were sized for a small window.
+        assert!(keys.runs.len() > RUNS_IN_WINDOW + 1, "{} runs while live", keys.runs.len());
+        let (conn, mut keys) = open(dir.path())?;
+        assert!(keys.runs.len() <= RUNS_IN_WINDOW + 1, "{} runs after a restart", keys.runs.len());
+        assert_eq!(keys.frozen_keys + keys.index.len(), 4000);
+        assert!(!claim(&mut keys, &conn, 3999, 0)?);
+        assert!(claim(&mut keys, &conn, 4000, 0)?);
         Ok(())
     }
 
