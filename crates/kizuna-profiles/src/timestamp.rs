@@ -7,8 +7,7 @@
 //! shape (years beyond 0–9999, leap seconds, other offsets, lower-case `z`) goes through chrono as before.
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Timelike, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
-use std::borrow::Cow;
+use serde::{Deserializer, Serialize, Serializer, de::Visitor};
 
 pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     let mut buffer = [0u8; 30];
@@ -19,8 +18,23 @@ pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
-    let text = Cow::<'de, str>::deserialize(deserializer)?;
-    parse(&text).map_err(D::Error::custom)
+    deserializer.deserialize_str(TimestampVisitor)
+}
+
+/// Reads the text where the deserializer holds it: through a `Cow<str>`, serde copied every timestamp into a
+/// `String` of its own first.
+struct TimestampVisitor;
+
+impl<'de> Visitor<'de> for TimestampVisitor {
+    type Value = DateTime<Utc>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an RFC 3339 timestamp")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        parse(text).map_err(E::custom)
+    }
 }
 
 /// For `Option<DateTime<Utc>>` fields (pair with `#[serde(default)]`).
@@ -35,9 +49,28 @@ pub mod option {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        match Option::<Cow<'de, str>>::deserialize(deserializer)? {
-            Some(text) => parse(&text).map(Some).map_err(D::Error::custom),
-            None => Ok(None),
+        deserializer.deserialize_option(OptionVisitor)
+    }
+
+    struct OptionVisitor;
+
+    impl<'de> Visitor<'de> for OptionVisitor {
+        type Value = Option<DateTime<Utc>>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an RFC 3339 timestamp or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            super::deserialize(deserializer).map(Some)
         }
     }
 }
@@ -128,6 +161,7 @@ fn parse_common(bytes: &[u8]) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde::Deserialize;
 
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
     struct Fast(#[serde(with = "super")] DateTime<Utc>);
@@ -172,5 +206,27 @@ mod tests {
         }
         let fast = serde_json::from_str::<Fast>("\"2026-12-05T16:00:00.25Z\"").map(|f| f.0).ok();
         assert_eq!(fast, DateTime::from_timestamp(1_796_486_400, 250_000_000));
+    }
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Maybe {
+        #[serde(default, with = "super::option")]
+        at: Option<DateTime<Utc>>,
+    }
+
+    #[test]
+    fn an_optional_timestamp_reads_null_absent_and_escaped_text() -> Result<(), serde_json::Error> {
+        let at = DateTime::from_timestamp(1_796_486_400, 250_000_000);
+        assert_eq!(serde_json::from_str::<Maybe>(r#"{"at":null}"#)?, Maybe { at: None });
+        assert_eq!(serde_json::from_str::<Maybe>("{}")?, Maybe { at: None });
+        assert_eq!(serde_json::from_str::<Maybe>(r#"{"at":"2026-12-05T16:00:00.25Z"}"#)?, Maybe { at });
+        // An escaped character makes serde_json hand over its own copy, not a slice of the input.
+        assert_eq!(serde_json::from_str::<Maybe>(r#"{"at":"2026-12-05T16:00:00.25\u005a"}"#)?, Maybe { at });
+        assert_eq!(serde_json::to_string(&Maybe { at })?, r#"{"at":"2026-12-05T16:00:00.250Z"}"#);
+        assert!(serde_json::from_str::<Maybe>(r#"{"at":5}"#).is_err());
+        // Read from a `Value` (a borrowed deserializer would not show a `visit_string` gap).
+        let value = serde_json::json!({"at": "2026-12-05T16:00:00.25Z"});
+        assert_eq!(serde_json::from_value::<Maybe>(value)?, Maybe { at });
+        Ok(())
     }
 }

@@ -1103,12 +1103,17 @@ impl Syncer for WalSyncer {
 
 /// Runs passive WAL checkpoints on its own connection until dropped, then a final truncating one.
 struct Checkpointer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the thread: it wakes at once instead of at the end of its interval.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    const INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+    /// A page rewritten by many commits within one interval is copied into the database once. Live traffic
+    /// (time order) rewrites the same profile and timeline-index pages again and again: 1 s instead of 200 ms
+    /// took ~5% off the kernel time per event and raised the median of six alternated 40 s runs by 5–8%
+    /// (BENCHMARKS.md, 2026-12-05 19:08). Person order, where pages repeat little, showed no change.
+    const INTERVAL: std::time::Duration = std::time::Duration::from_millis(1000);
     /// The WAL stays near 512 MiB (8 KiB pages). Each restart holds ingestion back for the copy of the last
     /// frames and the database file's fsync: 10–250 ms measured. With 128 MiB, events from many people at once
     /// (each event dirties its own profile, timeline and replay-key pages) restarted the WAL about every 0.7 s
@@ -1142,11 +1147,9 @@ impl Checkpointer {
         // looks between SQLite's growing sleeps. It now looks every 200 µs for up to 100 ms (500 looks), and gives
         // up on a long read and tries again at the next interval, so writers are never held back long.
         conn.busy_handler(Some(wait_for_checkpoint))?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::Builder::new().name(thread_name.into()).spawn(move || {
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Self::INTERVAL);
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Self::INTERVAL) {
                 match Self::checkpoint(&conn, restart_after_frames, database) {
                     Ok(()) => {}
                     Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
@@ -1159,7 +1162,7 @@ impl Checkpointer {
                 tracing::warn!(%error, "final WAL checkpoint failed; the WAL is replayed on next open");
             }
         })?;
-        Ok(Self { stop, handle: Some(handle) })
+        Ok(Self { stop: Some(stop), handle: Some(handle) })
     }
 
     /// A passive checkpoint copies the WAL into the database without blocking anyone, but under a steady
@@ -1191,7 +1194,7 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
