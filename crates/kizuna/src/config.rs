@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub dedup_window_days: Option<u32>,
     /// "full" (fsync every commit, the default) or "process" (survives a killed process, not a power cut).
     pub durability: Option<String>,
+    /// Profile states the writer keeps decoded between commits (default 4096; ~5 KB of memory each).
+    pub state_cache: Option<usize>,
     /// Custom identifier types, e.g. ["shopify_customer_id"].
     pub custom_identifiers: Option<Vec<String>>,
     /// Country for phone numbers without a country code, e.g. "JP".
@@ -72,6 +74,9 @@ pub struct Config {
     pub limits: Limits,
     pub dedup_window_days: u32,
     pub durability: Durability,
+    /// Profile states the writer keeps decoded between commits: each one kept is a read and a decode saved
+    /// when the person's next event comes, at ~5 KB of memory (BENCHMARKS.md, 2026-12-05 19:08).
+    pub state_cache: usize,
     pub identifiers: IdentifierConfig,
     pub rules: IdentityRules,
     /// Transparent huge pages for the allocator's memory. Off by default: with them every first touch of a
@@ -143,6 +148,9 @@ impl Config {
             limits,
             dedup_window_days: env("KIZUNA_DEDUP_WINDOW_DAYS")?.or(file.dedup_window_days).unwrap_or(7),
             durability,
+            state_cache: env("KIZUNA_STATE_CACHE")?
+                .or(file.state_cache)
+                .unwrap_or(kizuna_pipeline::PipelineConfig::default().state_cache),
             identifiers: IdentifierConfig {
                 custom_types,
                 default_country: env::<String>("KIZUNA_DEFAULT_COUNTRY")?.or(file.default_country),
@@ -178,6 +186,7 @@ impl Config {
             dedup_window: chrono::Duration::days(i64::from(self.dedup_window_days)),
             identifiers: self.identifiers.clone(),
             rules: self.rules.clone(),
+            state_cache: self.state_cache,
             ..kizuna_pipeline::PipelineConfig::default()
         }
     }
@@ -208,6 +217,17 @@ mod tests {
         assert!(!load_with_file("")?.huge_pages);
         assert!(load_with_file("huge_pages = true")?.huge_pages);
         assert!(load_with_file("huge_pages = \"yes\"").is_err(), "a non-boolean is rejected");
+        Ok(())
+    }
+
+    #[test]
+    fn the_writers_state_cache_is_sized_by_the_file() -> Result<()> {
+        if std::env::var_os("KIZUNA_STATE_CACHE").is_some() {
+            return Ok(()); // the environment wins over the file; nothing to check here
+        }
+        assert_eq!(load_with_file("")?.pipeline().state_cache, kizuna_pipeline::PipelineConfig::default().state_cache);
+        assert_eq!(load_with_file("state_cache = 16384")?.pipeline().state_cache, 16384);
+        assert!(load_with_file("state_cache = -1").is_err(), "a negative size is rejected");
         Ok(())
     }
 }
