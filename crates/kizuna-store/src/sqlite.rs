@@ -1112,7 +1112,9 @@ impl Checkpointer {
     /// A page rewritten by many commits within one interval is copied into the database once. Live traffic
     /// (time order) rewrites the same profile and timeline-index pages again and again: 1 s instead of 200 ms
     /// took ~5% off the kernel time per event and raised the median of six alternated 40 s runs by 5–8%
-    /// (BENCHMARKS.md, 2026-12-05 19:08). Person order, where pages repeat little, showed no change.
+    /// (BENCHMARKS.md, 2026-12-05 19:08). Person order, where pages repeat little, showed no change. The restart
+    /// figures below were measured with 200 ms: the frame count is now checked once a second, so a WAL can pass
+    /// its threshold by up to a second of frames before it restarts (its size limit is twice the threshold).
     const INTERVAL: std::time::Duration = std::time::Duration::from_millis(1000);
     /// The WAL stays near 512 MiB (8 KiB pages). Each restart holds ingestion back for the copy of the last
     /// frames and the database file's fsync: 10–250 ms measured. With 128 MiB, events from many people at once
