@@ -20,15 +20,16 @@ pub struct Link {
     pub trusted: bool,
 }
 
-impl Link {
-    /// A stable key for the set of identifiers and the trust flag: the same link stored twice is one row.
-    pub fn signature(&self) -> String {
-        let mut keys: Vec<String> = self.identifiers.iter().map(Identifier::key).collect();
-        keys.sort();
-        keys.dedup();
-        format!("{}|{}", if self.trusted { "t" } else { "u" }, keys.join("\u{1f}"))
-    }
+/// A link as the store keeps it: under an id the graph hands out in increasing order, so a new link's row is
+/// appended, and a later change (an earlier time, an erasure) finds its row by that id. Keyed by the set of
+/// identifiers, every new link was written at a random place in a text index (10% of the WAL under live traffic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLink {
+    pub id: LinkId,
+    pub link: Link,
 }
+
+pub type LinkId = u64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRules {
@@ -103,7 +104,7 @@ pub struct Outcome {
     /// Profiles whose events must be re-attributed to the owners of their identifiers (after merges/replays).
     pub regrouped: Vec<ProfileId>,
     /// The link to persist, when it is new or now has an earlier time.
-    pub store_link: Option<Link>,
+    pub store_link: Option<StoredLink>,
 }
 
 type NodeId = u32;
@@ -163,13 +164,15 @@ struct LinkView<'a> {
     order: Order,
     trusted: bool,
     nodes: &'a [NodeId],
+    id: LinkId,
     /// Where the link's record starts in the cluster's words.
     at: usize,
 }
 
-/// Words of a link record before its identifiers: the order's time and tie (two words each), then the number of
-/// identifiers with the trust flag in the top bit.
-const LINK_HEAD: usize = 5;
+/// Words of a link record before its identifiers: the order's time and tie (two words each), the link's id (two
+/// words), then the number of identifiers with the trust flag in the top bit.
+const LINK_HEAD: usize = 7;
+const LINK_LEN: usize = 6;
 const TRUSTED_BIT: u32 = 1 << 31;
 
 /// Identifiers connected through any link, applied or not: the scope of a replay.
@@ -196,10 +199,11 @@ fn order_of_words(words: &[u32]) -> Order {
 }
 
 /// Appends a link record to `words`.
-fn push_link_words(words: &mut Vec<u32>, nodes: &[NodeId], order: Order, trusted: bool) {
+fn push_link_words(words: &mut Vec<u32>, nodes: &[NodeId], order: Order, trusted: bool, id: LinkId) {
     // A message carries one identifier per kind; more than 65,535 are not kept.
     let nodes = &nodes[..nodes.len().min(usize::from(u16::MAX))];
     words.extend_from_slice(&order_words(order));
+    words.extend_from_slice(&[id as u32, (id >> 32) as u32]);
     words.push(nodes.len() as u32 | if trusted { TRUSTED_BIT } else { 0 });
     words.extend_from_slice(nodes);
 }
@@ -215,7 +219,7 @@ impl Cluster {
         words.push(nodes.len() as u32);
         words.extend_from_slice(nodes);
         for link in links {
-            push_link_words(&mut words, link.nodes, link.order, link.trusted);
+            push_link_words(&mut words, link.nodes, link.order, link.trusted, link.id);
         }
         Self { words: words.into_boxed_slice() }
     }
@@ -228,11 +232,12 @@ impl Cluster {
         let mut at = 1 + self.words[0] as usize;
         std::iter::from_fn(move || {
             let head = self.words.get(at..at + LINK_HEAD)?;
-            let len = (head[4] & !TRUSTED_BIT) as usize;
+            let len = (head[LINK_LEN] & !TRUSTED_BIT) as usize;
             let start = at + LINK_HEAD;
             let link = LinkView {
                 order: order_of_words(head),
-                trusted: head[4] & TRUSTED_BIT != 0,
+                trusted: head[LINK_LEN] & TRUSTED_BIT != 0,
+                id: u64::from(head[4]) | (u64::from(head[5]) << 32),
                 nodes: &self.words[start..start + len],
                 at,
             };
@@ -269,10 +274,10 @@ impl Cluster {
         self.words[at..at + 4].copy_from_slice(&order_words(order));
     }
 
-    fn push_link(&mut self, nodes: &[NodeId], order: Order, trusted: bool) {
+    fn push_link(&mut self, nodes: &[NodeId], order: Order, trusted: bool, id: LinkId) {
         let mut words = Vec::with_capacity(self.words.len() + LINK_HEAD + nodes.len());
         words.extend_from_slice(&self.words);
-        push_link_words(&mut words, nodes, order, trusted);
+        push_link_words(&mut words, nodes, order, trusted, id);
         self.words = words.into_boxed_slice();
     }
 
@@ -307,6 +312,8 @@ pub struct IdentityGraph {
     /// starts one more, and folding leaves `None` behind (16 bytes a slot).
     clusters: Paged<Option<Cluster>>,
     next_profile: ProfileId,
+    /// The id the next new link gets (ids start at 1).
+    next_link: LinkId,
 }
 
 /// What one greedy step changed, before it becomes an [`Outcome`].
@@ -359,7 +366,7 @@ impl IdentityGraph {
     pub fn restore(
         rules: IdentityRules,
         owners: impl IntoIterator<Item = (Identifier, Option<ProfileId>)>,
-        links: impl IntoIterator<Item = Link>,
+        links: impl IntoIterator<Item = StoredLink>,
         next_profile: ProfileId,
     ) -> Self {
         let mut graph = Self::new(rules);
@@ -383,10 +390,11 @@ impl IdentityGraph {
     }
 
     /// Restores one persisted link without applying it (its effect is already in the owners).
-    pub fn restore_link(&mut self, link: &Link) {
+    pub fn restore_link(&mut self, stored: &StoredLink) {
+        let link = &stored.link;
         let nodes: Vec<NodeId> = link.identifiers.iter().map(|id| self.intern(id)).collect();
         let cluster = self.union_clusters(&nodes);
-        self.remember_link(cluster, &nodes, Order::of(&link.order), link.trusted);
+        self.remember_link(cluster, &nodes, Order::of(&link.order), link.trusted, Some(stored.id));
     }
 
     pub fn finish_restore(&mut self, next_profile: ProfileId) {
@@ -489,33 +497,26 @@ impl IdentityGraph {
                 Outcome { profile, ..Outcome::default() }
             }
             _ if in_order => {
-                self.remember_link(cluster_id, &nodes, order, link.trusted);
+                let id = self.remember_link(cluster_id, &nodes, order, link.trusted, None);
                 let mut log = StepLog::default();
                 let profile = self.step(&nodes, &link.order, link.trusted, &mut log);
-                self.outcome(profile, log, Some(link.clone()))
+                self.outcome(profile, log, Some(StoredLink { id, link: link.clone() }))
             }
             _ => {
-                self.remember_link(cluster_id, &nodes, order, link.trusted);
-                self.replay(cluster_id, &nodes, link)
+                let id = self.remember_link(cluster_id, &nodes, order, link.trusted, None);
+                self.replay(cluster_id, &nodes, StoredLink { id, link: link.clone() })
             }
         }
     }
 
-    /// Signatures (see [`Link::signature`]) of the stored links that touch any identifier of this profile.
-    pub fn link_signatures_of(&self, profile: ProfileId) -> Vec<String> {
+    /// Ids of the stored links that touch any identifier of this profile.
+    pub fn link_ids_of(&self, profile: ProfileId) -> Vec<LinkId> {
         let mut out = Vec::new();
         for n in self.members(profile) {
             let Some(cluster) = self.live_cluster(self.nodes[n as usize].cluster) else { continue };
-            for link in cluster.links().filter(|l| l.nodes.contains(&n)) {
-                let as_link = Link {
-                    identifiers: link.nodes.iter().map(|&m| self.identifier(m)).collect(),
-                    order: OrderKey { at_ms: 0, message_id: String::new() },
-                    trusted: link.trusted,
-                };
-                out.push(as_link.signature());
-            }
+            out.extend(cluster.links().filter(|l| l.nodes.contains(&n)).map(|l| l.id));
         }
-        out.sort();
+        out.sort_unstable();
         out.dedup();
         out
     }
@@ -683,15 +684,31 @@ impl IdentityGraph {
         keep
     }
 
-    fn remember_link(&mut self, cluster_id: ClusterId, nodes: &[NodeId], order: Order, trusted: bool) {
+    /// Records a link (or its earlier order) in its cluster and says its id: `restored` when it comes from the
+    /// store, the next free id when it is new.
+    fn remember_link(
+        &mut self,
+        cluster_id: ClusterId,
+        nodes: &[NodeId],
+        order: Order,
+        trusted: bool,
+        restored: Option<LinkId>,
+    ) -> LinkId {
+        let next = self.next_link.max(1);
         let cluster = self.cluster_mut(cluster_id);
-        match cluster.find_link(nodes, trusted).map(|l| (l.at, l.order)) {
-            Some((at, known)) => {
+        match cluster.find_link(nodes, trusted).map(|l| (l.at, l.order, l.id)) {
+            Some((at, known, id)) => {
                 if order < known {
                     cluster.set_order(at, order);
                 }
+                id
             }
-            None => cluster.push_link(nodes, order, trusted),
+            None => {
+                let id = restored.unwrap_or(next);
+                cluster.push_link(nodes, order, trusted, id);
+                self.next_link = next.max(id + 1);
+                id
+            }
         }
     }
 
@@ -802,7 +819,7 @@ impl IdentityGraph {
         profile
     }
 
-    fn outcome(&self, profile: ProfileId, log: StepLog, store_link: Option<Link>) -> Outcome {
+    fn outcome(&self, profile: ProfileId, log: StepLog, store_link: Option<StoredLink>) -> Outcome {
         let mut touched = log.touched;
         touched.sort_unstable();
         touched.dedup();
@@ -823,7 +840,8 @@ impl IdentityGraph {
 
     /// Re-applies every link of a cluster in time order and maps the result onto the existing profile ids,
     /// keeping each group's id stable where it can.
-    fn replay(&mut self, cluster_id: ClusterId, link_nodes: &[NodeId], link: &Link) -> Outcome {
+    fn replay(&mut self, cluster_id: ClusterId, link_nodes: &[NodeId], incoming: StoredLink) -> Outcome {
+        let link = &incoming.link;
         // A copy: the graph changes below while the replay still reads the cluster as it was.
         let cluster = self.cluster(cluster_id).clone();
         let mut links: Vec<LinkView<'_>> = cluster.links().collect();
@@ -954,7 +972,7 @@ impl IdentityGraph {
             merges,
             conflicts: new_link_conflicts,
             regrouped,
-            store_link: Some(link.clone()),
+            store_link: Some(incoming),
         }
     }
 }

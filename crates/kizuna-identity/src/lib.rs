@@ -20,6 +20,7 @@ mod identifier;
 mod paged;
 
 pub use graph::{
-    ConflictReason, ConflictRecord, IdentityGraph, IdentityRules, Link, MergeRecord, OrderKey, Outcome, ProfileId,
+    ConflictReason, ConflictRecord, IdentityGraph, IdentityRules, Link, LinkId, MergeRecord, OrderKey, Outcome,
+    ProfileId, StoredLink,
 };
 pub use identifier::{IdKind, Identifier, IdentifierConfig, extract_identifiers, normalise_email, normalise_phone};

@@ -715,9 +715,9 @@ impl WriterState {
     }
 
     fn erase(&mut self, tx: &mut dyn WriteTx, profile: ProfileId, now_ms: i64) -> Result<ErasureReceipt, StoreError> {
-        let signatures = self.graph.link_signatures_of(profile);
+        let links = self.graph.link_ids_of(profile);
         self.graph.erase(profile);
-        tx.delete_links(&signatures)?;
+        tx.delete_links(&links)?;
         let (identities, events) = tx.erase_profile(profile, now_ms)?;
         Ok(ErasureReceipt { profile, identities, events })
     }

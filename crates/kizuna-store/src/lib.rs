@@ -17,7 +17,7 @@ pub use sqlite::{Durability, LockWaits, SqliteStore};
 
 use chrono::{DateTime, Utc};
 use kizuna_catalog::Product;
-use kizuna_identity::{ConflictRecord, Identifier, Link, MergeRecord, ProfileId};
+use kizuna_identity::{ConflictRecord, Identifier, LinkId, MergeRecord, ProfileId, StoredLink};
 use kizuna_profiles::{DataKind, ProfileState};
 use std::collections::HashMap;
 
@@ -190,8 +190,9 @@ pub trait WriteTx {
     fn save_state(&mut self, profile: ProfileId, state: &ProfileState, now_ms: i64) -> StoreResult<()>;
     fn delete_profile(&mut self, profile: ProfileId) -> StoreResult<()>;
     fn set_owner(&mut self, identifier: &Identifier, owner: Option<ProfileId>) -> StoreResult<()>;
-    fn store_link(&mut self, link: &Link) -> StoreResult<()>;
-    fn delete_links(&mut self, signatures: &[String]) -> StoreResult<()>;
+    /// Writes a new link, or moves a stored one (same id) to an earlier time.
+    fn store_link(&mut self, link: &StoredLink) -> StoreResult<()>;
+    fn delete_links(&mut self, ids: &[LinkId]) -> StoreResult<()>;
     fn record_merge(&mut self, merge: &MergeRecord, now_ms: i64) -> StoreResult<()>;
     fn record_conflict(&mut self, conflict: &ConflictRecord, now_ms: i64) -> StoreResult<()>;
     /// Moves every event of `from` to `into` (a plain merge).

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use kizuna_identity::{Identifier, Link, ProfileId};
+use kizuna_identity::{Identifier, ProfileId, StoredLink};
 use kizuna_profiles::{DataKind, ProfileState};
 use serde::Serialize;
 
@@ -79,7 +79,7 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 pub enum IdentityRow {
     Owner(Identifier, Option<ProfileId>),
-    Link(Link),
+    Link(StoredLink),
 }
 
 /// One analytics run: a refit of the customer-base models and a rescoring of every buyer.

@@ -5,7 +5,7 @@ use crate::{
 };
 use chrono::{DateTime, TimeZone, Utc};
 use kizuna_catalog::Product;
-use kizuna_identity::{ConflictRecord, IdKind, Identifier, Link, MergeRecord, OrderKey, ProfileId};
+use kizuna_identity::{ConflictRecord, IdKind, Identifier, Link, LinkId, MergeRecord, OrderKey, ProfileId, StoredLink};
 use kizuna_profiles::{DataKind, ProfileState};
 use kizuna_types::telemetry::Telemetry;
 use parking_lot::Mutex;
@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (19, include_str!("../migrations/0019_unsent_index_without_in_list.sql")),
     (20, include_str!("../migrations/0020_flow_steps_without_rowid.sql")),
     (21, include_str!("../migrations/0021_replay_keys_log.sql")),
+    (22, include_str!("../migrations/0022_identity_links_by_id.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -1040,12 +1041,13 @@ impl Store for SqliteStore {
                 let identifier = Identifier::new(IdKind::parse(&r.get::<_, String>(0)?), r.get::<_, String>(1)?);
                 visit(IdentityRow::Owner(identifier, r.get::<_, Option<i64>>(2)?.map(|p| p as ProfileId)));
             }
-            let mut stmt = conn.prepare("SELECT identifiers, at_ms, message_id, trusted FROM identity_links")?;
+            let mut stmt = conn.prepare("SELECT id, identifiers, at_ms, message_id, trusted FROM identity_links")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                let identifiers: Vec<Identifier> = serde_json::from_str(&r.get::<_, String>(0)?)?;
-                let order = OrderKey { at_ms: r.get(1)?, message_id: r.get(2)? };
-                visit(IdentityRow::Link(Link { identifiers, order, trusted: r.get::<_, i64>(3)? != 0 }));
+                let identifiers: Vec<Identifier> = serde_json::from_str(&r.get::<_, String>(1)?)?;
+                let order = OrderKey { at_ms: r.get(2)?, message_id: r.get(3)? };
+                let link = Link { identifiers, order, trusted: r.get::<_, i64>(4)? != 0 };
+                visit(IdentityRow::Link(StoredLink { id: r.get::<_, i64>(0)? as LinkId, link }));
             }
             let max_profile: i64 = conn.query_row_cached(
                 "SELECT MAX(m) FROM (SELECT COALESCE(MAX(id), 0) AS m FROM profiles
@@ -1305,17 +1307,18 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn store_link(&mut self, link: &Link) -> StoreResult<()> {
+    fn store_link(&mut self, stored: &StoredLink) -> StoreResult<()> {
+        let link = &stored.link;
         self.tx
             .prepare_cached(
-                "INSERT INTO identity_links (signature, identifiers, at_ms, message_id, trusted)
+                "INSERT INTO identity_links (id, identifiers, at_ms, message_id, trusted)
                  VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (signature) DO UPDATE SET at_ms = excluded.at_ms, message_id = excluded.message_id
+                 ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms, message_id = excluded.message_id
                  WHERE excluded.at_ms < identity_links.at_ms
                     OR (excluded.at_ms = identity_links.at_ms AND excluded.message_id < identity_links.message_id)",
             )?
             .execute(params![
-                link.signature(),
+                stored.id as i64,
                 serde_json::to_string(&link.identifiers)?,
                 link.order.at_ms,
                 link.order.message_id,
@@ -1324,10 +1327,10 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn delete_links(&mut self, signatures: &[String]) -> StoreResult<()> {
-        let mut stmt = self.tx.prepare_cached("DELETE FROM identity_links WHERE signature = ?1")?;
-        for signature in signatures {
-            stmt.execute([signature])?;
+    fn delete_links(&mut self, ids: &[LinkId]) -> StoreResult<()> {
+        let mut stmt = self.tx.prepare_cached("DELETE FROM identity_links WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute([*id as i64])?;
         }
         Ok(())
     }

@@ -122,12 +122,15 @@ fn restore_rebuilds_the_same_graph() {
         link(&[anon("a2")], 3, false),
     ];
     let mut owners = HashMap::new();
+    let mut stored = Vec::new();
     for l in &links {
-        for (ident, owner) in g.apply(l).owner_changes {
+        let out = g.apply(l);
+        stored.extend(out.store_link);
+        for (ident, owner) in out.owner_changes {
             owners.insert(ident, owner);
         }
     }
-    let restored = IdentityGraph::restore(IdentityRules::default(), owners, links.iter().cloned(), g.next_profile_id());
+    let restored = IdentityGraph::restore(IdentityRules::default(), owners, stored, g.next_profile_id());
     assert_eq!(restored.grouping(), g.grouping());
     assert_eq!(restored.profile_of(&anon("a1")), g.profile_of(&anon("a1")));
     assert_eq!(restored.next_profile_id(), g.next_profile_id());
@@ -173,14 +176,15 @@ fn a_packed_cluster_reads_changes_and_merges_its_links_in_place() {
     let mut cluster = Cluster::of(1);
     assert_eq!((cluster.nodes(), cluster.links().count()), (&[1][..], 0));
     assert_eq!(cluster.known_and_latest(&[1], false), (None, NO_ORDER));
-    cluster.push_link(&[1], late, false);
+    cluster.push_link(&[1], late, false, 1);
     let mut other = Cluster::of(2);
-    other.push_link(&[2, 1], early, true);
+    // An id past 32 bits: it takes both of its words.
+    other.push_link(&[2, 1], early, true, (7 << 32) | 3);
     cluster.absorb(other);
     assert_eq!(cluster.nodes(), &[1, 2]);
-    let links: Vec<(Order, bool, Vec<NodeId>)> =
-        cluster.links().map(|l| (l.order, l.trusted, l.nodes.to_vec())).collect();
-    assert_eq!(links, vec![(late, false, vec![1]), (early, true, vec![2, 1])]);
+    let links: Vec<(Order, bool, Vec<NodeId>, LinkId)> =
+        cluster.links().map(|l| (l.order, l.trusted, l.nodes.to_vec(), l.id)).collect();
+    assert_eq!(links, vec![(late, false, vec![1], 1), (early, true, vec![2, 1], (7 << 32) | 3)]);
     assert_eq!(cluster.known_and_latest(&[1], false), (Some(late), late));
     assert_eq!(cluster.known_and_latest(&[1, 2], true), (Some(early), late));
     assert!(cluster.find_link(&[1, 2], false).is_none(), "trust is part of a link");
@@ -215,15 +219,51 @@ fn erasing_one_person_keeps_the_links_of_others_in_the_same_cluster() {
     let second = g.apply(&link(&[user("u2"), anon("a9")], 3, false)).profile;
     assert_ne!(first, second);
     assert_eq!(g.erase(second).len(), 2);
-    assert_eq!(g.link_signatures_of(first).len(), 1, "the erased person's links went with them");
+    assert_eq!(g.link_ids_of(first).len(), 1, "the erased person's links went with them");
 
     // A late message replays what is left of the cluster, in time order.
     let late = g.apply(&link(&[anon("a1"), email("e@x.com")], 0, false));
     assert_eq!(late.profile, first);
     assert_eq!(g.identifiers_of(first), vec![user("u1"), email("e@x.com"), anon("a1")]);
-    assert_eq!(g.link_signatures_of(first).len(), 2);
+    assert_eq!(g.link_ids_of(first).len(), 2);
     assert_eq!(g.profile_of(&user("u2")), None);
     assert_eq!(g.profile_count(), 1);
+}
+
+#[test]
+fn links_get_increasing_ids_that_an_earlier_time_keeps_and_a_restore_continues() {
+    let mut g = IdentityGraph::new(IdentityRules::default());
+    let stored = |out: Outcome| out.store_link.expect("a new or earlier link is stored");
+    let first = stored(g.apply(&link(&[user("u1"), anon("a1")], 10, false)));
+    let second = stored(g.apply(&link(&[user("u2"), anon("a2")], 11, false)));
+    assert_eq!((first.id, second.id), (1, 2));
+    assert!(g.apply(&link(&[user("u1"), anon("a1")], 12, false)).store_link.is_none(), "known, and later");
+    // The same identifiers seen earlier than the link was recorded: the same row, moved to the earlier time.
+    let earlier = stored(g.apply(&link(&[anon("a1"), user("u1")], 5, false)));
+    assert_eq!(earlier.id, first.id);
+    assert_eq!(earlier.link.order.at_ms, 5);
+
+    // A graph restored from the rows goes on from the highest id, whatever order the rows come in.
+    let owners = [user("u1"), anon("a1"), user("u2"), anon("a2")].map(|i| {
+        let owner = g.profile_of(&i);
+        (i, owner)
+    });
+    let mut restored = IdentityGraph::restore(
+        IdentityRules::default(),
+        owners,
+        [second.clone(), earlier.clone()],
+        g.next_profile_id(),
+    );
+    let third = stored(restored.apply(&link(&[user("u3"), anon("a3")], 13, false)));
+    assert_eq!(third.id, 3);
+    assert_eq!(stored(g.apply(&link(&[user("u3"), anon("a3")], 13, false))).id, 3, "the live graph agrees");
+
+    // Erasing a person names exactly the rows of their links.
+    let u2 = restored.profile_of(&user("u2")).expect("u2 has a profile");
+    assert_eq!(restored.link_ids_of(u2), vec![second.id]);
+    restored.erase(u2);
+    let u1 = restored.profile_of(&user("u1")).expect("u1 has a profile");
+    assert_eq!(restored.link_ids_of(u1), vec![first.id]);
 }
 
 fn arb_identifier() -> impl Strategy<Value = Identifier> {
@@ -285,7 +325,7 @@ proptest! {
         }
         prop_assert_eq!(repacked.grouping(), unpacked.grouping());
         for profile in unpacked.profile_ids() {
-            prop_assert_eq!(repacked.link_signatures_of(profile), unpacked.link_signatures_of(profile));
+            prop_assert_eq!(repacked.link_ids_of(profile), unpacked.link_ids_of(profile));
         }
     }
 
