@@ -6,6 +6,7 @@
 //! One writer also makes concurrency simple: two events of the same person never race, merges see a
 //! consistent graph, and the order of application is the order of the queue.
 
+mod bodies;
 mod feed;
 mod state_cache;
 mod writer;

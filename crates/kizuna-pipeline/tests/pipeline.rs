@@ -266,3 +266,73 @@ fn states_kept_between_commits_give_the_same_profiles_as_states_read_back() {
     assert!(kept.len() >= 5, "{} profiles", kept.len());
     assert_eq!(kept, read_back);
 }
+
+/// A storefront's message, different in its ids, times and product for each `i`.
+fn storefront_event(i: usize) -> Event {
+    let product = i * 7919 % 503;
+    let name = ["Product Viewed", "Product Added", "Checkout Started"][i % 3];
+    event(json!({
+        "type": "track",
+        "anonymousId": format!("dev-{}", i % 40),
+        "event": name,
+        "messageId": format!("m-{i}"),
+        "timestamp": format!("2026-04-{:02}T01:{:02}:43.194Z", 1 + i % 28, i % 60),
+        "context": {"library": {"name": "analytics.js", "version": "next-1.70.0"}, "locale": "ja-JP",
+            "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"},
+        "properties": {"product_id": format!("prod_{product:05}"), "price": 10 + product % 90, "currency": "USD"},
+    }))
+}
+
+/// Every stored body by seq: its format tag and its JSON.
+fn stored_bodies(dir: &std::path::Path) -> Vec<(u8, serde_json::Value)> {
+    let conn = rusqlite::Connection::open(dir.join(SqliteStore::FILE_NAME)).expect("open");
+    let mut stmt = conn.prepare("SELECT body FROM events ORDER BY seq").expect("prepare");
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).expect("query");
+    rows.map(|body| {
+        let body = body.expect("row");
+        let json = kizuna_store::codec::decode_event_body(&body).expect("decode");
+        (body[0], serde_json::from_slice(&json).expect("json"))
+    })
+    .collect()
+}
+
+#[test]
+fn bodies_are_compressed_against_a_dictionary_trained_on_the_first_events_from_then_on() {
+    let (dir, store, clock) = setup();
+    let config = PipelineConfig { body_dictionary_samples: 300, ..PipelineConfig::default() };
+    let pipeline = Pipeline::start(store.clone(), config.clone(), Arc::new(clock.clone())).expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = runtime();
+    assert_eq!(pipeline.body_dictionary(), None);
+    let first: Vec<Event> = (0..300).map(storefront_event).collect();
+    rt.block_on(pipeline.ingest(&source, first)).expect("ingest");
+    pipeline.finish_body_dictionary();
+    let dictionary = pipeline.body_dictionary().expect("trained on the first 300 bodies");
+    assert_eq!(store.body_dictionary().expect("read"), Some(dictionary), "stored before it is used");
+    let later: Vec<Event> = (300..400).map(storefront_event).collect();
+    rt.block_on(pipeline.ingest(&source, later)).expect("ingest");
+    pipeline.shutdown();
+
+    let bodies = stored_bodies(dir.path());
+    assert_eq!(bodies.len(), 400);
+    assert!(bodies[..300].iter().all(|(tag, _)| *tag == 1), "the samples themselves went out as LZ4");
+    assert!(bodies[300..].iter().all(|(tag, _)| *tag == 2), "later bodies name the dictionary");
+    for (i, (_, body)) in bodies.iter().enumerate() {
+        assert_eq!(body["messageId"], format!("m-{i}"));
+        assert_eq!(body["properties"]["product_id"], format!("prod_{:05}", i * 7919 % 503));
+    }
+    // Read back through the store's API too, newest first.
+    let profile =
+        store.profile_by_identifier(&Identifier::new(IdKind::AnonymousId, "dev-7")).expect("lookup").expect("exists");
+    let filter = kizuna_store::EventFilter { limit: 100, ..Default::default() };
+    let events = store.events(profile, &filter).expect("events");
+    assert_eq!(events.len(), 10);
+    assert!(events.iter().all(|e| e.body["anonymousId"] == "dev-7"));
+
+    // A pipeline started again on the store compresses against the stored dictionary from its first event.
+    let again = Pipeline::start(store.clone(), config, Arc::new(clock)).expect("restart");
+    assert_eq!(again.body_dictionary(), Some(dictionary));
+    rt.block_on(again.ingest(&source, vec![storefront_event(400)])).expect("ingest");
+    again.shutdown();
+    assert_eq!(stored_bodies(dir.path()).last().map(|(tag, _)| *tag), Some(2));
+}

@@ -33,6 +33,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A stored event body names a compression dictionary this process has not loaded.
+    #[error("event body dictionary {0:016x} is not loaded")]
+    MissingDictionary(u64),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -65,6 +68,11 @@ pub trait Store: Send + Sync + 'static {
     /// Profiles whose trait `name` equals `value` (string comparison of the JSON value).
     fn search_profiles(&self, name: &str, value: &str, limit: usize) -> StoreResult<Vec<ProfileId>>;
     fn counts(&self) -> StoreResult<Counts>;
+    /// The newest dictionary event bodies are compressed against (see [`codec`]), loaded for this process.
+    fn body_dictionary(&self) -> StoreResult<Option<u64>>;
+    /// Stores a dictionary trained on `samples` bodies and loads it; returns its id. New bodies may name it
+    /// once this returns.
+    fn save_body_dictionary(&self, dictionary: &[u8], samples: usize, now: DateTime<Utc>) -> StoreResult<u64>;
 
     fn upsert_products(&self, products: &[Product], now: DateTime<Utc>) -> StoreResult<usize>;
     fn product(&self, id: &str) -> StoreResult<Option<Product>>;

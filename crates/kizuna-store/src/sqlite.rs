@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (20, include_str!("../migrations/0020_flow_steps_without_rowid.sql")),
     (21, include_str!("../migrations/0021_replay_keys_log.sql")),
     (22, include_str!("../migrations/0022_identity_links_by_id.sql")),
+    (23, include_str!("../migrations/0023_body_dictionaries.sql")),
 ];
 
 /// Migrations of the derived database, numbered on their own.
@@ -307,6 +308,7 @@ impl SqliteStore {
         let mut conn = store.connect(false)?;
         store.attach_derived(&conn)?;
         migrate(&mut conn, MIGRATIONS)?;
+        load_body_dictionaries(&conn)?;
         Ok(store)
     }
 
@@ -509,12 +511,35 @@ fn source_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
 
 const SOURCE_COLUMNS: &str = "id, name, write_key, trusted, data_kind, created_at, revoked_at";
 
+/// Registers every body dictionary of the store with the codec; returns the newest one's id.
+fn load_body_dictionaries(conn: &Connection) -> StoreResult<Option<u64>> {
+    let mut stmt = conn.prepare_cached("SELECT dictionary FROM body_dictionaries ORDER BY created_at, id")?;
+    let mut rows = stmt.query([])?;
+    let mut newest = None;
+    while let Some(row) = rows.next()? {
+        newest = Some(crate::codec::register_dictionary(&row.get::<_, Vec<u8>>(0)?));
+    }
+    Ok(newest)
+}
+
+/// Decodes a stored body; a dictionary another process trained after this one opened the store is loaded on
+/// first need.
+fn decode_body(conn: &Connection, stored: &[u8]) -> StoreResult<Vec<u8>> {
+    match crate::codec::decode_event_body(stored) {
+        Err(StoreError::MissingDictionary(_)) => {
+            load_body_dictionaries(conn)?;
+            crate::codec::decode_event_body(stored)
+        }
+        decoded => decoded,
+    }
+}
+
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, Vec<u8>)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
-fn to_event((seq, profile, source, body): (i64, i64, i64, Vec<u8>)) -> StoreResult<StoredEvent> {
-    let json = crate::codec::decode_event_body(&body)?;
+fn to_event(conn: &Connection, (seq, profile, source, body): (i64, i64, i64, Vec<u8>)) -> StoreResult<StoredEvent> {
+    let json = decode_body(conn, &body)?;
     Ok(StoredEvent { seq, profile_id: profile as ProfileId, source_id: source, body: serde_json::from_slice(&json)? })
 }
 
@@ -710,7 +735,7 @@ impl Store for SqliteStore {
             sql.push_str(&format!(" ORDER BY ts DESC, seq DESC LIMIT ?{}", args.len()));
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(args), event_from_row)?;
-            rows.map(|r| to_event(r?)).collect()
+            rows.map(|r| to_event(conn, r?)).collect()
         })
     }
 
@@ -770,6 +795,23 @@ impl Store for SqliteStore {
             let rows = stmt.query_map(params![path, value, limit.clamp(1, 1000) as i64], |r| r.get::<_, i64>(0))?;
             Ok(rows.map(|r| r.map(|v| v as ProfileId)).collect::<Result<_, _>>()?)
         })
+    }
+
+    fn body_dictionary(&self) -> StoreResult<Option<u64>> {
+        self.with_reader(load_body_dictionaries)
+    }
+
+    fn save_body_dictionary(&self, dictionary: &[u8], samples: usize, now: DateTime<Utc>) -> StoreResult<u64> {
+        let id = crate::codec::dictionary_id(dictionary);
+        self.with_writer(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO body_dictionaries (id, dictionary, samples, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![id as i64, dictionary, samples as i64, ms(now)])?;
+            Ok(())
+        })?;
+        Ok(crate::codec::register_dictionary(dictionary))
     }
 
     fn counts(&self) -> StoreResult<Counts> {
@@ -1394,7 +1436,7 @@ impl WriteTx for SqliteTx<'_> {
             "SELECT seq, profile_id, source_id, body FROM events WHERE profile_id = ?1 ORDER BY ts, seq",
         )?;
         let rows = stmt.query_map([profile as i64], event_from_row)?;
-        rows.map(|r| to_event(r?)).collect()
+        rows.map(|r| to_event(&self.tx, r?)).collect()
     }
 
     fn erase_profile(&mut self, profile: ProfileId, now_ms: i64) -> StoreResult<(usize, usize)> {

@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub durability: Option<String>,
     /// Profile states the writer keeps decoded between commits (default 4096; ~5 KB of memory each).
     pub state_cache: Option<usize>,
+    /// Event bodies a store without a compression dictionary trains one on (default 5000; 0: never).
+    pub body_dictionary_samples: Option<usize>,
     /// Custom identifier types, e.g. ["shopify_customer_id"].
     pub custom_identifiers: Option<Vec<String>>,
     /// Country for phone numbers without a country code, e.g. "JP".
@@ -77,6 +79,8 @@ pub struct Config {
     /// Profile states the writer keeps decoded between commits: each one kept is a read and a decode saved
     /// when the person's next event comes, at ~5 KB of memory (BENCHMARKS.md, 2026-12-05 19:08).
     pub state_cache: usize,
+    /// Event bodies sampled to train the store's compression dictionary (0: never train, bodies stay LZ4).
+    pub body_dictionary_samples: usize,
     pub identifiers: IdentifierConfig,
     pub rules: IdentityRules,
     /// Transparent huge pages for the allocator's memory. Off by default: with them every first touch of a
@@ -151,6 +155,9 @@ impl Config {
             state_cache: env("KIZUNA_STATE_CACHE")?
                 .or(file.state_cache)
                 .unwrap_or(kizuna_pipeline::PipelineConfig::default().state_cache),
+            body_dictionary_samples: env("KIZUNA_BODY_DICTIONARY_SAMPLES")?
+                .or(file.body_dictionary_samples)
+                .unwrap_or(kizuna_pipeline::PipelineConfig::default().body_dictionary_samples),
             identifiers: IdentifierConfig {
                 custom_types,
                 default_country: env::<String>("KIZUNA_DEFAULT_COUNTRY")?.or(file.default_country),
@@ -187,6 +194,7 @@ impl Config {
             identifiers: self.identifiers.clone(),
             rules: self.rules.clone(),
             state_cache: self.state_cache,
+            body_dictionary_samples: self.body_dictionary_samples,
             ..kizuna_pipeline::PipelineConfig::default()
         }
     }
@@ -228,6 +236,18 @@ mod tests {
         assert_eq!(load_with_file("")?.pipeline().state_cache, kizuna_pipeline::PipelineConfig::default().state_cache);
         assert_eq!(load_with_file("state_cache = 16384")?.pipeline().state_cache, 16384);
         assert!(load_with_file("state_cache = -1").is_err(), "a negative size is rejected");
+        Ok(())
+    }
+
+    #[test]
+    fn the_body_dictionary_sample_count_comes_from_the_file() -> Result<()> {
+        if std::env::var_os("KIZUNA_BODY_DICTIONARY_SAMPLES").is_some() {
+            return Ok(()); // the environment wins over the file; nothing to check here
+        }
+        let default = kizuna_pipeline::PipelineConfig::default().body_dictionary_samples;
+        assert_eq!(load_with_file("")?.pipeline().body_dictionary_samples, default);
+        assert_eq!(load_with_file("body_dictionary_samples = 0")?.pipeline().body_dictionary_samples, 0);
+        assert!(load_with_file("body_dictionary_samples = \"many\"").is_err(), "not a number");
         Ok(())
     }
 }

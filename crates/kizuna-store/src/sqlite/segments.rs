@@ -416,7 +416,7 @@ pub(super) fn scan_events(
             continue;
         }
         let body: Vec<u8> = row.get(3)?;
-        let json = crate::codec::decode_event_body(&body)?;
+        let json = super::decode_body(conn, &body)?;
         out.push(ScannedEvent {
             seq,
             profile_id: row.get::<_, i64>(1)? as ProfileId,
