@@ -180,7 +180,8 @@ const TRUSTED_BIT: u32 = 1 << 31;
 /// Packed into one exactly sized allocation of words: the number of identifiers, the identifiers, then each link
 /// as [`LINK_HEAD`] words followed by its identifiers in priority order, as the message carried them. There is
 /// one cluster per person, so this is most of what the graph holds per profile: three vectors and their
-/// boxed header took ~224 bytes for a typical cluster (2.6 identifiers, 3.1 links) where the words take ~112.
+/// boxed header took ~224 bytes for a typical cluster (2.6 identifiers, 3.1 links) where the words took ~112
+/// (~137 since each link keeps its stored id).
 /// A change rebuilds the words, which costs what reading them costs; every change of a cluster already reads all
 /// of its links (to find whether the link is known).
 #[derive(Debug, Clone)]
@@ -694,7 +695,10 @@ impl IdentityGraph {
         trusted: bool,
         restored: Option<LinkId>,
     ) -> LinkId {
-        let next = self.next_link.max(1);
+        // A restored id is taken, whether or not the link was already known (rows this code writes never repeat
+        // a link, but a new link must never reuse a stored id).
+        let next = self.next_link.max(1).max(restored.map_or(0, |id| id + 1));
+        self.next_link = next;
         let cluster = self.cluster_mut(cluster_id);
         match cluster.find_link(nodes, trusted).map(|l| (l.at, l.order, l.id)) {
             Some((at, known, id)) => {

@@ -3,9 +3,10 @@
 //! thread of its own, stores it, and from then on compresses against it (see `kizuna_store::codec`).
 //!
 //! A dictionary holds pieces of the text it was trained on, and it outlives every event (an erasure cannot take
-//! a person out of it), so the samples blank out what names a person (its keys stay): ids, traits, IP addresses, and properties
-//! whose names say they hold contact details (see [`PERSONAL_KEYS`], [`PERSONAL_KEY_PARTS`]). What is left — keys, event names,
-//! libraries, user agents, pages, products — is what most messages share, which is what a dictionary is for.
+//! a person out of it), so a sample keeps a value only under keys that never name a person (an allowlist:
+//! [`SHARED_KEYS`], [`SHARED_SUBTREES`]); every other string is emptied and every other number zeroed. The keys
+//! stay: they are most of what messages share. A blocklist of personal keys missed too much (`externalIds`,
+//! custom identifiers, URLs with queries, free-text notes).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,17 +61,20 @@ impl BodyEncoder {
         if !self.sampling.load(Ordering::Relaxed) {
             return;
         }
-        samples.extend(without_personal_data(json));
+        samples.extend(shared_part(json));
         if samples.len() < self.wanted {
             return;
         }
+        // The handle's lock is held from before the sampling ends until the handle is in it, so a `finish`
+        // that sees sampling over always finds the thread to wait for.
+        let mut training = self.training.lock().unwrap_or_else(PoisonError::into_inner);
         self.sampling.store(false, Ordering::Relaxed);
         let samples = std::mem::take(&mut *samples);
         let encoder = Arc::clone(self);
         let spawned =
             std::thread::Builder::new().name("kizuna-dictionary".into()).spawn(move || encoder.train(&samples));
         match spawned {
-            Ok(handle) => *self.training.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle),
+            Ok(handle) => *training = Some(handle),
             Err(error) => tracing::warn!(%error, "could not start training a body dictionary; bodies stay LZ4"),
         }
     }
@@ -108,51 +112,79 @@ impl BodyEncoder {
     }
 }
 
-/// Top-level fields of a message that name or describe a person.
-const PERSONAL_FIELDS: &[&str] = &["userId", "anonymousId", "previousId", "groupId", "traits", "writeKey"];
-/// Keys, at any depth of `context` and `properties`, that hold a person's details: these names exactly, or
-/// any name with one of [`PERSONAL_KEY_PARTS`] in it.
-const PERSONAL_KEYS: &[&str] = &["ip", "traits", "user", "user_id", "userid", "line_user_id"];
-const PERSONAL_KEY_PARTS: &[&str] =
-    &["email", "phone", "address", "first_name", "last_name", "firstname", "lastname", "birthday", "customer"];
+/// Keys whose string, number or boolean values a sample keeps: names of events, products and places in the
+/// catalog, formats, versions. Nothing that can name, reach or locate a person.
+const SHARED_KEYS: &[&str] = &[
+    "type",
+    "event",
+    "useragent",
+    "locale",
+    "timezone",
+    "currency",
+    "category",
+    "brand",
+    "product_id",
+    "sku",
+    "variant",
+    "price",
+    "quantity",
+    "position",
+    "channel",
+    "os",
+    "version",
+];
+/// Keys whose whole value a sample keeps: the library that sent the message.
+const SHARED_SUBTREES: &[&str] = &["library"];
+/// Top-level fields blanked whole whatever their keys inside say: they are about the person.
+const PERSONAL_FIELDS: &[&str] = &["traits", "externalIds", "userId", "anonymousId", "previousId", "groupId"];
 
-/// A sample of a message for dictionary training: the message with what names a person blanked (strings
-/// emptied, numbers zeroed; the keys stay, as every message has them); `None` when it is not a JSON object.
-fn without_personal_data(json: &[u8]) -> Option<Vec<u8>> {
+/// A sample of a message for dictionary training: the message with every value blanked (strings emptied, numbers
+/// zeroed) except under [`SHARED_KEYS`] and [`SHARED_SUBTREES`]; `None` when it is not a JSON object.
+fn shared_part(json: &[u8]) -> Option<Vec<u8>> {
     let Ok(Value::Object(mut message)) = serde_json::from_slice::<Value>(json) else { return None };
     for (key, value) in message.iter_mut() {
         if PERSONAL_FIELDS.contains(&key.as_str()) {
-            blank(value);
-        } else if key == "context" || key == "properties" {
-            blank_personal_keys(value);
+            blank_all(value);
+        } else {
+            keep_shared(key, value);
         }
     }
     serde_json::to_vec(&Value::Object(message)).ok()
 }
 
-fn blank_personal_keys(value: &mut Value) {
+fn keep_shared(key: &str, value: &mut Value) {
+    let key = key.to_ascii_lowercase();
+    if SHARED_SUBTREES.contains(&key.as_str()) {
+        return;
+    }
+    let shared = SHARED_KEYS.contains(&key.as_str());
     match value {
         Value::Object(map) => {
             for (key, value) in map.iter_mut() {
-                let key = key.to_ascii_lowercase();
-                if PERSONAL_KEYS.contains(&key.as_str()) || PERSONAL_KEY_PARTS.iter().any(|part| key.contains(part)) {
-                    blank(value);
-                } else {
-                    blank_personal_keys(value);
+                keep_shared(key, value);
+            }
+        }
+        // An array's items are under its key: each product of `products` by its own keys, each tag as `tags`.
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                if item.is_object() || item.is_array() {
+                    keep_shared(&key, item);
+                } else if !shared {
+                    blank_all(item);
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(blank_personal_keys),
-        _ => {}
+        _ if shared => {}
+        _ => blank_all(value),
     }
 }
 
-fn blank(value: &mut Value) {
+fn blank_all(value: &mut Value) {
     match value {
         Value::String(text) => text.clear(),
         Value::Number(_) => *value = Value::from(0),
-        Value::Object(map) => map.values_mut().for_each(blank),
-        Value::Array(items) => items.iter_mut().for_each(blank),
+        Value::Object(map) => map.values_mut().for_each(blank_all),
+        Value::Array(items) => items.iter_mut().for_each(blank_all),
         Value::Bool(_) | Value::Null => {}
     }
 }
@@ -162,32 +194,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_training_sample_keeps_what_messages_share_and_drops_what_names_a_person() {
+    fn a_training_sample_keeps_only_values_that_never_name_a_person() {
         let message = serde_json::json!({
             "type": "track", "event": "Order Completed", "userId": "u-1", "anonymousId": "a-1",
-            "traits": {"email": "hanako@example.jp"},
+            "traits": {"email": "hanako@example.jp", "category": "vip"},
             "context": {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0", "library": {"name": "analytics.js"},
-                "traits": {"phone": "+819012345678"}, "page": {"url": "https://shop.example/p/1"}},
-            "properties": {"order_id": "o-1", "total": 30, "Email": "hanako@example.jp",
-                "shipping_address": {"city": "Sendai"}, "products": [{"name": "Beans", "customer_note": "x"}]},
+                "externalIds": [{"type": "email", "id": "hanako@example.jp"}], "lineUserId": "U1234",
+                "page": {"url": "https://shop.example/p/1?email=hanako@example.jp", "title": "Hanako's cart"},
+                "location": {"city": "Sendai"}},
+            "properties": {"order_id": "o-1", "total": 30, "currency": "JPY", "note": "call 090-1234-5678",
+                "products": [{"name": "Beans", "sku": "B-1", "price": 12.5, "quantity": 2}], "tags": ["gift", "hanako"]},
         });
-        let sample = without_personal_data(&serde_json::to_vec(&message).expect("json")).expect("an object");
+        let sample = shared_part(&serde_json::to_vec(&message).expect("json")).expect("an object");
         let sample: Value = serde_json::from_slice(&sample).expect("json");
         assert_eq!(
             sample,
             serde_json::json!({
                 "type": "track", "event": "Order Completed", "userId": "", "anonymousId": "",
-                "traits": {"email": ""},
+                "traits": {"email": "", "category": ""},
                 "context": {"ip": "", "userAgent": "Mozilla/5.0", "library": {"name": "analytics.js"},
-                    "traits": {"phone": ""}, "page": {"url": "https://shop.example/p/1"}},
-                "properties": {"order_id": "o-1", "total": 30, "Email": "",
-                    "shipping_address": {"city": ""}, "products": [{"name": "Beans", "customer_note": ""}]},
+                    "externalIds": [{"type": "email", "id": ""}], "lineUserId": "",
+                    "page": {"url": "", "title": ""}, "location": {"city": ""}},
+                "properties": {"order_id": "", "total": 0, "currency": "JPY", "note": "",
+                    "products": [{"name": "", "sku": "B-1", "price": 12.5, "quantity": 2}], "tags": ["", ""]},
             })
         );
         let text = String::from_utf8(serde_json::to_vec(&sample).expect("json")).expect("utf-8");
-        for personal in ["u-1", "a-1", "hanako", "203.0.113", "+8190", "Sendai"] {
+        for personal in ["u-1", "a-1", "hanako", "Hanako", "203.0.113", "U1234", "090-", "Sendai", "vip"] {
             assert!(!text.contains(personal), "{personal} is left in {text}");
         }
-        assert!(without_personal_data(b"[1, 2]").is_none());
+        assert!(shared_part(b"[1, 2]").is_none());
     }
 }

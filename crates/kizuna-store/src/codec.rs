@@ -29,6 +29,9 @@ const DICT_HEADER: usize = 1 + 8 + 4;
 const SCRATCH_KEPT: usize = 64 * 1024;
 /// Level 1: at these sizes the dictionary does the work; higher levels gained 5% of size for 20% more time.
 const ZSTD_LEVEL: i32 = 1;
+/// Bodies up to this size are compressed against a dictionary (any HTTP message is far smaller; an import's
+/// order with thousands of lines is not): a decoder allocates what a header says only up to it.
+const MAX_DICTIONARY_BODY: usize = 16 * 1024 * 1024;
 /// The dictionary's size. 16 KiB left messages ~10% bigger; 112 KiB gained nothing over 64.
 pub const DICTIONARY_BYTES: usize = 64 * 1024;
 
@@ -99,7 +102,10 @@ pub fn encode_event_body(json: &[u8]) -> Vec<u8> {
 /// id), else with LZ4.
 pub fn encode_event_body_with(json: &[u8], dictionary: Option<u64>) -> Vec<u8> {
     let Some(id) = dictionary else { return encode_event_body(json) };
-    let Ok(length) = u32::try_from(json.len()) else { return encode_event_body(json) };
+    if json.len() > MAX_DICTIONARY_BODY {
+        return encode_event_body(json);
+    }
+    let length = json.len() as u32;
     ZSTD_ENCODER
         .with_borrow_mut(|slot| {
             let compressor = zstd_encoder(slot, id)?;
@@ -127,9 +133,10 @@ fn zstd_encoder<'slot>(
     if slot.as_ref().is_none_or(|(current, _)| *current != id) {
         let bytes = dictionary(id)?;
         let mut compressor = zstd::bulk::Compressor::with_dictionary(ZSTD_LEVEL, &bytes).ok()?;
-        // The header holds the length and the dictionary; the page checksums guard the bytes.
+        // The header holds the length and the dictionary. The frame's checksum stays (4 bytes): SQLite keeps no
+        // checksum of its pages, so it is what turns a damaged body into an error instead of different JSON.
         for parameter in
-            [CParameter::ChecksumFlag(false), CParameter::ContentSizeFlag(false), CParameter::DictIdFlag(false)]
+            [CParameter::ChecksumFlag(true), CParameter::ContentSizeFlag(false), CParameter::DictIdFlag(false)]
         {
             compressor.set_parameter(parameter).ok()?;
         }
@@ -161,6 +168,10 @@ fn decode_zstd(rest: &[u8]) -> Result<Vec<u8>, StoreError> {
     let corrupt = || StoreError::Invalid("corrupt stored event body: short header".into());
     let id = u64::from_le_bytes(rest.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
     let length = u32::from_le_bytes(rest.get(8..12).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?) as usize;
+    if length > MAX_DICTIONARY_BODY {
+        // Never written (bigger bodies go out as LZ4): a damaged header, not trusted with memory.
+        return Err(StoreError::Invalid(format!("corrupt stored event body: a length of {length} bytes")));
+    }
     let frame = &rest[12..];
     ZSTD_DECODER.with_borrow_mut(|slot| {
         if slot.as_ref().is_none_or(|(current, _)| *current != id) {
@@ -262,6 +273,13 @@ mod tests {
         let mut wrong_length = good.clone();
         wrong_length[9] ^= 1;
         assert!(decode_event_body(&wrong_length).is_err(), "a length the frame does not have");
+        let mut huge_length = good.clone();
+        huge_length[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_event_body(&huge_length).is_err(), "a length no body was written with, not allocated");
+        let mut flipped = good.clone();
+        let middle = DICT_HEADER + (flipped.len() - DICT_HEADER) / 2;
+        flipped[middle] ^= 0x10;
+        assert!(decode_event_body(&flipped).is_err(), "the frame's checksum catches a damaged byte");
     }
 
     #[test]

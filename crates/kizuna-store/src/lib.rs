@@ -198,7 +198,8 @@ pub trait WriteTx {
     fn save_state(&mut self, profile: ProfileId, state: &ProfileState, now_ms: i64) -> StoreResult<()>;
     fn delete_profile(&mut self, profile: ProfileId) -> StoreResult<()>;
     fn set_owner(&mut self, identifier: &Identifier, owner: Option<ProfileId>) -> StoreResult<()>;
-    /// Writes a new link, or moves a stored one (same id) to an earlier time.
+    /// Writes a new link, or moves a stored one (same id) to the time given: the resolver decides which is
+    /// earlier (its order breaks ties on a hash of the message id, which SQL could not repeat).
     fn store_link(&mut self, link: &StoredLink) -> StoreResult<()>;
     fn delete_links(&mut self, ids: &[LinkId]) -> StoreResult<()>;
     fn record_merge(&mut self, merge: &MergeRecord, now_ms: i64) -> StoreResult<()>;

@@ -1355,9 +1355,7 @@ impl WriteTx for SqliteTx<'_> {
             .prepare_cached(
                 "INSERT INTO identity_links (id, identifiers, at_ms, message_id, trusted)
                  VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms, message_id = excluded.message_id
-                 WHERE excluded.at_ms < identity_links.at_ms
-                    OR (excluded.at_ms = identity_links.at_ms AND excluded.message_id < identity_links.message_id)",
+                 ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms, message_id = excluded.message_id",
             )?
             .execute(params![
                 stored.id as i64,
