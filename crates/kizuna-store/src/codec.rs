@@ -157,14 +157,6 @@ pub fn decode_event_body(stored: &[u8]) -> Result<Vec<u8>, StoreError> {
     }
 }
 
-/// The dictionary a stored body needs, if it needs one.
-pub fn body_dictionary(stored: &[u8]) -> Option<u64> {
-    match stored.split_first() {
-        Some((&ZSTD_DICT, rest)) => rest.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes),
-        _ => None,
-    }
-}
-
 fn decode_zstd(rest: &[u8]) -> Result<Vec<u8>, StoreError> {
     let corrupt = || StoreError::Invalid("corrupt stored event body: short header".into());
     let id = u64::from_le_bytes(rest.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
@@ -198,6 +190,14 @@ fn decode_zstd(rest: &[u8]) -> Result<Vec<u8>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dictionary a stored body names, if it names one.
+    fn body_dictionary(stored: &[u8]) -> Option<u64> {
+        match stored.split_first() {
+            Some((&ZSTD_DICT, rest)) => rest.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes),
+            _ => None,
+        }
+    }
 
     #[test]
     fn round_trips_and_shrinks_json() {

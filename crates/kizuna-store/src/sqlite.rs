@@ -802,7 +802,8 @@ impl Store for SqliteStore {
     }
 
     fn save_body_dictionary(&self, dictionary: &[u8], samples: usize, now: DateTime<Utc>) -> StoreResult<u64> {
-        let id = crate::codec::dictionary_id(dictionary);
+        // Loaded first (it is only memory): nothing compresses against it before this returns.
+        let id = crate::codec::register_dictionary(dictionary);
         self.with_writer(|conn| {
             conn.prepare_cached(
                 "INSERT INTO body_dictionaries (id, dictionary, samples, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -811,7 +812,7 @@ impl Store for SqliteStore {
             .execute(params![id as i64, dictionary, samples as i64, ms(now)])?;
             Ok(())
         })?;
-        Ok(crate::codec::register_dictionary(dictionary))
+        Ok(id)
     }
 
     fn counts(&self) -> StoreResult<Counts> {
