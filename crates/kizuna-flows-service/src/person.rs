@@ -64,7 +64,12 @@ pub fn fact(seq: i64, body: serde_json::Value) -> Option<EventFact> {
     let serde_json::Value::Object(body) = body else { return None };
     let event = kizuna_ingest::Event::from_stored(body, String::new())?;
     let fed = kizuna_pipeline::FedEvent::of(seq, &event);
-    Some(EventFact { seq, name: fed.name.into(), at: fed.at, properties: fed.properties })
+    Some(EventFact {
+        seq,
+        name: fed.name.into(),
+        at: fed.at,
+        properties: std::sync::Arc::unwrap_or_clone(fed.properties),
+    })
 }
 
 /// The machine's view of a live person; storage is read on the first question.

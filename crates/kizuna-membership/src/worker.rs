@@ -354,7 +354,7 @@ impl Worker {
                     let data = profile_data(
                         &state,
                         scores.as_ref(),
-                        identifier_kinds,
+                        identifier_kinds.to_vec(),
                         version,
                         now,
                         &interest,

@@ -275,7 +275,7 @@ fn attribute_order(
 enum Work {
     Order {
         profile: ProfileId,
-        properties: Value,
+        properties: std::sync::Arc<Value>,
         at: DateTime<Utc>,
     },
     /// People were merged or erased: the store's records of it are read by cursor.

@@ -18,13 +18,16 @@ pub struct FedEvent {
     /// Track event name, or the message type (`page`, `identify`…).
     pub name: String,
     pub at: DateTime<Utc>,
-    pub properties: Value,
+    /// Shared, not copied, by every consumer the commit is handed to: the hand-over runs on the thread that
+    /// acknowledges commits, before their callers hear back (a deep copy there for recommendations was ~3% of
+    /// the server's CPU per live event, most of it the allocator reclaiming what other threads freed).
+    pub properties: Arc<Value>,
 }
 
 impl FedEvent {
     pub fn of(seq: i64, event: &Event) -> FedEvent {
         FedEvent {
-            properties: event.properties().map_or(Value::Null, |p| Value::Object(p.clone())),
+            properties: Arc::new(event.properties().map_or(Value::Null, |p| Value::Object(p.clone()))),
             ..Self::of_without_properties(seq, event)
         }
     }
@@ -35,7 +38,7 @@ impl FedEvent {
             seq,
             name: event.name().unwrap_or(event.message_type.as_str()).to_string(),
             at: event.timestamp,
-            properties: Value::Null,
+            properties: Arc::default(),
         }
     }
 }
@@ -52,7 +55,7 @@ pub enum FeedChange {
     /// The profile is gone: erased, or left without identifiers by a regroup.
     Removed { profile: ProfileId, erased: bool },
     /// A profile's state after the commit, and the kinds of identifier it has (`email`, `phone`…).
-    State { profile: ProfileId, state: Arc<ProfileState>, identifier_kinds: Vec<String>, version: i64 },
+    State { profile: ProfileId, state: Arc<ProfileState>, identifier_kinds: Arc<[String]>, version: i64 },
 }
 
 /// What one commit changed.

@@ -536,7 +536,12 @@ impl WriterState {
                     self.graph.identifiers_of(profile).iter().map(|i| i.kind.as_str().to_string()).collect();
                 identifier_kinds.sort();
                 identifier_kinds.dedup();
-                changes.push(FeedChange::State { profile, state: state.clone(), identifier_kinds, version: now_ms });
+                changes.push(FeedChange::State {
+                    profile,
+                    state: state.clone(),
+                    identifier_kinds: identifier_kinds.into(),
+                    version: now_ms,
+                });
             }
             self.states.put(profile, state);
         }
@@ -614,7 +619,7 @@ impl WriterState {
             if let (Some(i), Some(feed)) = (fed_at, dirty.feed.as_mut())
                 && let Some(FeedChange::Event { event: fed, .. }) = feed.get_mut(i)
             {
-                fed.properties = event.take_properties();
+                fed.properties = Arc::new(event.take_properties());
             }
             receipt.accepted += 1;
         }

@@ -375,7 +375,7 @@ impl Recommender {
                 FeedChange::Rebuilt { profile, events } => {
                     live.signals.rebuild_history(
                         profile,
-                        events.iter().map(|e| (e.name.as_str(), e.at.timestamp().min(now), &e.properties)),
+                        events.iter().map(|e| (e.name.as_str(), e.at.timestamp().min(now), &*e.properties)),
                     );
                 }
                 FeedChange::Removed { profile, .. } => {

@@ -154,7 +154,8 @@ pub struct NewEvent {
     pub seq: i64,
     pub name: String,
     pub at: DateTime<Utc>,
-    pub properties: Value,
+    /// Shared with the other consumers of the same commit; a summary keeps only the paths it reads.
+    pub properties: std::sync::Arc<Value>,
 }
 
 /// Shares repeated strings (event names, identifier kinds, consent pairs) between summaries.
@@ -483,7 +484,7 @@ mod tests {
                 seq: day,
                 name: "Product Viewed".into(),
                 at: now - Duration::days(364 - day) - Duration::hours(1),
-                properties: Value::Null,
+                properties: Default::default(),
             })
             .collect();
         let mut summary = Summary::default();

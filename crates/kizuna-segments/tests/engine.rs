@@ -120,7 +120,12 @@ impl Reference {
         let mut events: Vec<EventFact> = self
             .events
             .iter()
-            .map(|e| EventFact { seq: e.seq, name: e.name.as_str().into(), at: e.at, properties: e.properties.clone() })
+            .map(|e| EventFact {
+                seq: e.seq,
+                name: e.name.as_str().into(),
+                at: e.at,
+                properties: (*e.properties).clone(),
+            })
             .collect();
         events.sort_by_key(|e| (e.at, e.seq));
         person.events = events;
@@ -165,7 +170,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     seq,
                     name: NAMES[name].to_string(),
                     at: now + Duration::minutes(minutes),
-                    properties: json!({"category": if shoes { "shoes" } else { "bags" }, "total": total}),
+                    properties: json!({"category": if shoes { "shoes" } else { "bags" }, "total": total}).into(),
                 };
                 let reference = profiles.entry(profile).or_default();
                 reference.events.push(event.clone());
@@ -241,7 +246,7 @@ fn view(
     seq: i64,
     now: DateTime<Utc>,
 ) -> Vec<Transition> {
-    let event = NewEvent { seq, name: name.into(), at, properties: json!({}) };
+    let event = NewEvent { seq, name: name.into(), at, properties: json!({}).into() };
     engine.apply(vec![Change::Updated { profile, data: None, events: vec![event] }], now)
 }
 

@@ -370,7 +370,7 @@ fn simulated_profile(seed: u64, index: usize, mean: usize, now: DateTime<Utc>) -
                 _ => {}
             }
             let seq = base_seq + events.len() as i64;
-            events.push(NewEvent { seq, name: p.name.to_string(), at, properties: p.properties });
+            events.push(NewEvent { seq, name: p.name.to_string(), at, properties: p.properties.into() });
         }
     }
     let home = place(&mut rng);
@@ -658,7 +658,7 @@ fn apply_probe(engine: &mut Engine, n: usize, profiles: usize, seed: u64, now: D
         };
         // Sequence numbers above any generated one.
         let seq = (1i64 << 50) + round * 10_000_000 + k as i64;
-        let event = NewEvent { seq, name: name.to_string(), at: now, properties };
+        let event = NewEvent { seq, name: name.to_string(), at: now, properties: properties.into() };
         changes.push(Change::Updated { profile, data: None, events: vec![event] });
     }
     let started = Instant::now();
