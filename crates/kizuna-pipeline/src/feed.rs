@@ -26,19 +26,21 @@ pub struct FedEvent {
 
 impl FedEvent {
     pub fn of(seq: i64, event: &Event) -> FedEvent {
-        FedEvent {
-            properties: Arc::new(event.properties().map_or(Value::Null, |p| Value::Object(p.clone()))),
-            ..Self::of_without_properties(seq, event)
-        }
+        Self::with_properties(seq, event, event.properties().map_or(Value::Null, |p| Value::Object(p.clone())))
     }
 
-    /// The event with `Null` properties, for a caller that moves them in afterwards.
+    /// The event with `Null` properties, for a caller that moves them in afterwards (the `Arc` is not shared
+    /// yet: [`Arc::get_mut`] reaches them without allocating again).
     pub fn of_without_properties(seq: i64, event: &Event) -> FedEvent {
+        Self::with_properties(seq, event, Value::Null)
+    }
+
+    fn with_properties(seq: i64, event: &Event, properties: Value) -> FedEvent {
         FedEvent {
             seq,
             name: event.name().unwrap_or(event.message_type.as_str()).to_string(),
             at: event.timestamp,
-            properties: Arc::default(),
+            properties: Arc::new(properties),
         }
     }
 }
@@ -65,12 +67,13 @@ pub struct Committed {
     pub changes: Vec<FeedChange>,
 }
 
-/// Receives every commit, on the writer thread: it must only hand the commit over (e.g. to a channel).
+/// Receives every commit, on the thread that acknowledges commits (the fsync thread, or the writer when commits
+/// sync themselves) and before their callers hear back: it must only hand the commit over (e.g. to a channel).
 pub type FeedSink = Box<dyn Fn(Committed) + Send>;
 
 impl Committed {
-    /// A copy holding only the events `keep` accepts (by name) and every other change: what a consumer that
-    /// reads few event kinds needs, without copying the properties of the rest.
+    /// A commit holding only the events `keep` accepts (by name) and every other change: what a consumer that
+    /// reads few event kinds needs. Properties and states are shared with `self`, not copied.
     pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Committed {
         let changes = self
             .changes

@@ -619,7 +619,10 @@ impl WriterState {
             if let (Some(i), Some(feed)) = (fed_at, dirty.feed.as_mut())
                 && let Some(FeedChange::Event { event: fed, .. }) = feed.get_mut(i)
             {
-                fed.properties = Arc::new(event.take_properties());
+                match Arc::get_mut(&mut fed.properties) {
+                    Some(slot) => *slot = event.take_properties(),
+                    None => fed.properties = Arc::new(event.take_properties()),
+                }
             }
             receipt.accepted += 1;
         }

@@ -301,9 +301,9 @@ impl Recommender {
         }
     }
 
-    /// A sink that hands recommendations a copy of each commit with only what they read (product events and
-    /// every non-event change), then passes the commit itself on to `next` — so the writer thread never copies
-    /// the properties of events recommendations ignore.
+    /// A sink that hands recommendations each commit filtered to what they read (product events and every
+    /// non-event change, sharing their properties and states), then passes the commit itself on to `next`. It
+    /// runs on the thread that acknowledges commits, so it copies nothing deep.
     pub fn feed_sink_then(&self, next: FeedSink) -> FeedSink {
         let mine = self.feed_sink();
         Box::new(move |committed: Committed| {
