@@ -30,7 +30,7 @@ impl FedEvent {
     }
 
     /// The event with `Null` properties, for a caller that moves them in afterwards (the `Arc` is not shared
-    /// yet: [`Arc::get_mut`] reaches them without allocating again).
+    /// yet, so [`Arc::make_mut`] reaches them without allocating again).
     pub fn of_without_properties(seq: i64, event: &Event) -> FedEvent {
         Self::with_properties(seq, event, Value::Null)
     }

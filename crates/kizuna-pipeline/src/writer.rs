@@ -619,10 +619,7 @@ impl WriterState {
             if let (Some(i), Some(feed)) = (fed_at, dirty.feed.as_mut())
                 && let Some(FeedChange::Event { event: fed, .. }) = feed.get_mut(i)
             {
-                match Arc::get_mut(&mut fed.properties) {
-                    Some(slot) => *slot = event.take_properties(),
-                    None => fed.properties = Arc::new(event.take_properties()),
-                }
+                *Arc::make_mut(&mut fed.properties) = event.take_properties();
             }
             receipt.accepted += 1;
         }
