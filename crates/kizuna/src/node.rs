@@ -126,8 +126,14 @@ impl kizuna_messaging::ProductPicker for RecommendedProducts {
     }
 }
 
+/// At most this many threads run blocking work (store reads for API calls, exports, analytics) at once; more wait
+/// their turn. Each such thread keeps a Zstandard decompression context (~184 KiB with the body dictionary) for as
+/// long as it lives, and each concurrent read beyond the store's 8 pooled connections opens one of its own (a page
+/// cache of up to 16 MiB): tokio's default of 512 let a burst of reads hold hundreds of both.
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().max_blocking_threads(MAX_BLOCKING_THREADS).enable_all().build()?)
 }
 
 pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpListener) -> Result<()> {
@@ -225,4 +231,38 @@ pub fn load_simulated(
         progress(index);
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_of_blocking_work_runs_on_at_most_the_capped_threads() -> anyhow::Result<()> {
+        let runtime = super::runtime()?;
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..super::MAX_BLOCKING_THREADS * 3)
+                .map(|_| {
+                    let (running, most) = (running.clone(), most.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await?;
+            }
+            anyhow::Ok(())
+        })?;
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= super::MAX_BLOCKING_THREADS, "{most} blocking tasks ran at once");
+        assert!(most > 1, "the blocking work ran in parallel");
+        Ok(())
+    }
 }
