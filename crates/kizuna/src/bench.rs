@@ -217,6 +217,48 @@ fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     Some((ticks(11)? as f64 / 100.0, ticks(12)? as f64 / 100.0))
 }
 
+/// The server's threads, grouped by what they do, in the order they are reported.
+const THREAD_GROUPS: [&str; 5] = ["writer", "request threads", "fsync", "checkpointer", "others"];
+
+fn thread_group(name: &str) -> &'static str {
+    match name {
+        "kizuna-writer" => "writer",
+        "kizuna-fsync" => "fsync",
+        // A thread's name is cut to 15 bytes: `kizuna-checkpointer` reads `kizuna-checkpoi`.
+        _ if name.starts_with("kizuna-checkpoi") => "checkpointer",
+        _ if name.starts_with("tokio-rt-worker") => "request threads",
+        _ => "others",
+    }
+}
+
+/// One line of `/proc/PID/task/TID/schedstat`: nanoseconds on a CPU, nanoseconds runnable but waiting for one.
+fn parse_schedstat(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// Per thread group, the nanoseconds on a CPU and waiting for one so far (`THREAD_GROUPS` order). Threads that exit
+/// take their time with them, so only the long-lived ones are worth reading this way; none when the kernel does not
+/// keep scheduler statistics.
+fn thread_times(pid: u32) -> Option<[(u64, u64); THREAD_GROUPS.len()]> {
+    let mut times = [(0, 0); THREAD_GROUPS.len()];
+    let mut read_any = false;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let (Ok(name), Ok(stat)) =
+            (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("schedstat")))
+        else {
+            continue; // the thread exited meanwhile
+        };
+        let Some((on_cpu, waiting)) = parse_schedstat(&stat) else { continue };
+        let group = thread_group(name.trim());
+        let slot = THREAD_GROUPS.iter().position(|g| *g == group).unwrap_or(THREAD_GROUPS.len() - 1);
+        times[slot].0 += on_cpu;
+        times[slot].1 += waiting;
+        read_any = true;
+    }
+    read_any.then_some(times)
+}
+
 /// The whole machine's busy and total CPU time so far (all cores), from the first line of `/proc/stat`.
 fn machine_cpu_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -346,6 +388,24 @@ fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
             (user + system) / seconds
         );
     }
+    if let Some(threads) = &outcome.server_threads {
+        // Where the serial writer stands tells how far the rate can go: on a CPU plus waiting for one near 100% of
+        // the run means it is the bottleneck, whatever the other threads do.
+        let per_event = |ns: u64| ns as f64 / 1000.0 / outcome.events.max(1) as f64;
+        let groups: Vec<String> = THREAD_GROUPS
+            .iter()
+            .zip(threads)
+            .map(|(group, (on_cpu, waiting))| format!("{group} {:.1} / {:.1}", per_event(*on_cpu), per_event(*waiting)))
+            .collect();
+        println!("- server threads, µs per event on a CPU / waiting for one: {}", groups.join(", "));
+        let (writer_on, writer_waiting) = threads[0];
+        let share = |ns: u64| ns as f64 / 1e9 / seconds * 100.0;
+        println!(
+            "- the writer thread was on a CPU {:.0}% of the run and waiting for one {:.0}%",
+            share(writer_on),
+            share(writer_waiting)
+        );
+    }
     if let Some(busy) = outcome.machine_busy {
         println!("- whole machine busy {:.0}% of its CPU time during the load", busy * 100.0);
     }
@@ -432,6 +492,8 @@ struct Outcome {
     server_cpu: Option<(f64, f64)>,
     /// The share of the machine's CPU time that was busy during the load (all processes).
     machine_busy: Option<f64>,
+    /// Nanoseconds each server thread group spent on a CPU and waiting for one during the load.
+    server_threads: Option<[(u64, u64); THREAD_GROUPS.len()]>,
 }
 
 async fn drive(
@@ -458,6 +520,7 @@ async fn drive(
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("{base}/v1/batch");
     let cpu_before = cpu_seconds(pid);
+    let threads_before = thread_times(pid);
     let machine_before = machine_cpu_ticks();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -510,6 +573,7 @@ async fn drive(
         peak_kib: 0,
         server_cpu: None,
         machine_busy: None,
+        server_threads: None,
     };
     for task in tasks {
         let (latencies, events, errors) = task.await?;
@@ -520,6 +584,13 @@ async fn drive(
     outcome.elapsed = started.elapsed();
     if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
         outcome.server_cpu = Some((after.0 - before.0, after.1 - before.1));
+    }
+    if let (Some(before), Some(after)) = (threads_before, thread_times(pid)) {
+        let mut spent = [(0, 0); THREAD_GROUPS.len()];
+        for ((spent, before), after) in spent.iter_mut().zip(before).zip(after) {
+            *spent = (after.0.saturating_sub(before.0), after.1.saturating_sub(before.1));
+        }
+        outcome.server_threads = Some(spent);
     }
     if let (Some((busy0, total0)), Some((busy1, total1))) = (machine_before, machine_cpu_ticks()) {
         outcome.machine_busy = Some((busy1 - busy0) as f64 / (total1 - total0).max(1) as f64);
@@ -627,6 +698,20 @@ fn load_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_are_grouped_by_name_and_their_scheduler_times_read() {
+        assert_eq!(thread_group("kizuna-writer"), "writer");
+        assert_eq!(thread_group("kizuna-checkpoi"), "checkpointer");
+        assert_eq!(thread_group("tokio-rt-worker"), "request threads");
+        assert_eq!(thread_group("recs-feed"), "others");
+        assert_eq!(parse_schedstat("2140516 880123 77\n"), Some((2140516, 880123)));
+        assert_eq!(parse_schedstat("garbage"), None);
+        // This test's own process has at least its main thread, which has run.
+        if let Some(times) = thread_times(std::process::id()) {
+            assert!(times.iter().map(|(on_cpu, _)| on_cpu).sum::<u64>() > 0);
+        }
+    }
 
     #[test]
     fn time_order_merges_everyones_events_by_time_in_whole_batches() {
