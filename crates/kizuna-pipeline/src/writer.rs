@@ -123,6 +123,8 @@ enum Answer {
     Ingest(IngestReceipt),
     Append,
     Erase(ErasureReceipt),
+    /// This command alone was refused; the rest of its group committed.
+    Refused(PipelineError),
 }
 
 /// The handle callers use; cheap to clone.
@@ -195,7 +197,9 @@ impl Pipeline {
         result
     }
 
-    /// Records an event Kizuna makes itself about a known profile (e.g. a consent change).
+    /// Records an event Kizuna makes itself about a known profile (e.g. a consent change), made with
+    /// [`Event::internal`]: its fresh id needs no replay protection, and none is kept for it. A profile merged away
+    /// or erased meanwhile is answered with [`PipelineError::UnknownProfile`].
     pub async fn append(&self, profile: ProfileId, source: &Source, event: Event) -> Result<(), PipelineError> {
         let (reply, answer) = oneshot::channel();
         self.sender
@@ -492,8 +496,7 @@ impl WriterState {
                     Answer::Ingest(self.ingest(tx.as_mut(), &mut dirty, source, events, prepared, now)?)
                 }
                 Command::Append { profile, source, event, body, .. } => {
-                    self.append(tx.as_mut(), &mut dirty, *profile, (source, event, body), now_ms)?;
-                    Answer::Append
+                    self.append(tx.as_mut(), &mut dirty, *profile, (source, event, body))?
                 }
                 Command::Erase { profile, .. } => {
                     dirty.states.remove(profile);
@@ -570,15 +573,16 @@ impl WriterState {
         let origin = self.origin(source);
         let mut receipt = IngestReceipt::default();
         for (event, Prepared { body, identifiers }) in events.iter_mut().zip(prepared) {
+            let Some(primary) = identifiers.first().map(|i| i.key()) else {
+                // Validation guarantees an id; an id that normalises to nothing is not a person. Checked before the
+                // replay key is claimed, so that a corrected resend is not taken for a replay.
+                receipt.duplicates += 1;
+                continue;
+            };
             if !tx.claim_message(source.id, &event.message_id, expires, now_ms)? {
                 receipt.duplicates += 1;
                 continue;
             }
-            let Some(primary) = identifiers.first().map(|i| i.key()) else {
-                // Validation guarantees an id; an id that normalises to nothing is not a person.
-                receipt.duplicates += 1;
-                continue;
-            };
             let link = Link {
                 identifiers: identifiers.clone(),
                 order: OrderKey { at_ms: event.timestamp.timestamp_millis(), message_id: event.message_id.clone() },
@@ -723,18 +727,21 @@ impl WriterState {
         dirty: &mut Dirty,
         profile: ProfileId,
         (source, event, body): (&Source, &Event, &[u8]),
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Answer, StoreError> {
         let identifiers = self.graph.identifiers_of(profile);
         let Some(primary) = identifiers.iter().min_by(|a, b| a.kind.cmp(&b.kind)).map(|i| i.key()) else {
-            return Err(StoreError::Invalid(format!("profile {profile} does not exist")));
+            // Merged away or erased since the caller found it (a flow step, a delivery report, a consent change):
+            // refused before anything is written, so the rest of the group commits. As an error it rolled back
+            // every request grouped with it and made the next transaction reread the replay keys.
+            return Ok(Answer::Refused(PipelineError::UnknownProfile(profile)));
         };
-        tx.claim_message(source.id, &event.message_id, None, now_ms)?;
+        // No replay key: Kizuna's own events get a fresh id each (`Event::internal`), so a key could never match,
+        // and each one kept forever in the `dedup` B-tree (one random page per flow step or delivery report).
         let seq = tx.insert_event(&new_event(profile, source, event, &primary, body))?;
         dirty.publish(|| FeedChange::Event { profile, event: FedEvent::of(seq, event) });
         let origin = self.origin(source);
         self.state_mut(tx, dirty, profile)?.apply(event, &origin);
-        Ok(())
+        Ok(Answer::Append)
     }
 
     fn erase(&mut self, tx: &mut dyn WriteTx, profile: ProfileId, now_ms: i64) -> Result<ErasureReceipt, StoreError> {
@@ -777,6 +784,7 @@ fn reply(command: Command, result: Result<Answer, PipelineError>) {
         (Command::Append { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
         (Command::Erase { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
         (Command::Shutdown, _) => {}
+        (command, Ok(Answer::Refused(e))) => reply(command, Err(e)),
         (command, Ok(_)) => {
             tracing::error!("answer does not match its command");
             reply(command, Err(PipelineError::Closed));

@@ -157,6 +157,64 @@ impl Syncer for HeldSyncer {
     }
 }
 
+/// A writer whose transactions each wait for a permit to begin, so a test can queue commands into one group.
+struct HeldBegins {
+    inner: Box<dyn StoreWriter>,
+    permits: std::sync::mpsc::Receiver<()>,
+}
+
+impl StoreWriter for HeldBegins {
+    fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>> {
+        self.permits.recv().map_err(|_| StoreError::Invalid("no more permits".into()))?;
+        self.inner.begin()
+    }
+    fn syncer(&mut self) -> StoreResult<Option<Box<dyn Syncer>>> {
+        self.inner.syncer()
+    }
+}
+
+#[test]
+fn an_event_for_a_profile_that_is_gone_is_refused_alone_not_with_its_group() {
+    let (_dir, store, clock) = setup();
+    let (permit, permits) = std::sync::mpsc::channel();
+    let writer = Box::new(HeldBegins { inner: store.writer().expect("writer"), permits });
+    let pipeline = Pipeline::start_with_writer(store.clone(), writer, PipelineConfig::default(), Arc::new(clock), None)
+        .expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, chrono::Utc::now()).expect("source");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let track = |user: &str| event(json!({"type": "track", "userId": user, "event": "E"}));
+    permit.send(()).expect("permit");
+    rt.block_on(pipeline.ingest(&source, vec![track("gone")])).expect("ingest");
+    let gone = store.profile_by_identifier(&Identifier::new(IdKind::UserId, "gone")).expect("lookup").expect("exists");
+    permit.send(()).expect("permit");
+    rt.block_on(pipeline.erase(gone)).expect("erase");
+
+    // The writer holds the next transaction until both commands below are queued: they make one group.
+    let first = {
+        let (pipeline, source) = (pipeline.clone(), source.clone());
+        rt.spawn(async move { pipeline.ingest(&source, vec![track("first")]).await })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let (appended, ingested) = {
+        let (p1, p2, s1, s2) = (pipeline.clone(), pipeline.clone(), source.clone(), source.clone());
+        let note = event(json!({"type": "track", "userId": "gone", "event": "Flow Step"}));
+        let appended = rt.spawn(async move { p1.append(gone, &s1, note).await });
+        let ingested = rt.spawn(async move { p2.ingest(&s2, vec![track("second")]).await });
+        (appended, ingested)
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    permit.send(()).expect("permit");
+    permit.send(()).expect("permit");
+    assert_eq!(rt.block_on(first).expect("task").expect("first").accepted, 1);
+    let appended = rt.block_on(appended).expect("task");
+    assert!(matches!(appended, Err(PipelineError::UnknownProfile(p)) if p == gone), "{appended:?}");
+    assert_eq!(rt.block_on(ingested).expect("task").expect("grouped with the refused append").accepted, 1);
+    let stored = |user: &str| store.profile_by_identifier(&Identifier::new(IdKind::UserId, user)).expect("lookup");
+    assert!(stored("second").is_some() && stored("gone").is_none());
+    drop(permit);
+    pipeline.shutdown();
+}
+
 #[test]
 fn a_commit_is_answered_and_published_only_after_a_sync_that_follows_it() {
     let (_dir, store, clock) = setup();
