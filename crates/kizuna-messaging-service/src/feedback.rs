@@ -8,7 +8,7 @@ use kizuna_ingest::{Event, MessageType};
 use kizuna_messaging::attribution::{Touch, TouchKind, Windows, attribute};
 use kizuna_messaging::tracking::{Token, is_machine_open};
 use kizuna_messaging::{Channel, Purpose};
-use kizuna_pipeline::{Committed, FeedChange, FeedSink};
+use kizuna_pipeline::{Committed, FeedChange, FeedSink, PipelineError};
 use kizuna_store::Store;
 use kizuna_store::messages::{AttributionRow, StoredMessage};
 use kizuna_types::Clock;
@@ -42,10 +42,31 @@ impl Messenger {
         body.insert("event".into(), Value::String(name.into()));
         body.insert("properties".into(), properties);
         let event = Event::internal(MessageType::Track, body, self.clock().now());
-        pipeline
-            .append(profile, &source, event)
+        self.append_to_live(&pipeline, &source, profile, event)
             .await
             .map_err(|e| MessagingError::Send(format!("could not record {name}: {e}")))
+    }
+
+    /// Appends to the profile, or to the one it was merged into since the message went out; a person erased
+    /// meanwhile has nothing left to record it on. A merge re-points messages a little later than it commits, and
+    /// a click or unsubscribe in that window was answered as a provider failure.
+    async fn append_to_live(
+        &self,
+        pipeline: &kizuna_pipeline::Pipeline,
+        source: &kizuna_store::Source,
+        profile: ProfileId,
+        event: Event,
+    ) -> Result<(), PipelineError> {
+        match pipeline.append(profile, source, event.clone()).await {
+            Err(PipelineError::UnknownProfile(gone)) => match self.store().live_profile_id(gone)? {
+                Some(live) if live != gone => pipeline.append(live, source, event).await,
+                _ => {
+                    tracing::debug!(profile = gone, "feedback for a person no longer stored; not recorded");
+                    Ok(())
+                }
+            },
+            other => other,
+        }
     }
 
     fn properties(message: &StoredMessage) -> Value {
@@ -125,10 +146,14 @@ impl Messenger {
         let mut body = Map::new();
         body.insert("traits".into(), Value::Object(traits));
         body.insert("context".into(), json!({"consentSource": why}));
-        pipeline
-            .append(profile, &source, Event::internal(MessageType::Identify, body, self.clock().now()))
-            .await
-            .map_err(|e| MessagingError::Send(e.to_string()))
+        self.append_to_live(
+            &pipeline,
+            &source,
+            profile,
+            Event::internal(MessageType::Identify, body, self.clock().now()),
+        )
+        .await
+        .map_err(|e| MessagingError::Send(e.to_string()))
     }
 
     /// The topics of the message's channel, each with whether the recipient still gets it, and the channel.

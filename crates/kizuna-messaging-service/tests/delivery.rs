@@ -850,3 +850,50 @@ async fn a_withdrawn_message_stays_withdrawn_even_when_the_worker_read_it_before
     assert_eq!(node.state(&queued[1].id), "sent");
     assert_eq!(sink.received().len(), 1, "only run 10's message went");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_after_the_recipient_was_merged_or_erased_still_redirects() {
+    let sink = SmtpSink::start();
+    let node = Node::start(email_settings(sink.port));
+    // A visitor known by device and email only; later the same device signs in as an existing customer.
+    node.send(json!({"type": "identify", "anonymousId": "dev-9", "traits": {
+        "email": "visitor@example.com", "first_name": "Kei", "timezone": "Asia/Tokyo",
+        "consent": {"email": {"marketing": "granted"}}}}))
+        .await;
+    let visitor = node
+        .store
+        .profile_by_identifier(&Identifier::new(IdKind::AnonymousId, "dev-9"))
+        .expect("lookup")
+        .expect("profile");
+    let aiko = node.customer("u1", "aiko@example.com").await;
+    node.template("cart", cart_template());
+    let queued = node.messenger.enqueue(&[node.request("cart", visitor), node.request("cart", aiko)]).expect("queued");
+    assert_eq!(node.messenger.process_due().await.expect("round"), 2);
+    assert_eq!((node.state(&queued[0].id), node.state(&queued[1].id)), ("sent".into(), "sent".into()));
+    let mut mails = sink.received();
+    for _ in 0..100 {
+        if mails.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        mails = sink.received();
+    }
+    let click_of = |to: &str| {
+        let mail = mails.iter().find(|m| m["headers"]["To"] == to).unwrap_or_else(|| {
+            panic!("no mail to {to} in {:?}", mails.iter().map(|m| &m["headers"]["To"]).collect::<Vec<_>>())
+        });
+        token_after(mail["html"].as_str().expect("html"), "https://crm.tea.example/t/c/").to_owned()
+    };
+
+    node.send(json!({"type": "track", "anonymousId": "dev-9", "userId": "u1", "event": "Signed In"})).await;
+    let live = node.store.live_profile_id(visitor).expect("lookup").expect("merged, not gone");
+    let (gone, survivor) = if live == visitor { (aiko, visitor) } else { (visitor, live) };
+    let gone_mail = if gone == visitor { "visitor@example.com" } else { "aiko@example.com" };
+    assert_eq!(node.messenger.click(&click_of(gone_mail)).await.expect("click"), "https://tea.example/p/t1");
+    let events = node.store.events(survivor, &Default::default()).expect("events");
+    assert!(events.iter().any(|e| e.body["event"] == "Email Link Clicked"), "recorded on the survivor");
+
+    node.pipeline.erase(survivor).await.expect("erase");
+    let survivor_mail = if gone_mail == "aiko@example.com" { "visitor@example.com" } else { "aiko@example.com" };
+    assert_eq!(node.messenger.click(&click_of(survivor_mail)).await.expect("click"), "https://tea.example/p/t1");
+}

@@ -161,11 +161,13 @@ impl Syncer for HeldSyncer {
 struct HeldBegins {
     inner: Box<dyn StoreWriter>,
     permits: std::sync::mpsc::Receiver<()>,
+    begun: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StoreWriter for HeldBegins {
     fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>> {
         self.permits.recv().map_err(|_| StoreError::Invalid("no more permits".into()))?;
+        self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.begin()
     }
     fn syncer(&mut self) -> StoreResult<Option<Box<dyn Syncer>>> {
@@ -177,7 +179,8 @@ impl StoreWriter for HeldBegins {
 fn an_event_for_a_profile_that_is_gone_is_refused_alone_not_with_its_group() {
     let (_dir, store, clock) = setup();
     let (permit, permits) = std::sync::mpsc::channel();
-    let writer = Box::new(HeldBegins { inner: store.writer().expect("writer"), permits });
+    let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = Box::new(HeldBegins { inner: store.writer().expect("writer"), permits, begun: begun.clone() });
     let pipeline = Pipeline::start_with_writer(store.clone(), writer, PipelineConfig::default(), Arc::new(clock), None)
         .expect("start");
     let source = store.create_source("s", true, DataKind::FirstParty, chrono::Utc::now()).expect("source");
@@ -211,6 +214,8 @@ fn an_event_for_a_profile_that_is_gone_is_refused_alone_not_with_its_group() {
     assert_eq!(rt.block_on(ingested).expect("task").expect("grouped with the refused append").accepted, 1);
     let stored = |user: &str| store.profile_by_identifier(&Identifier::new(IdKind::UserId, user)).expect("lookup");
     assert!(stored("second").is_some() && stored("gone").is_none());
+    // One transaction each for the first ingest, the erase and `first`; one for the two grouped commands.
+    assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 4, "the append and `second` shared a group");
     drop(permit);
     pipeline.shutdown();
 }

@@ -13,6 +13,8 @@ use kizuna_analytics::diagnostics::HoldoutReport;
 use kizuna_types::{Code, KizunaError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -77,11 +79,27 @@ async fn get_run(_: Admin, State(state): State<AppState>, Path(id): Path<String>
     Ok(axum::Json(json!(run)))
 }
 
+/// The one analytics run a server's API may have going; freed when the run ends, however it ends.
+struct ApiRunSlot(Arc<AtomicBool>);
+
+impl ApiRunSlot {
+    fn take(going: &Arc<AtomicBool>) -> Option<ApiRunSlot> {
+        going.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).ok().map(|_| ApiRunSlot(going.clone()))
+    }
+}
+
+impl Drop for ApiRunSlot {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Start a run: refit the models and rescore every buyer. In the background by default (202); with
 /// `wait=true` the response comes when the run is over (200, with its summary).
 #[utoipa::path(post, path = "/api/analytics/runs", tag = "analytics",
     params(("wait" = Option<bool>, Query, description = "Answer when the run has finished")),
-    responses((status = 202, description = "Run requested"), (status = 200, description = "Run finished (wait=true)")),
+    responses((status = 202, description = "Run requested"), (status = 200, description = "Run finished (wait=true)"),
+        (status = 409, description = "A run started through the API is still going")),
     security(("admin_key" = [])))]
 async fn start_run(
     _: Admin,
@@ -101,10 +119,19 @@ async fn start_run(
         scheduler.request("api");
         return Ok((StatusCode::ACCEPTED, axum::Json(json!({"status": "requested"}))).into_response());
     }
+    // Runs go one at a time; a second one queued behind it held a blocking thread all along, and a client
+    // repeating `wait=true` could take every thread the API's reads need.
+    let Some(slot) = ApiRunSlot::take(&state.inner.api_analytics_run) else {
+        return Err(ApiError(KizunaError::new(
+            Code::AnalyticsRunning,
+            "an analytics run started through the API is still going; wait for it to finish",
+        )));
+    };
     let store = state.store().clone();
     let now = state.clock().now();
     let membership = state.membership();
     let task = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let summary = kizuna_jobs::run_analytics(store.as_ref(), now, "api", &settings)?;
         // Segments that read scores see the new ones.
         if let Some(membership) = membership {
@@ -223,4 +250,24 @@ async fn dashboard(
         "messaging": messaging,
         "journey": report["journey"],
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiRunSlot;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn one_api_run_at_a_time_and_the_slot_frees_when_the_run_ends() {
+        let going = Arc::new(AtomicBool::new(false));
+        let slot = ApiRunSlot::take(&going).expect("free at first");
+        assert!(ApiRunSlot::take(&going).is_none(), "a second run is refused while one is going");
+        let run = std::thread::spawn(move || {
+            let _slot = slot;
+            panic!("a run that fails still frees the slot");
+        });
+        assert!(run.join().is_err());
+        assert!(ApiRunSlot::take(&going).is_some(), "free again");
+    }
 }

@@ -52,6 +52,8 @@ struct Inner {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     ready: AtomicBool,
     analytics: RwLock<Analytics>,
+    /// Whether an analytics run started through the API is going (see `analytics::ApiRunSlot`).
+    api_analytics_run: Arc<AtomicBool>,
     membership: RwLock<Option<kizuna_membership::Membership>>,
     recommender: RwLock<Option<kizuna_recs_service::Recommender>>,
     messenger: RwLock<Option<kizuna_messaging_service::Messenger>>,
@@ -98,6 +100,7 @@ impl AppState {
                 metrics: ops::metrics_handle(),
                 ready: AtomicBool::new(true),
                 analytics: RwLock::new(Analytics::default()),
+                api_analytics_run: Arc::new(AtomicBool::new(false)),
                 membership: RwLock::new(None),
                 recommender: RwLock::new(None),
                 messenger: RwLock::new(None),

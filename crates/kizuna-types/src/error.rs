@@ -52,6 +52,7 @@ codes! {
     SegmentInUse => (409, "segment_in_use", "Another segment refers to this one; change that one first."),
     PlacementNotFound => (404, "placement_not_found", "No recommendation placement has this name."),
     InvalidPlacement => (400, "invalid_placement", "The placement does not parse or breaks a rule; `field` names where."),
+    AnalyticsRunning => (409, "analytics_running", "An analytics run started through the API is still going; wait for it to finish."),
     NothingToLearn => (409, "nothing_to_learn", "No product views, carts or orders to train a model on yet."),
     PlacementBuiltIn => (409, "placement_builtin", "A built-in placement cannot be deleted; PUT one of the same name to change it."),
     TemplateNotFound => (404, "template_not_found", "No message template has this name (or version)."),
