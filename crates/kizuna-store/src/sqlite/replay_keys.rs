@@ -2,9 +2,10 @@
 //!
 //! Keys with an expiry (every live source) are appended to `dedup_log` and found through [`ReplayIndex`] in
 //! memory for the newest keys, and through [`FrozenRun`]s (a filter in memory, the keys in a file) for the older
-//! ones; keys that never expire (imported sources; Kizuna's own events before 2026-12-06, which keep none since) stay in the `dedup` B-tree, where a bulk
-//! import's person-ordered ids are cheap to insert. A source's keys are all of one kind, but a claim still looks
-//! in both places whenever the source has ever had a key that never expires.
+//! ones; keys that never expire (imported sources, and Kizuna's own events before 2026-12-06, which keep none
+//! since) stay in the `dedup` B-tree, where a bulk import's person-ordered ids are cheap to insert. A source's keys
+//! are all of one kind, but a claim still looks in both places whenever the source has ever had a key that never
+//! expires.
 
 use super::replay_index::{IndexFull, ReplayIndex};
 use super::replay_runs::FrozenRun;
