@@ -20,9 +20,10 @@
 //!   reach the file (or nowhere) while the connection still holds the write lock. Written later, they would land
 //!   on frames another connection committed in the meantime.
 //!
-//! After the commit frame, SQLite may still rewrite the headers of the transaction's earlier frames (their
-//! checksums, when a page it had spilled was written again). Those writes fall before the end of the commit
-//! just written and go to the file directly, before SQLite publishes the commit.
+//! After the commit frame, and until the connection's next wal-index lock call, every write goes to the file
+//! directly: SQLite may still rewrite the checksums of the transaction's frames (when a page it had spilled was
+//! written again) or pad the commit with copies of its last frame (`synchronous = FULL` without power-safe
+//! overwrite), and it publishes the commit only after those writes returned.
 
 use rusqlite::ffi;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -34,7 +35,6 @@ use std::sync::{Mutex, OnceLock};
 pub const VFS_NAME: &str = "kizuna-wal";
 const VFS_NAME_C: &CStr = c"kizuna-wal";
 
-const WAL_HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 24;
 /// A transaction's frames beyond this are written before its commit (huge transactions, for instance a bulk
 /// load's), so that the buffer stays small.
@@ -102,24 +102,36 @@ struct WalBuffer {
     bytes: Vec<u8>,
     /// The file offset of `bytes[0]`.
     start: i64,
-    /// Set when the last frame header buffered is a commit frame's: the salts of its WAL generation.
-    commit_pending: Option<[u8; 8]>,
-    /// The end of the last commit frame this connection wrote, and its WAL generation. A write before it in the
-    /// same generation rewrites a frame SQLite is about to publish.
-    committed_end: i64,
-    committed_salts: [u8; 8],
+    /// The last frame header buffered is a commit frame's: its page completes the commit.
+    commit_pending: bool,
+    /// The commit frame is in the file: until the connection next takes or releases a wal-index lock (its
+    /// write transaction ends), every write goes straight to the file. SQLite may still rewrite the checksums of
+    /// the transaction's frames, or (with `synchronous = FULL` on a device without power-safe overwrite) pad the
+    /// commit with copies of its last frame split at a sync point, before it publishes the commit.
+    committed: bool,
 }
 
-/// This VFS's fields of a file it opened.
+/// Where this VFS's fields are in a file object it allocated.
 ///
 /// # Safety
-/// `file` must have been opened by [`open`] (it then holds `szOsFile` bytes, with `Extra` at `EXTRA_OFFSET`).
+/// `file` must be a file object of this VFS (`szOsFile` bytes, with room for `Extra` at `EXTRA_OFFSET`).
+#[allow(unsafe_code)]
+unsafe fn extra_slot(file: *mut ffi::sqlite3_file) -> *mut Extra {
+    // SAFETY: per this function's contract the object is `szOsFile` bytes long, and `register_now` computed that
+    // size as `EXTRA_OFFSET + size_of::<Extra>()` with the offset aligned for `Extra`; SQLite allocates file
+    // objects with 8-byte alignment.
+    unsafe { file.cast::<u8>().add(EXTRA_OFFSET.load(Ordering::Acquire)).cast::<Extra>() }
+}
+
+/// This VFS's fields of a file [`open`] set up.
+///
+/// # Safety
+/// `file` must be a file [`open`] wrapped (it wrote the `Extra`), not yet closed. A file object is used by one
+/// connection, on one thread at a time.
 #[allow(unsafe_code)]
 unsafe fn extra<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Extra {
-    // SAFETY: per this function's contract the object is `szOsFile` bytes long, and `open` computed that size as
-    // `EXTRA_OFFSET + size_of::<Extra>()` with the offset aligned for `Extra`; SQLite allocates file objects
-    // with 8-byte alignment. A file object is used by one connection, on one thread at a time.
-    unsafe { &mut *file.cast::<u8>().add(EXTRA_OFFSET.load(Ordering::Acquire)).cast::<Extra>() }
+    // SAFETY: per the contract, `open` initialised the `Extra` in the slot.
+    unsafe { &mut *extra_slot(file) }
 }
 
 #[allow(unsafe_code)]
@@ -142,10 +154,11 @@ unsafe extern "C" fn open(
     if rc != ffi::SQLITE_OK || name.is_null() || inner.is_null() || unsafe { (*inner).iVersion } < 3 {
         return rc;
     }
-    // SAFETY: `file` was opened through this VFS, so its `Extra` exists (uninitialised until written here).
-    let fields = unsafe { extra(file) };
+    // SAFETY: `file` is a file object of this VFS; its `Extra` is written here before anything reads it.
+    let slot = unsafe { extra_slot(file) };
     if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
-        *fields = Extra { inner, wal: std::ptr::null_mut(), partner: name as usize };
+        // SAFETY: `slot` is valid for writes and aligned (above).
+        unsafe { slot.write(Extra { inner, wal: std::ptr::null_mut(), partner: name as usize }) };
         databases().push((name as usize, file as usize));
         // SAFETY: `file` is open and now set up as a wrapped database file.
         unsafe { (*file).pMethods = &DATABASE_METHODS };
@@ -169,11 +182,11 @@ unsafe extern "C" fn open(
             writes,
             bytes: Vec::new(),
             start: 0,
-            commit_pending: None,
-            committed_end: 0,
-            committed_salts: [0; 8],
+            commit_pending: false,
+            committed: false,
         }));
-        *fields = Extra { inner, wal: buffer, partner: database };
+        // SAFETY: `slot` is valid for writes and aligned (above).
+        unsafe { slot.write(Extra { inner, wal: buffer, partner: database }) };
         // SAFETY: `database` is an open main database file of this VFS (in `DATABASES` until it closes), used by
         // the same connection, and its WAL closes before it does.
         unsafe { extra(database as *mut ffi::sqlite3_file).wal = buffer };
@@ -191,6 +204,8 @@ fn databases() -> std::sync::MutexGuard<'static, Vec<(usize, usize)>> {
 thread_local! {
     /// Writes this VFS made to WAL files on this thread (tests count them).
     static WAL_WRITES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Times SQLite went through a wal-index barrier (as when it publishes a commit) with WAL bytes still buffered.
+    static BUFFERED_AT_BARRIER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl WalBuffer {
@@ -214,6 +229,7 @@ impl WalBuffer {
     /// Writes what is buffered. The buffer is empty afterwards, whether the write succeeded or not (a failure is
     /// reported to SQLite, which then fails the transaction the frames belonged to).
     fn flush(&mut self) -> c_int {
+        self.commit_pending = false;
         if self.bytes.is_empty() {
             return ffi::SQLITE_OK;
         }
@@ -223,18 +239,8 @@ impl WalBuffer {
     }
 
     fn write(&mut self, bytes: &[u8], offset: i64) -> c_int {
-        if offset == 0 && bytes.len() == WAL_HEADER_BYTES {
-            // A new WAL header: the WAL starts over, and no earlier commit is in this generation.
-            self.committed_end = 0;
-        }
-        if bytes.len() == FRAME_HEADER_BYTES && offset < self.committed_end && bytes[8..16] != self.committed_salts {
-            // Another connection started the WAL over since this one last committed.
-            self.committed_end = 0;
-        }
-        if offset < self.committed_end {
-            // A frame of the commit just written (its checksum): it must be in the file before SQLite publishes it.
-            let rc = self.flush();
-            return if rc == ffi::SQLITE_OK { self.write_through(bytes, offset) } else { rc };
+        if self.committed {
+            return self.write_through(bytes, offset);
         }
         if !self.bytes.is_empty() && (offset != self.end() || self.bytes.len() + bytes.len() > MAX_BUFFERED_BYTES) {
             let rc = self.flush();
@@ -246,23 +252,22 @@ impl WalBuffer {
             self.start = offset;
         }
         self.bytes.extend_from_slice(bytes);
-        if let Some(salts) = self.commit_pending.take() {
+        if self.commit_pending {
             // The page of the commit frame: the whole commit goes to the file now.
-            let end = self.end();
             let rc = self.flush();
-            if rc == ffi::SQLITE_OK {
-                self.committed_end = end;
-                self.committed_salts = salts;
-            }
+            self.committed = rc == ffi::SQLITE_OK;
             return rc;
         }
         // A frame header's bytes 4..8 hold the database size after a commit, and are zero in every other frame.
-        if bytes.len() == FRAME_HEADER_BYTES && bytes[4..8] != [0; 4] {
-            let mut salts = [0; 8];
-            salts.copy_from_slice(&bytes[8..16]);
-            self.commit_pending = Some(salts);
-        }
+        self.commit_pending = bytes.len() == FRAME_HEADER_BYTES && bytes[4..8] != [0; 4];
         ffi::SQLITE_OK
+    }
+
+    /// The connection takes or releases a wal-index lock: what it buffered goes to the file while the lock is as
+    /// it was, and its next transaction's frames are buffered again.
+    fn lock_changes(&mut self) -> c_int {
+        self.committed = false;
+        self.flush()
     }
 }
 
@@ -423,7 +428,7 @@ mod methods {
         if !wal.is_null() {
             // SAFETY: a non-null `wal` is the open WAL's buffer (cleared when that WAL closes), and the WAL and
             // its database are used by the same connection, on this thread.
-            let rc = unsafe { (*wal).flush() };
+            let rc = unsafe { (*wal).lock_changes() };
             if rc != ffi::SQLITE_OK && flags & ffi::SQLITE_SHM_UNLOCK == 0 {
                 return rc;
             }
@@ -441,6 +446,21 @@ mod methods {
     }
 
     pub(super) unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
+        delegate!(file, xShmBarrier(), ())
+    }
+
+    /// SQLite publishes a commit (writes the wal-index header) behind this barrier: tests check that nothing of
+    /// the connection's WAL is still in memory then.
+    pub(super) unsafe extern "C" fn database_shm_barrier(file: *mut ffi::sqlite3_file) {
+        #[cfg(test)]
+        {
+            // SAFETY: as in `database_shm_lock`.
+            let wal = unsafe { extra(file).wal };
+            // SAFETY: as in `database_shm_lock`.
+            if !wal.is_null() && unsafe { !(*wal).bytes.is_empty() } {
+                BUFFERED_AT_BARRIER.with(|count| count.set(count.get() + 1));
+            }
+        }
         delegate!(file, xShmBarrier(), ())
     }
 
@@ -567,7 +587,7 @@ static DATABASE_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xDeviceCharacteristics: Some(methods::device_characteristics),
     xShmMap: Some(methods::shm_map),
     xShmLock: Some(methods::database_shm_lock),
-    xShmBarrier: Some(methods::shm_barrier),
+    xShmBarrier: Some(methods::database_shm_barrier),
     xShmUnmap: Some(methods::shm_unmap),
     xFetch: Some(methods::fetch),
     xUnfetch: Some(methods::unfetch),

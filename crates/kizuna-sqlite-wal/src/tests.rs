@@ -111,7 +111,9 @@ fn a_transaction_that_spilled_and_rewrote_its_frames_is_whole_on_disk_when_its_c
     for id in (0..600).step_by(7) {
         tx.execute("UPDATE t SET body = ?2 WHERE id = ?1", params![id, body(id, 2)])?;
     }
+    let before = BUFFERED_AT_BARRIER.with(std::cell::Cell::get);
     tx.commit()?;
+    assert_eq!(BUFFERED_AT_BARRIER.with(std::cell::Cell::get), before, "the commit was published with bytes in memory");
     let expected: Vec<_> = (0..600).map(|id| (id, body(id, if id % 7 == 0 { 2 } else { 1 }))).collect();
     let copy = as_after_a_crash(&path, &dir.path().join("copy.db"))?;
     assert_eq!(rows(&copy)?, expected, "every committed frame, with its final checksum, was in the file");
@@ -173,6 +175,30 @@ fn a_connection_keeps_writing_whole_commits_after_another_one_started_the_wal_ov
 }
 
 #[test]
+fn nothing_is_buffered_when_sqlite_publishes_a_commit_even_with_padding_frames() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("e.db");
+    // `psow=0`: the device may tear a sector, so with `synchronous = FULL` SQLite pads each commit to a sector
+    // boundary with copies of its commit frame and syncs in the middle of the one that crosses it.
+    let uri = format!("file:{}?psow=0", path.display());
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_URI;
+    let mut conn = Connection::open_with_flags_and_vfs(&uri, flags, register().map_err(anyhow::Error::msg)?)?;
+    conn.pragma_update(None, "page_size", 4096)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")?;
+    let before = BUFFERED_AT_BARRIER.with(std::cell::Cell::get);
+    for round in 0..5 {
+        insert(&mut conn, round * 40..round * 40 + 37, 1)?;
+    }
+    assert_eq!(BUFFERED_AT_BARRIER.with(std::cell::Cell::get), before, "a barrier passed with bytes in memory");
+    let expected: Vec<_> = (0..5).flat_map(|round| round * 40..round * 40 + 37).map(|id| (id, body(id, 1))).collect();
+    let copy = as_after_a_crash(&path, &dir.path().join("copy.db"))?;
+    assert_eq!(rows(&copy)?, expected);
+    Ok(())
+}
+
+#[test]
 fn registering_twice_gives_the_same_vfs() {
     assert_eq!(register(), Ok(VFS_NAME));
     assert_eq!(register(), Ok(VFS_NAME));
@@ -183,6 +209,7 @@ mod buffer {
     use super::*;
 
     const PAGE: usize = 512;
+    const WAL_HEADER_BYTES: usize = 32;
 
     fn wal_buffer(path: &Path) -> Result<WalBuffer> {
         Ok(WalBuffer {
@@ -190,9 +217,8 @@ mod buffer {
             writes: std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)?,
             bytes: Vec::new(),
             start: 0,
-            commit_pending: None,
-            committed_end: 0,
-            committed_salts: [0; 8],
+            commit_pending: false,
+            committed: false,
         })
     }
 
@@ -237,8 +263,7 @@ mod buffer {
         let file = on_disk(&path)?;
         assert_eq!(file.len() as i64, frame_offset(6));
         assert_eq!(file[frame_offset(3) as usize + FRAME_HEADER_BYTES], 3);
-        assert_eq!(buffer.committed_end, frame_offset(6));
-        assert!(buffer.bytes.is_empty());
+        assert!(buffer.committed && buffer.bytes.is_empty());
         Ok(())
     }
 
@@ -267,25 +292,57 @@ mod buffer {
     }
 
     #[test]
-    fn frames_below_an_older_generations_commit_are_buffered_again() -> Result<()> {
+    fn padding_after_the_commit_frame_goes_to_the_file_even_when_split_at_a_sync_point() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.db-wal");
         let mut buffer = wal_buffer(&path)?;
-        assert_eq!(buffer.write(&[9; WAL_HEADER_BYTES], 0), ffi::SQLITE_OK);
-        for frame in 0..10 {
-            write_frame(&mut buffer, frame, if frame == 9 { 10 } else { 0 }, [1; 8], 1);
-        }
-        // Another connection started the WAL over (new salts) and wrote its header and two frames; this one
-        // appends the third, below where its own last commit ended.
+        write_frame(&mut buffer, 0, 0, [1; 8], 1);
+        write_frame(&mut buffer, 1, 2, [1; 8], 1);
+        // `synchronous = FULL` without power-safe overwrite: SQLite repeats the commit frame up to the sector
+        // boundary, splitting the write that crosses it around a sync (`walWriteToLog`).
+        let padding = frame_offset(2);
         let ((), writes) = writes_during(|| {
-            write_frame(&mut buffer, 2, 0, [2; 8], 2);
-            write_frame(&mut buffer, 3, 0, [2; 8], 2);
+            assert_eq!(buffer.write(&frame_header(2, [1; 8]), padding), ffi::SQLITE_OK);
+            assert_eq!(buffer.write(&[7; 100], padding + 24), ffi::SQLITE_OK);
+            assert_eq!(buffer.write(&[7; PAGE - 100], padding + 124), ffi::SQLITE_OK);
+            Ok(())
+        })?;
+        assert_eq!(writes, 3, "each piece went to the file as it came");
+        assert!(buffer.bytes.is_empty());
+        assert_eq!(on_disk(&path)?.len() as i64, frame_offset(3));
+        Ok(())
+    }
+
+    #[test]
+    fn the_next_transactions_frames_are_buffered_again_after_a_lock_call() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db-wal");
+        let mut buffer = wal_buffer(&path)?;
+        write_frame(&mut buffer, 0, 1, [1; 8], 1);
+        assert!(buffer.committed);
+        assert_eq!(buffer.lock_changes(), ffi::SQLITE_OK, "the write lock is released");
+        let ((), writes) = writes_during(|| {
+            write_frame(&mut buffer, 1, 0, [1; 8], 2);
+            write_frame(&mut buffer, 2, 0, [1; 8], 2);
             assert_eq!(buffer.bytes.len(), 2 * (FRAME_HEADER_BYTES + PAGE), "buffered, not written through");
-            write_frame(&mut buffer, 4, 5, [2; 8], 2);
+            write_frame(&mut buffer, 3, 4, [1; 8], 2);
             Ok(())
         })?;
         assert_eq!(writes, 1);
-        assert_eq!(buffer.committed_end, frame_offset(5));
+        Ok(())
+    }
+
+    #[test]
+    fn frames_of_a_transaction_that_rolled_back_reach_the_file_before_its_lock_is_released() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db-wal");
+        let mut buffer = wal_buffer(&path)?;
+        write_frame(&mut buffer, 0, 0, [1; 8], 1);
+        write_frame(&mut buffer, 1, 0, [1; 8], 1);
+        assert!(on_disk(&path)?.is_empty());
+        assert_eq!(buffer.lock_changes(), ffi::SQLITE_OK);
+        assert_eq!(on_disk(&path)?.len() as i64, frame_offset(2));
+        assert!(buffer.bytes.is_empty());
         Ok(())
     }
 
@@ -301,7 +358,7 @@ mod buffer {
         let page = frame_offset(1) + FRAME_HEADER_BYTES as i64;
         assert_eq!(buffer.write(&[1; PAGE], page), ffi::SQLITE_IOERR_WRITE, "the commit frame's write fails");
         assert!(buffer.bytes.is_empty());
-        assert_eq!(buffer.committed_end, 0, "a commit that did not reach the file is not counted as written");
+        assert!(!buffer.committed && !buffer.commit_pending, "a commit that did not reach the file is not counted");
         Ok(())
     }
 }
