@@ -844,7 +844,11 @@ impl FlowEngine {
                     _ => return Ok(()),
                 };
                 let event = kizuna_ingest::Event::internal(kind, body, self.now());
-                pipeline.append(run.profile, &source, event).await.map_err(|e| e.to_string())
+                // A person merged into another since the run started: the step's event goes to the survivor.
+                match pipeline.append_to_live(run.profile, &source, event).await.map_err(|e| e.to_string())? {
+                    Some(_) => Ok(()),
+                    None => Err(format!("profile {} was erased", run.profile)),
+                }
             }
         }
     }

@@ -57,16 +57,10 @@ impl Messenger {
         profile: ProfileId,
         event: Event,
     ) -> Result<(), PipelineError> {
-        match pipeline.append(profile, source, event.clone()).await {
-            Err(PipelineError::UnknownProfile(gone)) => match self.store().live_profile_id(gone)? {
-                Some(live) if live != gone => pipeline.append(live, source, event).await,
-                _ => {
-                    tracing::debug!(profile = gone, "feedback for a person no longer stored; not recorded");
-                    Ok(())
-                }
-            },
-            other => other,
+        if pipeline.append_to_live(profile, source, event).await?.is_none() {
+            tracing::debug!(profile, "feedback for a person no longer stored; not recorded");
         }
+        Ok(())
     }
 
     fn properties(message: &StoredMessage) -> Value {

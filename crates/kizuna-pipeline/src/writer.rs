@@ -131,6 +131,8 @@ enum Answer {
 #[derive(Clone)]
 pub struct Pipeline {
     sender: mpsc::Sender<Command>,
+    /// To follow a merge that happened between a caller finding a profile and its append (`append_to_live`).
+    store: Arc<dyn Store>,
     identifiers: Arc<IdentifierConfig>,
     bodies: Arc<BodyEncoder>,
     done: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -170,12 +172,13 @@ impl Pipeline {
         let acknowledger = Acknowledger { feed };
         let publishes = acknowledger.feed.is_some();
         let states = StateCache::new(config.state_cache);
-        let mut state = WriterState { store, graph, config, clock, origins, last_prune: None, publishes, states };
+        let mut state =
+            WriterState { store: store.clone(), graph, config, clock, origins, last_prune: None, publishes, states };
         let handle = std::thread::Builder::new()
             .name("kizuna-writer".into())
             .spawn(move || state.run(writer, receiver, acknowledger))
             .map_err(|e| PipelineError::Store(StoreError::Io(e)))?;
-        Ok(Self { sender, identifiers, bodies, done: Arc::new(std::sync::Mutex::new(Some(handle))) })
+        Ok(Self { sender, store, identifiers, bodies, done: Arc::new(std::sync::Mutex::new(Some(handle))) })
     }
 
     /// Stores a validated request's events; returns after they are durably committed.
@@ -213,6 +216,25 @@ impl Pipeline {
             .await
             .map_err(|_| PipelineError::Closed)?;
         answer.await.map_err(|_| PipelineError::Closed)?
+    }
+
+    /// [`Pipeline::append`] to the profile, or to the one it was merged into since the caller found it (a flow
+    /// step, a click on a message, a preference change: what the person did stays on the person). Returns the
+    /// profile the event went to; `None` when the person was erased meanwhile and nothing was recorded.
+    pub async fn append_to_live(
+        &self,
+        profile: ProfileId,
+        source: &Source,
+        event: Event,
+    ) -> Result<Option<ProfileId>, PipelineError> {
+        match self.append(profile, source, event.clone()).await {
+            Ok(()) => Ok(Some(profile)),
+            Err(PipelineError::UnknownProfile(gone)) => match self.store.live_profile_id(gone)? {
+                Some(live) if live != gone => self.append(live, source, event).await.map(|()| Some(live)),
+                _ => Ok(None),
+            },
+            Err(other) => Err(other),
+        }
     }
 
     /// Erases a person: profile, identities, events. Replays of their old messages stay deduplicated.

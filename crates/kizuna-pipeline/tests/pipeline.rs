@@ -131,6 +131,44 @@ fn merged_away_ids_resolve_to_the_survivor_in_one_batch_read() {
     pipeline.shutdown();
 }
 
+#[test]
+fn an_append_follows_a_merge_made_since_the_caller_found_the_profile() {
+    let (_dir, store, clock) = setup();
+    let pipeline = Pipeline::start(store.clone(), PipelineConfig::default(), Arc::new(clock.clone())).expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = runtime();
+    let send = |value: serde_json::Value| rt.block_on(pipeline.ingest(&source, vec![event(value)])).expect("ingest");
+    let id_of = |identifier: Identifier| store.profile_by_identifier(&identifier).expect("lookup").expect("exists");
+    send(json!({"type": "track", "anonymousId": "device", "event": "Product Viewed"}));
+    send(json!({"type": "identify", "userId": "u", "traits": {"email": "u@example.com"}}));
+    let (device, user) =
+        (id_of(Identifier::new(IdKind::AnonymousId, "device")), id_of(Identifier::new(IdKind::UserId, "u")));
+    send(json!({"type": "track", "anonymousId": "device", "userId": "u", "event": "Signed In"}));
+    let survivor = id_of(Identifier::new(IdKind::UserId, "u"));
+    let merged_away = if survivor == device { user } else { device };
+    assert_ne!(merged_away, survivor);
+    let internal = |name: &str| {
+        let mut body = serde_json::Map::new();
+        body.insert("event".into(), json!(name));
+        Event::internal(kizuna_ingest::MessageType::Track, body, clock.now())
+    };
+    let plain = rt.block_on(pipeline.append(merged_away, &source, internal("Loyalty Points Awarded")));
+    assert!(matches!(plain, Err(PipelineError::UnknownProfile(id)) if id == merged_away), "{plain:?}");
+    let followed = rt.block_on(pipeline.append_to_live(merged_away, &source, internal("Loyalty Points Awarded")));
+    assert_eq!(followed.expect("appended"), Some(survivor));
+    let names = |profile| -> Vec<String> {
+        let filter = kizuna_store::EventFilter { limit: 1000, ..Default::default() };
+        let events = store.events(profile, &filter).expect("events");
+        events.iter().filter_map(|e| e.body.get("event").and_then(|v| v.as_str()).map(str::to_owned)).collect()
+    };
+    assert_eq!(names(survivor).iter().filter(|n| *n == "Loyalty Points Awarded").count(), 1);
+    let erased = rt.block_on(pipeline.erase(survivor)).expect("erase");
+    assert_eq!(erased.profile, survivor);
+    let after_erasure = rt.block_on(pipeline.append_to_live(merged_away, &source, internal("Loyalty Points Awarded")));
+    assert_eq!(after_erasure.expect("nothing to record, no error"), None);
+    pipeline.shutdown();
+}
+
 /// The store's writer with its syncs held back: each sync waits for a permit, which says whether it succeeds.
 struct HeldSyncs {
     inner: Box<dyn StoreWriter>,
