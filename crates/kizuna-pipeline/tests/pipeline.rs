@@ -98,13 +98,14 @@ fn dedup_window_expires_under_the_clock() {
     pipeline.shutdown();
 }
 
-#[test]
-fn merged_away_ids_resolve_to_the_survivor_in_one_batch_read() {
-    let (_dir, store, clock) = setup();
-    let pipeline = Pipeline::start(store.clone(), PipelineConfig::default(), Arc::new(clock.clone())).expect("start");
-    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
-    let rt = runtime();
-    let send = |value: serde_json::Value| rt.block_on(pipeline.ingest(&source, vec![event(value)])).expect("ingest");
+/// A device's profile and a user's, then an event carrying both ids that merges them: (device, user, survivor).
+fn merge_a_device_into_a_user(
+    pipeline: &Pipeline,
+    store: &Arc<dyn Store>,
+    source: &kizuna_store::Source,
+    rt: &tokio::runtime::Runtime,
+) -> (u64, u64, u64) {
+    let send = |value: serde_json::Value| rt.block_on(pipeline.ingest(source, vec![event(value)])).expect("ingest");
     let id_of = |identifier: Identifier| store.profile_by_identifier(&identifier).expect("lookup").expect("exists");
     send(json!({"type": "track", "anonymousId": "device", "event": "Product Viewed"}));
     send(json!({"type": "identify", "userId": "u", "traits": {"email": "u@example.com"}}));
@@ -114,6 +115,16 @@ fn merged_away_ids_resolve_to_the_survivor_in_one_batch_read() {
     send(json!({"type": "track", "anonymousId": "device", "userId": "u", "event": "Signed In"}));
     let survivor = id_of(Identifier::new(IdKind::UserId, "u"));
     assert_eq!(id_of(Identifier::new(IdKind::AnonymousId, "device")), survivor, "the event merged the two");
+    (device, user, survivor)
+}
+
+#[test]
+fn merged_away_ids_resolve_to_the_survivor_in_one_batch_read() {
+    let (_dir, store, clock) = setup();
+    let pipeline = Pipeline::start(store.clone(), PipelineConfig::default(), Arc::new(clock.clone())).expect("start");
+    let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
+    let rt = runtime();
+    let (device, user, survivor) = merge_a_device_into_a_user(&pipeline, &store, &source, &rt);
     let unknown = 987_654_321;
     let live = store.live_profile_ids(&[device, user, unknown, device]).expect("batch read");
     assert_eq!(live.len(), 3, "one answer per distinct id");
@@ -137,14 +148,7 @@ fn an_append_follows_a_merge_made_since_the_caller_found_the_profile() {
     let pipeline = Pipeline::start(store.clone(), PipelineConfig::default(), Arc::new(clock.clone())).expect("start");
     let source = store.create_source("s", true, DataKind::FirstParty, clock.now()).expect("source");
     let rt = runtime();
-    let send = |value: serde_json::Value| rt.block_on(pipeline.ingest(&source, vec![event(value)])).expect("ingest");
-    let id_of = |identifier: Identifier| store.profile_by_identifier(&identifier).expect("lookup").expect("exists");
-    send(json!({"type": "track", "anonymousId": "device", "event": "Product Viewed"}));
-    send(json!({"type": "identify", "userId": "u", "traits": {"email": "u@example.com"}}));
-    let (device, user) =
-        (id_of(Identifier::new(IdKind::AnonymousId, "device")), id_of(Identifier::new(IdKind::UserId, "u")));
-    send(json!({"type": "track", "anonymousId": "device", "userId": "u", "event": "Signed In"}));
-    let survivor = id_of(Identifier::new(IdKind::UserId, "u"));
+    let (device, user, survivor) = merge_a_device_into_a_user(&pipeline, &store, &source, &rt);
     let merged_away = if survivor == device { user } else { device };
     assert_ne!(merged_away, survivor);
     let internal = |name: &str| {
