@@ -39,6 +39,9 @@ const FRAME_HEADER_BYTES: usize = 24;
 /// A transaction's frames beyond this are written before its commit (huge transactions, for instance a bulk
 /// load's), so that the buffer stays small.
 const MAX_BUFFERED_BYTES: usize = 8 << 20;
+/// A buffer that grew past this for one big transaction gives its memory back after writing it out; a live
+/// ingest commit (~80 frames of 8 KiB) stays below and keeps its allocation.
+const KEPT_CAPACITY: usize = 1 << 20;
 
 static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
 /// The default VFS this one wraps, as an address (set once, before the VFS is registered).
@@ -235,6 +238,9 @@ impl WalBuffer {
         }
         let rc = self.write_through(&self.bytes, self.start);
         self.bytes.clear();
+        if self.bytes.capacity() > KEPT_CAPACITY {
+            self.bytes = Vec::new();
+        }
         rc
     }
 

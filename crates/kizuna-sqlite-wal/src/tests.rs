@@ -347,6 +347,25 @@ mod buffer {
     }
 
     #[test]
+    fn a_buffer_grown_by_a_big_transaction_gives_its_memory_back_and_a_small_one_keeps_it() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db-wal");
+        let mut buffer = wal_buffer(&path)?;
+        let big = KEPT_CAPACITY / (FRAME_HEADER_BYTES + PAGE) + 10;
+        for frame in 0..big {
+            write_frame(&mut buffer, frame, if frame + 1 == big { 9 } else { 0 }, [1; 8], 1);
+        }
+        assert_eq!(buffer.bytes.capacity(), 0, "the big commit's allocation was freed");
+        assert_eq!(buffer.lock_changes(), ffi::SQLITE_OK);
+        for frame in big..big + 3 {
+            write_frame(&mut buffer, frame, if frame + 1 == big + 3 { 9 } else { 0 }, [1; 8], 1);
+        }
+        assert!(buffer.bytes.capacity() > 0, "a small commit's allocation is kept for the next one");
+        assert_eq!(on_disk(&path)?.len() as i64, frame_offset(big + 3));
+        Ok(())
+    }
+
+    #[test]
     fn a_failed_write_is_reported_and_leaves_nothing_buffered() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.db-wal");
