@@ -176,7 +176,7 @@ pub fn parse_request(
         Endpoint::Single(kind) => {
             let mut object: Map<String, Value> = parse_object(body)?;
             let write_key = take_write_key(&mut object)?;
-            let event = normalise(object, Some(kind), None, None, received_at)?;
+            let event = normalise(object, Some(kind), None, &Shared::default(), received_at)?;
             Ok(ParsedRequest { write_key, events: vec![event] })
         }
         Endpoint::Batch => parse_batch(body, received_at, limits),
@@ -187,7 +187,7 @@ pub fn parse_request(
 /// batch item, except the size limit, which protects the network edge.
 pub fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<Event, KizunaError> {
     match value {
-        Value::Object(object) => normalise(object, None, None, None, received_at),
+        Value::Object(object) => normalise(object, None, None, &Shared::default(), received_at),
         _ => Err(invalid("message", "must be a JSON object")),
     }
 }
@@ -196,12 +196,28 @@ pub fn parse_message(value: Value, received_at: DateTime<Utc>) -> Result<Event, 
 /// (to measure each one's bytes) scanned every byte twice, 3% of the server's instructions per event.
 #[derive(serde::Deserialize)]
 struct BatchEnvelope {
-    batch: Option<Vec<Value>>,
+    batch: Option<Value>,
     #[serde(rename = "writeKey")]
     write_key: Option<Value>,
     #[serde(rename = "sentAt")]
     sent_at: Option<Value>,
     context: Option<Value>,
+    integrations: Option<Value>,
+}
+
+/// What a batch says for all its messages; a message's own keys win.
+#[derive(Default)]
+struct Shared {
+    context: Option<Map<String, Value>>,
+    integrations: Option<Map<String, Value>>,
+}
+
+fn shared_object(value: Option<Value>, key: &str) -> Result<Option<Map<String, Value>>, KizunaError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(invalid(key, "must be an object")),
+    }
 }
 
 fn parse_batch(body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Result<ParsedRequest, KizunaError> {
@@ -215,22 +231,24 @@ fn parse_batch(body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Resu
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_time(v).map_err(|m| invalid("sentAt", &m))?),
     };
-    let shared_context = match envelope.context {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(map)) => Some(map),
-        Some(_) => return Err(invalid("context", "must be an object")),
+    let shared = Shared {
+        context: shared_object(envelope.context, "context")?,
+        integrations: shared_object(envelope.integrations, "integrations")?,
     };
-    let messages = envelope
-        .batch
-        .ok_or_else(|| KizunaError::new(Code::MissingField, "a batch needs a `batch` array").with_field("batch"))?;
+    let messages = match envelope.batch {
+        Some(Value::Array(messages)) => messages,
+        None | Some(Value::Null) => {
+            return Err(KizunaError::new(Code::MissingField, "a batch needs a `batch` array").with_field("batch"));
+        }
+        Some(_) => return Err(invalid("batch", "must be an array of messages")),
+    };
     let mut events = Vec::with_capacity(messages.len());
     for (index, message) in messages.into_iter().enumerate() {
         let at = || format!("batch[{index}]");
         let Value::Object(object) = message else {
             return Err(invalid(&at(), "each batch item must be an object"));
         };
-        let event =
-            normalise(object, None, sent_at, shared_context.as_ref(), received_at).map_err(|e| e.within(&at()))?;
+        let event = normalise(object, None, sent_at, &shared, received_at).map_err(|e| e.within(&at()))?;
         // The limit applies to the message as stored (compact, with the batch's shared context and the fields
         // Kizuna adds): that is what it protects, and it is known without a second pass over the client's text.
         if event.encoded.len() > limits.max_event_bytes {
@@ -364,7 +382,7 @@ fn normalise(
     mut object: Map<String, Value>,
     implied_type: Option<MessageType>,
     batch_sent_at: Option<DateTime<Utc>>,
-    shared_context: Option<&Map<String, Value>>,
+    shared: &Shared,
     received_at: DateTime<Utc>,
 ) -> Result<Event, KizunaError> {
     object.remove("writeKey");
@@ -384,7 +402,9 @@ fn normalise(
 
     let message_id = match object.get("messageId") {
         None | Some(Value::Null) => format!("kz-{}", uuid::Uuid::new_v4()),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ID_CHARS => s.trim().to_owned(),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.trim().chars().count() <= MAX_ID_CHARS => {
+            s.trim().to_owned()
+        }
         Some(Value::Number(n)) => n.to_string(),
         Some(_) => return Err(invalid("messageId", "must be a non-empty string of at most 256 characters")),
     };
@@ -409,14 +429,15 @@ fn normalise(
     for key in ["traits", "properties", "context", "integrations"] {
         check_object(&object, key)?;
     }
-    if let Some(shared) = shared_context {
-        let context = object.entry("context").or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(context) = context {
+    for (key, shared) in [("context", &shared.context), ("integrations", &shared.integrations)] {
+        let Some(shared) = shared else { continue };
+        let own = object.entry(key).or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(own) = own {
             for (k, v) in shared {
-                context.entry(k.clone()).or_insert_with(|| v.clone());
+                own.entry(k.clone()).or_insert_with(|| v.clone());
             }
         } else {
-            *context = Value::Object(shared.clone());
+            *own = Value::Object(shared.clone());
         }
     }
     if let Some(Value::Object(context)) = object.get("context") {
@@ -432,14 +453,17 @@ fn normalise(
             optional_string(&object, "category")?;
         }
         MessageType::Group => {
-            if take_id(&object, "groupId")?.is_none() {
+            // Stored as text, as the identity resolver and readers expect (SDKs may send numbers).
+            let Some(group_id) = take_id(&object, "groupId")? else {
                 return Err(KizunaError::new(Code::MissingField, "`groupId` is required").with_field("groupId"));
-            }
+            };
+            set_string(&mut object, "groupId", &group_id);
         }
         MessageType::Alias => {
-            if take_id(&object, "previousId")?.is_none() {
+            let Some(previous_id) = take_id(&object, "previousId")? else {
                 return Err(KizunaError::new(Code::MissingField, "`previousId` is required").with_field("previousId"));
-            }
+            };
+            set_string(&mut object, "previousId", &previous_id);
             if user_id.is_none() {
                 return Err(KizunaError::new(Code::MissingField, "an alias needs a `userId`").with_field("userId"));
             }
@@ -648,6 +672,52 @@ mod tests {
     fn malformed_json_is_reported() {
         let err = parse_request(Endpoint::Batch, b"{\"batch\": [", now(), &Limits::default()).expect_err("bad");
         assert_eq!(err.code, Code::MalformedJson);
+    }
+
+    #[test]
+    fn a_batch_shares_its_integrations_like_its_context_and_its_messages_keep_their_own() {
+        let parsed = batch(json!({
+            "integrations": {"All": false, "Mixpanel": true},
+            "batch": [
+                {"type": "track", "userId": "u", "event": "A"},
+                {"type": "track", "userId": "u", "event": "B", "integrations": {"All": true}}
+            ]
+        }))
+        .expect("valid");
+        let integrations = |i: usize| parsed.events[i].body.get("integrations").cloned();
+        assert_eq!(integrations(0), Some(json!({"All": false, "Mixpanel": true})));
+        assert_eq!(integrations(1), Some(json!({"All": true, "Mixpanel": true})));
+        let err = batch(json!({"integrations": "x", "batch": []})).expect_err("not an object");
+        assert_eq!((err.code, err.field.as_deref()), (Code::InvalidField, Some("integrations")));
+    }
+
+    #[test]
+    fn a_batch_that_is_not_an_array_is_named_not_called_malformed() {
+        for body in [json!({"batch": {"type": "track"}}), json!({"batch": "x"})] {
+            let err = batch(body).expect_err("not an array");
+            assert_eq!((err.code, err.field.as_deref()), (Code::InvalidField, Some("batch")));
+        }
+        let err = batch(json!({"writeKey": "k"})).expect_err("no batch");
+        assert_eq!((err.code, err.field.as_deref()), (Code::MissingField, Some("batch")));
+    }
+
+    #[test]
+    fn numeric_alias_and_group_ids_are_stored_as_text() {
+        let alias = single(MessageType::Alias, json!({"userId": "u", "previousId": 123})).expect("valid");
+        assert_eq!(alias.events[0].str_field("previousId"), Some("123"));
+        let group = single(MessageType::Group, json!({"userId": "u", "groupId": 7, "traits": {}})).expect("valid");
+        assert_eq!(group.events[0].str_field("groupId"), Some("7"));
+    }
+
+    #[test]
+    fn a_message_id_is_measured_in_characters_after_trimming() {
+        let long = "é".repeat(200);
+        let parsed = single(MessageType::Track, json!({"userId": "u", "event": "E", "messageId": format!(" {long} ")}))
+            .expect("200 characters are within the limit");
+        assert_eq!(parsed.events[0].message_id, long);
+        let err = single(MessageType::Track, json!({"userId": "u", "event": "E", "messageId": "x".repeat(257)}))
+            .expect_err("too long");
+        assert_eq!(err.field.as_deref(), Some("messageId"));
     }
 
     #[test]

@@ -29,7 +29,20 @@ pub fn routes() -> Router<AppState> {
             move |state: State<AppState>, headers: HeaderMap, body: Body| ingest(state, headers, body, endpoint);
         router = router.route(&format!("/v1/{long}"), post(handler)).route(&format!("/v1/{short}"), post(handler));
     }
-    router
+    router.layer(browser_access())
+}
+
+/// Browser SDKs post from the shop's own origin: RudderStack's sends a Basic `Authorization` header and JSON, so
+/// the browser asks first (a preflight `OPTIONS`), and analytics.js needs the answer readable to stop retrying.
+/// Any origin may send: a write key is public in every page that embeds it, and these routes read no cookies.
+fn browser_access() -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([axum::http::Method::POST])
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
+        .max_age(std::time::Duration::from_secs(24 * 60 * 60))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -85,9 +98,12 @@ fn basic_username(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let bad = || ApiError(KizunaError::new(Code::InvalidWriteKey, "the Authorization header is not valid HTTP Basic"));
     let text = value.to_str().map_err(|_| bad())?;
-    let Some(encoded) = text.strip_prefix("Basic ").or_else(|| text.strip_prefix("basic ")) else {
-        return Err(bad());
-    };
+    // Scheme names are case-insensitive (RFC 9110). Another scheme (a proxy's bearer token) carries no write
+    // key: the body's `writeKey` is used then.
+    let (scheme, encoded) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let user = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);

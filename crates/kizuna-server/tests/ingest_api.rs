@@ -3,6 +3,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::{TestServer, assert_error};
 use serde_json::json;
 use std::io::Write;
@@ -43,6 +44,52 @@ async fn every_single_message_endpoint_stores_its_message() {
 }
 
 #[tokio::test]
+async fn browser_sdks_may_post_from_any_origin() {
+    let server = TestServer::start().await;
+    let origin = "https://shop.example.com";
+    // The preflight a browser sends before a cross-origin JSON post with a Basic Authorization header.
+    let preflight = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/v1/batch"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization,content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let header = |response: &reqwest::Response, name: &str| {
+        response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_lowercase)
+    };
+    assert_eq!(header(&preflight, "access-control-allow-origin").as_deref(), Some(origin));
+    assert!(header(&preflight, "access-control-allow-methods").is_some_and(|m| m.contains("post")));
+    assert!(header(&preflight, "access-control-allow-headers").is_some_and(|h| h.contains("authorization")));
+
+    let sent = server
+        .client
+        .post(server.url("/v1/track"))
+        .header("Origin", origin)
+        .basic_auth(&server.web_key, Some(""))
+        .json(&json!({"userId": "u", "event": "E"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(sent.status().as_u16(), 200);
+    assert_eq!(header(&sent, "access-control-allow-origin").as_deref(), Some(origin), "the answer is readable");
+    // Only the collection routes: the admin API is not for other origins.
+    let admin = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/api/profiles/by/user_id/u"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .expect("admin preflight");
+    assert_eq!(header(&admin, "access-control-allow-origin"), None);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn write_key_in_basic_auth_or_body_and_clear_errors_without_one() {
     let server = TestServer::start().await;
     let body = json!({"userId": "u", "event": "E", "writeKey": server.web_key});
@@ -59,7 +106,18 @@ async fn write_key_in_basic_auth_or_body_and_clear_errors_without_one() {
     let batch = json!({"writeKey": "nope", "batch": [{"type": "track", "userId": "u", "event": "E"}]});
     let answer = server.raw(server.client.post(server.url("/v1/batch")).json(&batch)).await;
     assert_error(&answer, 401, "invalid_write_key", None);
+
     assert_eq!(server.event_count().await, 1, "rejected requests store nothing");
+
+    // The scheme name is case-insensitive; another scheme (a proxy's token) leaves the body's key to count.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:", server.web_key));
+    let plain = json!({"userId": "u", "event": "E"});
+    let upper = server.client.post(server.url("/v1/track")).header("Authorization", format!("BASIC {basic}"));
+    assert_eq!(server.raw(upper.json(&plain)).await.0, 200);
+    let bearer = server.client.post(server.url("/v1/track")).header("Authorization", "Bearer proxy-token");
+    assert_eq!(server.raw(bearer.json(&body)).await.0, 200, "the body's writeKey");
+    let bearer = server.client.post(server.url("/v1/track")).header("Authorization", "Bearer proxy-token");
+    assert_error(&server.raw(bearer.json(&plain)).await, 401, "missing_write_key", None);
     server.stop().await;
 }
 
