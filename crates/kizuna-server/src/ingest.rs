@@ -34,7 +34,9 @@ pub fn routes() -> Router<AppState> {
 
 /// Browser SDKs post from the shop's own origin: RudderStack's sends a Basic `Authorization` header and JSON, so
 /// the browser asks first (a preflight `OPTIONS`), and analytics.js needs the answer readable to stop retrying.
-/// Any origin may send: a write key is public in every page that embeds it, and these routes read no cookies.
+/// Any origin may send: a write key is public in every page that embeds it. Credentialed requests are allowed
+/// too (an SDK that posts with `withCredentials` would otherwise be blocked): these routes read no cookies, and
+/// only the admin routes read the admin session cookie (which is `SameSite=Strict` besides).
 fn browser_access() -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
     CorsLayer::new()
@@ -57,7 +59,7 @@ pub struct IngestResponse {
 
 /// Ingest one message or a batch (Segment HTTP tracking API).
 #[utoipa::path(post, path = "/v1/batch", tag = "ingest",
-    request_body(content = String, description = "A Segment batch: {\"batch\": [...], \"sentAt\"?, \"context\"?, \"writeKey\"?}", content_type = "application/json"),
+    request_body(content = String, description = "A Segment batch: {\"batch\": [...], \"sentAt\"?, \"context\"?, \"integrations\"?, \"writeKey\"?}", content_type = "application/json"),
     responses((status = 200, body = IngestResponse), (status = 400, description = "Invalid message; nothing stored"),
               (status = 401, description = "Missing or bad write key")),
     security(("write_key" = [])))]
