@@ -6,6 +6,9 @@ use serde_json::{Map, Value};
 pub const JUNK_IDS: &[&str] = &["null", "undefined", "0", "[object Object]", "nil", "none", "-1", "NaN", "anonymous"];
 
 const MAX_ID_CHARS: usize = 256;
+/// What storing a batch message may add to it besides the batch's shared keys: `receivedAt`, a normalised
+/// `timestamp`, `originalTimestamp` and `sentAt` (milliseconds, `Z`), a generated `messageId` (~190 bytes in all).
+const ADDED_FIELDS_BYTES: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
@@ -222,11 +225,12 @@ fn shared_object(value: Option<Value>, key: &str) -> Result<Option<Map<String, V
 
 fn parse_batch(body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Result<ParsedRequest, KizunaError> {
     let envelope: BatchEnvelope = serde_json::from_str(utf8(body)?).map_err(json_error)?;
-    let write_key = match envelope.write_key {
+    let mut write_key = match envelope.write_key {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err(invalid("writeKey", "must be a string")),
     };
+    let envelope_has_key = write_key.is_some();
     let sent_at = match &envelope.sent_at {
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_time(v).map_err(|m| invalid("sentAt", &m))?),
@@ -242,22 +246,44 @@ fn parse_batch(body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Resu
         }
         Some(_) => return Err(invalid("batch", "must be an array of messages")),
     };
+    // The limit is on each message as the client sent it, as the SDKs check it before sending: a message just
+    // under it must not fail its whole batch (which SDKs do not retry) because of what is added to it here. It is
+    // checked on the message as stored, known without a second pass over the client's text, with an allowance
+    // for what storing adds: the batch's shared context and integrations, and the fields Kizuna sets.
+    let shared_bytes = [&shared.context, &shared.integrations]
+        .into_iter()
+        .flatten()
+        .map(|map| serde_json::to_string(map).map_or(0, |text| text.len()))
+        .sum::<usize>();
+    let allowed = limits.max_event_bytes + shared_bytes + ADDED_FIELDS_BYTES;
     let mut events = Vec::with_capacity(messages.len());
     for (index, message) in messages.into_iter().enumerate() {
         let at = || format!("batch[{index}]");
-        let Value::Object(object) = message else {
+        let Value::Object(mut object) = message else {
             return Err(invalid(&at(), "each batch item must be an object"));
         };
+        // Clients built on single calls may put the key in each message instead of the envelope: then the
+        // messages must agree on it, since the batch is stored under one source.
+        let item_key = take_write_key(&mut object).map_err(|e| e.within(&at()))?;
+        if let (false, Some(item_key)) = (envelope_has_key, item_key) {
+            match &write_key {
+                None => write_key = Some(item_key),
+                Some(first) if *first == item_key => {}
+                Some(_) => {
+                    return Err(invalid(&format!("{}.writeKey", at()), "differs from an earlier message's write key"));
+                }
+            }
+        }
         let event = normalise(object, None, sent_at, &shared, received_at).map_err(|e| e.within(&at()))?;
-        // The limit applies to the message as stored (compact, with the batch's shared context and the fields
-        // Kizuna adds): that is what it protects, and it is known without a second pass over the client's text.
-        if event.encoded.len() > limits.max_event_bytes {
+        if event.encoded.len() > allowed {
             return Err(KizunaError::new(
                 Code::EventTooLarge,
                 format!(
-                    "the message is {} bytes as stored; the limit is {} bytes",
+                    "the message is {} bytes as stored; the limit is {} bytes per message, plus {} for the batch's \
+                     shared context and the fields Kizuna adds",
                     event.encoded.len(),
-                    limits.max_event_bytes
+                    limits.max_event_bytes,
+                    allowed - limits.max_event_bytes
                 ),
             )
             .with_field(at()));
@@ -601,28 +627,44 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let limits = Limits { max_event_bytes: 100, max_batch_bytes: 300 };
-        let big = "x".repeat(200);
-        let body = json!({"batch": [{"type": "track", "userId": "u", "event": big}]}).to_string();
+        let limits = Limits { max_event_bytes: 100, max_batch_bytes: 1_000 };
+        let big = "x".repeat(100 + ADDED_FIELDS_BYTES);
+        let body =
+            json!({"batch": [{"type": "track", "userId": "u", "event": "e", "properties": {"pad": big}}]}).to_string();
         let err = parse_request(Endpoint::Batch, body.as_bytes(), now(), &limits).expect_err("event too big");
         assert_eq!((err.code, err.field.as_deref()), (Code::EventTooLarge, Some("batch[0]")));
-        let body = json!({"batch": vec![json!({"type": "track", "userId": "u", "event": "e"}); 10]}).to_string();
+        let body = json!({"batch": vec![json!({"type": "track", "userId": "u", "event": "e"}); 30]}).to_string();
         let err = parse_request(Endpoint::Batch, body.as_bytes(), now(), &limits).expect_err("batch too big");
         assert_eq!(err.code, Code::BatchTooLarge);
     }
 
     #[test]
-    fn a_batch_message_is_measured_as_stored_and_named_by_its_index() {
+    fn a_batch_message_is_measured_as_the_client_sent_it_and_named_by_its_index() {
         let limits = Limits { max_event_bytes: 400, max_batch_bytes: 10_000 };
         let small = json!({"type": "track", "userId": "u", "event": "e"});
         // Pretty-printed padding does not count: the message is stored compact.
         let padded =
             format!(r#"{{"batch": [{}]}}"#, serde_json::to_string_pretty(&small).expect("json") + &" ".repeat(500));
         assert_eq!(parse_request(Endpoint::Batch, padded.as_bytes(), now(), &limits).expect("fits").events.len(), 1);
-        // The batch's shared context does: each message is stored with it.
-        let shared = json!({"context": {"note": "n".repeat(300)}, "batch": [small.clone(), small.clone()]}).to_string();
-        let err = parse_request(Endpoint::Batch, shared.as_bytes(), now(), &limits).expect_err("too big as stored");
-        assert_eq!((err.code, err.field.as_deref()), (Code::EventTooLarge, Some("batch[0]")));
+        // A message just under the limit as the client sent it fits, though the batch's shared context, its sentAt
+        // and the fields Kizuna adds make it bigger as stored.
+        let mut near = json!({"type": "track", "userId": "u", "event": "e", "messageId": "m"});
+        let room = 400 - near.to_string().len() - r#","properties":{"p":""}"#.len();
+        near["properties"] = json!({"p": "p".repeat(room)});
+        assert_eq!(near.to_string().len(), 400);
+        let shared = json!({"sentAt": "2026-01-01T12:00:00Z", "context": {"note": "n".repeat(300)},
+                            "integrations": {"All": true}, "batch": [near.clone()]})
+        .to_string();
+        let parsed = parse_request(Endpoint::Batch, shared.as_bytes(), now(), &limits).expect("fits as sent");
+        assert!(parsed.events[0].encoded.len() > 400 + 300, "stored bigger: {}", parsed.events[0].encoded.len());
+        // A message over the limit by itself does not fit, with or without a shared context.
+        let mut over = near.clone();
+        over["properties"]["q"] = json!("q".repeat(ADDED_FIELDS_BYTES));
+        for body in [json!({"batch": [small.clone(), over.clone()]}), json!({"context": {"n": 1}, "batch": [over]})] {
+            let err = parse_request(Endpoint::Batch, body.to_string().as_bytes(), now(), &limits).expect_err("over");
+            assert_eq!(err.code, Code::EventTooLarge);
+            assert!(err.field.as_deref().is_some_and(|f| f.starts_with("batch[")), "{:?}", err.field);
+        }
         // A message that is not an object is named by its index, and nothing of the batch is returned.
         let err = batch(json!({"batch": [small, 7]})).expect_err("not an object");
         assert_eq!((err.code, err.field.as_deref()), (Code::InvalidField, Some("batch[1]")));
@@ -699,6 +741,22 @@ mod tests {
         }
         let err = batch(json!({"writeKey": "k"})).expect_err("no batch");
         assert_eq!((err.code, err.field.as_deref()), (Code::MissingField, Some("batch")));
+    }
+
+    #[test]
+    fn a_batch_without_an_envelope_key_takes_its_messages_agreed_key() {
+        let message = |key: &str| json!({"type": "track", "userId": "u", "event": "e", "writeKey": key});
+        let parsed =
+            batch(json!({"batch": [message("k1"), {"type": "track", "userId": "u", "event": "e"}, message("k1")]}))
+                .expect("one key");
+        assert_eq!(parsed.write_key.as_deref(), Some("k1"));
+        assert!(parsed.events.iter().all(|e| !e.body.contains_key("writeKey")), "the key is not stored");
+        let err = batch(json!({"batch": [message("k1"), message("k2")]})).expect_err("two keys");
+        assert_eq!((err.code, err.field.as_deref()), (Code::InvalidField, Some("batch[1].writeKey")));
+        // The envelope's key wins and the messages' keys are not compared.
+        let parsed =
+            batch(json!({"writeKey": "top", "batch": [message("k1"), message("k2")]})).expect("the envelope's key");
+        assert_eq!(parsed.write_key.as_deref(), Some("top"));
     }
 
     #[test]

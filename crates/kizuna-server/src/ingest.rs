@@ -126,7 +126,9 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize, endpoint: Endp
     match encoding.trim().to_ascii_lowercase().as_str() {
         "gzip" | "x-gzip" => {
             let mut inflated = Vec::with_capacity(raw.len() * 4);
-            let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+            // Every member: a gzip file may be several members one after another (RFC 1952), and bytes after the
+            // first member are either another member or an error, never silently dropped.
+            let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
             decoder.read_to_end(&mut inflated).map_err(|e| {
                 ApiError(KizunaError::new(Code::MalformedBody, format!("the gzip body could not be inflated: {e}")))
             })?;

@@ -109,6 +109,12 @@ async fn write_key_in_basic_auth_or_body_and_clear_errors_without_one() {
 
     assert_eq!(server.event_count().await, 1, "rejected requests store nothing");
 
+    // A batch whose messages carry the key (and the envelope does not) is stored under it.
+    let item = json!({"type": "track", "userId": "u", "event": "E", "writeKey": server.web_key});
+    let answer = server.raw(server.client.post(server.url("/v1/batch")).json(&json!({"batch": [item]}))).await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(server.event_count().await, 2);
+
     // The scheme name is case-insensitive; another scheme (a proxy's token) leaves the body's key to count.
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:", server.web_key));
     let plain = json!({"userId": "u", "event": "E"});
@@ -124,28 +130,38 @@ async fn write_key_in_basic_auth_or_body_and_clear_errors_without_one() {
 #[tokio::test]
 async fn gzip_bodies_are_inflated_and_bad_gzip_is_rejected() {
     let server = TestServer::start().await;
+    let gzip = |text: &str| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).expect("gzip");
+        encoder.finish().expect("gzip")
+    };
+    let post_gzip = |body: Vec<u8>| {
+        server
+            .client
+            .post(server.url("/v1/batch"))
+            .basic_auth(&server.web_key, Some(""))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
+    };
     let batch = json!({"batch": (0..50).map(|i| json!({"type": "track", "anonymousId": "a", "event": "E", "messageId": format!("gz-{i}")})).collect::<Vec<_>>()});
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(batch.to_string().as_bytes()).expect("gzip");
-    let compressed = encoder.finish().expect("gzip");
-    let request = server
-        .client
-        .post(server.url("/v1/batch"))
-        .basic_auth(&server.web_key, Some(""))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(compressed);
-    let answer = server.raw(request).await;
+    let compressed = gzip(&batch.to_string());
+    let answer = server.raw(post_gzip(compressed.clone())).await;
     assert_eq!(answer.0, 200, "{}", answer.1);
     assert_eq!(answer.1["accepted"], 50);
 
-    let request = server
-        .client
-        .post(server.url("/v1/batch"))
-        .basic_auth(&server.web_key, Some(""))
-        .header("content-encoding", "gzip")
-        .body(b"this is not gzip".to_vec());
-    assert_error(&server.raw(request).await, 400, "malformed_body", None);
+    // A body of two gzip members (as `cat a.gz b.gz` makes) is read whole: the JSON is split across them.
+    let text = json!({"batch": [{"type": "track", "anonymousId": "a", "event": "E", "messageId": "gz-two-members"}]})
+        .to_string();
+    let (head, tail) = text.split_at(text.len() / 2);
+    let answer = server.raw(post_gzip([gzip(head), gzip(tail)].concat())).await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(answer.1["accepted"], 1);
+
+    // Bytes after a whole member that are not another member are an error, not silently dropped.
+    let trailing = [compressed, b"trailing bytes".to_vec()].concat();
+    assert_error(&server.raw(post_gzip(trailing)).await, 400, "malformed_body", None);
+    assert_error(&server.raw(post_gzip(b"this is not gzip".to_vec())).await, 400, "malformed_body", None);
     server.stop().await;
 }
 
@@ -179,7 +195,7 @@ async fn invalid_input_is_rejected_with_the_field_and_nothing_is_stored() {
         {"type": "track", "userId": "u", "event": "Good", "messageId": "good-2"},
     ]});
     assert_error(&server.web("/v1/batch", batch).await, 400, "invalid_field", Some("batch[1].timestamp"));
-    // Too large as stored, and valid otherwise (an invalid field in an oversized message is reported as invalid).
+    // Too large by itself, and valid otherwise (an invalid field in an oversized message is reported as invalid).
     let batch = json!({"batch": [
         {"type": "track", "userId": "u", "event": "Good"},
         {"type": "track", "userId": "u", "event": "E", "properties": {"pad": "x".repeat(3000)}},
