@@ -209,6 +209,12 @@ fn open_connection(
     };
     // Each commit's WAL frames reach the file in one write instead of two per page (see `kizuna_sqlite_wal`).
     let vfs = kizuna_sqlite_wal::register().map_err(StoreError::Invalid)?;
+    static PAGE_CACHE_CHECKED: std::sync::Once = std::sync::Once::new();
+    PAGE_CACHE_CHECKED.call_once(|| {
+        if let Err(reason) = kizuna_sqlite_wal::page_cache_wrapped() {
+            tracing::warn!(%reason, "SQLite's page cache is not wrapped: commits walk the writer's whole cache");
+        }
+    });
     let mut conn = Connection::open_with_flags_and_vfs(path, flags, vfs)?;
     conn.busy_handler(Some(wait_for_lock))?;
     conn.set_prepared_statement_cache_capacity(128);
