@@ -243,3 +243,99 @@ unsafe extern "C" fn shrink(cache: *mut ffi::sqlite3_pcache) {
     let inner = unsafe { state(cache) }.inner;
     call!(xShrink(inner), ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Creates a page in the cache under `key` and unpins it (it stays cached, clean).
+    #[allow(unsafe_code)]
+    fn cache_page(cache: *mut ffi::sqlite3_pcache, key: c_uint) {
+        // SAFETY: `cache` came from `create` and is alive; flag 2 creates the page if it is not cached.
+        let page = unsafe { fetch(cache, key, 2) };
+        assert!(!page.is_null(), "page {key} created");
+        // SAFETY: the page was just fetched from this cache; unpinning keeps it cached.
+        unsafe { unpin(cache, page, 0) };
+    }
+
+    #[allow(unsafe_code)]
+    fn cached(cache: *mut ffi::sqlite3_pcache, key: c_uint) -> bool {
+        // SAFETY: flag 0 only looks the page up; a found page is unpinned again at once.
+        let page = unsafe { fetch(cache, key, 0) };
+        if !page.is_null() {
+            // SAFETY: as above.
+            unsafe { unpin(cache, page, 0) };
+        }
+        !page.is_null()
+    }
+
+    /// The wrapper's own bookkeeping against the default cache's pages: a truncation is left out only when no
+    /// page at or beyond its limit is cached, and a page parked under the lock-byte page's number counts while it
+    /// is there.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_truncation_is_left_out_only_when_nothing_at_or_beyond_its_limit_is_cached() {
+        crate::register().expect("the VFS registers");
+        crate::page_cache_wrapped().expect("SQLite's page cache is wrapped");
+        // SAFETY: SQLite is initialised (register), so the default cache is too. 4 KiB pages, and extra bytes per
+        // page as a pager asks for (the default cache zeroes the first eight of them on every new page).
+        let cache = unsafe { create(4096, 64, 1) };
+        assert!(!cache.is_null());
+        // SAFETY: `cache` is alive until `destroy` below. Room for 100 pages, so unpinned pages stay cached.
+        unsafe { cache_size(cache, 100) };
+        // SAFETY: as above.
+        let parking = unsafe { state(cache) }.parking;
+        assert_eq!(parking, 0x4_0000 + 1, "the lock-byte page of a 4 KiB-page database");
+        for key in 1..=10 {
+            cache_page(cache, key);
+        }
+        // SAFETY: as above.
+        let count = || unsafe { page_count(cache) };
+        assert_eq!(count(), 10);
+
+        // Nothing at or beyond 11: left out, and nothing is lost.
+        // SAFETY: as above.
+        unsafe { truncate(cache, 11) };
+        assert_eq!(count(), 10);
+        // Page 5 parked under the lock-byte page's number (as a B-tree rebalance does while sorting pages).
+        // SAFETY: a page is moved while it is pinned (fetched), as SQLite does, and unpinned after.
+        unsafe {
+            let five = fetch(cache, 5, 0);
+            assert!(!five.is_null());
+            rekey(cache, five, 5, parking);
+            unpin(cache, five, 0);
+        }
+        // SAFETY: as above.
+        let state_now = unsafe { state(cache) };
+        assert!(state_now.parked && state_now.largest == 10, "parked, and not counted as the largest page");
+        // A truncation while it is parked must drop it: it is beyond any limit below the lock-byte page.
+        // SAFETY: as above.
+        unsafe { truncate(cache, 11) };
+        assert!(!cached(cache, parking), "the parked page was dropped");
+        assert_eq!(count(), 9);
+
+        // Parked and moved back before the transaction ends: the truncation is left out again.
+        // SAFETY: page 4 is pinned while it goes to the parking key and then to key 5 (free now).
+        unsafe {
+            let four = fetch(cache, 4, 0);
+            assert!(!four.is_null());
+            rekey(cache, four, 4, parking);
+            rekey(cache, four, parking, 5);
+            unpin(cache, four, 0);
+        }
+        assert!(!unsafe { state(cache) }.parked);
+        let (_, skipped_before) = truncations();
+        // SAFETY: as above.
+        unsafe { truncate(cache, 11) };
+        assert!(truncations().1 > skipped_before, "left out");
+        assert!(cached(cache, 5) && !cached(cache, 4));
+
+        // Pages at and beyond a limit within the cached range are dropped, and the largest key follows.
+        // SAFETY: as above.
+        unsafe { truncate(cache, 8) };
+        assert!(cached(cache, 7) && !cached(cache, 8) && !cached(cache, 10));
+        assert_eq!(unsafe { state(cache) }.largest, 7);
+        // SAFETY: nothing uses the cache afterwards.
+        unsafe { destroy(cache) };
+    }
+}
