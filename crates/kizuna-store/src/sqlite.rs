@@ -1267,8 +1267,15 @@ struct SqliteWriter {
 impl StoreWriter for SqliteWriter {
     fn begin(&mut self) -> StoreResult<Box<dyn WriteTx + '_>> {
         self.replay.ensure_loaded(&self.conn)?;
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(Box::new(SqliteTx { tx, replay: ReplayGuard { keys: &mut self.replay, committed: false } }))
+        let conn = &self.conn;
+        // Unchecked only in that it takes the connection shared, so the transaction's statements can borrow it too;
+        // this writer is the only one who begins transactions on it, one at a time (`&mut self`).
+        let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        Ok(Box::new(SqliteTx {
+            hot: HotStatements::new(conn),
+            tx,
+            replay: ReplayGuard { keys: &mut self.replay, committed: false },
+        }))
     }
 
     fn syncer(&mut self) -> StoreResult<Option<Box<dyn Syncer>>> {
@@ -1277,8 +1284,65 @@ impl StoreWriter for SqliteWriter {
 }
 
 struct SqliteTx<'c> {
+    // Before `tx`: its statements go back to the connection's cache before the transaction ends.
+    hot: HotStatements<'c>,
     tx: rusqlite::Transaction<'c>,
     replay: ReplayGuard<'c>,
+}
+
+/// The statements a write transaction runs for (nearly) every event.
+#[derive(Clone, Copy)]
+enum Hot {
+    InsertEvent,
+    LoadState,
+    SaveState,
+    SetOwner,
+    ClaimReplayKey,
+}
+
+impl Hot {
+    const COUNT: usize = 5;
+
+    fn sql(self) -> &'static str {
+        match self {
+            Hot::InsertEvent => {
+                "INSERT INTO events (profile_id, source_id, message_id, type, name, ts, received_at,
+                 primary_identifier, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            }
+            Hot::LoadState => "SELECT state FROM profiles WHERE id = ?1",
+            Hot::SaveState => {
+                "INSERT INTO profiles (id, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
+            }
+            Hot::SetOwner => {
+                "INSERT INTO identities (identifier, kind, value, profile_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id"
+            }
+            Hot::ClaimReplayKey => "INSERT INTO dedup_log (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)",
+        }
+    }
+}
+
+/// A transaction's hot statements, each taken from the connection's statement cache at its first use and held
+/// until the transaction ends. Taking one from the cache for every use hashed its SQL text to find it and again to
+/// put it back: 3–4% of the ingest writer's time (perf, BENCHMARKS.md 2026-12-06).
+struct HotStatements<'c> {
+    conn: &'c Connection,
+    held: [Option<rusqlite::CachedStatement<'c>>; Hot::COUNT],
+}
+
+impl<'c> HotStatements<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Self { conn, held: Default::default() }
+    }
+
+    fn get(&mut self, which: Hot) -> StoreResult<&mut rusqlite::CachedStatement<'c>> {
+        let slot = &mut self.held[which as usize];
+        if slot.is_none() {
+            *slot = Some(self.conn.prepare_cached(which.sql())?);
+        }
+        slot.as_mut().ok_or_else(|| StoreError::Invalid("a hot statement was not prepared".into()))
+    }
 }
 
 /// Tells the replay keys how their transaction ended, however it ends.
@@ -1301,45 +1365,34 @@ impl WriteTx for SqliteTx<'_> {
         expires_at_ms: Option<i64>,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        self.replay.keys.claim(&self.tx, source_id, message_id, expires_at_ms, now_ms)
+        let insert = self.hot.get(Hot::ClaimReplayKey)?;
+        self.replay.keys.claim(&self.tx, insert, source_id, message_id, expires_at_ms, now_ms)
     }
 
     fn insert_event(&mut self, e: &NewEvent<'_>) -> StoreResult<i64> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO events (profile_id, source_id, message_id, type, name, ts, received_at,
-                 primary_identifier, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                e.profile_id as i64,
-                e.source_id,
-                e.message_id,
-                e.kind,
-                e.name,
-                e.ts_ms,
-                e.received_ms,
-                e.primary_identifier,
-                e.body
-            ])?;
+        self.hot.get(Hot::InsertEvent)?.execute(params![
+            e.profile_id as i64,
+            e.source_id,
+            e.message_id,
+            e.kind,
+            e.name,
+            e.ts_ms,
+            e.received_ms,
+            e.primary_identifier,
+            e.body
+        ])?;
         Ok(self.tx.last_insert_rowid())
     }
 
     fn load_state(&mut self, profile: ProfileId) -> StoreResult<Option<ProfileState>> {
-        let state: Option<String> = self
-            .tx
-            .prepare_cached("SELECT state FROM profiles WHERE id = ?1")?
-            .query_row([profile as i64], |r| r.get(0))
-            .optional()?;
+        let state: Option<String> =
+            self.hot.get(Hot::LoadState)?.query_row([profile as i64], |r| r.get(0)).optional()?;
         state.map(|s| serde_json::from_str(&s).map_err(StoreError::from)).transpose()
     }
 
     fn save_state(&mut self, profile: ProfileId, state: &ProfileState, now_ms: i64) -> StoreResult<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO profiles (id, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            )?
-            .execute(params![profile as i64, serde_json::to_string(state)?, now_ms])?;
+        let state = serde_json::to_string(state)?;
+        self.hot.get(Hot::SaveState)?.execute(params![profile as i64, state, now_ms])?;
         Ok(())
     }
 
@@ -1349,12 +1402,12 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn set_owner(&mut self, identifier: &Identifier, owner: Option<ProfileId>) -> StoreResult<()> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO identities (identifier, kind, value, profile_id) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id",
-            )?
-            .execute(params![identifier.key(), identifier.kind.as_str(), identifier.value, owner.map(|p| p as i64)])?;
+        self.hot.get(Hot::SetOwner)?.execute(params![
+            identifier.key(),
+            identifier.kind.as_str(),
+            identifier.value,
+            owner.map(|p| p as i64)
+        ])?;
         Ok(())
     }
 
@@ -1469,7 +1522,8 @@ impl WriteTx for SqliteTx<'_> {
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {
-        let SqliteTx { tx, mut replay } = *self;
+        let SqliteTx { hot, tx, mut replay } = *self;
+        drop(hot);
         tx.commit()?;
         replay.committed = true;
         Ok(())

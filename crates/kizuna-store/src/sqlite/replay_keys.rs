@@ -147,9 +147,11 @@ impl ReplayKeys {
 
     /// Claims `(source, message_id)` inside the caller's transaction; false when it is already claimed and not
     /// expired (a key expires when `now_ms` passes its `expires_at`; `None` never expires).
+    /// `insert` is the transaction's `INSERT INTO dedup_log (source_id, message_id, expires_at)`.
     pub fn claim(
         &mut self,
         conn: &Connection,
+        insert: &mut rusqlite::Statement<'_>,
         source_id: i64,
         message_id: &str,
         expires_at_ms: Option<i64>,
@@ -192,8 +194,7 @@ impl ReplayKeys {
                         return Ok(false);
                     }
                 }
-                conn.prepare_cached("INSERT INTO dedup_log (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)")?
-                    .execute(params![source_id, message_id, expires_at])?;
+                insert.execute(params![source_id, message_id, expires_at])?;
                 self.changed = true;
                 self.remember(tag, conn.last_insert_rowid())?;
                 Ok(true)
@@ -272,7 +273,9 @@ mod tests {
     }
 
     fn claim(keys: &mut ReplayKeys, conn: &Connection, i: i64, now_ms: i64) -> anyhow::Result<bool> {
-        Ok(keys.claim(conn, 1, &format!("m{i}"), Some(1000 + i), now_ms)?)
+        let mut insert =
+            conn.prepare_cached("INSERT INTO dedup_log (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)")?;
+        Ok(keys.claim(conn, &mut insert, 1, &format!("m{i}"), Some(1000 + i), now_ms)?)
     }
 
     #[test]
