@@ -323,7 +323,9 @@ mod tests {
             rekey(cache, four, parking, 5);
             unpin(cache, four, 0);
         }
-        assert!(!unsafe { state(cache) }.parked);
+        // SAFETY: as above.
+        let parked = unsafe { state(cache) }.parked;
+        assert!(!parked);
         let (_, skipped_before) = truncations();
         // SAFETY: as above.
         unsafe { truncate(cache, 11) };
@@ -334,7 +336,9 @@ mod tests {
         // SAFETY: as above.
         unsafe { truncate(cache, 8) };
         assert!(cached(cache, 7) && !cached(cache, 8) && !cached(cache, 10));
-        assert_eq!(unsafe { state(cache) }.largest, 7);
+        // SAFETY: as above.
+        let largest = unsafe { state(cache) }.largest;
+        assert_eq!(largest, 7);
         // SAFETY: nothing uses the cache afterwards.
         unsafe { destroy(cache) };
     }
