@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub identity_limits: Option<HashMap<String, usize>>,
     /// Let the allocator back its memory with transparent huge pages (default false; see `Config::huge_pages`).
     pub huge_pages: Option<bool>,
+    /// Threads that serve HTTP (default: one fewer than the machine's cores, at least one).
+    pub http_threads: Option<usize>,
     /// Minutes between background analytics runs (default 360; 0 = only on request and after imports).
     pub analytics_interval_minutes: Option<u32>,
     /// The analytics settings (time unit, CLV horizon and discount rate, journey window, holdout length).
@@ -89,11 +91,21 @@ pub struct Config {
     /// up (87 vs 133 MB at 20,000 customers). On: fewer TLB misses over large in-memory state — a full
     /// segment build over 1M profiles is ~25% faster (see BENCHMARKS.md).
     pub huge_pages: bool,
+    /// Threads that serve HTTP: parsing, validating and compressing ingest requests, and the API. By default one
+    /// fewer than the machine's cores, at least one: the single writer thread is what ingest waits for, and with
+    /// as many HTTP threads as cores it waited for a core while they ran. On two cores, one HTTP thread instead of
+    /// two raised live-traffic ingest by ~17% (BENCHMARKS.md, 2026-12-06 17:20).
+    pub http_threads: usize,
     pub analytics_interval_minutes: u32,
     pub analytics: kizuna_jobs::AnalyticsSettings,
     pub recommendations: kizuna_recs_service::RecsSettings,
     pub messaging: kizuna_messaging_service::MessagingSettings,
     pub flows: kizuna_flows_service::FlowSettings,
+}
+
+/// One fewer than the machine's cores, at least one (see `Config::http_threads`).
+pub fn default_http_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1)).max(1)
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
@@ -164,6 +176,11 @@ impl Config {
             },
             rules,
             huge_pages: env("KIZUNA_HUGE_PAGES")?.or(file.huge_pages).unwrap_or(false),
+            http_threads: match env("KIZUNA_HTTP_THREADS")?.or(file.http_threads) {
+                Some(0) => anyhow::bail!("http_threads must be at least 1"),
+                Some(threads) => threads,
+                None => default_http_threads(),
+            },
             analytics_interval_minutes: env("KIZUNA_ANALYTICS_INTERVAL_MINUTES")?
                 .or(file.analytics_interval_minutes)
                 .unwrap_or(360),
@@ -225,6 +242,15 @@ mod tests {
         assert!(!load_with_file("")?.huge_pages);
         assert!(load_with_file("huge_pages = true")?.huge_pages);
         assert!(load_with_file("huge_pages = \"yes\"").is_err(), "a non-boolean is rejected");
+        Ok(())
+    }
+
+    #[test]
+    fn http_threads_leave_a_core_for_the_writer_unless_the_file_says() -> Result<()> {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        assert_eq!(load_with_file("")?.http_threads, cores.saturating_sub(1).max(1));
+        assert_eq!(load_with_file("http_threads = 3")?.http_threads, 3);
+        assert!(load_with_file("http_threads = 0").is_err(), "no HTTP thread at all is rejected");
         Ok(())
     }
 

@@ -176,7 +176,7 @@ pub fn run(mut config: Config, customers: usize, no_serve: bool) -> Result<()> {
         return Ok(());
     }
     println!("Serving on {base} — press Ctrl-C to stop.");
-    node::runtime()?.block_on(async {
+    node::server_runtime(&config)?.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -136,6 +136,15 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().max_blocking_threads(MAX_BLOCKING_THREADS).enable_all().build()?)
 }
 
+/// The runtime a server runs on: `config.http_threads` worker threads (see `Config::http_threads`).
+pub fn server_runtime(config: &Config) -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http_threads)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()?)
+}
+
 pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpListener) -> Result<()> {
     let state = AppState::new(
         node.store.clone(),
@@ -180,7 +189,7 @@ pub fn run_analytics_now(config: &Config, node: &Node, trigger: &str) -> Result<
 
 pub fn run_server(config: &Config) -> Result<()> {
     let node = start_node(config)?;
-    runtime()?.block_on(async {
+    server_runtime(config)?.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
