@@ -94,7 +94,7 @@ pub struct Config {
     /// Threads that serve HTTP: parsing, validating and compressing ingest requests, and the API. By default one
     /// fewer than the machine's cores, at least one: the single writer thread is what ingest waits for, and with
     /// as many HTTP threads as cores it waited for a core while they ran. On two cores, one HTTP thread instead of
-    /// two raised live-traffic ingest by ~17% (BENCHMARKS.md, 2026-12-06 17:20).
+    /// two raised live-traffic ingest by ~10% (BENCHMARKS.md, 2026-12-06 17:10).
     pub http_threads: usize,
     pub analytics_interval_minutes: u32,
     pub analytics: kizuna_jobs::AnalyticsSettings,
