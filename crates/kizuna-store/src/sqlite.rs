@@ -1318,7 +1318,7 @@ impl Hot {
                 "INSERT INTO identities (identifier, kind, value, profile_id) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (identifier) DO UPDATE SET profile_id = excluded.profile_id"
             }
-            Hot::ClaimReplayKey => "INSERT INTO dedup_log (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)",
+            Hot::ClaimReplayKey => replay_keys::CLAIM_SQL,
         }
     }
 }

@@ -132,17 +132,19 @@ impl kizuna_messaging::ProductPicker for RecommendedProducts {
 /// cache of up to 16 MiB): tokio's default of 512 let a burst of reads hold hundreds of both.
 pub const MAX_BLOCKING_THREADS: usize = 32;
 
+fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.max_blocking_threads(MAX_BLOCKING_THREADS).enable_all();
+    builder
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().max_blocking_threads(MAX_BLOCKING_THREADS).enable_all().build()?)
+    Ok(runtime_builder().build()?)
 }
 
 /// The runtime a server runs on: `config.http_threads` worker threads (see `Config::http_threads`).
 pub fn server_runtime(config: &Config) -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.http_threads)
-        .max_blocking_threads(MAX_BLOCKING_THREADS)
-        .enable_all()
-        .build()?)
+    Ok(runtime_builder().worker_threads(config.http_threads).build()?)
 }
 
 pub async fn serve_node(config: &Config, node: &Node, listener: tokio::net::TcpListener) -> Result<()> {

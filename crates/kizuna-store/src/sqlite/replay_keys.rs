@@ -67,6 +67,9 @@ impl Default for ReplayKeys {
     }
 }
 
+/// Appends a claimed key to the log; [`ReplayKeys::claim`] runs it through the statement its transaction holds.
+pub(super) const CLAIM_SQL: &str = "INSERT INTO dedup_log (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)";
+
 impl ReplayKeys {
     fn tag(&self, source_id: i64, message_id: &str) -> u32 {
         ReplayIndex::tag(self.hasher.hash_one((source_id, message_id)))
@@ -147,7 +150,7 @@ impl ReplayKeys {
 
     /// Claims `(source, message_id)` inside the caller's transaction; false when it is already claimed and not
     /// expired (a key expires when `now_ms` passes its `expires_at`; `None` never expires).
-    /// `insert` is the transaction's `INSERT INTO dedup_log (source_id, message_id, expires_at)`.
+    /// `insert` is the transaction's [`CLAIM_SQL`] statement.
     pub fn claim(
         &mut self,
         conn: &Connection,
@@ -273,8 +276,7 @@ mod tests {
     }
 
     fn claim(keys: &mut ReplayKeys, conn: &Connection, i: i64, now_ms: i64) -> anyhow::Result<bool> {
-        let mut insert =
-            conn.prepare_cached("INSERT INTO dedup_log (source_id, message_id, expires_at) VALUES (?1, ?2, ?3)")?;
+        let mut insert = conn.prepare_cached(CLAIM_SQL)?;
         Ok(keys.claim(conn, &mut insert, 1, &format!("m{i}"), Some(1000 + i), now_ms)?)
     }
 
